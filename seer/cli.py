@@ -1,0 +1,216 @@
+"""The `seer` command line. Bad input exits with status 2 and one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+
+from seer import __version__
+from seer.errors import SeerInputError
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_clean(obj), indent=2))
+
+
+def _print_table(title: str, items: dict) -> None:
+    print(title)
+    width = max(len(k) for k in items)
+    for key, value in items.items():
+        if isinstance(value, float):
+            text = "n/a" if not math.isfinite(value) else (f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3f}")
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        print(f"  {key:<{width}}  {text}")
+
+
+# ---- seer trace ... ---------------------------------------------------------------------------
+
+
+def cmd_trace_convert(args) -> int:
+    from seer.traces.converters import convert, parse_mapping
+    from seer.traces.io import save_trace, validate_trace
+
+    mapping = parse_mapping(args.map)
+    df = convert(args.path, args.source, mapping=mapping, prompts=args.prompts)
+    if args.max_tokens is not None:
+        df["max_tokens"] = args.max_tokens
+    df = validate_trace(df, args.path)
+    meta = {"source": args.source, "converted_from": str(args.path)}
+    if "output_ids" in df.columns:
+        meta["tokenizer"] = "smollm2"
+    save_trace(df, args.out, meta=meta)
+    summary = {"out": str(args.out), "groups": int(df["prompt_id"].nunique()), "samples": len(df)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"wrote {args.out}: {summary['groups']:,} groups, {summary['samples']:,} samples")
+    return 0
+
+
+def cmd_trace_synth(args) -> int:
+    from seer.traces.io import save_trace
+    from seer.traces.stats import trace_stats
+    from seer.traces.synth import SynthConfig, preset_config, synthesize
+
+    knobs = dict(
+        prompts=args.prompts, group_size=args.group_size, mean_len=args.mean_len, eta2=args.eta2,
+        within_cv=args.within_cv, max_tokens=args.max_tokens, prompt_mean=args.prompt_mean,
+        prompt_cv=args.prompt_cv, seed=args.seed,
+    )
+    if args.preset:
+        cfg = preset_config(args.preset, **knobs)
+    else:
+        cfg = SynthConfig(**{k: v for k, v in knobs.items() if v is not None})
+    df = synthesize(cfg)
+    out = args.out or f"{args.preset or 'synth'}.parquet"
+    save_trace(df, out, meta={"source": "synth", "preset": args.preset, "config": cfg.__dict__})
+    stats = trace_stats(df, ngrams=False)
+    if args.json:
+        _print_json({"out": out, **stats})
+    else:
+        print(f"wrote {out}: {stats['groups']:,} groups x G={cfg.group_size}, {stats['samples']:,} samples, "
+              f"mean {stats['mean_len']:,.0f} tokens, eta2 {stats['eta2']:.3f}, within-group CV {stats['within_cv']:.3f}")
+    return 0
+
+
+def cmd_trace_stats(args) -> int:
+    from seer.traces.io import load_trace
+    from seer.traces.stats import trace_stats
+
+    df = load_trace(args.path)
+    stats = trace_stats(df, ngrams=not args.no_ngrams)
+    if args.json:
+        _print_json(stats)
+    else:
+        _print_table(f"{args.path}", stats)
+    return 0
+
+
+def cmd_trace_validate(args) -> int:
+    from seer.traces.io import load_trace
+
+    df = load_trace(args.path)
+    summary = {"path": str(args.path), "valid": True, "groups": int(df["prompt_id"].nunique()),
+               "samples": len(df), "columns": [str(c) for c in df.columns]}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{args.path}: valid, {summary['groups']:,} groups, {summary['samples']:,} samples, "
+              f"columns: {', '.join(summary['columns'])}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from seer.traces.synth import presets
+
+    items = presets()
+    if args.json:
+        _print_json(items)
+    else:
+        _print_table("presets (seer/presets/*.toml)", items)
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from seer.traces.converters import SOURCES
+
+    parser = argparse.ArgumentParser(prog="seer", description="Rollout scheduling for synchronous LLM RL: traces, simulation, real engines.")
+    parser.add_argument("--version", action="version", version=f"seer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    trace = sub.add_parser("trace", help="convert, synthesise, validate and measure rollout traces",
+                           description="Work with rollout traces (Parquet, CSV or JSONL in seer's schema).")
+    tsub = trace.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
+
+    p = tsub.add_parser("convert", help="convert a public trace into seer's schema",
+                        description="Convert a trace. Sources: tot (Tree-of-Thoughts sample logs, tokenised with SmolLM2), "
+                                    "mooncake, azure, or any csv/jsonl with --map.")
+    p.add_argument("path", help="input file")
+    p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="input format")
+    p.add_argument("-o", "--out", required=True, help="output trace (.parquet, .csv or .jsonl)")
+    p.add_argument("--map", action="append", metavar="COLUMN=SOURCE",
+                   help="for csv/jsonl: take schema COLUMN from SOURCE column (repeatable)")
+    p.add_argument("--prompts", help="for tot: the prompt file (default: 24.csv or data_100_random_text.txt beside the log)")
+    p.add_argument("--max-tokens", type=int, help="set max_tokens on every row")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_trace_convert)
+
+    p = tsub.add_parser("synth", help="generate a synthetic grouped trace",
+                        description="Generate groups whose lengths share a group-level factor. A --preset sets every "
+                                    "knob from a paper setup; explicit knobs override it.")
+    p.add_argument("--preset", help="paper setup (see `seer presets`)")
+    p.add_argument("-o", "--out", help="output trace (default: PRESET.parquet)")
+    p.add_argument("--prompts", type=int, help="number of prompts (groups)")
+    p.add_argument("--group-size", "-G", type=int, help="samples per prompt (G)")
+    p.add_argument("--mean-len", type=float, help="mean output length in tokens")
+    p.add_argument("--eta2", type=float, help="share of length variance explained by the group, in [0, 1)")
+    p.add_argument("--within-cv", type=float, help="mean within-group coefficient of variation")
+    p.add_argument("--max-tokens", type=int, help="generation cap")
+    p.add_argument("--prompt-mean", type=float, help="mean prompt length (log-normal)")
+    p.add_argument("--prompt-cv", type=float, help="prompt length CV (0 = all equal)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the trace statistics as JSON")
+    p.set_defaults(func=cmd_trace_synth)
+
+    p = tsub.add_parser("stats", help="statistics that test the Seer premise on a trace",
+                        description="Group-structure statistics: eta2, within/across-group CV, probe-vs-max rank "
+                                    "correlation, straggler share, and 4-gram sharing when the trace has tokens.")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-ngrams", action="store_true", help="skip the 4-gram sharing statistics")
+    p.set_defaults(func=cmd_trace_stats)
+
+    p = tsub.add_parser("validate", help="check a trace against the schema", description="Check a trace; exit 2 with one line on the first problem.")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_trace_validate)
+
+    p = sub.add_parser("presets", help="list the paper setups", description="List the preset files (workload and cluster of each paper setup).")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"seer: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        return int(args.func(args) or 0)
+    except SeerInputError as exc:
+        print(f"seer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

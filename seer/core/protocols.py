@@ -1,0 +1,103 @@
+"""The contract between policies, engines and drivers.
+
+Loop run by a driver (one per backend):
+
+    events -> policy.on_event(event, view) -> actions -> engines -> events ...
+
+A `Policy` is deterministic: no clock (time arrives in events), no I/O, no randomness that is not
+seeded at construction. It sees a `ClusterView`: per-instance load and KV, and every request's
+observable state (tokens generated so far, never its true final length). Oracle policies get true
+lengths through their own constructor argument, which ordinary policies do not have.
+
+An `Engine` is one inference instance. It takes chunks, runs them with continuous batching, and
+reports `ChunkFinished` (and `RequestPreempted`) through the `emit` callback it was built with.
+The simulated instance and the vLLM adapter both implement it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from seer.core.actions import Action
+from seer.core.events import Event
+from seer.core.model import Chunk, Group, Request, RequestState
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A snapshot of one instance's load as a scheduler can observe it.
+
+    `kv_used_tokens` counts KV actually held; `kv_reserved_tokens` adds what admitted chunks may still
+    grow into (context + chunk budget), which is what a no-preemption dispatcher must respect.
+    `cached_prefix_tokens` maps request ids to the number of their context tokens still cached on this
+    instance (prefix cache or pooled KV), the hint for cache-aware placement.
+    """
+
+    instance_id: int
+    kv_capacity_tokens: int
+    kv_used_tokens: int
+    kv_reserved_tokens: int
+    running: int
+    waiting: int
+    alive: bool = True
+    cached_prefix_tokens: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def kv_free_tokens(self) -> int:
+        """Capacity not yet promised to admitted chunks."""
+        return self.kv_capacity_tokens - self.kv_reserved_tokens
+
+    @property
+    def in_flight(self) -> int:
+        return self.running + self.waiting
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What a policy may read: time, instances, groups and the observable state of every request."""
+
+    t: float
+    instances: Sequence[InstanceView]
+    groups: Mapping[int, Group]
+    requests: Mapping[int, Request]
+
+    def waiting_requests(self) -> list[Request]:
+        """Requests in the buffer, in request-id order (deterministic)."""
+        return [r for r in self.requests.values() if r.state is RequestState.WAITING]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A scheduling policy. Implement `on_event`; return the actions to take now (possibly none)."""
+
+    name: str
+
+    def on_event(self, event: Event, view: ClusterView) -> list[Action]: ...
+
+
+EmitFn = Callable[[Event], None]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One inference instance behind the contract.
+
+    `submit` queues a chunk for a request whose context (prompt + generated tokens) is given by the
+    `Request`; the engine owns scheduling inside its batch. `abort` stops a request's chunk and frees
+    its KV. `view` reports load. Finished chunks are reported through the engine's `emit` callback.
+    """
+
+    instance_id: int
+
+    def submit(self, chunk: Chunk, request: Request) -> None: ...
+
+    def abort(self, request_id: int) -> None: ...
+
+    def view(self) -> InstanceView: ...
+
+    def set_speculation(self, budgets: Mapping[int, int]) -> None: ...
+
+
+__all__ = ["ClusterView", "EmitFn", "Engine", "InstanceView", "Policy"]

@@ -1,0 +1,18 @@
+"""User-facing errors: bad input that the CLI reports in one line with exit status 2."""
+
+
+class SeerInputError(Exception):
+    """Bad input from the user (a file, a flag, a model). The message is one line naming what and where."""
+
+
+class TraceError(SeerInputError):
+    """A trace file that cannot be read or does not follow the schema."""
+
+    def __init__(self, path: str, message: str, row: int | None = None, column: str | None = None):
+        self.path, self.row, self.column = path, row, column
+        where = [str(path)]
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        super().__init__(f"{', '.join(where)}: {message}")

@@ -1,0 +1,207 @@
+"""Converters from public trace formats to the generic schema.
+
+- `tot`: Tree-of-Thoughts GPT-4 sample logs (JSON list of {idx, ys, infos|accs, usage_so_far}); each
+  entry is a group of 10 or 100 samples. Responses are tokenised with SmolLM2's tokenizer, so
+  `output_ids` are SmolLM2 ids and lengths are SmolLM2 tokens. Prompts are the task inputs (a Game-of-24
+  puzzle from 24.csv, or a creative-writing line from data_100_random_text.txt), tokenised the same way;
+  ToT's few-shot prompt template is not part of the logs and is not counted.
+- `mooncake`: Kimi production conversation trace (JSONL: timestamp ms, input_length, output_length).
+- `azure`: Azure LLM inference trace 2023 (CSV: TIMESTAMP, ContextTokens, GeneratedTokens).
+- `csv` / `jsonl`: any table, with a column mapping `schema_name=source_column`.
+
+Single-sample traces (Mooncake, Azure) become groups of one sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from seer.errors import SeerInputError, TraceError
+from seer.traces.schema import OPTIONAL, REQUIRED
+from seer.traces.tokenizer import encode_batch
+
+SOURCES = ("tot", "mooncake", "azure", "csv", "jsonl")
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise TraceError(path, "no such file")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TraceError(path, f"not valid JSON ({exc})")
+
+
+def _tot_task(entries: list) -> str:
+    for entry in entries:
+        for y in entry.get("ys", []):
+            if isinstance(y, str) and "Answer:" in y:
+                return "game24"
+    return "text"
+
+
+def _tot_prompts(path: str, task: str, prompts: str | None) -> list[str]:
+    folder = os.path.dirname(os.path.abspath(path))
+    source = prompts or os.path.join(folder, "24.csv" if task == "game24" else "data_100_random_text.txt")
+    if not os.path.exists(source):
+        raise TraceError(path, f"ToT {task} log needs its prompt file {source} (pass --prompts PATH)")
+    if task == "game24":
+        try:
+            table = pd.read_csv(source)
+            return [str(p) for p in table["Puzzles"]]
+        except (KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise TraceError(source, "expected a CSV with a 'Puzzles' column (ToT's 24.csv)")
+    with open(source, encoding="utf-8") as fh:
+        return [line.rstrip("\n") for line in fh]
+
+
+def convert_tot(path: str, prompts: str | None = None, progress: bool | None = None) -> pd.DataFrame:
+    """Tree-of-Thoughts sample log -> trace with SmolLM2 token ids."""
+    entries = _read_json(path)
+    if not isinstance(entries, list) or not entries:
+        raise TraceError(path, "expected a non-empty JSON list of {idx, ys} entries (a ToT sample log)")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "idx" not in entry or not isinstance(entry.get("ys"), list):
+            raise TraceError(path, "entry lacks 'idx' or a list 'ys'", row=i + 1)
+    task = _tot_task(entries)
+    prompt_texts = _tot_prompts(path, task, prompts)
+    rows = []
+    for entry in tqdm(entries, desc="tokenising", unit="group", disable=None if progress is None else not progress):
+        idx = int(entry["idx"])
+        if idx >= len(prompt_texts):
+            raise TraceError(path, f"idx {idx} has no prompt in the prompt file ({len(prompt_texts)} lines)")
+        prompt_ids = encode_batch([prompt_texts[idx]])[0]
+        outs = encode_batch([str(y) for y in entry["ys"]])
+        rewards = _tot_rewards(entry)
+        for j, ids in enumerate(outs):
+            row = {
+                "prompt_id": idx,
+                "sample_id": j,
+                "prompt_len": len(prompt_ids),
+                "output_len": len(ids),
+                "prompt_ids": prompt_ids,
+                "output_ids": ids,
+            }
+            if rewards is not None and j < len(rewards):
+                row["reward"] = float(rewards[j])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _tot_rewards(entry: Mapping) -> list | None:
+    if isinstance(entry.get("accs"), list):
+        return [float(bool(a)) for a in entry["accs"]]
+    infos = entry.get("infos")
+    if isinstance(infos, list) and infos and all(isinstance(i, dict) and "r" in i for i in infos):
+        return [i["r"] for i in infos]
+    return None
+
+
+def convert_mooncake(path: str) -> pd.DataFrame:
+    """Mooncake JSONL (timestamp in ms, input_length, output_length) -> single-sample groups."""
+    try:
+        raw = pd.read_json(path, lines=True)
+    except ValueError as exc:
+        raise TraceError(path, f"not a Mooncake JSONL trace ({str(exc).splitlines()[0]})")
+    need = ("timestamp", "input_length", "output_length")
+    missing = [c for c in need if c not in raw.columns]
+    if missing:
+        raise TraceError(path, f"missing Mooncake column(s): {', '.join(missing)}")
+    return pd.DataFrame(
+        {
+            "prompt_id": np.arange(len(raw)),
+            "sample_id": 0,
+            "prompt_len": raw["input_length"],
+            "output_len": raw["output_length"],
+            "arrival_s": pd.to_numeric(raw["timestamp"], errors="coerce") / 1000.0,
+        }
+    )
+
+
+def convert_azure(path: str) -> pd.DataFrame:
+    """Azure 2023 CSV (TIMESTAMP, ContextTokens, GeneratedTokens) -> single-sample groups."""
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TraceError(path, f"not an Azure trace CSV ({str(exc).splitlines()[0]})")
+    need = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+    missing = [c for c in need if c not in raw.columns]
+    if missing:
+        raise TraceError(path, f"missing Azure column(s): {', '.join(missing)}")
+    stamps = pd.to_datetime(raw["TIMESTAMP"], errors="coerce")
+    if stamps.isna().any():
+        i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+        raise TraceError(path, f"unreadable timestamp {raw['TIMESTAMP'].iloc[i]!r}", row=i + 1, column="TIMESTAMP")
+    return pd.DataFrame(
+        {
+            "prompt_id": np.arange(len(raw)),
+            "sample_id": 0,
+            "prompt_len": raw["ContextTokens"],
+            "output_len": raw["GeneratedTokens"],
+            "arrival_s": (stamps - stamps.min()).dt.total_seconds(),
+        }
+    )
+
+
+def parse_mapping(items: list[str] | None) -> dict[str, str]:
+    """`['output_len=n_tokens', ...]` -> {'output_len': 'n_tokens'}."""
+    mapping = {}
+    known = set(REQUIRED) | set(OPTIONAL)
+    for item in items or []:
+        if "=" not in item:
+            raise SeerInputError(f"--map {item!r}: expected SCHEMA_COLUMN=SOURCE_COLUMN")
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key not in known:
+            raise SeerInputError(f"--map {item!r}: {key!r} is not a schema column ({', '.join(sorted(known))})")
+        mapping[key] = value
+    return mapping
+
+
+def convert_table(path: str, fmt: str, mapping: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Any CSV/JSONL table -> trace. Unmapped schema columns are taken by name when present.
+
+    Without `sample_id`, samples are numbered in file order within each prompt; without `prompt_id`,
+    every row is its own single-sample group.
+    """
+    try:
+        raw = pd.read_csv(path) if fmt == "csv" else pd.read_json(path, lines=True)
+    except FileNotFoundError:
+        raise TraceError(path, "no such file")
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TraceError(path, f"not a readable {fmt.upper()} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    mapping = dict(mapping or {})
+    absent = [src for src in mapping.values() if src not in raw.columns]
+    if absent:
+        raise TraceError(path, f"mapped source column(s) not in the file: {', '.join(absent)} (found: {', '.join(map(str, raw.columns))})")
+    out = pd.DataFrame(index=raw.index)
+    for col in list(REQUIRED) + list(OPTIONAL):
+        src = mapping.get(col, col)
+        if src in raw.columns:
+            out[col] = raw[src]
+    if "prompt_id" not in out.columns:
+        out["prompt_id"] = np.arange(len(raw))
+    if "sample_id" not in out.columns:
+        out["sample_id"] = out.groupby("prompt_id", sort=False).cumcount()
+    return out
+
+
+def convert(path: str, source: str, mapping: Mapping[str, str] | None = None, prompts: str | None = None) -> pd.DataFrame:
+    """Dispatch to the converter for `source`."""
+    if source == "tot":
+        return convert_tot(path, prompts=prompts)
+    if not os.path.exists(path):
+        raise TraceError(path, "no such file")
+    if source == "mooncake":
+        return convert_mooncake(path)
+    if source == "azure":
+        return convert_azure(path)
+    if source in ("csv", "jsonl"):
+        return convert_table(path, source, mapping)
+    raise SeerInputError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")

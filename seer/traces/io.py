@@ -1,0 +1,241 @@
+"""Reading, validating and writing traces as Parquet, CSV or JSONL.
+
+Every problem is reported as a `TraceError` naming the file, the row (1-based, header excluded) and
+the column. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seer.errors import TraceError
+from seer.fileio import atomic_path
+from seer.traces.schema import (
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    REQUIRED,
+    TOKEN_COLUMNS,
+    TOKEN_LENGTH_OF,
+    format_of,
+)
+
+META_KEY = b"seer"
+
+
+def _read_raw(path: str, fmt: str) -> tuple[pd.DataFrame, dict]:
+    if fmt == "parquet":
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises many types for a bad file
+            raise TraceError(path, f"not a readable Parquet file ({type(exc).__name__}: {_first_line(exc)})")
+        meta = {}
+        raw_meta = (table.schema.metadata or {}).get(META_KEY)
+        if raw_meta:
+            meta = json.loads(raw_meta)
+        return table.to_pandas(), meta
+    if fmt == "csv":
+        try:
+            df = pd.read_csv(path, dtype={c: str for c in TOKEN_COLUMNS}, keep_default_na=True)
+        except pd.errors.EmptyDataError:
+            raise TraceError(path, "the file is empty")
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise TraceError(path, f"not a readable CSV file ({_first_line(exc)})")
+        for col in TOKEN_COLUMNS:
+            if col in df.columns:
+                df[col] = [_parse_token_cell(path, i + 1, col, v) for i, v in enumerate(df[col])]
+        return df, {}
+    if fmt == "jsonl":
+        rows = []
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise TraceError(path, f"invalid JSON ({exc.msg})", row=lineno)
+                    if not isinstance(obj, dict):
+                        raise TraceError(path, "each line must be a JSON object", row=lineno)
+                    rows.append(obj)
+        except UnicodeDecodeError as exc:
+            raise TraceError(path, f"not UTF-8 text ({_first_line(exc)})")
+        return pd.DataFrame(rows), {}
+    raise AssertionError(fmt)
+
+
+def _show(value) -> str:
+    """repr of a cell without numpy's type wrapper (np.int64(3) -> 3)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _parse_token_cell(path: str, row: int, col: str, value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []  # an empty CSV cell is an empty list; the length check catches a real omission
+    text = str(value).strip().strip("[]").replace(",", " ")
+    try:
+        return [int(tok) for tok in text.split()]
+    except ValueError:
+        raise TraceError(path, "token ids must be integers separated by spaces", row=row, column=col)
+
+
+def _check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -> None:
+    values = df[col]
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna()
+    as_float = numeric.astype("float64")
+    bad |= ~np.isfinite(as_float.fillna(0.0)) | (as_float.fillna(0.0) % 1 != 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)
+    low = numeric < minimum
+    if low.any():
+        i = int(np.flatnonzero(low.to_numpy())[0])
+        raise TraceError(path, f"expected an integer >= {minimum}, got {_show(values.iloc[i])}", row=i + 1, column=col)
+    df[col] = numeric.astype("int64")
+
+
+def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
+    """Check a trace against the schema and return it with normalised dtypes.
+
+    Raises `TraceError` at the first problem found, naming row and column.
+    """
+    if len(df) == 0:
+        raise TraceError(path, "the trace has no rows")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise TraceError(path, f"missing required column(s): {', '.join(missing)} (found: {', '.join(map(str, df.columns))})")
+    df = df.reset_index(drop=True).copy()
+    nulls = df["prompt_id"].isna()
+    if nulls.any():
+        raise TraceError(path, "prompt_id is empty", row=int(np.flatnonzero(nulls.to_numpy())[0]) + 1, column="prompt_id")
+    for col in INT_COLUMNS:
+        if col in df.columns:
+            _check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
+    for col in FLOAT_COLUMNS:
+        if col in df.columns:
+            numeric = pd.to_numeric(df[col], errors="coerce")
+            bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0))
+            if bad.any():
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                raise TraceError(path, f"expected a number, got {_show(df[col].iloc[i])}", row=i + 1, column=col)
+            df[col] = numeric.astype("float64")
+    dup = df.duplicated(subset=["prompt_id", "sample_id"], keep="first")
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise TraceError(
+            path,
+            f"duplicate (prompt_id, sample_id) = ({_show(df['prompt_id'].iloc[i])}, {_show(df['sample_id'].iloc[i])})",
+            row=i + 1,
+            column="sample_id",
+        )
+    for col, length_col in TOKEN_LENGTH_OF.items():
+        if col not in df.columns:
+            continue
+        cells = df[col].tolist()
+        lengths = df[length_col].to_numpy()
+        for i, cell in enumerate(cells):
+            if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+                raise TraceError(path, "token list is empty (null)", row=i + 1, column=col)
+            if isinstance(cell, str):
+                raise TraceError(path, "expected a list of token ids, got a string", row=i + 1, column=col)
+            if len(cell) != lengths[i]:
+                raise TraceError(
+                    path, f"has {len(cell)} tokens but {length_col} is {lengths[i]}", row=i + 1, column=col
+                )
+        df[col] = [np.asarray(c, dtype=np.int64) for c in cells]
+    if "max_tokens" in df.columns:
+        over = df["output_len"] > df["max_tokens"]
+        if over.any():
+            i = int(np.flatnonzero(over.to_numpy())[0])
+            raise TraceError(
+                path,
+                f"output_len {df['output_len'].iloc[i]} exceeds max_tokens {df['max_tokens'].iloc[i]}",
+                row=i + 1,
+                column="output_len",
+            )
+    return df
+
+
+def load_trace(path: str | os.PathLike, with_meta: bool = False):
+    """Read and validate a trace (format from the file extension).
+
+    Returns the DataFrame, or (DataFrame, metadata dict) with `with_meta=True`.
+    """
+    path = str(path)
+    fmt = format_of(path)
+    if fmt is None:
+        raise TraceError(path, "unknown trace format: use .parquet, .csv or .jsonl")
+    if not os.path.exists(path):
+        raise TraceError(path, "no such file")
+    if os.path.isdir(path):
+        raise TraceError(path, "is a directory, not a trace file")
+    if os.path.getsize(path) == 0:
+        raise TraceError(path, "the file is empty")
+    df, meta = _read_raw(path, fmt)
+    df = validate_trace(df, path)
+    return (df, meta) if with_meta else df
+
+
+def _token_cell_text(cell) -> str:
+    return " ".join(str(int(t)) for t in cell)
+
+
+def save_trace(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping | None = None) -> None:
+    """Validate and write a trace atomically; the format follows the extension."""
+    path = str(path)
+    fmt = format_of(path)
+    if fmt is None:
+        raise TraceError(path, "unknown output format: use .parquet, .csv or .jsonl")
+    df = validate_trace(df, path)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            table = pa.Table.from_pandas(_for_arrow(df), preserve_index=False)
+            if meta:
+                merged = dict(table.schema.metadata or {})
+                merged[META_KEY] = json.dumps(dict(meta)).encode()
+                table = table.replace_schema_metadata(merged)
+            pq.write_table(table, tmp)
+        elif fmt == "csv":
+            out = df.copy()
+            for col in TOKEN_COLUMNS:
+                if col in out.columns:
+                    out[col] = [_token_cell_text(c) for c in out[col]]
+            out.to_csv(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in df.to_dict(orient="records"):
+                    fh.write(json.dumps({k: _jsonable(v) for k, v in rec.items()}) + "\n")
+
+
+def _for_arrow(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col in TOKEN_COLUMNS:
+        if col in out.columns:
+            out[col] = [np.asarray(c, dtype=np.int32) for c in out[col]]
+    return out
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+
+from seer.cli import build_parser, main
+from seer.traces.io import load_trace
+from seer.traces.stats import SUMMARY_KEYS
+
+from conftest import run_seer
+
+
+def _subcommands(parser, prefix=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _subcommands(sub, prefix + (name,))
+
+
+def test_every_command_has_help(capsys):
+    commands = list(_subcommands(build_parser()))
+    assert ("trace", "stats") in commands and ("presets",) in commands
+    for cmd in [()] + commands:
+        with pytest.raises(SystemExit) as info:
+            main([*cmd, "--help"])
+        assert info.value.code == 0
+        assert "usage: seer" in capsys.readouterr().out
+
+
+def test_synth_preset_then_stats_json(tmp_path):
+    out = tmp_path / "q.parquet"
+    proc = run_seer("trace", "synth", "--preset", "qwen2-vl-72b", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "600 groups x G=16" in proc.stdout
+    assert len(load_trace(out)) == 9600
+    proc = run_seer("trace", "stats", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert set(SUMMARY_KEYS) <= set(stats)
+    assert stats["groups"] == 600 and abs(stats["mean_len"] - 7615) < 0.05 * 7615
+    text = run_seer("trace", "stats", str(out)).stdout
+    for key in SUMMARY_KEYS:
+        assert key in text
+
+
+def test_synth_knobs_override_the_preset(tmp_path, capsys):
+    out = tmp_path / "m.csv"
+    assert main(["trace", "synth", "--preset", "moonlight", "--prompts", "20", "-G", "4", "--eta2", "0.8", "-o", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["samples"] == 80 and abs(stats["eta2"] - 0.8) < 0.03
+
+
+def test_wrong_flags_and_inputs_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["trace", "convert", "x.json", "--from", "nonsense", "-o", "y.parquet"])
+    assert info.value.code == 2
+    capsys.readouterr()
+    assert main(["trace", "synth", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main(["trace", "synth", "-G", "1", "-o", str(tmp_path / "x.parquet")]) == 2
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_presets_json(capsys):
+    assert main(["presets", "--json"]) == 0
+    assert {"moonlight", "qwen2-vl-72b", "kimi-k2"} <= set(json.loads(capsys.readouterr().out))
+
+
+def test_validate_reports_columns(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    assert main(["trace", "synth", "--prompts", "3", "-G", "2", "--mean-len", "100", "--max-tokens", "1000", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["trace", "validate", str(out), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["valid"] and got["samples"] == 6 and "max_tokens" in got["columns"]

@@ -1,0 +1,85 @@
+import pandas as pd
+import pytest
+
+from seer.errors import SeerInputError, TraceError
+from seer.traces.converters import convert, parse_mapping
+from seer.traces.io import load_trace, validate_trace
+from seer.traces.tokenizer import load_tokenizer
+
+from conftest import run_seer
+
+
+def test_tot_game24_cot_gives_100_groups_of_100_with_smollm2_ids(shared_data):
+    path = shared_data / "tot" / "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json"
+    df = validate_trace(convert(str(path), "tot"))
+    sizes = df.groupby("prompt_id").size()
+    assert len(sizes) == 100 and set(sizes) == {100}
+    assert sorted(df["prompt_id"].unique()) == list(range(900, 1000))
+    tok = load_tokenizer()
+    import json
+
+    first = json.loads(path.read_text())[0]
+    row = df[(df.prompt_id == 900) & (df.sample_id == 3)].iloc[0]
+    assert tok.decode(list(row["output_ids"])) == first["ys"][3]
+    assert row["output_len"] == len(row["output_ids"])
+    # the prompt is puzzle #901 of 24.csv
+    assert tok.decode(list(row["prompt_ids"])) == pd.read_csv(shared_data / "tot" / "24.csv")["Puzzles"][900]
+    assert set(df["reward"].unique()) <= {0.0, 1.0}
+
+
+def test_tot_text_gives_100_groups_of_10(shared_data):
+    df = validate_trace(convert(str(shared_data / "tot" / "gpt-4_1.0_naive_standard_sample_10_start0_end100.json"), "tot"))
+    sizes = df.groupby("prompt_id").size()
+    assert len(sizes) == 100 and set(sizes) == {10}
+    assert df["prompt_len"].min() > 20  # four sentences
+
+
+def test_mooncake_and_azure_are_single_sample_groups(shared_data):
+    mc = validate_trace(convert(str(shared_data / "mooncake" / "conversation_trace.jsonl"), "mooncake"))
+    assert len(mc) == 12031 and mc["prompt_id"].nunique() == 12031 and (mc["sample_id"] == 0).all()
+    assert mc["arrival_s"].is_monotonic_increasing and mc["arrival_s"].iloc[0] == 0.0
+    assert (mc["prompt_len"].iloc[0], mc["output_len"].iloc[0]) == (6758, 500)
+    conv = validate_trace(convert(str(shared_data / "azure2023" / "AzureLLMInferenceTrace_conv.csv"), "azure"))
+    code = validate_trace(convert(str(shared_data / "azure2023" / "AzureLLMInferenceTrace_code.csv"), "azure"))
+    assert (len(conv), len(code)) == (19366, 8819)
+    assert (conv["prompt_len"].iloc[0], conv["output_len"].iloc[0]) == (374, 44)
+    assert conv["arrival_s"].min() == 0.0 and 3000 < conv["arrival_s"].max() < 4000  # about an hour
+
+
+def test_generic_csv_with_mapping_numbers_samples_within_prompts(tmp_path):
+    src = tmp_path / "x.csv"
+    src.write_text("question,plen,n\nq1,5,10\nq2,6,20\nq1,5,30\n")
+    df = validate_trace(convert(str(src), "csv", parse_mapping(["prompt_id=question", "prompt_len=plen", "output_len=n"])))
+    assert df[["prompt_id", "sample_id", "output_len"]].values.tolist() == [["q1", 0, 10], ["q2", 0, 20], ["q1", 1, 30]]
+
+
+def test_generic_jsonl_by_name(tmp_path):
+    src = tmp_path / "x.jsonl"
+    src.write_text('{"prompt_id": 1, "prompt_len": 3, "output_len": 2, "output_ids": [5, 6]}\n')
+    df = validate_trace(convert(str(src), "jsonl"))
+    assert df["sample_id"].tolist() == [0] and list(df["output_ids"][0]) == [5, 6]
+
+
+def test_bad_mappings_and_sources(tmp_path):
+    with pytest.raises(SeerInputError, match="expected SCHEMA_COLUMN=SOURCE_COLUMN"):
+        parse_mapping(["output_len"])
+    with pytest.raises(SeerInputError, match="not a schema column"):
+        parse_mapping(["length=n"])
+    src = tmp_path / "x.csv"
+    src.write_text("a,b\n1,2\n")
+    with pytest.raises(TraceError, match="mapped source column"):
+        convert(str(src), "csv", {"output_len": "zzz"})
+    bad = tmp_path / "tot.json"
+    bad.write_text('{"not": "a list"}')
+    with pytest.raises(TraceError, match="ToT sample log"):
+        convert(str(bad), "tot")
+
+
+def test_cli_convert_then_stats_on_tot(shared_data, tmp_path):
+    out = tmp_path / "cot.parquet"
+    proc = run_seer("trace", "convert", str(shared_data / "tot" / "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json"),
+                    "--from", "tot", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "100 groups, 10,000 samples" in proc.stdout
+    df, meta = load_trace(out, with_meta=True)
+    assert meta["tokenizer"] == "smollm2" and len(df) == 10000

@@ -1,0 +1,153 @@
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seer.errors import TraceError
+from seer.traces.io import load_trace, save_trace, validate_trace
+
+from conftest import run_seer
+
+FORMATS = ["parquet", "csv", "jsonl"]
+
+
+@st.composite
+def traces(draw, tokens=True):
+    n_groups = draw(st.integers(1, 5))
+    rows = []
+    for g in range(n_groups):
+        plen = draw(st.integers(0, 50))
+        for s in range(draw(st.integers(1, 4))):
+            olen = draw(st.integers(0, 30))
+            row = {"prompt_id": g * 3 + 1, "sample_id": s, "prompt_len": plen, "output_len": olen,
+                   "max_tokens": 64, "arrival_s": draw(st.floats(0, 1e4, allow_nan=False))}
+            if tokens:
+                row["prompt_ids"] = draw(st.lists(st.integers(0, 49151), min_size=plen, max_size=plen))
+                row["output_ids"] = draw(st.lists(st.integers(0, 49151), min_size=olen, max_size=olen))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame):
+    assert list(a.columns) == list(b.columns)
+    for col in a.columns:
+        if col in ("prompt_ids", "output_ids"):
+            assert [list(map(int, x)) for x in a[col]] == [list(map(int, x)) for x in b[col]], col
+        elif col == "arrival_s":
+            np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float), rtol=1e-12)
+        else:
+            assert a[col].tolist() == b[col].tolist(), col
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(df=traces())
+def test_every_format_round_trips(tmp_path, fmt, df):
+    path = tmp_path / f"t.{fmt}"
+    save_trace(df, path, meta={"source": "test"})
+    back = load_trace(path)
+    _same(validate_trace(df), back)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_parquet_keeps_metadata(tmp_path):
+    df = pd.DataFrame({"prompt_id": [1], "sample_id": [0], "prompt_len": [3], "output_len": [4]})
+    save_trace(df, tmp_path / "a.parquet", meta={"source": "x", "k": 1})
+    _, meta = load_trace(tmp_path / "a.parquet", with_meta=True)
+    assert meta == {"source": "x", "k": 1}
+
+
+BASE = "prompt_id,sample_id,prompt_len,output_len\n0,0,10,5\n0,1,10,7\n1,0,4,3\n"
+
+BAD_CSV = [
+    ("prompt_id,sample_id,prompt_len\n0,0,10\n", None, None, "missing required column(s): output_len"),
+    (BASE + "1,1,4,abc\n", 4, "output_len", "expected an integer, got 'abc'"),
+    (BASE + "1,1,4,-3\n", 4, "output_len", "expected an integer >= 0"),
+    (BASE + "1,1,4.5,3\n", 4, "prompt_len", "expected an integer"),
+    (BASE + "1,1,4,\n", 4, "output_len", "expected an integer"),
+    (BASE + "0,1,10,9\n", 4, "sample_id", "duplicate (prompt_id, sample_id) = (0, 1)"),
+    ("prompt_id,sample_id,prompt_len,output_len\n", None, None, "has no rows"),
+    ("prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,3,2,5 6 7\n", 1, "output_ids", "has 3 tokens but output_len is 2"),
+    ("prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,3,2,5 x\n", 1, "output_ids", "token ids must be integers"),
+    ("prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,3,9,8\n", 1, "output_len", "exceeds max_tokens"),
+    ("prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,3,2,0\n", 1, "max_tokens", "expected an integer >= 1"),
+    ("prompt_id,sample_id,prompt_len,output_len,arrival_s\n0,0,3,2,soon\n", 1, "arrival_s", "expected a number"),
+]
+
+
+@pytest.mark.parametrize("text,row,column,message", BAD_CSV)
+def test_each_validation_error_names_file_row_and_column(tmp_path, text, row, column, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(TraceError) as info:
+        load_trace(path)
+    err = info.value
+    assert message in str(err)
+    assert str(path) in str(err)
+    assert (err.row, err.column) == (row, column)
+    assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.csv", "", "the file is empty"),
+        ("garbage.parquet", "not parquet at all", "not a readable Parquet file"),
+        ("bad.jsonl", '{"prompt_id": 0, "sample_id": 0, "prompt_len": 1, "output_len": 1}\n{broken\n', "row 2: invalid JSON"),
+        ("list.jsonl", "[1, 2]\n", "row 1: each line must be a JSON object"),
+        ("trace.txt", "whatever", "unknown trace format"),
+    ],
+)
+def test_unreadable_files(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TraceError, match=message):
+        load_trace(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TraceError, match="no such file"):
+        load_trace(tmp_path / "nope.parquet")
+
+
+def test_jsonl_token_length_mismatch(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"prompt_id": "a", "sample_id": 0, "prompt_len": 2, "output_len": 1, "prompt_ids": [1]}) + "\n")
+    with pytest.raises(TraceError, match=r"row 1, column 'prompt_ids': has 1 tokens but prompt_len is 2"):
+        load_trace(path)
+
+
+def test_a_failed_save_leaves_no_file(tmp_path):
+    bad = pd.DataFrame({"prompt_id": [0, 0], "sample_id": [0, 0], "prompt_len": [1, 1], "output_len": [1, 1]})
+    out = tmp_path / "out.parquet"
+    with pytest.raises(TraceError):
+        save_trace(bad, out)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_reports_a_malformed_file_in_one_line_with_status_2(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(BASE + "1,1,4,-3\n")
+    for action in ("stats", "validate"):
+        proc = run_seer("trace", action, str(path))
+        assert proc.returncode == 2
+        assert proc.stdout == ""
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert lines[0] == f"seer: error: {path}, row 4, column 'output_len': expected an integer >= 0, got -3"
+
+
+def test_cli_convert_failure_writes_nothing(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("q,n\na,5\na,-1\n")
+    out = tmp_path / "out.parquet"
+    proc = run_seer("trace", "convert", str(src), "--from", "csv", "--map", "prompt_id=q", "--map", "output_len=n", "-o", str(out))
+    assert proc.returncode == 2 and "missing required column(s): prompt_len" in proc.stderr
+    proc = run_seer("trace", "convert", str(src), "--from", "csv", "--map", "prompt_id=q", "--map", "output_len=n",
+                    "--map", "prompt_len=n", "-o", str(out))
+    assert proc.returncode == 2 and "row 2" in proc.stderr and "expected an integer >= 0" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]

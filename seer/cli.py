@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -119,13 +120,82 @@ def cmd_trace_validate(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    from seer.policies import POLICIES
+    from seer.sim.cluster import load_cluster
     from seer.traces.synth import presets
 
-    items = presets()
+    items = {}
+    for name, desc in presets().items():
+        cl = load_cluster(name)
+        items[name] = {"description": desc, "instances": cl.instances, "gpus_per_instance": cl.tp * cl.dp,
+                       "model": cl.model, "kv_capacity_tokens": cl.kv_capacity()}
     if args.json:
-        _print_json(items)
+        _print_json({"presets": items, "policies": {k: v[1] for k, v in POLICIES.items()}})
     else:
-        _print_table("presets (seer/presets/*.toml)", items)
+        print("presets (seer/presets/*.toml; copy one and pass its path to --cluster to edit):")
+        for name, it in items.items():
+            print(f"  {name:<14} {it['instances']} x {it['gpus_per_instance']} GPU(s) of {it['model']}, "
+                  f"{it['kv_capacity_tokens']:,} KV tokens/instance. {it['description']}")
+        print("policies:")
+        for name, (_cls, desc) in POLICIES.items():
+            print(f"  {name:<14} {desc}")
+    return 0
+
+
+def _workload(args):
+    """(trace, cluster, workload name) from --trace/--preset/--cluster."""
+    from seer.sim.cluster import load_cluster
+    from seer.traces.io import load_trace
+    from seer.traces.synth import preset_config, synthesize
+
+    if bool(args.trace) == bool(args.preset):
+        raise SeerInputError("give exactly one of --trace PATH or --preset NAME")
+    if args.preset:
+        trace = synthesize(preset_config(args.preset, seed=args.seed))
+        cluster = load_cluster(args.cluster or args.preset, instances=args.instances)
+        name = args.preset
+    else:
+        if not args.cluster:
+            raise SeerInputError("--trace needs --cluster PRESET (a preset name or a TOML path)")
+        trace = load_trace(args.trace)
+        cluster = load_cluster(args.cluster, instances=args.instances)
+        name = os.path.splitext(os.path.basename(args.trace))[0]
+    return trace, cluster, name
+
+
+def _share(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.0f}%"
+
+
+def _print_summary(title: str, s: dict) -> None:
+    rows = {
+        "makespan": f"{s['makespan_s']:,.1f} s",
+        "throughput": f"{s['throughput_tok_s']:,.0f} output tokens/s",
+        "tail (last 10% of requests)": f"{s['tail_s']:,.1f} s ({100 * s['tail_share']:.1f}% of rollout)",
+        "lower bound": f"{s['lower_bound_s']:,.1f} s (efficiency {100 * s['efficiency']:.1f}%)",
+        "first instance done": f"{s['first_instance_done_s']:,.1f} s",
+        "idle per instance": f"{s['idle_s_mean']:,.1f} s ({100 * s['idle_share']:.1f}%)",
+        "preemptions": f"{s['preemptions']:,} ({_share(s.get('preemptions_first_half_share'))} in the first half)",
+        "requests / output tokens": f"{s['requests']:,} / {s['output_tokens']:,}",
+        "simulated in": f"{s['wall_s']:.2f} s wall ({s['mode']} mode)",
+    }
+    _print_table(title, rows)
+
+
+def cmd_simulate(args) -> int:
+    from seer.policies import make_policy
+    from seer.sim.driver import simulate
+
+    trace, cluster, name = _workload(args)
+    policy = make_policy(args.policy)
+    result = simulate(trace, cluster, policy, exact=args.exact)
+    out = args.out or os.path.join("out", "simulate", f"{name}-{args.policy}")
+    result.save(out)
+    if args.json:
+        _print_json({k: result.summary[k] for k in result.summary})
+    else:
+        _print_summary(f"{name} on {cluster.name} ({cluster.instances} instances), policy {args.policy}", result.summary)
+        print(f"results: {out}/ (requests.parquet, timeline.parquet, events.parquet, summary.json)")
     return 0
 
 
@@ -186,7 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_trace_validate)
 
-    p = sub.add_parser("presets", help="list the paper setups", description="List the preset files (workload and cluster of each paper setup).")
+    p = sub.add_parser("simulate", help="simulate one rollout on a cluster under a policy",
+                       description="Replay a trace (or a paper preset's synthetic workload) in the SimPy cluster simulator.")
+    p.add_argument("--trace", help="trace file (.parquet, .csv, .jsonl)")
+    p.add_argument("--preset", help="paper setup: its synthetic workload and its cluster (see `seer presets`)")
+    p.add_argument("--cluster", help="cluster preset name or TOML path (default: the --preset's)")
+    p.add_argument("--policy", default="verl", help="scheduling policy (see `seer presets`; default verl)")
+    p.add_argument("--instances", type=int, help="override the number of instances")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload (default 0)")
+    p.add_argument("--exact", action="store_true", help="advance every decode step (slow; checks the fast path)")
+    p.add_argument("--out", help="result folder (default out/simulate/WORKLOAD-POLICY)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("presets", help="list the paper setups and policies", description="List the preset files (workload and cluster of each paper setup).")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_presets)
     return parser

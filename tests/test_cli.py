@@ -65,7 +65,10 @@ def test_wrong_flags_and_inputs_exit_2(tmp_path, capsys):
 
 def test_presets_json(capsys):
     assert main(["presets", "--json"]) == 0
-    assert {"moonlight", "qwen2-vl-72b", "kimi-k2"} <= set(json.loads(capsys.readouterr().out))
+    got = json.loads(capsys.readouterr().out)
+    assert {"moonlight", "qwen2-vl-72b", "kimi-k2"} == set(got["presets"])
+    assert got["presets"]["qwen2-vl-72b"]["instances"] == 16 and got["presets"]["kimi-k2"]["gpus_per_instance"] == 32
+    assert {"verl", "least-loaded"} <= set(got["policies"])
 
 
 def test_validate_reports_columns(tmp_path, capsys):

@@ -42,6 +42,7 @@ class InstanceView:
     running: int
     waiting: int
     alive: bool = True
+    max_num_seqs: int = 0  # the engine's concurrency limit (0 = unknown)
     cached_prefix_tokens: Mapping[int, int] = field(default_factory=dict)
 
     @property

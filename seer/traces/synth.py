@@ -60,7 +60,9 @@ def presets() -> dict[str, str]:
     out = {}
     for entry in sorted(importlib.resources.files("seer.presets").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
-            out[entry.name[:-5]] = tomllib.loads(entry.read_text()).get("description", "")
+            data = tomllib.loads(entry.read_text())
+            if "workload" in data or "cluster" in data:  # models.toml and coefficients.toml are not setups
+                out[entry.name[:-5]] = data.get("description", "")
     return out
 
 

@@ -1,0 +1,110 @@
+"""One result schema for both backends: per-request records, per-instance timelines, and a summary.
+
+Definitions (the paper's where it has one):
+- makespan: time from rollout start to the last request's finish; throughput = output tokens / makespan.
+- tail time: time spent only on the last 10% of requests to finish, i.e. makespan minus the finish time of
+  the last request outside that 10% (Seer section 4.2.2).
+- lower bound: the larger of (a) total work over total capacity and (b) the longest request alone, both
+  from the backend's step-time model (see `seer.sim.bounds`); efficiency = lower bound / makespan.
+- idle time: per instance, time with nothing running before the makespan.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from seer.fileio import atomic_path, write_text_atomic
+
+SUMMARY_KEYS = ("makespan_s", "throughput_tok_s", "tail_s", "lower_bound_s", "efficiency", "preemptions",
+                "requests", "output_tokens")
+TAIL_FRACTION = 0.10
+
+
+def tail_time(finish_s, makespan: float | None = None, fraction: float = TAIL_FRACTION) -> float:
+    """Time during which only the last `fraction` of requests (by finish time) were still running."""
+    f = np.sort(np.asarray(finish_s, dtype=np.float64))
+    if len(f) == 0:
+        return 0.0
+    end = float(f[-1]) if makespan is None else makespan
+    n_tail = max(1, math.ceil(fraction * len(f)))
+    if n_tail >= len(f):
+        return end
+    return end - float(f[len(f) - n_tail - 1])
+
+
+@dataclass
+class RolloutResult:
+    """What one rollout produced, whichever backend ran it."""
+
+    requests: pd.DataFrame
+    timeline: pd.DataFrame
+    summary: dict
+    config: dict = field(default_factory=dict)
+    events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["t", "instance", "kind", "request_id"]))
+
+    def save(self, out_dir: str | os.PathLike) -> None:
+        """requests.parquet, timeline.parquet, events.parquet, summary.json (each written atomically)."""
+        os.makedirs(out_dir, exist_ok=True)
+        with atomic_path(os.path.join(out_dir, "events.parquet")) as tmp:
+            self.events.to_parquet(tmp, index=False)
+        with atomic_path(os.path.join(out_dir, "requests.parquet")) as tmp:
+            self.requests.to_parquet(tmp, index=False)
+        with atomic_path(os.path.join(out_dir, "timeline.parquet")) as tmp:
+            self.timeline.to_parquet(tmp, index=False)
+        write_text_atomic(os.path.join(out_dir, "summary.json"),
+                          json.dumps({"summary": _clean(self.summary), "config": _clean(self.config)}, indent=2))
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> "RolloutResult":
+        with open(os.path.join(out_dir, "summary.json")) as fh:
+            meta = json.load(fh)
+        events = os.path.join(out_dir, "events.parquet")
+        return cls(pd.read_parquet(os.path.join(out_dir, "requests.parquet")),
+                   pd.read_parquet(os.path.join(out_dir, "timeline.parquet")), meta["summary"], meta.get("config", {}),
+                   pd.read_parquet(events) if os.path.exists(events) else pd.DataFrame())
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def summarize(requests: pd.DataFrame, busy_s: list[float], lower_bound_s: float, preemptions: int,
+              extra: dict | None = None, preempt_times=None) -> dict:
+    """The summary dict from per-request records and per-instance busy time."""
+    finish = requests["finish_s"].to_numpy(dtype=np.float64)
+    makespan = float(finish.max()) if len(finish) else 0.0
+    tokens = int(requests["output_len"].sum())
+    idle = [max(0.0, makespan - b) for b in busy_s]
+    out = {
+        "makespan_s": makespan,
+        "throughput_tok_s": tokens / makespan if makespan > 0 else math.nan,
+        "tail_s": tail_time(finish, makespan),
+        "lower_bound_s": lower_bound_s,
+        "efficiency": lower_bound_s / makespan if makespan > 0 else math.nan,
+        "preemptions": int(preemptions),
+        "requests": int(len(requests)),
+        "output_tokens": tokens,
+        "instances": len(busy_s),
+        "idle_s_mean": float(np.mean(idle)) if idle else 0.0,
+        "idle_share": float(np.mean(idle) / makespan) if makespan > 0 and idle else 0.0,
+        "first_instance_done_s": float(requests.groupby("instance")["finish_s"].max().min()) if len(requests) else 0.0,
+    }
+    out["tail_share"] = out["tail_s"] / makespan if makespan > 0 else math.nan
+    pt = np.asarray(preempt_times if preempt_times is not None else [], dtype=np.float64)
+    out["preemptions_first_half_share"] = float((pt < makespan / 2).mean()) if len(pt) and makespan > 0 else math.nan
+    out.update(extra or {})
+    return out

@@ -1,0 +1,51 @@
+"""A strict lower bound on a rollout's makespan under the simulator's own cost model.
+
+Every output token but a request's first is produced by a decode step, and a decode step over B sequences
+costs alpha_tok(B) + (per-sequence logits and KV/attention terms), with alpha_tok = A0 + g(B), A0 the
+per-step fixed part (overheads, always-read weights) and g concave increasing with g(0) = 0 (linear FLOPs,
+experts touched, collectives). Hence, with N_dec decode tokens, N_all tokens processed, T_max the most
+tokens a step may hold and S_max the most sequences:
+
+    busy(all instances) >= ceil(N_dec / S_max) * A0 + N_all * g(T_max) / T_max
+                           + sum over decode tokens of (logit FLOPs + beta * (ctx + 1))
+
+and makespan >= busy / instances. Independently, the longest request alone needs its L - 1 decode steps
+in sequence, each at least a batch-of-one step over its growing context. Prefill and recompute only add
+time, so both are lower bounds; the larger is reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from seer.sim.costmodel import CostModel
+
+
+def _alpha_tok(cm: CostModel, tokens: float) -> float:
+    """Step time that depends only on the number of tokens in the step (no logits, no context)."""
+    c = cm.coef
+    return float(c.overhead_s + c.layer_overhead_s * cm.shape.layers + c.weights * cm.weight_read_bytes(tokens) / cm.bw
+                 + c.linear * tokens * cm._lin_per_token / cm.peak + cm.comm_s(tokens))
+
+
+def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, max_num_seqs: int,
+                         max_num_batched_tokens: int) -> dict:
+    """Both bounds and their max, in seconds."""
+    p = np.asarray(prompt_len, dtype=np.float64)
+    L = np.maximum(np.asarray(output_len, dtype=np.float64), 1.0)
+    dec = L - 1.0
+    n_dec = float(dec.sum())
+    n_all = n_dec + float(p.sum())
+    a0 = _alpha_tok(cm, 0.0)
+    t_max = float(max(max_num_batched_tokens, max_num_seqs))
+    g_per_token = (_alpha_tok(cm, t_max) - a0) / t_max
+    # decode step j (1..L-1) of a request runs over ctx = p + j - 1 cached tokens
+    ctx_sum = (dec * p + dec * (dec - 1) / 2).sum()
+    per_token = cm.coef.linear * cm._logit_flops / cm.peak + cm.beta
+    busy = math.ceil(n_dec / max_num_seqs) * a0 + n_all * g_per_token + n_dec * per_token + cm.beta * ctx_sum
+    work_bound = busy / instances
+    i = int(np.argmax(cm.decode_span(1, p, dec)))
+    longest = float(cm.decode_span(1, p[i], dec[i])) if len(p) else 0.0
+    return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}

@@ -1,0 +1,127 @@
+"""Cluster presets: model x hardware x parallelism x engine settings, read from TOML.
+
+A preset file (seer/presets/NAME.toml, or any path) has a [cluster] table; see moonlight.toml for every key.
+KV capacity per instance = GPUs x memory x gpu_memory_utilization - weights - activation reserve,
+divided by the model's KV bytes per token, rounded down to whole blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+import tomllib
+from dataclasses import dataclass
+
+from seer.errors import SeerInputError
+from seer.sim.costmodel import CostModel
+from seer.sim.instance import InstanceConfig
+from seer.sim.shapes import Hardware, Parallelism, model_shape
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A rollout cluster: `instances` identical inference instances."""
+
+    name: str
+    model: str
+    instances: int
+    tp: int = 1
+    dp: int = 1
+    gpu: str = "h100"
+    gpu_memory_gib: float = 80.0
+    gpu_memory_utilization: float = 0.9
+    activation_reserve_gib: float = 4.0  # per GPU: activations, CUDA graphs, fragmentation
+    block_size: int = 16
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    prefix_cache: bool = False
+    kv_mode: str = "local"
+    max_tokens: int = 32768  # default generation cap for traces without max_tokens
+    link_gbps: float = 450.0
+    network_gbps: float = 50.0
+    pool_gbps: float = 50.0  # per GPU, into the global KV pool
+    kv_capacity_tokens: int | None = None  # set to override the memory arithmetic
+
+    @property
+    def shape(self):
+        return model_shape(self.model)
+
+    def hardware(self) -> Hardware:
+        return Hardware(name=self.gpu, memory_gib=self.gpu_memory_gib, link_gbps=self.link_gbps,
+                        network_gbps=self.network_gbps, pool_gbps=self.pool_gbps)
+
+    def parallelism(self) -> Parallelism:
+        return Parallelism(tp=self.tp, dp=self.dp)
+
+    def weight_bytes_per_instance(self) -> float:
+        s = self.shape
+        replicated = s.always_read_params() * self.dp
+        embed = 0 if s.tied_embeddings else s.vocab * s.hidden * self.dp
+        experts = s.expert_params() * s.n_experts * s.moe_layers
+        return (replicated + embed + experts) * s.weight_bytes
+
+    def kv_capacity(self) -> int:
+        """KV tokens one instance holds."""
+        if self.kv_capacity_tokens is not None:
+            tokens = self.kv_capacity_tokens
+        else:
+            gpus = self.tp * self.dp
+            free = gpus * (self.gpu_memory_gib * self.gpu_memory_utilization - self.activation_reserve_gib) * GIB
+            free -= self.weight_bytes_per_instance()
+            if free <= 0:
+                raise SeerInputError(f"cluster {self.name}: the weights of {self.model} do not fit in {gpus} GPU(s)")
+            tokens = int(free // self.shape.kv_bytes_per_token)
+        return (tokens // self.block_size) * self.block_size
+
+    def cost_model(self) -> CostModel:
+        return CostModel(self.shape, self.hardware(), self.parallelism())
+
+    def instance_config(self) -> InstanceConfig:
+        return InstanceConfig(
+            kv_capacity_tokens=self.kv_capacity(), block_size=self.block_size, max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens, prefix_cache=self.prefix_cache, kv_mode=self.kv_mode,
+            pool_bytes_per_s=self.pool_gbps * 1e9 * self.tp * self.dp,
+        )
+
+    def describe(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["kv_capacity_tokens"] = self.kv_capacity()
+        d["gpus_per_instance"] = self.tp * self.dp
+        return d
+
+
+def _read_preset(name_or_path: str) -> tuple[str, dict]:
+    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+        if not os.path.exists(name_or_path):
+            raise SeerInputError(f"{name_or_path}: no such cluster file")
+        try:
+            with open(name_or_path, "rb") as fh:
+                return os.path.basename(name_or_path)[:-5], tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise SeerInputError(f"{name_or_path}: invalid TOML ({exc})")
+    entry = importlib.resources.files("seer.presets") / f"{name_or_path}.toml"
+    if not entry.is_file() or name_or_path in ("models", "coefficients"):
+        from seer.traces.synth import presets
+
+        raise SeerInputError(f"unknown preset {name_or_path!r}; known: {', '.join(presets())}")
+    return name_or_path, tomllib.loads(entry.read_text())
+
+
+def load_cluster(name_or_path: str, **overrides) -> ClusterConfig:
+    """The [cluster] table of a preset name or TOML path, with keyword overrides (None = keep)."""
+    name, data = _read_preset(name_or_path)
+    table = dict(data.get("cluster") or {})
+    if not table:
+        raise SeerInputError(f"preset {name_or_path!r} has no [cluster] table")
+    known = {f.name for f in dataclasses.fields(ClusterConfig)}
+    unknown = set(table) - known
+    if unknown:
+        raise SeerInputError(f"preset {name_or_path!r}: unknown cluster key(s) {', '.join(sorted(unknown))}")
+    table.setdefault("name", name)
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = ClusterConfig(**table)
+    model_shape(cfg.model)  # fail early on an unknown model
+    return cfg

@@ -1,0 +1,196 @@
+"""Per-step time of one inference instance: a roofline of bytes and FLOPs with fitted efficiencies.
+
+    T(step) = c0 + c_l * layers + a_w * weight_bytes / BW + a_kv * kv_bytes / BW + a_lin * linear_flops / PEAK
+              + a_attn * attention_flops / PEAK + communication
+
+BW and PEAK are the instance's aggregate measured ceilings (GPUs x per-GPU). The terms are summed, not
+maxed, so a decode step is affine in the batch's context sum, T = alpha(B) + beta * sum(ctx), which lets
+the simulator advance a batch in closed form between events and gives a strict lower bound.
+The coefficients are fitted (non-negative least squares on relative error) to measured H100
+profiles: one set for dense GQA models, one for MLA + MoE models (`benchmarks/costmodel_fit.py`).
+
+Approximations, stated: tensor-parallel all-reduce is an analytic ring model (NVLink bandwidth plus a
+fixed latency per collective), not measured; expert-parallel all-to-all likewise, over RDMA; MoE routing
+is uniform (expected distinct experts touched), without load imbalance; a DP+EP instance (Kimi-K2) is
+treated as perfectly balanced across its data-parallel ranks; H800 is taken as H100 (same HBM and
+tensor throughput; its lower NVLink bandwidth is in the preset).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import tomllib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from seer.sim.shapes import Hardware, ModelShape, Parallelism
+
+COEF_KEYS = ("overhead_s", "layer_overhead_s", "weights", "kv", "linear", "attention", "scores")
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Fitted efficiencies: seconds of fixed overhead, and multipliers on ideal roofline times."""
+
+    overhead_s: float
+    layer_overhead_s: float
+    weights: float
+    kv: float
+    linear: float
+    attention: float
+    scores: float = 0.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([getattr(self, k) for k in COEF_KEYS])
+
+
+def family_of(shape: ModelShape) -> str:
+    return "mla_moe" if shape.attention == "mla" else "dense"
+
+
+def fitted_coefficients(family: str) -> Coefficients:
+    """The committed fit for a model family (seer/presets/coefficients.toml)."""
+    data = tomllib.loads((importlib.resources.files("seer.presets") / "coefficients.toml").read_text())
+    return Coefficients(**{k: float(data[family][k]) for k in COEF_KEYS})
+
+
+class CostModel:
+    """Step times of one instance running `shape` on `par.gpus` GPUs of kind `hw`."""
+
+    def __init__(self, shape: ModelShape, hw: Hardware = Hardware(), par: Parallelism = Parallelism(),
+                 coef: Coefficients | None = None):
+        self.shape, self.hw, self.par = shape, hw, par
+        self.coef = coef or fitted_coefficients(family_of(shape))
+        g = par.gpus
+        self.bw = hw.hbm_gbps * 1e9 * g
+        self.peak = hw.bf16_tflops * 1e12 * g
+        s = shape
+        self._always_bytes = s.always_read_params() * s.weight_bytes * par.dp
+        self._expert_bytes = s.expert_params() * s.weight_bytes * s.moe_layers
+        self._lin_per_token = 2.0 * s.active_params_per_token()
+        self._logit_flops = 2.0 * s.vocab * s.hidden
+        self._kvb = s.kv_bytes_per_token
+        self._apf = s.attn_flops_per_pair
+        self._score_bytes = 8.0 * s.q_heads * s.layers  # fp32 score written and read once per pair
+        c = self.coef
+        # decode: T = alpha(B) + beta * sum(ctx), ctx = tokens cached before the step
+        self.beta = c.kv * self._kvb / self.bw + c.attention * self._apf / self.peak
+
+    # ---- features ------------------------------------------------------------------------------
+
+    def weight_read_bytes(self, tokens):
+        return self._always_bytes + self.shape.experts_touched(tokens) * self._expert_bytes
+
+    def comm_s(self, tokens):
+        """Collective time per step: TP all-reduce (2 per layer) and EP all-to-all (2 per MoE layer)."""
+        s, hw, par = self.shape, self.hw, self.par
+        t = 0.0
+        if par.tp > 1:
+            ring = 2.0 * (par.tp - 1) / par.tp
+            t = t + 2 * s.layers * (hw.allreduce_latency_us * 1e-6 + tokens * s.hidden * 2 * ring / (hw.link_gbps * 1e9))
+        if par.dp > 1 and s.n_experts:
+            per_rank = tokens / par.dp
+            t = t + 2 * s.moe_layers * (hw.allreduce_latency_us * 1e-6 + per_rank * s.top_k * s.hidden * 2 / (hw.network_gbps * 1e9))
+        return t
+
+    def features(self, q, ctx, logits=None) -> np.ndarray:
+        """Roofline seconds [1, layers, weights, kv, linear, attention, scores] of one step.
+
+        q: new tokens per sequence in the step; ctx: tokens already cached per sequence;
+        logits: positions that need logits (default: every new token, as decode and verification do).
+        """
+        q = np.asarray(q, dtype=np.float64)
+        ctx = np.asarray(ctx, dtype=np.float64)
+        tokens = q.sum()
+        logits = tokens if logits is None else logits
+        multi = q > 1  # verification / prefill rows: unfused attention materialises fp32 scores
+        return np.array([
+            1.0,
+            float(self.shape.layers),
+            self.weight_read_bytes(tokens) / self.bw,
+            ((ctx + q).sum() * self._kvb) / self.bw,
+            (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak,
+            (q * (ctx + (q + 1) / 2)).sum() * self._apf / self.peak,
+            (q * (ctx + q) * multi).sum() * self._score_bytes / self.bw,
+        ])
+
+    def step_time(self, q, ctx, logits=None) -> float:
+        """Seconds for one step over sequences with `q` new and `ctx` cached tokens each."""
+        q = np.asarray(q, dtype=np.float64)
+        ctx = np.asarray(ctx, dtype=np.float64)
+        multi = q > 1
+        return self.step_time_sums(float(q.sum()), float((ctx + q).sum()), float((q * (ctx + (q + 1) / 2)).sum()),
+                                   float((q * (ctx + q))[multi].sum()), logits)
+
+    def step_time_sums(self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float,
+                       logits: float | None = None) -> float:
+        """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs."""
+        c = self.coef
+        logits = tokens if logits is None else logits
+        return (c.overhead_s + c.layer_overhead_s * self.shape.layers
+                + c.weights * self.weight_read_bytes(tokens) / self.bw
+                + c.kv * kv_tokens * self._kvb / self.bw
+                + c.linear * (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak
+                + c.attention * attn_pairs * self._apf / self.peak
+                + c.scores * score_pairs * self._score_bytes / self.bw
+                + self.comm_s(tokens))
+
+    def alpha(self, batch) -> np.ndarray | float:
+        """Context-independent part of a decode step of `batch` sequences (vectorised over batch)."""
+        b = np.asarray(batch, dtype=np.float64)
+        c = self.coef
+        t = (c.overhead_s + c.layer_overhead_s * self.shape.layers + c.weights * self.weight_read_bytes(b) / self.bw
+             + c.linear * b * (self._lin_per_token + self._logit_flops) / self.peak + self.beta * b + self.comm_s(b))
+        return t if t.ndim else float(t)
+
+    def decode_time(self, batch: int, ctx_sum: float) -> float:
+        """One decode step of `batch` sequences whose cached contexts sum to `ctx_sum`."""
+        return float(self.alpha(batch)) + self.beta * ctx_sum
+
+    def decode_span(self, batch: int, ctx_sum: float, steps):
+        """Total seconds of `steps` decode steps; every sequence grows by one token per step (closed form)."""
+        n = np.asarray(steps, dtype=np.float64)
+        return float(self.alpha(batch)) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
+
+    def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int:
+        """Largest n with decode_span(n) <= seconds (closed-form root of the quadratic)."""
+        a, b = float(self.alpha(batch)), self.beta
+        if seconds <= 0:
+            return 0
+        # b*B/2 n^2 + (a + b*S - b*B/2) n - seconds <= 0
+        qa, qb = b * batch / 2, a + b * ctx_sum - b * batch / 2
+        n = seconds / qb if qa == 0 else (-qb + np.sqrt(qb * qb + 4 * qa * seconds)) / (2 * qa)
+        n = int(np.floor(n + 1e-9))
+        while n > 0 and self.decode_span(batch, ctx_sum, n) > seconds * (1 + 1e-12):
+            n -= 1
+        while self.decode_span(batch, ctx_sum, n + 1) <= seconds:
+            n += 1
+        return n
+
+    def prefill_time(self, tokens: int, cached: int = 0) -> float:
+        """One sequence's prefill of `tokens` new tokens over `cached` cached ones, in one step."""
+        return self.step_time([tokens], [cached], logits=1)
+
+    def describe(self) -> dict:
+        return {"model": self.shape.name, "gpus": self.par.gpus, "tp": self.par.tp, "dp": self.par.dp,
+                "coefficients": asdict(self.coef)}
+
+
+def fit_coefficients(rows: list[tuple[CostModel, np.ndarray, np.ndarray, float | None, float]]) -> Coefficients:
+    """Non-negative least squares on relative error.
+
+    rows: (cost model of the profiled shape, q, ctx, logits, measured seconds).
+    """
+    X = np.array([cm.features(q, ctx, logits) for cm, q, ctx, logits, _ in rows])
+    y = np.array([r[-1] for r in rows])
+    A, b = X / y[:, None], np.ones(len(y))
+    active = list(range(X.shape[1]))
+    while True:
+        sol, *_ = np.linalg.lstsq(A[:, active], b, rcond=None)
+        if (sol >= 0).all():
+            break
+        active.pop(int(np.argmin(sol)))
+    coef = np.zeros(X.shape[1])
+    coef[active] = sol
+    return Coefficients(**dict(zip(COEF_KEYS, map(float, coef))))

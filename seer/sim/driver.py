@@ -1,0 +1,218 @@
+"""The simulator's driver: the contract loop (events -> policy -> actions -> engines) on SimPy time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import simpy
+from tqdm import tqdm
+
+from seer.core import (
+    Abort, Chunk, ChunkFinished, ClusterView, Dispatch, FinishReason, Group, Policy, RequestPreempted, RequestState,
+    Rollout, RolloutStarted, SetSpeculation, Tick,
+)
+from seer.errors import SeerInputError
+from seer.metrics import RolloutResult, summarize
+from seer.sim.bounds import makespan_lower_bound
+from seer.sim.cluster import ClusterConfig
+from seer.sim.instance import SimInstance, SimulationError
+
+
+def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Rollout, dict[int, int], list]:
+    """Groups and requests from a trace, in (prompt, sample) order, plus each request's true length.
+
+    Returns (rollout, true output length by request id, original (prompt_id, sample_id) by request id).
+    """
+    df = trace.sort_values(["prompt_id", "sample_id"], kind="stable").reset_index(drop=True)
+    ro = Rollout()
+    true_len: dict[int, int] = {}
+    keys: list = []
+    has_max = "max_tokens" in df.columns
+    for gid, (pid, sub) in enumerate(df.groupby("prompt_id", sort=False)):
+        max_tokens = int(sub["max_tokens"].max()) if has_max else int(default_max_tokens)
+        plen = int(sub["prompt_len"].iloc[0])
+        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub)))
+        for req, (_, row) in zip(reqs, sub.iterrows()):
+            req.prompt_len = int(row["prompt_len"])
+            out = int(row["output_len"])
+            if out > max_tokens:
+                raise SeerInputError(f"prompt {pid!r} sample {row['sample_id']}: output_len {out} exceeds max_tokens {max_tokens}")
+            # an engine always samples at least one token
+            true_len[req.request_id] = max(1, out)
+            keys.append((pid, int(row["sample_id"])))
+    return ro, true_len, keys
+
+
+class _InstanceViews(Sequence):
+    """Instance views built on access: most events need none, so none are built for them."""
+
+    def __init__(self, instances):
+        self._instances = instances
+
+    def __len__(self) -> int:
+        return len(self._instances)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [inst.view() for inst in self._instances[i]]
+        return self._instances[i].view()
+
+
+class SimDriver:
+    """Runs one rollout of a trace on a simulated cluster under a policy."""
+
+    def __init__(self, trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
+                 progress: bool | None = None, tick_s: float | None = None):
+        self.cluster, self.policy, self.exact = cluster, policy, exact
+        self.rollout, self.true_len, self.keys = rollout_from_trace(trace, cluster.max_tokens)
+        self.env = simpy.Environment()
+        self.cost = cluster.cost_model()
+        icfg = cluster.instance_config()
+        cap = icfg.kv_capacity_tokens
+        for req in self.rollout.requests.values():
+            need = req.prompt_len + self.true_len[req.request_id]
+            if need > cap:
+                pid, sid = self.keys[req.request_id]
+                raise SimulationError(f"prompt {pid!r} sample {sid}: needs {need:,} tokens of KV, more than an instance "
+                                      f"of cluster {cluster.name} holds ({cap:,})")
+        self.instances = [SimInstance(self.env, i, self.cost, icfg, self.true_len, self._on_event, exact)
+                          for i in range(cluster.instances)]
+        self.tick_s = tick_s if tick_s is not None else getattr(policy, "tick_s", None)
+        self.progress = progress
+        self._bar = None
+        self._done = 0
+        n = len(self.rollout.requests)
+        self._rec = {
+            "first_dispatch_s": np.full(n, np.nan), "finish_s": np.full(n, np.nan), "instance": np.full(n, -1),
+            "chunks": np.zeros(n, np.int64), "preemptions": np.zeros(n, np.int64), "migrations": np.zeros(n, np.int64),
+        }
+        self._reason = [""] * n
+        self._last_instance = [-1] * n
+        self.preemptions = 0
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def view(self) -> ClusterView:
+        return ClusterView(self.env.now, _InstanceViews(self.instances), self.rollout.groups,
+                           self.rollout.requests)
+
+    def _act(self, actions) -> None:
+        for action in actions or ():
+            if isinstance(action, Dispatch):
+                req = self.rollout.requests[action.request_id]
+                if req.state is not RequestState.WAITING:
+                    raise RuntimeError(f"{self.policy.name}: dispatched request {req.request_id} in state {req.state.value}")
+                inst = self.instances[action.instance]
+                budget = min(action.max_new_tokens, req.remaining_budget)
+                req.state, req.instance = RequestState.RUNNING, action.instance
+                req.chunks += 1
+                rid = req.request_id
+                if np.isnan(self._rec["first_dispatch_s"][rid]):
+                    self._rec["first_dispatch_s"][rid] = self.env.now
+                if self._last_instance[rid] not in (-1, action.instance):
+                    self._rec["migrations"][rid] += 1
+                self._last_instance[rid] = action.instance
+                self._rec["chunks"][rid] += 1
+                inst.submit(Chunk(rid, action.instance, budget, req.generated, action.priority), req)
+            elif isinstance(action, Abort):
+                req = self.rollout.requests[action.request_id]
+                if req.state is RequestState.RUNNING:
+                    self.instances[req.instance].abort(req.request_id)
+                elif req.state is RequestState.WAITING:
+                    req.state = RequestState.ABORTED
+            elif isinstance(action, SetSpeculation):
+                self.instances[action.instance].set_speculation(action.budgets)
+            else:
+                raise TypeError(f"unknown action {action!r}")
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, ChunkFinished):
+            req = self.rollout.requests[event.request_id]
+            req.generated += event.new_tokens
+            if event.finished:
+                req.state, req.finish_reason = RequestState.FINISHED, event.reason
+                self._rec["finish_s"][req.request_id] = event.t
+                self._rec["instance"][req.request_id] = event.instance
+                self._reason[req.request_id] = event.reason.value
+                self._done += 1
+                if self._bar is not None:
+                    self._bar.update(1)
+            elif event.reason is FinishReason.ABORT and getattr(self.policy, "abort_is_final", False):
+                req.state = RequestState.ABORTED
+            else:
+                req.state = RequestState.WAITING
+        elif isinstance(event, RequestPreempted):
+            self.preemptions += 1
+            self._rec["preemptions"][event.request_id] += 1
+        self._act(self.policy.on_event(event, self.view()))
+
+    def _ticker(self):
+        while self._done < len(self.rollout.requests):
+            yield self.env.timeout(self.tick_s)
+            self._act(self.policy.on_event(Tick(self.env.now), self.view()))
+
+    def run(self) -> RolloutResult:
+        wall = time.perf_counter()
+        n = len(self.rollout.requests)
+        self._bar = tqdm(total=n, desc=f"simulating {self.policy.name}", unit="req", disable=None if self.progress is None else not self.progress)
+        try:
+            self._act(self.policy.on_event(RolloutStarted(0.0, tuple(self.rollout.groups)), self.view()))
+            if self.tick_s:
+                self.env.process(self._ticker())
+            self.env.run()
+        finally:
+            self._bar.close()
+        unfinished = [r.request_id for r in self.rollout.requests.values() if r.state is not RequestState.FINISHED]
+        if unfinished:
+            raise RuntimeError(f"policy {self.policy.name} left {len(unfinished)} requests unfinished "
+                               f"(first: {unfinished[:5]})")
+        return self._result(time.perf_counter() - wall)
+
+    def _result(self, wall_s: float) -> RolloutResult:
+        reqs = self.rollout.requests
+        order = sorted(reqs)
+        df = pd.DataFrame({
+            "request_id": order,
+            "prompt_id": [self.keys[i][0] for i in order],
+            "sample_id": [self.keys[i][1] for i in order],
+            "group_id": [reqs[i].group_id for i in order],
+            "prompt_len": [reqs[i].prompt_len for i in order],
+            "output_len": [reqs[i].generated for i in order],
+            "max_tokens": [reqs[i].max_tokens for i in order],
+            "finish_reason": [self._reason[i] for i in order],
+            **{k: v[order] for k, v in self._rec.items()},
+        })
+        rows = []
+        for inst in self.instances:
+            for t, kv, running, waiting in inst.stats.timeline:
+                rows.append((inst.instance_id, t, kv, running, waiting))
+        cap = self.instances[0].view().kv_capacity_tokens
+        timeline = pd.DataFrame(rows, columns=["instance", "t", "kv_used_tokens", "running", "waiting"])
+        timeline["kv_usage"] = timeline["kv_used_tokens"] / cap
+        bound = makespan_lower_bound(self.cost, df["prompt_len"], df["output_len"], self.cluster.instances,
+                                     self.cluster.max_num_seqs, self.cluster.max_num_batched_tokens)
+        extra = {
+            "policy": self.policy.name, "cluster": self.cluster.name, "mode": "exact" if self.exact else "fast",
+            "wall_s": wall_s, "steps": int(sum(i.stats.steps for i in self.instances)),
+            "epochs": int(sum(i.stats.epochs for i in self.instances)),
+            "recomputed_tokens": int(sum(i.stats.recomputed_tokens for i in self.instances)),
+            "migrations": int(df["migrations"].sum()),
+            "work_bound_s": float(bound["work_bound_s"]), "longest_request_s": float(bound["longest_request_s"]),
+            "kv_capacity_tokens": cap,
+        }
+        events = pd.DataFrame([(t, inst.instance_id, kind, rid) for inst in self.instances for t, kind, rid in inst.stats.events],
+                              columns=["t", "instance", "kind", "request_id"]).sort_values("t", kind="stable").reset_index(drop=True)
+        summary = summarize(df, [i.stats.busy_s for i in self.instances], float(bound["lower_bound_s"]), self.preemptions,
+                            extra, preempt_times=events.loc[events.kind == "preempt", "t"])
+        config = {"cluster": self.cluster.describe(), "cost_model": self.cost.describe(),
+                  "policy": getattr(self.policy, "config", lambda: {"name": self.policy.name})()}
+        return RolloutResult(df, timeline, summary, config, events)
+
+
+def simulate(trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
+             progress: bool | None = None) -> RolloutResult:
+    """Run one rollout in the simulator."""
+    return SimDriver(trace, cluster, policy, exact=exact, progress=progress).run()

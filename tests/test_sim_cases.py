@@ -1,0 +1,100 @@
+"""Hand-built situations whose outcome can be worked out on paper."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from seer.policies import make_policy
+from seer.sim.cluster import ClusterConfig
+from seer.sim.driver import simulate
+from seer.sim.instance import SimulationError
+from seer.traces.synth import SynthConfig, synthesize
+
+
+def trace(rows):
+    return pd.DataFrame([{"prompt_id": p, "sample_id": s, "prompt_len": pl, "output_len": ol, "max_tokens": 64}
+                         for p, s, pl, ol in rows])
+
+
+def tiny(**kw) -> ClusterConfig:
+    base = dict(name="tiny", model="qwen2.5-1.5b", instances=1, kv_capacity_tokens=10, block_size=1,
+                max_num_seqs=4, max_num_batched_tokens=64, max_tokens=64)
+    base.update(kw)
+    return ClusterConfig(**base)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_preemption_by_recompute_of_the_newest_request(exact):
+    # two requests, prompt 2, output 6, KV for 10 tokens: they fit together for 3 decode steps, then the newer
+    # one (request 1, holding 5 computed tokens) is preempted, recomputed after request 0 finishes.
+    res = simulate(trace([(0, 0, 2, 6), (0, 1, 2, 6)]), tiny(), make_policy("verl"), exact=exact, progress=False)
+    r = res.requests.set_index("request_id")
+    assert r.loc[1, "preemptions"] == 1 and r.loc[0, "preemptions"] == 0
+    assert r.loc[0, "finish_s"] < r.loc[1, "finish_s"]
+    assert res.summary["recomputed_tokens"] == 5
+    assert list(r["output_len"]) == [6, 6]
+    assert (res.timeline["kv_used_tokens"] <= 10).all()
+    ev = res.events
+    assert list(ev.kind) == ["preempt"] and ev.request_id.iloc[0] == 1
+
+
+def test_no_preemption_when_kv_suffices():
+    res = simulate(trace([(0, 0, 2, 6), (0, 1, 2, 6)]), tiny(kv_capacity_tokens=14), make_policy("verl"), progress=False)
+    assert res.summary["preemptions"] == 0
+    # both decode in lockstep and finish together
+    assert res.requests.finish_s.nunique() == 1
+
+
+def test_a_request_larger_than_an_instance_is_refused():
+    with pytest.raises(SimulationError, match="needs 12 tokens of KV, more than an instance"):
+        simulate(trace([(0, 0, 2, 10)]), tiny(), make_policy("verl"), progress=False)
+
+
+def test_verl_keeps_groups_whole_and_round_robin():
+    tr = trace([(p, s, 3, 5 + p + s) for p in range(5) for s in range(3)])
+    res = simulate(tr, tiny(instances=2, kv_capacity_tokens=1000), make_policy("verl"), progress=False)
+    placed = res.requests.groupby("prompt_id")["instance"].agg(["nunique", "first"])
+    assert (placed["nunique"] == 1).all()
+    assert list(placed["first"]) == [0, 1, 0, 1, 0]
+    assert res.summary["migrations"] == 0
+
+
+def test_least_loaded_spreads_requests_and_beats_verl_on_an_unbalanced_trace():
+    # one group of long requests and many short ones: verl pins the long group to one instance
+    rows = [(0, s, 4, 60) for s in range(4)] + [(p, s, 4, 5) for p in range(1, 8) for s in range(4)]
+    cl = tiny(instances=4, kv_capacity_tokens=2000, max_num_seqs=2)
+    verl = simulate(trace(rows), cl, make_policy("verl"), progress=False).summary
+    ll = simulate(trace(rows), cl, make_policy("least-loaded"), progress=False).summary
+    assert ll["makespan_s"] < verl["makespan_s"]
+
+
+def test_tail_time_definition():
+    from seer.metrics import tail_time
+
+    finish = list(range(1, 21))  # 20 requests finishing at 1..20 s: the last 2 are the tail
+    assert tail_time(finish) == 20 - 18
+    assert tail_time([5.0]) == 5.0
+
+
+def test_pool_mode_fetches_instead_of_recomputing():
+    from seer.core import Chunk, Group, Request, Rollout
+
+    cl = tiny(kv_capacity_tokens=1000, kv_mode="pool")
+    import simpy
+
+    from seer.sim.instance import SimInstance
+
+    env = simpy.Environment()
+    events = []
+    inst = SimInstance(env, 0, cl.cost_model(), cl.instance_config(), {0: 50}, events.append)
+    req = Request(0, 0, 0, prompt_len=100, max_tokens=64, generated=20)  # resumed: 120 tokens of context
+    inst.submit(Chunk(0, 0, 10, 20), req)
+    env.run()
+    assert inst.stats.pool_fetched_tokens == 119 and inst.stats.recomputed_tokens == 0
+    assert events[-2].new_tokens == 10 and not events[-2].finished
+    local = SimInstance(simpy.Environment(), 0, cl.cost_model(), dataclasses.replace(cl.instance_config(), kv_mode="local"),
+                        {0: 50}, lambda e: None)
+    local.submit(Chunk(0, 0, 10, 20), req)
+    local.env.run()
+    assert local.stats.pool_fetched_tokens == 0

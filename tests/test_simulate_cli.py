@@ -1,0 +1,67 @@
+import json
+
+from seer.metrics import SUMMARY_KEYS, RolloutResult
+
+from conftest import run_seer
+
+
+def test_qwen_verl_shows_the_papers_baseline_picture(tmp_path):
+    """Done-when of the simulator: preemptions early, a long tail, the last instance long after the first."""
+    proc = run_seer("simulate", "--preset", "qwen2-vl-72b", "--policy", "verl", "--json", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    assert set(SUMMARY_KEYS) <= set(s)
+    assert s["requests"] == 9600 and s["preemptions"] > 1000
+    assert s["preemptions_first_half_share"] > 0.7
+    assert s["tail_s"] >= 0.3 * s["makespan_s"]
+    assert s["first_instance_done_s"] < 0.7 * s["makespan_s"]
+    assert s["makespan_s"] >= s["lower_bound_s"]
+    res = RolloutResult.load(tmp_path)
+    assert len(res.requests) == 9600 and res.timeline["instance"].nunique() == 16
+    assert (res.events.kind == "preempt").sum() == s["preemptions"]
+
+
+def test_simulate_a_trace_file_on_a_named_cluster(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("prompt_id,sample_id,prompt_len,output_len\n" + "".join(f"{p},{s},100,{50 + 7 * p + s}\n" for p in range(6) for s in range(4)))
+    proc = run_seer("simulate", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2", "--policy", "least-loaded",
+                    "--out", str(tmp_path / "res"))
+    assert proc.returncode == 0, proc.stderr
+    assert "makespan" in proc.stdout and "tail" in proc.stdout
+    res = RolloutResult.load(tmp_path / "res")
+    assert res.summary["requests"] == 24 and res.requests["max_tokens"].unique().tolist() == [65536]
+
+
+def test_bad_simulate_inputs_exit_2(tmp_path):
+    for args, msg in [
+        (["simulate", "--policy", "verl"], "exactly one of --trace PATH or --preset NAME"),
+        (["simulate", "--trace", "x.parquet"], "--trace needs --cluster"),
+        (["simulate", "--preset", "moonlight", "--policy", "magic"], "unknown policy 'magic'"),
+        (["simulate", "--preset", "nope"], "unknown preset 'nope'"),
+        (["simulate", "--preset", "moonlight", "--cluster", str(tmp_path / "missing.toml")], "no such cluster file"),
+    ]:
+        proc = run_seer(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert msg in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_request_too_long_for_the_cluster_is_one_clear_line(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("prompt_id,sample_id,prompt_len,output_len\n0,0,100,5000000\n")
+    proc = run_seer("simulate", "--trace", str(trace), "--cluster", "moonlight", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "exceeds max_tokens" in proc.stderr or "more than an instance" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cluster_from_an_edited_toml_copy(tmp_path):
+    from importlib.resources import files
+
+    src = (files("seer.presets") / "moonlight.toml").read_text().replace("instances = 32", "instances = 3")
+    path = tmp_path / "mine.toml"
+    path.write_text(src)
+    trace = tmp_path / "t.csv"
+    trace.write_text("prompt_id,sample_id,prompt_len,output_len\n" + "".join(f"{p},0,10,20\n" for p in range(6)))
+    proc = run_seer("simulate", "--trace", str(trace), "--cluster", str(path), "--json", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["instances"] == 3

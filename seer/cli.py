@@ -151,7 +151,7 @@ def _workload(args):
     if bool(args.trace) == bool(args.preset):
         raise SeerInputError("give exactly one of --trace PATH or --preset NAME")
     if args.preset:
-        trace = synthesize(preset_config(args.preset, seed=args.seed))
+        trace = synthesize(preset_config(args.preset, seed=args.seed, prompts=args.prompts))
         cluster = load_cluster(args.cluster or args.preset, instances=args.instances)
         name = args.preset
     else:
@@ -182,12 +182,16 @@ def _print_summary(title: str, s: dict) -> None:
     _print_table(title, rows)
 
 
+def _policy_params(args) -> dict:
+    return {"chunk_size": getattr(args, "chunk_size", None), "placement": getattr(args, "placement", None)}
+
+
 def cmd_simulate(args) -> int:
     from seer.policies import make_policy
     from seer.sim.driver import simulate
 
     trace, cluster, name = _workload(args)
-    policy = make_policy(args.policy)
+    policy = make_policy(args.policy, lenient=True, **_policy_params(args))
     result = simulate(trace, cluster, policy, exact=args.exact)
     out = args.out or os.path.join("out", "simulate", f"{name}-{args.policy}")
     result.save(out)
@@ -199,7 +203,95 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+COMPARE_COLUMNS = ("policy", "throughput_tok_s", "speedup_vs_verl", "makespan_s", "tail_s", "tail_reduction",
+                   "efficiency", "preemptions", "migrations")
+
+
+def compare_table(summaries: list[dict]) -> list[dict]:
+    """One row per policy: the simulate summary plus speed-up and tail reduction against verl (when run)."""
+    base = next((s for s in summaries if s["policy"] == "verl"), None)
+    rows = []
+    for s in summaries:
+        row = dict(s)
+        row["speedup_vs_verl"] = s["throughput_tok_s"] / base["throughput_tok_s"] if base else math.nan
+        row["tail_reduction"] = 1 - s["tail_s"] / base["tail_s"] if base and base["tail_s"] > 0 else math.nan
+        rows.append(row)
+    return rows
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from seer.fileio import atomic_path, write_text_atomic
+    from seer.policies import make_policy
+    from seer.sim.driver import simulate
+
+    trace, cluster, name = _workload(args)
+    names = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies = [make_policy(p, lenient=True, **_policy_params(args)) for p in names]  # fail before running any
+    out = args.out or os.path.join("out", "compare", name)
+    summaries = []
+    if args.iterations > 1 or ("partial" in names and args.preset):
+        if not args.preset:
+            raise SeerInputError("--iterations needs --preset (each iteration draws fresh groups from its generator)")
+        from seer.sim.iterations import run_iterations
+        from seer.traces.synth import preset_config
+
+        cfg = preset_config(args.preset, seed=args.seed, prompts=args.prompts)
+        tables, lengths = [], {}
+        for pname in names:
+            table, trained = run_iterations(cfg, cluster, pname, iterations=args.iterations, progress=None,
+                                            **_policy_params(args))
+            tables.append(table)
+            lengths[pname] = trained
+            mean = table.mean(numeric_only=True)
+            summaries.append({"policy": pname, "iterations": args.iterations, "makespan_s": float(mean.makespan_s),
+                              "throughput_tok_s": float(mean.throughput_tok_s), "tail_s": float(mean.tail_s),
+                              "preemptions": int(round(mean.preemptions)), "output_tokens": int(round(mean.output_tokens)),
+                              "requests": int(cfg.prompts * cfg.group_size), "efficiency": math.nan, "migrations": 0,
+                              "trained_mean_len": float(trained.mean()), "trained_samples": int(len(trained))})
+        with atomic_path(os.path.join(out, "iterations.parquet")) as tmp:
+            pd.concat(tables, ignore_index=True).to_parquet(tmp, index=False)
+        with atomic_path(os.path.join(out, "trained_lengths.parquet")) as tmp:
+            pd.DataFrame([(p, int(x)) for p, arr in lengths.items() for x in arr], columns=["policy", "output_len"]).to_parquet(tmp, index=False)
+    else:
+        for pname, policy in zip(names, policies):
+            result = simulate(trace, cluster, policy, exact=args.exact)
+            result.save(os.path.join(out, pname))
+            summaries.append({"policy": pname, **result.summary})
+    rows = compare_table(summaries)
+    write_text_atomic(os.path.join(out, "compare.json"), json.dumps(_clean(rows), indent=2))
+    with atomic_path(os.path.join(out, "compare.parquet")) as tmp:
+        pd.DataFrame(rows).drop(columns=["mode"], errors="ignore").to_parquet(tmp, index=False)
+    if args.json:
+        _print_json(rows)
+        return 0
+    per = f", means over {args.iterations} iterations" if "iterations" in rows[0] else ""
+    print(f"{name} on {cluster.name} ({cluster.instances} instances x {cluster.tp * cluster.dp} GPUs), "
+          f"{rows[0]['requests']:,} requests per iteration{per}")
+    head = f"{'policy':<16}{'tok/s':>10}{'x verl':>8}{'makespan s':>12}{'tail s':>9}{'tail -%':>9}{'eff':>7}{'preempt':>9}{'migr':>8}"
+    print(head)
+    for r in rows:
+        eff = "n/a" if not math.isfinite(r["efficiency"]) else f"{100 * r['efficiency']:.0f}%"
+        print(f"{r['policy']:<16}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}{r['makespan_s']:>12,.0f}"
+              f"{r['tail_s']:>9,.0f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}{r['preemptions']:>9,}{r['migrations']:>8,}")
+    print(f"results: {out}/ (compare.json, compare.parquet, one folder per policy)")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------
+
+
+def _workload_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace", help="trace file (.parquet, .csv, .jsonl)")
+    p.add_argument("--preset", help="paper setup: its synthetic workload and its cluster (see `seer presets`)")
+    p.add_argument("--cluster", help="cluster preset name or TOML path (default: the --preset's)")
+    p.add_argument("--instances", type=int, help="override the number of instances")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload (default 0)")
+    p.add_argument("--prompts", type=int, help="with --preset: number of prompts (groups) per iteration")
+    p.add_argument("--chunk-size", type=int, help="tokens per chunk for divided policies (default 8192)")
+    p.add_argument("--placement", choices=["most-free", "cache-aware"], help="instance choice of divided policies")
+    p.add_argument("--exact", action="store_true", help="advance every decode step (slow; checks the fast path)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,16 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate one rollout on a cluster under a policy",
                        description="Replay a trace (or a paper preset's synthetic workload) in the SimPy cluster simulator.")
-    p.add_argument("--trace", help="trace file (.parquet, .csv, .jsonl)")
-    p.add_argument("--preset", help="paper setup: its synthetic workload and its cluster (see `seer presets`)")
-    p.add_argument("--cluster", help="cluster preset name or TOML path (default: the --preset's)")
+    _workload_args(p)
     p.add_argument("--policy", default="verl", help="scheduling policy (see `seer presets`; default verl)")
-    p.add_argument("--instances", type=int, help="override the number of instances")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload (default 0)")
-    p.add_argument("--exact", action="store_true", help="advance every decode step (slow; checks the fast path)")
     p.add_argument("--out", help="result folder (default out/simulate/WORKLOAD-POLICY)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("compare", help="simulate several policies on one workload and compare them",
+                       description="Run each policy on the same workload and cluster; print one table and save every result.")
+    _workload_args(p)
+    p.add_argument("--policies", default="verl,divided,context,oracle", help="comma-separated (default verl,divided,context,oracle)")
+    p.add_argument("--iterations", type=int, default=1, help="RL iterations to run (needs --preset; partial rollout "
+                   "carries requests between them; the table shows per-iteration means)")
+    p.add_argument("--out", help="result folder (default out/compare/WORKLOAD)")
+    p.add_argument("--json", action="store_true", help="print a list of per-policy summaries as JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("presets", help="list the paper setups and policies", description="List the preset files (workload and cluster of each paper setup).")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -101,7 +101,8 @@ def summarize(requests: pd.DataFrame, busy_s: list[float], lower_bound_s: float,
         "instances": len(busy_s),
         "idle_s_mean": float(np.mean(idle)) if idle else 0.0,
         "idle_share": float(np.mean(idle) / makespan) if makespan > 0 and idle else 0.0,
-        "first_instance_done_s": float(requests.groupby("instance")["finish_s"].max().min()) if len(requests) else 0.0,
+        "first_instance_done_s": float(requests[requests["instance"] >= 0].groupby("instance")["finish_s"].max().min())
+        if len(requests) else 0.0,
     }
     out["tail_share"] = out["tail_s"] / makespan if makespan > 0 else math.nan
     pt = np.asarray(preempt_times if preempt_times is not None else [], dtype=np.float64)

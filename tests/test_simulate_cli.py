@@ -65,3 +65,38 @@ def test_cluster_from_an_edited_toml_copy(tmp_path):
     proc = run_seer("simulate", "--trace", str(trace), "--cluster", str(path), "--json", "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["instances"] == 3
+
+
+def test_compare_prints_one_table_and_saves_every_result(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("prompt_id,sample_id,prompt_len,output_len\n"
+                     + "".join(f"{p},{s},64,{40 + 300 * (p % 3) + 5 * s}\n" for p in range(12) for s in range(4)))
+    out = tmp_path / "cmp"
+    proc = run_seer("compare", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2",
+                    "--policies", "verl,divided,context,oracle", "--chunk-size", "128", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["policy"] for r in rows] == ["verl", "divided", "context", "oracle"]
+    for r in rows:
+        assert set(SUMMARY_KEYS) <= set(r) and r["requests"] == 48
+    assert rows[0]["speedup_vs_verl"] == 1.0
+    assert rows[1]["preemptions"] == 0 and rows[1]["migrations"] > 0  # 128-token chunks move between instances
+    for p in ("verl", "divided", "context", "oracle"):
+        assert RolloutResult.load(out / p).summary["policy"] == p
+    assert (out / "compare.parquet").exists() and (out / "compare.json").exists()
+    table = run_seer("compare", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2",
+                     "--policies", "verl,context", "--out", str(tmp_path / "c2"))
+    assert "x verl" in table.stdout and "context" in table.stdout
+
+
+def test_compare_partial_over_iterations(tmp_path):
+    proc = run_seer("compare", "--preset", "qwen2-vl-72b", "--prompts", "24", "--instances", "2", "--policies",
+                    "verl,partial", "--iterations", "2", "--out", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["policy"]: r for r in json.loads(proc.stdout)}
+    assert rows["partial"]["trained_samples"] >= rows["verl"]["trained_samples"] == 2 * 24 * 16
+    assert rows["partial"]["trained_mean_len"] < rows["verl"]["trained_mean_len"]
+    import pandas as pd
+
+    it = pd.read_parquet(tmp_path / "iterations.parquet")
+    assert len(it) == 4 and (it[it.policy == "partial"].carried_requests > 0).all()

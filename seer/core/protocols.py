@@ -29,8 +29,9 @@ from seer.core.model import Chunk, Group, Request, RequestState
 class InstanceView:
     """A snapshot of one instance's load as a scheduler can observe it.
 
-    `kv_used_tokens` counts KV actually held; `kv_reserved_tokens` adds what admitted chunks may still
-    grow into (context + chunk budget), which is what a no-preemption dispatcher must respect.
+    `kv_used_tokens` counts KV actually held; `kv_reserved_tokens` is the worst case of every chunk on the
+    instance (context + chunk budget, rounded up to whole blocks), which is what a no-preemption dispatcher
+    must keep within `kv_capacity_tokens`.
     `cached_prefix_tokens` maps request ids to the number of their context tokens still cached on this
     instance (prefix cache or pooled KV), the hint for cache-aware placement.
     """
@@ -43,6 +44,7 @@ class InstanceView:
     waiting: int
     alive: bool = True
     max_num_seqs: int = 0  # the engine's concurrency limit (0 = unknown)
+    block_size: int = 1  # KV allocation granularity in tokens
     cached_prefix_tokens: Mapping[int, int] = field(default_factory=dict)
 
     @property

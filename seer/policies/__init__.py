@@ -5,25 +5,39 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from seer.core import Policy
 from seer.errors import SeerInputError
 from seer.policies.baselines import LeastLoadedPolicy, VerlPolicy
+from seer.policies.divided import ContextPolicy, DividedPolicy, OraclePolicy
+from seer.policies.partial import PartialRolloutPolicy
+from seer.policies.streamrl import StreamRLOraclePolicy
 
 POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
     "verl": (VerlPolicy, "veRL baseline: whole groups round-robin over instances at the start, vLLM batching inside"),
     "least-loaded": (LeastLoadedPolicy, "request-level dispatch to the instance with most free KV, no chunking"),
+    "divided": (DividedPolicy, "divided rollout: chunks of chunk_size tokens, placed only where worst-case KV fits"),
+    "context": (ContextPolicy, "divided + context-aware scheduling (Seer Alg. 2): probes first, then longest estimate"),
+    "oracle": (OraclePolicy, "divided + longest-first with TRUE lengths (upper reference)"),
+    "partial": (PartialRolloutPolicy, "APRIL partial rollout: over-issue x2, stop at the target groups, carry the rest"),
+    "streamrl-oracle": (StreamRLOraclePolicy, "atomic groups, true-length buckets, longest-first (paper's StreamRL-Oracle)"),
 }
 
 
-def make_policy(name: str, **params) -> Policy:
-    """A fresh policy object by registry name."""
+def make_policy(name: str, lenient: bool = False, **params) -> Policy:
+    """A fresh policy object by registry name. With `lenient`, parameters it does not take are dropped
+    (so one set of CLI options can serve a list of policies)."""
     if name not in POLICIES:
         raise SeerInputError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    params = {k: v for k, v in params.items() if v is not None}
+    if lenient:
+        accepted = inspect.signature(POLICIES[name][0]).parameters
+        params = {k: v for k, v in params.items() if k in accepted}
     try:
         return POLICIES[name][0](**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise SeerInputError(f"policy {name}: {exc}")
 
 

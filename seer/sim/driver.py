@@ -34,12 +34,15 @@ def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Ro
     for gid, (pid, sub) in enumerate(df.groupby("prompt_id", sort=False)):
         max_tokens = int(sub["max_tokens"].max()) if has_max else int(default_max_tokens)
         plen = int(sub["prompt_len"].iloc[0])
-        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub)))
+        iteration = int(sub["iteration"].min()) if "iteration" in sub.columns else 0
+        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub), iteration=iteration))
         for req, (_, row) in zip(reqs, sub.iterrows()):
             req.prompt_len = int(row["prompt_len"])
+            if has_max:
+                req.max_tokens = int(row["max_tokens"])
             out = int(row["output_len"])
-            if out > max_tokens:
-                raise SeerInputError(f"prompt {pid!r} sample {row['sample_id']}: output_len {out} exceeds max_tokens {max_tokens}")
+            if out > req.max_tokens:
+                raise SeerInputError(f"prompt {pid!r} sample {row['sample_id']}: output_len {out} exceeds max_tokens {req.max_tokens}")
             # an engine always samples at least one token
             true_len[req.request_id] = max(1, out)
             keys.append((pid, int(row["sample_id"])))
@@ -78,6 +81,9 @@ class SimDriver:
                 pid, sid = self.keys[req.request_id]
                 raise SimulationError(f"prompt {pid!r} sample {sid}: needs {need:,} tokens of KV, more than an instance "
                                       f"of cluster {cluster.name} holds ({cap:,})")
+        if getattr(policy, "needs_oracle", False):
+            # the named oracle input: true lengths go to oracle policies only, never through the view
+            policy.set_oracle_lengths(dict(self.true_len))
         self.instances = [SimInstance(self.env, i, self.cost, icfg, self.true_len, self._on_event, exact)
                           for i in range(cluster.instances)]
         self.tick_s = tick_s if tick_s is not None else getattr(policy, "tick_s", None)
@@ -123,6 +129,8 @@ class SimDriver:
                     self.instances[req.instance].abort(req.request_id)
                 elif req.state is RequestState.WAITING:
                     req.state = RequestState.ABORTED
+                    self._reason[req.request_id] = "abort"
+                    self._rec["finish_s"][req.request_id] = self.env.now
             elif isinstance(action, SetSpeculation):
                 self.instances[action.instance].set_speculation(action.budgets)
             else:
@@ -142,6 +150,9 @@ class SimDriver:
                     self._bar.update(1)
             elif event.reason is FinishReason.ABORT and getattr(self.policy, "abort_is_final", False):
                 req.state = RequestState.ABORTED
+                self._reason[req.request_id] = "abort"
+                self._rec["finish_s"][req.request_id] = event.t
+                self._rec["instance"][req.request_id] = event.instance
             else:
                 req.state = RequestState.WAITING
         elif isinstance(event, RequestPreempted):
@@ -165,7 +176,9 @@ class SimDriver:
             self.env.run()
         finally:
             self._bar.close()
-        unfinished = [r.request_id for r in self.rollout.requests.values() if r.state is not RequestState.FINISHED]
+        allowed = (RequestState.FINISHED, RequestState.ABORTED) if getattr(self.policy, "abort_is_final", False) \
+            else (RequestState.FINISHED,)
+        unfinished = [r.request_id for r in self.rollout.requests.values() if r.state not in allowed]
         if unfinished:
             raise RuntimeError(f"policy {self.policy.name} left {len(unfinished)} requests unfinished "
                                f"(first: {unfinished[:5]})")

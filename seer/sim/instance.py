@@ -191,7 +191,7 @@ class SimInstance:
                   chunk.max_new_tokens)
         self._arrivals += 1
         self.seqs[seq.rid] = seq
-        self.reserved += seq.ctx0 + seq.max_new
+        self.reserved += self._worst_case(seq)
         if self.cfg.kv_mode == "pool" and request.generated > 0 and not self.kv.cached_tokens(seq.rid):
             seq.pool_tokens = seq.ctx0 - 1
             delay = seq.pool_tokens * self.cost.shape.kv_bytes_per_token / self.cfg.pool_bytes_per_s
@@ -215,7 +215,7 @@ class SimInstance:
         bs = self.cfg.block_size
         return InstanceView(self.instance_id, self.kv.capacity_blocks * bs, self.kv.held * bs, self.reserved,
                             len(self.run_set), len(self.waiting) + len(self.loading), self.alive,
-                            self.cfg.max_num_seqs, cached)
+                            self.cfg.max_num_seqs, self.cfg.block_size, cached)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -235,10 +235,13 @@ class SimInstance:
         self.stats.timeline.append((self.env.now, self.kv.held * self.cfg.block_size, len(self.run_set),
                                     len(self.waiting) + len(self.loading)))
 
+    def _worst_case(self, seq: Seq) -> int:
+        return blocks_for(seq.ctx0 + seq.max_new, self.cfg.block_size) * self.cfg.block_size
+
     def _leave(self, seq: Seq) -> None:
         """Remove a sequence from the instance; its KV stays in the prefix cache when enabled."""
         self.seqs.pop(seq.rid, None)
-        self.reserved -= seq.ctx0 + seq.max_new
+        self.reserved -= self._worst_case(seq)
         self.kv.keep_prefix(seq.rid, seq.computed, seq.blocks)
         seq.blocks = 0
 

@@ -1,0 +1,56 @@
+"""Partial rollout in the style of APRIL (arXiv 2509.18521), the paper's Partial Rollout baseline (§5.3).
+
+Over-issue: the rollout holds `over_issue` x the groups training needs. Requests run whole (no chunking),
+groups round-robin over instances as in veRL, requests carried over from an earlier iteration first
+(engine priority 0; new ones 1). As soon as `target_groups` groups have every sample finished, every other
+request is aborted; the iteration runner (`seer.sim.iterations`) carries them, with the tokens they
+generated, into the next iteration, where they resume by re-prefilling prompt + partial output (the
+weights changed, so their KV is stale).
+"""
+
+from __future__ import annotations
+
+from seer.core import Abort, ChunkFinished, ClusterView, Dispatch, Event, RequestState, RolloutStarted
+
+
+class PartialRolloutPolicy:
+    name = "partial"
+    abort_is_final = True
+
+    def __init__(self, target_groups: int | None = None, over_issue: float = 2.0):
+        if over_issue < 1:
+            raise ValueError("over_issue must be >= 1")
+        self.target_groups = target_groups
+        self.over_issue = over_issue
+        self.target = 0
+        self.done_groups: list[int] = []
+        self._left: dict[int, int] = {}
+        self.stopped_at: float | None = None
+
+    def config(self) -> dict:
+        return {"name": self.name, "target_groups": self.target_groups, "over_issue": self.over_issue}
+
+    def on_event(self, event: Event, view: ClusterView) -> list:
+        if isinstance(event, RolloutStarted):
+            self.target = self.target_groups or max(1, round(len(view.groups) / self.over_issue))
+            self.done_groups, self.stopped_at = [], None
+            self._left = {gid: g.size for gid, g in view.groups.items()}
+            newest = max((g.iteration for g in view.groups.values()), default=0)
+            live = [iv.instance_id for iv in view.instances if iv.alive]
+            actions = []
+            order = sorted(view.groups, key=lambda g: (view.groups[g].iteration >= newest, g))  # carried first
+            for k, gid in enumerate(order):
+                prio = 1 if view.groups[gid].iteration >= newest else 0
+                for rid in sorted(r.request_id for r in view.requests.values() if r.group_id == gid):
+                    actions.append(Dispatch(rid, live[k % len(live)], view.requests[rid].remaining_budget, prio))
+            return actions
+        if isinstance(event, ChunkFinished) and event.finished and self.stopped_at is None:
+            gid = view.requests[event.request_id].group_id
+            self._left[gid] -= 1
+            if self._left[gid] == 0:
+                self.done_groups.append(gid)
+                if len(self.done_groups) >= self.target:
+                    self.stopped_at = event.t
+                    return [Abort(r.request_id) for r in view.requests.values()
+                            if r.state in (RequestState.RUNNING, RequestState.WAITING)]
+        return []

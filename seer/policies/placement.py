@@ -1,0 +1,78 @@
+"""Instance choice for a chunk: where its worst-case KV fits, by free KV or by cache affinity (Seer §3.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from seer.core import ClusterView
+
+
+def round_up(tokens: int, block: int) -> int:
+    return -(-tokens // block) * block
+
+
+@dataclass
+class LoadBook:
+    """Per-instance free KV and in-flight counts for one dispatch pass, updated as chunks are placed
+    (the view is a snapshot; the policy accounts for what it dispatched since)."""
+
+    free: dict[int, int] = field(default_factory=dict)
+    in_flight: dict[int, int] = field(default_factory=dict)
+    limit: dict[int, int] = field(default_factory=dict)
+    block: dict[int, int] = field(default_factory=dict)
+    cached: dict[int, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, view: ClusterView) -> "LoadBook":
+        book = cls()
+        for iv in view.instances:
+            if not iv.alive:
+                continue
+            i = iv.instance_id
+            book.free[i] = iv.kv_capacity_tokens - iv.kv_reserved_tokens
+            book.in_flight[i] = iv.in_flight
+            book.limit[i] = iv.max_num_seqs or 1 << 30
+            book.block[i] = max(1, iv.block_size)
+            book.cached[i] = iv.cached_prefix_tokens
+        return book
+
+    def fits(self, i: int, tokens: int) -> bool:
+        return self.free[i] >= round_up(tokens, self.block[i]) and self.in_flight[i] < self.limit[i]
+
+    def take(self, i: int, tokens: int) -> None:
+        self.free[i] -= round_up(tokens, self.block[i])
+        self.in_flight[i] += 1
+
+    def hit(self, i: int, request_id: int) -> int:
+        return int(self.cached[i].get(request_id, 0))
+
+
+@dataclass
+class Placement:
+    """`most-free`: the instance with the most unreserved KV. `cache-aware` (Seer OSDI §3.2): while in-flight
+    counts are balanced (spread <= imbalance_threshold), the instance with the longest cached prefix of the
+    request; otherwise the least loaded one, noting a KV pull when the affinity gap exceeds affinity_margin."""
+
+    rule: str = "most-free"
+    imbalance_threshold: int = 32
+    affinity_margin: int = 512
+    pulls: int = 0
+
+    def __post_init__(self):
+        if self.rule not in ("most-free", "cache-aware"):
+            raise ValueError(f"placement must be 'most-free' or 'cache-aware', not {self.rule!r}")
+
+    def choose(self, book: LoadBook, request_id: int, tokens: int) -> int | None:
+        fit = [i for i in book.free if book.fits(i, tokens)]
+        if not fit:
+            return None
+        if self.rule == "most-free":
+            return max(fit, key=lambda i: (book.free[i], -i))
+        loads = list(book.in_flight.values())
+        if max(loads) - min(loads) <= self.imbalance_threshold:
+            return max(fit, key=lambda i: (book.hit(i, request_id), book.free[i], -i))
+        chosen = min(fit, key=lambda i: (book.in_flight[i], -book.free[i], i))
+        best = max(book.hit(i, request_id) for i in book.free)
+        if best - book.hit(chosen, request_id) > self.affinity_margin:
+            self.pulls += 1  # in pool mode the chosen instance fetches the KV; locally it re-prefills
+        return chosen

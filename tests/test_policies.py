@@ -1,0 +1,219 @@
+"""Decision-level tests of the Seer schedulers on hand-built situations, plus end-to-end checks."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from seer.core import (
+    ChunkFinished, ClusterView, Dispatch, FinishReason, Group, InstanceView, Request, RequestState, Rollout,
+    RolloutStarted,
+)
+from seer.policies import POLICIES, make_policy
+from seer.policies.divided import ContextPolicy, DividedPolicy, OraclePolicy
+from seer.sim.cluster import ClusterConfig
+from seer.sim.driver import simulate
+from seer.traces.synth import SynthConfig, synthesize
+
+from test_sim_properties import workloads
+
+
+class Harness:
+    """Applies a policy's actions to the rollout the way a driver does, with a controllable instance."""
+
+    def __init__(self, policy, groups, capacity=10**9, max_tokens=1000, prompt=10):
+        self.policy = policy
+        self.ro = Rollout()
+        for gid, size in enumerate(groups):
+            self.ro.add_group(Group(gid, prompt, max_tokens, size))
+        self.capacity, self.reserved = capacity, 0
+        self.log: list[Dispatch] = []
+
+    def view(self, t=0.0):
+        iv = InstanceView(0, self.capacity, 0, self.reserved, 0, 0)
+        return ClusterView(t, [iv], self.ro.groups, self.ro.requests)
+
+    def apply(self, actions):
+        for a in actions:
+            req = self.ro.requests[a.request_id]
+            assert req.state is RequestState.WAITING
+            req.state = RequestState.RUNNING
+            self.reserved += req.context_len + a.max_new_tokens
+            self.log.append(a)
+        return actions
+
+    def start(self):
+        return self.apply(self.policy.on_event(RolloutStarted(0.0, tuple(self.ro.groups)), self.view()))
+
+    def finish(self, rid, new_tokens, done, budget):
+        req = self.ro.requests[rid]
+        self.reserved -= req.context_len + budget
+        req.generated += new_tokens
+        req.state = RequestState.FINISHED if done else RequestState.WAITING
+        ev = ChunkFinished(1.0, rid, 0, new_tokens, done, FinishReason.EOS if done else FinishReason.CHUNK)
+        return self.apply(self.policy.on_event(ev, self.view()))
+
+
+def sample(h, rid):
+    return h.ro.requests[rid].sample_index
+
+
+def test_probes_go_first_then_the_rest():
+    h = Harness(ContextPolicy(chunk_size=10), [3, 3, 3])
+    acts = h.start()
+    assert [sample(h, a.request_id) for a in acts[:3]] == [0, 0, 0]  # one probe per group, first
+    assert all(a.priority == 0 for a in acts[:3]) and all(a.priority == 1 for a in acts[3:])
+    assert len(acts) == 9 and all(a.max_new_tokens == 10 for a in acts)
+
+
+def test_probes_shortest_generated_first_and_no_dispatch_where_kv_does_not_fit():
+    # room for one chunk at a time (a chunk needs context + 10 <= 35 tokens; two never fit together)
+    h = Harness(ContextPolicy(chunk_size=10), [2, 2, 2], capacity=35)
+    first = h.start()
+    assert len(first) == 1 and first[0].request_id == 0  # probe of group 0; nothing else fits
+    nxt = h.finish(0, 10, False, 10)  # probe 0 has 10 tokens now; probes 2 and 4 have none
+    assert [a.request_id for a in nxt] == [2]
+    nxt = h.finish(2, 4, False, 10)  # probe 2: 4 tokens; probe 4: 0 tokens -> shortest first
+    assert [a.request_id for a in nxt] == [4]
+    nxt = h.finish(4, 10, False, 10)  # now 0:10, 2:4, 4:10 -> probe 2
+    assert [a.request_id for a in nxt] == [2]
+    h.capacity = 0
+    assert h.finish(2, 1, False, 10) == []  # fits nowhere: the request stays buffered
+
+
+def test_estimate_is_max_finished_length_and_longest_estimate_goes_first():
+    pol = ContextPolicy(chunk_size=1000, starvation_every=0)
+    h = Harness(pol, [3, 3, 3], capacity=0)
+    h.start()  # nothing fits
+    assert pol.estimate == {0: 1000, 1: 1000, 2: 1000}  # no finished response yet: max_tokens
+    # dispatch the probes only: make room for three chunks
+    h.capacity = 3 * 1010
+    acts = h.apply(pol._fill(h.view()))
+    assert [a.request_id for a in acts] == [0, 3, 6]
+    h.capacity = 0
+    h.finish(0, 100, True, 1000)
+    h.finish(3, 900, True, 1000)
+    h.finish(6, 500, True, 1000)
+    assert pol.estimate == {0: 100, 1: 900, 2: 500}
+    h.capacity, h.reserved = 10**9, 0
+    order = [h.ro.requests[a.request_id].group_id for a in h.apply(pol._fill(h.view()))]
+    assert order == [1, 1, 2, 2, 0, 0]  # longest estimate first, FIFO inside a group
+
+
+def test_estimate_only_grows_after_the_first_finish():
+    pol = ContextPolicy(chunk_size=1000)
+    h = Harness(pol, [3])
+    assert len(h.start()) == 3
+    h.finish(1, 300, True, 1000)
+    assert pol.estimate[0] == 300
+    h.finish(2, 200, True, 1000)
+    assert pol.estimate[0] == 300
+    h.finish(0, 700, True, 1000)
+    assert pol.estimate[0] == 700
+
+
+def test_anti_starvation_serves_the_longest_waiting_request():
+    pol = ContextPolicy(chunk_size=1000, starvation_every=2)
+    h = Harness(pol, [1, 3, 3], capacity=0)
+    h.start()
+    h.capacity = 3 * 1010
+    h.apply(pol._fill(h.view()))  # the three probes
+    h.capacity = 0
+    h.finish(0, 10, True, 1000)   # group 0 done
+    h.finish(1, 900, True, 1000)  # group 1 long
+    h.finish(4, 50, True, 1000)   # group 2 short
+    h.capacity, h.reserved = 10**9, 0
+    order = [a.request_id for a in h.apply(pol._fill(h.view()))]
+    # LFS would give 2, 3 (group 1) then 5, 6; every 2nd pick goes to the oldest waiting request instead
+    assert order == [2, 3, 5, 6]
+    assert pol.starvation_picks >= 1
+
+
+def test_oracle_orders_by_true_length_and_needs_its_input():
+    pol = OraclePolicy(chunk_size=100)
+    h = Harness(pol, [2, 2])
+    with pytest.raises(RuntimeError, match="set_oracle_lengths"):
+        h.start()
+    pol.set_oracle_lengths({0: 5, 1: 50, 2: 500, 3: 1})
+    assert [a.request_id for a in h.start()] == [2, 1, 0, 3]
+
+
+def test_only_oracle_policies_can_receive_true_lengths():
+    for name, (cls, _desc) in POLICIES.items():
+        has_input = hasattr(cls, "set_oracle_lengths")
+        assert has_input == bool(getattr(cls, "needs_oracle", False)) == ("oracle" in name), name
+    with pytest.raises(Exception, match="unexpected keyword|true_lengths"):
+        make_policy("context", true_lengths={0: 1})
+    # what a policy reads about a request carries no final length
+    fields = {f.name for f in dataclasses.fields(Request)}
+    assert not fields & {"output_len", "true_len", "final_len", "length"}
+
+
+class Spy(DividedPolicy):
+    name = "spy"
+
+    def on_event(self, event, view):
+        for req in view.requests.values():
+            assert req.generated <= req.max_tokens
+            assert not hasattr(req, "output_len")
+        return super().on_event(event, view)
+
+
+def test_the_driver_gives_ordinary_policies_no_lengths():
+    tr = synthesize(SynthConfig(prompts=4, group_size=2, mean_len=50, max_tokens=400))
+    cl = ClusterConfig(name="c", model="qwen2.5-1.5b", instances=2, kv_capacity_tokens=5000, max_tokens=400)
+    spy = Spy(chunk_size=16)
+    simulate(tr, cl, spy, progress=False)
+    assert not hasattr(spy, "_true")
+
+
+@pytest.mark.parametrize("policy", ["divided", "context", "oracle", "streamrl-oracle"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(work=workloads())
+def test_no_preemption_by_construction(policy, work):
+    trace, cluster = work
+    res = simulate(trace, cluster, make_policy(policy, lenient=True, chunk_size=32), progress=False)
+    group_kv = (trace["prompt_len"] + trace["output_len"].clip(lower=1)).groupby(trace["prompt_id"]).sum()
+    if policy != "streamrl-oracle" or group_kv.max() <= cluster.kv_capacity():  # atomic groups must fit whole
+        assert res.summary["preemptions"] == 0
+    got = res.requests.set_index(["prompt_id", "sample_id"])["output_len"].sort_index()
+    assert got.tolist() == trace.set_index(["prompt_id", "sample_id"])["output_len"].clip(lower=1).sort_index().tolist()
+    assert res.summary["makespan_s"] >= res.summary["lower_bound_s"] * (1 - 1e-9)
+
+
+def test_streamrl_oracle_keeps_groups_atomic():
+    tr = synthesize(SynthConfig(prompts=12, group_size=4, mean_len=200, max_tokens=2000, seed=2))
+    cl = ClusterConfig(name="c", model="qwen2.5-7b", instances=3, kv_capacity_tokens=8000, max_tokens=2000)
+    res = simulate(tr, cl, make_policy("streamrl-oracle"), progress=False)
+    assert (res.requests.groupby("prompt_id")["instance"].nunique() == 1).all()
+    assert (res.requests["chunks"] == 1).all() and res.summary["preemptions"] == 0
+
+
+@pytest.fixture(scope="module")
+def long_tail_results():
+    trace = synthesize(SynthConfig(prompts=48, group_size=8, mean_len=3000, eta2=0.75, within_cv=0.28,
+                                   max_tokens=16384, prompt_mean=256, seed=3))
+    cluster = ClusterConfig(name="c", model="qwen2.5-7b", instances=4, kv_capacity_tokens=120_000,
+                            max_num_seqs=256, max_tokens=16384, kv_mode="pool")
+    return {p: simulate(trace, cluster, make_policy(p, lenient=True, chunk_size=4096), progress=False).summary
+            for p in ("verl", "divided", "context", "oracle")}
+
+
+def test_end_to_end_context_beats_verl_and_divided_and_oracle_beats_context(long_tail_results):
+    r = {p: s["throughput_tok_s"] for p, s in long_tail_results.items()}
+    assert r["context"] > r["verl"] and r["context"] > r["divided"]
+    assert r["oracle"] >= r["context"]
+    assert long_tail_results["context"]["tail_s"] < 0.5 * long_tail_results["verl"]["tail_s"]
+
+
+def test_partial_rollout_stops_at_the_target_and_biases_lengths_short():
+    from seer.sim.iterations import run_iterations
+
+    cfg = SynthConfig(prompts=16, group_size=4, mean_len=400, max_tokens=4000, prompt_mean=64, seed=4)
+    cl = ClusterConfig(name="c", model="qwen2.5-7b", instances=2, kv_capacity_tokens=40_000, max_tokens=4000)
+    sync, sync_len = run_iterations(cfg, cl, "verl", iterations=3)
+    part, part_len = run_iterations(cfg, cl, "partial", iterations=3)
+    assert (sync.groups_trained == 16).all()
+    assert (part.groups_trained >= 16).all() and (part.carried_requests > 0).any()
+    assert part_len.mean() < sync_len.mean()

@@ -13,7 +13,6 @@ import argparse
 import time
 
 import numpy as np
-import pandas as pd
 
 from seer.fileio import write_text_atomic
 from seer.policies import make_policy

@@ -5,7 +5,7 @@ import pytest
 from seer.sim.calibration import fit_errors, fit_profile
 from seer.sim.cluster import load_cluster
 from seer.sim.costmodel import COEF_KEYS, CostModel, fitted_coefficients
-from seer.sim.shapes import Hardware, Parallelism, model_shape
+from seer.sim.shapes import Parallelism, model_shape
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 

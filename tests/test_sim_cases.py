@@ -9,7 +9,6 @@ from seer.policies import make_policy
 from seer.sim.cluster import ClusterConfig
 from seer.sim.driver import simulate
 from seer.sim.instance import SimulationError
-from seer.traces.synth import SynthConfig, synthesize
 
 
 def trace(rows):
@@ -78,7 +77,7 @@ def test_tail_time_definition():
 
 
 def test_pool_mode_fetches_instead_of_recomputing():
-    from seer.core import Chunk, Group, Request, Rollout
+    from seer.core import Chunk, Request
 
     cl = tiny(kv_capacity_tokens=1000, kv_mode="pool")
     import simpy

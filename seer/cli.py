@@ -12,21 +12,11 @@ from collections.abc import Sequence
 
 from seer import __version__
 from seer.errors import SeerInputError
-
-
-def _clean(obj):
-    """JSON-safe copy: NaN/inf become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
+from seer.fileio import json_safe
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(_clean(obj), indent=2))
+    print(json.dumps(json_safe(obj), indent=2))
 
 
 def _print_table(title: str, items: dict) -> None:
@@ -260,7 +250,7 @@ def cmd_compare(args) -> int:
             result.save(os.path.join(out, pname))
             summaries.append({"policy": pname, **result.summary})
     rows = compare_table(summaries)
-    write_text_atomic(os.path.join(out, "compare.json"), json.dumps(_clean(rows), indent=2))
+    write_text_atomic(os.path.join(out, "compare.json"), json.dumps(json_safe(rows), indent=2))
     with atomic_path(os.path.join(out, "compare.parquet")) as tmp:
         pd.DataFrame(rows).drop(columns=["mode"], errors="ignore").to_parquet(tmp, index=False)
     if args.json:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from seer.fileio import atomic_path, write_text_atomic
+from seer.fileio import atomic_path, json_safe, write_text_atomic
 
 SUMMARY_KEYS = ("makespan_s", "throughput_tok_s", "tail_s", "lower_bound_s", "efficiency", "preemptions",
                 "requests", "output_tokens")
@@ -58,7 +58,7 @@ class RolloutResult:
         with atomic_path(os.path.join(out_dir, "timeline.parquet")) as tmp:
             self.timeline.to_parquet(tmp, index=False)
         write_text_atomic(os.path.join(out_dir, "summary.json"),
-                          json.dumps({"summary": _clean(self.summary), "config": _clean(self.config)}, indent=2))
+                          json.dumps({"summary": json_safe(self.summary), "config": json_safe(self.config)}, indent=2))
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "RolloutResult":
@@ -68,18 +68,6 @@ class RolloutResult:
         return cls(pd.read_parquet(os.path.join(out_dir, "requests.parquet")),
                    pd.read_parquet(os.path.join(out_dir, "timeline.parquet")), meta["summary"], meta.get("config", {}),
                    pd.read_parquet(events) if os.path.exists(events) else pd.DataFrame())
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def summarize(requests: pd.DataFrame, busy_s: list[float], lower_bound_s: float, preemptions: int,

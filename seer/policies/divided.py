@@ -83,13 +83,13 @@ class DividedPolicy:
 
     def _fill(self, view: ClusterView) -> list:
         book = LoadBook.of(view)
+        capacity = max(iv.kv_capacity_tokens for iv in view.instances if iv.alive)
         actions = []
         while self._waiting:
             rid = self._peek(view)
             if rid is None:
                 break
             req = view.requests[rid]
-            capacity = max(iv.kv_capacity_tokens for iv in view.instances if iv.alive)
             # cap the chunk so its worst case fits an empty instance (the request itself always does)
             budget = max(1, min(self.chunk_size, req.remaining_budget, capacity - req.context_len))
             inst = self.placement.choose(book, rid, req.context_len + budget)

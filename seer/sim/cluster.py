@@ -8,7 +8,6 @@ divided by the model's KV bytes per token, rounded down to whole blocks.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import os
 import tomllib
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from seer.errors import SeerInputError
 from seer.sim.costmodel import CostModel
 from seer.sim.instance import InstanceConfig
 from seer.sim.shapes import Hardware, Parallelism, model_shape
+from seer.traces.synth import load_preset
 
 GIB = 1024**3
 
@@ -102,12 +102,7 @@ def _read_preset(name_or_path: str) -> tuple[str, dict]:
                 return os.path.basename(name_or_path)[:-5], tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise SeerInputError(f"{name_or_path}: invalid TOML ({exc})")
-    entry = importlib.resources.files("seer.presets") / f"{name_or_path}.toml"
-    if not entry.is_file() or name_or_path in ("models", "coefficients"):
-        from seer.traces.synth import presets
-
-        raise SeerInputError(f"unknown preset {name_or_path!r}; known: {', '.join(presets())}")
-    return name_or_path, tomllib.loads(entry.read_text())
+    return name_or_path, load_preset(name_or_path)
 
 
 def load_cluster(name_or_path: str, **overrides) -> ClusterConfig:

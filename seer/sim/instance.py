@@ -111,7 +111,7 @@ class Running:
         if not seqs:
             return
         for c in self.COLS:
-            extra = np.fromiter((getattr(s, c if c != "rid" else "rid") for s in seqs), dtype=np.int64, count=len(seqs))
+            extra = np.fromiter((getattr(s, c) for s in seqs), dtype=np.int64, count=len(seqs))
             setattr(self, c, np.concatenate([getattr(self, c), extra]))
         self.seqs.extend(seqs)
 

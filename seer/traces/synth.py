@@ -68,10 +68,10 @@ def presets() -> dict[str, str]:
 
 def load_preset(name: str) -> dict:
     """The parsed TOML of a preset."""
-    entry = importlib.resources.files("seer.presets") / f"{name}.toml"
-    if not entry.is_file():
-        raise SeerInputError(f"unknown preset {name!r}; known: {', '.join(presets())}")
-    return tomllib.loads(entry.read_text())
+    known = presets()
+    if name not in known:  # models.toml and coefficients.toml are data files, not setups
+        raise SeerInputError(f"unknown preset {name!r}; known: {', '.join(known)}")
+    return tomllib.loads((importlib.resources.files("seer.presets") / f"{name}.toml").read_text())
 
 
 def preset_config(name: str, **overrides) -> SynthConfig:

@@ -173,7 +173,9 @@ def _print_summary(title: str, s: dict) -> None:
 
 
 def _policy_params(args) -> dict:
-    return {"chunk_size": getattr(args, "chunk_size", None), "placement": getattr(args, "placement", None)}
+    return {"chunk_size": getattr(args, "chunk_size", None), "placement": getattr(args, "placement", None),
+            "speculation": getattr(args, "speculation", None), "gamma": getattr(args, "gamma", None),
+            "scope": getattr(args, "spec_scope", None), "topk": getattr(args, "spec_topk", None)}
 
 
 def cmd_simulate(args) -> int:
@@ -247,8 +249,8 @@ def cmd_compare(args) -> int:
     else:
         for pname, policy in zip(names, policies):
             result = simulate(trace, cluster, policy, exact=args.exact)
-            result.save(os.path.join(out, pname))
-            summaries.append({"policy": pname, **result.summary})
+            result.save(os.path.join(out, pname.replace(":", "_").replace("=", "-")))
+            summaries.append({**result.summary, "policy": pname})
     rows = compare_table(summaries)
     write_text_atomic(os.path.join(out, "compare.json"), json.dumps(json_safe(rows), indent=2))
     with atomic_path(os.path.join(out, "compare.parquet")) as tmp:
@@ -259,13 +261,69 @@ def cmd_compare(args) -> int:
     per = f", means over {args.iterations} iterations" if "iterations" in rows[0] else ""
     print(f"{name} on {cluster.name} ({cluster.instances} instances x {cluster.tp * cluster.dp} GPUs), "
           f"{rows[0]['requests']:,} requests per iteration{per}")
-    head = f"{'policy':<16}{'tok/s':>10}{'x verl':>8}{'makespan s':>12}{'tail s':>9}{'tail -%':>9}{'eff':>7}{'preempt':>9}{'migr':>8}"
+    width = max(16, max(len(r["policy"]) for r in rows) + 2)
+    spec = any("spec_tau" in r for r in rows)
+    dec = 1 if max(r["makespan_s"] for r in rows) < 100 else 0
+    head = (f"{'policy':<{width}}{'tok/s':>10}{'x verl':>8}{'makespan s':>12}{'tail s':>9}{'tail -%':>9}{'eff':>7}"
+            f"{'preempt':>9}{'migr':>8}" + (f"{'SD tau':>8}" if spec else ""))
     print(head)
     for r in rows:
         eff = "n/a" if not math.isfinite(r["efficiency"]) else f"{100 * r['efficiency']:.0f}%"
-        print(f"{r['policy']:<16}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}{r['makespan_s']:>12,.0f}"
-              f"{r['tail_s']:>9,.0f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}{r['preemptions']:>9,}{r['migrations']:>8,}")
+        tau = r.get("spec_tau", math.nan)
+        line = (f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}{r['makespan_s']:>12,.{dec}f}"
+                f"{r['tail_s']:>9,.{dec}f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}{r['preemptions']:>9,}{r['migrations']:>8,}")
+        if spec:
+            line += f"{tau:>8.2f}" if math.isfinite(tau) else f"{'-':>8}"
+        print(line)
+    labels = sorted({r["speculation"] for r in rows if r.get("speculation")})
+    for label in labels:
+        print(f"speculation: {label}")
     print(f"results: {out}/ (compare.json, compare.parquet, one folder per policy)")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SeerInputError(f"{flag} takes comma-separated integers, not {text!r}")
+    if not vals:
+        raise SeerInputError(f"{flag} needs at least one value")
+    return vals
+
+
+def cmd_spec_bench(args) -> int:
+    import pandas as pd
+
+    from seer.fileio import atomic_path, write_text_atomic
+    from seer.policies.speculation.replay import acceptance_table
+    from seer.traces.io import load_trace
+
+    refs, topk = _int_list(args.refs, "--refs"), _int_list(args.topk, "--topk")
+    trace = load_trace(args.trace)
+    rows = acceptance_table(trace, refs=refs, topk=topk, gamma=args.gamma, groups=args.groups, samples=args.samples,
+                            min_prob=args.min_prob, max_match=args.max_match, seed=args.seed)
+    name = os.path.splitext(os.path.basename(args.trace))[0]
+    out = args.out or os.path.join("out", "spec-bench", name)
+    write_text_atomic(os.path.join(out, "bench.json"), json.dumps(json_safe(rows), indent=2))
+    with atomic_path(os.path.join(out, "bench.parquet")) as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+    if args.json:
+        _print_json(rows)
+        return 0
+    req = rows[0]["requests"]
+    print(f"{name}: mean acceptance length tau (bonus token included), {req:,} requests replayed, drafts up to "
+          f"{args.gamma} tokens deep")
+    grid = {(r["refs"], r["topk"]): r for r in rows if r["drafter"] == "group-suffix"}
+    print(f"{'refs n':>8}" + "".join(f"{'top-' + str(k):>10}" for k in topk) + f"{'acc/draft (top-1)':>20}")
+    for n in refs:
+        used = grid[(n, topk[0])]["refs_used"]
+        label = f"{n}" if used == n else f"{n} (->{used})"
+        print(f"{label:>8}" + "".join(f"{grid[(n, k)]['tau']:>10.2f}" for k in topk)
+              + f"{grid[(n, topk[0])]['accepted_per_draft']:>20.2f}")
+    ng = next(r for r in rows if r["drafter"] == "ngram")
+    print(f"{'n-gram':>8}{ng['tau']:>10.2f}  (vLLM-style prompt lookup over the request's own context, k = {args.gamma})")
+    print(f"results: {out}/ (bench.json, bench.parquet)")
     return 0
 
 
@@ -282,6 +340,11 @@ def _workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, help="tokens per chunk for divided policies (default 8192)")
     p.add_argument("--placement", choices=["most-free", "cache-aware"], help="instance choice of divided policies")
     p.add_argument("--exact", action="store_true", help="advance every decode step (slow; checks the fast path)")
+    p.add_argument("--speculation", choices=["adaptive", "fixed", "off"],
+                   help="for seer: draft budgets by MBA (default), a fixed --gamma, or none")
+    p.add_argument("--gamma", type=int, help="for seer --speculation fixed: draft tokens per step (default 4)")
+    p.add_argument("--spec-scope", choices=["own", "group", "global"], help="for seer: what drafts are drawn from (default group)")
+    p.add_argument("--spec-topk", type=int, help="for seer: draft branches per depth (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,12 +412,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="simulate several policies on one workload and compare them",
                        description="Run each policy on the same workload and cluster; print one table and save every result.")
     _workload_args(p)
-    p.add_argument("--policies", default="verl,divided,context,oracle", help="comma-separated (default verl,divided,context,oracle)")
+    p.add_argument("--policies", default="verl,divided,context,oracle",
+                   help="comma-separated (default verl,divided,context,oracle); NAME:KEY=VALUE sets a parameter of "
+                        "one entry, e.g. seer:scope=own")
     p.add_argument("--iterations", type=int, default=1, help="RL iterations to run (needs --preset; partial rollout "
                    "carries requests between them; the table shows per-iteration means)")
     p.add_argument("--out", help="result folder (default out/compare/WORKLOAD)")
     p.add_argument("--json", action="store_true", help="print a list of per-policy summaries as JSON")
     p.set_defaults(func=cmd_compare)
+
+    spec = sub.add_parser("spec", help="speculative decoding studies on traces with token ids",
+                          description="Grouped speculative decoding: offline acceptance studies.")
+    ssub = spec.add_subparsers(dest="spec_command", required=True, metavar="ACTION")
+    p = ssub.add_parser("bench", help="acceptance length vs group references and top-k (the paper's Table 2)",
+                        description="Replay every sampled request's recorded output against drafts from its own "
+                                    "history plus n complete responses of its group; report tau per (n, top-k) and a "
+                                    "vLLM-style n-gram baseline.")
+    p.add_argument("--trace", required=True, help="trace with output_ids (e.g. a converted Tree-of-Thoughts log)")
+    p.add_argument("--refs", default="0,1,5,15", help="reference counts n, comma-separated (default 0,1,5,15)")
+    p.add_argument("--topk", default="1,2,4", help="branches per depth, comma-separated (default 1,2,4)")
+    p.add_argument("--gamma", type=int, default=8, help="draft depth per step (default 8)")
+    p.add_argument("--groups", type=int, default=20, help="groups to replay, drawn at random (default 20, as the paper; 0 = all)")
+    p.add_argument("--samples", type=int, default=16, help="samples per group (default 16; 0 = all)")
+    p.add_argument("--min-prob", type=float, default=0.1, help="draft probability cut-off (default 0.1)")
+    p.add_argument("--max-match", type=int, default=8, help="longest context suffix matched (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the group sample (default 0)")
+    p.add_argument("--out", help="result folder (default out/spec-bench/TRACE)")
+    p.add_argument("--json", action="store_true", help="print a list of {refs, topk, tau, accepted_per_draft, ...}")
+    p.set_defaults(func=cmd_spec_bench)
 
     p = sub.add_parser("presets", help="list the paper setups and policies", description="List the preset files (workload and cluster of each paper setup).")
     p.add_argument("--json", action="store_true", help="print JSON")

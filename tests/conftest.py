@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,3 +27,18 @@ def run_seer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(
         [sys.executable, "-m", "seer", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600
     )
+
+
+def token_trace(seed: int, groups: int, G: int, vocab: int = 6, base_len: int = 40, noise: float = 0.15) -> pd.DataFrame:
+    """Groups whose samples are noisy copies of a group text (shared phrasing, different lengths)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(groups):
+        base = rng.integers(0, vocab, size=base_len * 2).tolist()
+        prompt = rng.integers(0, vocab, size=5).tolist()
+        for s in range(G):
+            n = int(rng.integers(base_len // 2, base_len * 2))
+            out = [t if rng.random() > noise else int(rng.integers(0, vocab)) for t in base[:n]]
+            rows.append({"prompt_id": p, "sample_id": s, "prompt_len": len(prompt), "output_len": len(out),
+                         "prompt_ids": prompt, "output_ids": out, "max_tokens": 200})
+    return pd.DataFrame(rows)

@@ -28,10 +28,12 @@ class Abort:
 
 @dataclass(frozen=True)
 class SetSpeculation:
-    """Per-request draft-token budgets on `instance` (0 turns speculation off for that request)."""
+    """Draft-token budgets on `instance`: `budgets[request_id]` for the requests named, `default` for every
+    other request there (0 turns speculation off). Holds until the next SetSpeculation for the instance."""
 
     instance: int
     budgets: Mapping[int, int] = field(default_factory=dict)
+    default: int = 0
 
 
 Action = Dispatch | Abort | SetSpeculation

@@ -34,6 +34,8 @@ class InstanceView:
     must keep within `kv_capacity_tokens`.
     `cached_prefix_tokens` maps request ids to the number of their context tokens still cached on this
     instance (prefix cache or pooled KV), the hint for cache-aware placement.
+    `spec_tried` / `spec_accepted` are the speculation counters an engine exposes for online acceptance
+    estimates (empty when it does not speculate).
     """
 
     instance_id: int
@@ -46,6 +48,8 @@ class InstanceView:
     max_num_seqs: int = 0  # the engine's concurrency limit (0 = unknown)
     block_size: int = 1  # KV allocation granularity in tokens
     cached_prefix_tokens: Mapping[int, int] = field(default_factory=dict)
+    spec_tried: tuple[int, ...] = ()  # cumulative request-steps that reached draft position i+1 (budget > i, first i accepted)
+    spec_accepted: tuple[int, ...] = ()  # cumulative request-steps whose first i+1 draft tokens were accepted
 
     @property
     def kv_free_tokens(self) -> int:
@@ -100,7 +104,7 @@ class Engine(Protocol):
 
     def view(self) -> InstanceView: ...
 
-    def set_speculation(self, budgets: Mapping[int, int]) -> None: ...
+    def set_speculation(self, budgets: Mapping[int, int], default: int = 0) -> None: ...
 
 
 __all__ = ["ClusterView", "EmitFn", "Engine", "InstanceView", "Policy"]

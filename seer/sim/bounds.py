@@ -12,6 +12,10 @@ tokens a step may hold and S_max the most sequences:
 and makespan >= busy / instances. Independently, the longest request alone needs its L - 1 decode steps
 in sequence, each at least a batch-of-one step over its growing context. Prefill and recompute only add
 time, so both are lower bounds; the larger is reported.
+
+With speculative decoding a step may advance a sequence by up to `tokens_per_step` = 1 + gamma_max tokens:
+the step count, and the per-step context terms, shrink by that factor at best (every token still needs its
+logits and its share of the linear FLOPs), which keeps both bounds valid, and much looser.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ def _alpha_tok(cm: CostModel, tokens: float) -> float:
 
 
 def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, max_num_seqs: int,
-                         max_num_batched_tokens: int) -> dict:
+                         max_num_batched_tokens: int, tokens_per_step: int = 1) -> dict:
     """Both bounds and their max, in seconds."""
+    k = float(max(1, tokens_per_step))
     p = np.asarray(prompt_len, dtype=np.float64)
     L = np.maximum(np.asarray(output_len, dtype=np.float64), 1.0)
     dec = L - 1.0
@@ -43,9 +48,11 @@ def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, 
     g_per_token = (_alpha_tok(cm, t_max) - a0) / t_max
     # decode step j (1..L-1) of a request runs over ctx = p + j - 1 cached tokens
     ctx_sum = (dec * p + dec * (dec - 1) / 2).sum()
-    per_token = cm.coef.linear * cm._logit_flops / cm.peak + cm.beta
-    busy = math.ceil(n_dec / max_num_seqs) * a0 + n_all * g_per_token + n_dec * per_token + cm.beta * ctx_sum
+    logit = cm.coef.linear * cm._logit_flops / cm.peak
+    busy = (math.ceil(n_dec / (max_num_seqs * k)) * a0 + n_all * g_per_token + n_dec * logit
+            + cm.beta * (n_dec + ctx_sum) / k)
     work_bound = busy / instances
-    i = int(np.argmax(cm.decode_span(1, p, dec)))
-    longest = float(cm.decode_span(1, p[i], dec[i])) if len(p) else 0.0
+    steps = np.ceil(dec / k)
+    i = int(np.argmax(cm.decode_span(1, p, steps))) if len(p) else 0
+    longest = float(cm.decode_span(1, p[i], steps[i])) if len(p) else 0.0
     return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}

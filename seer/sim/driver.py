@@ -19,6 +19,22 @@ from seer.metrics import RolloutResult, summarize
 from seer.sim.bounds import makespan_lower_bound
 from seer.sim.cluster import ClusterConfig
 from seer.sim.instance import SimInstance, SimulationError
+from seer.sim.speculation import ExactReplay, ParametricAcceptance
+
+
+def step_profile(cost):
+    """The verify-step time T(batch, q) at mean context `ctx` from a cost model: the 'offline profile' a
+    speculation policy's MBA rule reads (`set_step_profile`)."""
+
+    def profile(batch: int, q: int, ctx: float) -> float:
+        b, q = float(batch), float(q)
+        return float(cost.step_time_sums(b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2), b * q * (ctx + q) if q > 1 else 0.0))
+
+    return profile
+
+
+def _token_lists(trace: pd.DataFrame, column: str) -> bool:
+    return column in trace.columns and bool(trace[column].notna().all())
 
 
 def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Rollout, dict[int, int], list]:
@@ -68,7 +84,8 @@ class SimDriver:
     """Runs one rollout of a trace on a simulated cluster under a policy."""
 
     def __init__(self, trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
-                 progress: bool | None = None, tick_s: float | None = None):
+                 progress: bool | None = None, tick_s: float | None = None, spec_seed: int = 0,
+                 spec_horizon: int = 16):
         self.cluster, self.policy, self.exact = cluster, policy, exact
         self.rollout, self.true_len, self.keys = rollout_from_trace(trace, cluster.max_tokens)
         self.env = simpy.Environment()
@@ -84,7 +101,11 @@ class SimDriver:
         if getattr(policy, "needs_oracle", False):
             # the named oracle input: true lengths go to oracle policies only, never through the view
             policy.set_oracle_lengths(dict(self.true_len))
-        self.instances = [SimInstance(self.env, i, self.cost, icfg, self.true_len, self._on_event, exact)
+        if getattr(policy, "needs_step_profile", False):
+            policy.set_step_profile(step_profile(self.cost))
+        self.spec = self._speculation_source(trace, getattr(policy, "drafter_config", None), spec_seed)
+        self.instances = [SimInstance(self.env, i, self.cost, icfg, self.true_len, self._on_event, exact,
+                                      spec=self.spec, spec_horizon=spec_horizon)
                           for i in range(cluster.instances)]
         self.tick_s = tick_s if tick_s is not None else getattr(policy, "tick_s", None)
         self.progress = progress
@@ -98,6 +119,22 @@ class SimDriver:
         self._reason = [""] * n
         self._last_instance = [-1] * n
         self.preemptions = 0
+
+    def _speculation_source(self, trace: pd.DataFrame, config, seed: int):
+        """Exact replay when the trace has output token ids, else the parametric acceptance model."""
+        if config is None:
+            return None
+        group_of = {rid: r.group_id for rid, r in self.rollout.requests.items()}
+        if not _token_lists(trace, "output_ids"):
+            return ParametricAcceptance(group_of, seed=seed)
+        ids = {(p, int(s)): o for p, s, o in zip(trace["prompt_id"], trace["sample_id"], trace["output_ids"])}
+        outputs = {rid: ids[key] for rid, key in enumerate(self.keys)}
+        prompts = {}
+        if _token_lists(trace, "prompt_ids"):
+            pids = {(p, int(s)): o for p, s, o in zip(trace["prompt_id"], trace["sample_id"], trace["prompt_ids"])}
+            for rid, key in enumerate(self.keys):
+                prompts.setdefault(group_of[rid], pids[key])
+        return ExactReplay(config, outputs, group_of, prompts)
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -132,7 +169,7 @@ class SimDriver:
                     self._reason[req.request_id] = "abort"
                     self._rec["finish_s"][req.request_id] = self.env.now
             elif isinstance(action, SetSpeculation):
-                self.instances[action.instance].set_speculation(action.budgets)
+                self.instances[action.instance].set_speculation(action.budgets, action.default)
             else:
                 raise TypeError(f"unknown action {action!r}")
 
@@ -205,8 +242,9 @@ class SimDriver:
         cap = self.instances[0].view().kv_capacity_tokens
         timeline = pd.DataFrame(rows, columns=["instance", "t", "kv_used_tokens", "running", "waiting"])
         timeline["kv_usage"] = timeline["kv_used_tokens"] / cap
+        per_step = 1 + int(getattr(self.policy, "max_draft_tokens", 0)) if self.spec is not None else 1
         bound = makespan_lower_bound(self.cost, df["prompt_len"], df["output_len"], self.cluster.instances,
-                                     self.cluster.max_num_seqs, self.cluster.max_num_batched_tokens)
+                                     self.cluster.max_num_seqs, self.cluster.max_num_batched_tokens, per_step)
         extra = {
             "policy": self.policy.name, "cluster": self.cluster.name, "mode": "exact" if self.exact else "fast",
             "wall_s": wall_s, "steps": int(sum(i.stats.steps for i in self.instances)),
@@ -214,8 +252,19 @@ class SimDriver:
             "recomputed_tokens": int(sum(i.stats.recomputed_tokens for i in self.instances)),
             "migrations": int(df["migrations"].sum()),
             "work_bound_s": float(bound["work_bound_s"]), "longest_request_s": float(bound["longest_request_s"]),
-            "kv_capacity_tokens": cap,
+            "kv_capacity_tokens": cap, "bound_tokens_per_step": per_step,
         }
+        if self.spec is not None:
+            per = {}
+            for inst in self.instances:
+                for rid, (n_s, n_d, n_a) in inst.stats.spec_by_request.items():
+                    rec = per.setdefault(rid, [0, 0, 0])
+                    rec[0] += n_s
+                    rec[1] += n_d
+                    rec[2] += n_a
+            for col, k in (("spec_steps", 0), ("spec_drafted", 1), ("spec_accepted", 2)):
+                df[col] = [per.get(i, (0, 0, 0))[k] for i in order]
+            extra.update(self._speculation_summary())
         events = pd.DataFrame([(t, inst.instance_id, kind, rid) for inst in self.instances for t, kind, rid in inst.stats.events],
                               columns=["t", "instance", "kind", "request_id"]).sort_values("t", kind="stable").reset_index(drop=True)
         summary = summarize(df, [i.stats.busy_s for i in self.instances], float(bound["lower_bound_s"]), self.preemptions,
@@ -225,7 +274,28 @@ class SimDriver:
         return RolloutResult(df, timeline, summary, config, events)
 
 
+    def _speculation_summary(self) -> dict:
+        st = [i.stats for i in self.instances]
+        steps = sum(s.spec_request_steps for s in st)
+        accepted = sum(s.spec_accepted_tokens for s in st)
+        drafted = sum(s.spec_drafted_tokens for s in st)
+        tried = np.sum([s.spec_tried for s in st], axis=0)
+        acc_pos = np.sum([s.spec_accepted for s in st], axis=0)
+        n = int(np.flatnonzero(tried).max() + 1) if tried.any() else 0
+        return {
+            "speculation": self.spec.label,
+            "spec_request_steps": int(steps),
+            "spec_drafted_tokens": int(drafted),
+            "spec_accepted_tokens": int(accepted),
+            # mean acceptance length over speculative request-steps, bonus token included
+            "spec_tau": (steps + accepted) / steps if steps else float("nan"),
+            "spec_acceptance_rate": accepted / drafted if drafted else float("nan"),
+            # P(draft position i+1 accepted | the budget reached it and positions 1..i were accepted)
+            "spec_alpha_by_position": [float(acc_pos[i] / tried[i]) for i in range(n)],
+        }
+
+
 def simulate(trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
-             progress: bool | None = None) -> RolloutResult:
+             progress: bool | None = None, spec_seed: int = 0) -> RolloutResult:
     """Run one rollout in the simulator."""
-    return SimDriver(trace, cluster, policy, exact=exact, progress=progress).run()
+    return SimDriver(trace, cluster, policy, exact=exact, progress=progress, spec_seed=spec_seed).run()

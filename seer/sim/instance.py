@@ -10,6 +10,13 @@ Speed: between composition changes the batch is all-decode and fixed, so the pro
 steps pass before the next event (a sequence reaching its chunk end, the first step whose new blocks do
 not fit, or a wake-up from a submit/abort) and advances them in closed form with the cost model. With
 `exact=True` it takes every step one at a time through the same code; the two must agree.
+
+Speculative decoding: with a speculation source (see `seer.sim.speculation`) and draft budgets set by the
+policy (`set_speculation`), an all-decode batch runs verify steps: each sequence feeds its last token plus
+its draft (q = 1 + drafted tokens), the step costs the cost model's T(batch, q), and the sequence advances
+by 1 + accepted tokens. The per-step advances of the next `spec_horizon` steps are planned up front (the
+drafter frozen meanwhile), so an epoch is still one SimPy timeout; exact mode plans one step at a time.
+KV for the draft tokens is allocated as vLLM does (lookahead slots) and kept by the sequence.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Seq:
     final: bool  # producing `stop` tokens finishes the request
     reason: FinishReason
     max_new: int
+    gen0: int = 0  # tokens the request had generated when this chunk was dispatched
     computed: int = 0  # tokens with KV computed here
     produced: int = 0  # tokens generated in this chunk
     blocks: int = 0
@@ -81,6 +89,9 @@ class Seq:
         return (self.priority, self.arrival)
 
 
+SPEC_POSITIONS = 64  # draft positions counted in the acceptance statistics
+
+
 @dataclass
 class InstanceStats:
     busy_s: float = 0.0
@@ -92,12 +103,18 @@ class InstanceStats:
     prefix_hit_tokens: int = 0
     timeline: list = field(default_factory=list)  # (t, kv_used_tokens, running, waiting)
     events: list = field(default_factory=list)  # (t, kind, request_id)
+    spec_tried: np.ndarray = field(default_factory=lambda: np.zeros(SPEC_POSITIONS, np.int64))
+    spec_accepted: np.ndarray = field(default_factory=lambda: np.zeros(SPEC_POSITIONS, np.int64))
+    spec_request_steps: int = 0  # request-steps with a draft budget
+    spec_drafted_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_by_request: dict = field(default_factory=dict)  # rid -> [request-steps, drafted, accepted]
 
 
 class Running:
     """The running sequences as parallel numpy arrays (structure of arrays), in admission order."""
 
-    COLS = ("rid", "priority", "arrival", "ctx0", "stop", "computed", "produced", "blocks")
+    COLS = ("rid", "priority", "arrival", "ctx0", "stop", "gen0", "computed", "produced", "blocks")
 
     def __init__(self):
         for c in self.COLS:
@@ -152,8 +169,13 @@ class SimInstance:
     """One inference instance behind the `Engine` protocol, advancing in SimPy time."""
 
     def __init__(self, env: simpy.Environment, instance_id: int, cost: CostModel, cfg: InstanceConfig,
-                 true_output_len: Mapping[int, int], emit: Callable, exact: bool = False):
+                 true_output_len: Mapping[int, int], emit: Callable, exact: bool = False, spec=None,
+                 spec_horizon: int = 16):
         self.env, self.instance_id, self.cost, self.cfg = env, instance_id, cost, cfg
+        self.spec = spec
+        self.spec_horizon = max(1, spec_horizon)
+        self.spec_budgets: Mapping[int, int] = {}
+        self.spec_default = 0
         self.true_len = true_output_len
         self.emit = emit
         self.exact = exact
@@ -188,7 +210,7 @@ class SimInstance:
         else:
             reason = FinishReason.CHUNK
         seq = Seq(request.request_id, chunk.priority, self._arrivals, request.context_len, stop, final, reason,
-                  chunk.max_new_tokens)
+                  chunk.max_new_tokens, gen0=request.generated)
         self._arrivals += 1
         self.seqs[seq.rid] = seq
         self.reserved += self._worst_case(seq)
@@ -207,15 +229,26 @@ class SimInstance:
             self._aborts.append(request_id)
             self._poke()
 
-    def set_speculation(self, budgets) -> None:  # speculation arrives with the speculative-decoding issue
-        pass
+    def set_speculation(self, budgets: Mapping[int, int], default: int = 0) -> None:
+        """Draft budgets: `budgets[rid]` for the requests named, `default` for the others."""
+        if self.spec is None:
+            return
+        budgets = dict(budgets)
+        if budgets != self.spec_budgets or default != self.spec_default:
+            self.spec_budgets, self.spec_default = budgets, int(default)
+            self._poke()  # an epoch planned with the old budgets is cut short
 
     def view(self) -> InstanceView:
         cached = {rid: tok for rid, (tok, _b) in self.kv.cache.items()} if self.kv.prefix_cache else {}
         bs = self.cfg.block_size
+        spec = {}
+        if self.spec is not None:
+            n = int(np.flatnonzero(self.stats.spec_tried).max() + 1) if self.stats.spec_tried.any() else 0
+            spec = {"spec_tried": tuple(self.stats.spec_tried[:n].tolist()),
+                    "spec_accepted": tuple(self.stats.spec_accepted[:n].tolist())}
         return InstanceView(self.instance_id, self.kv.capacity_blocks * bs, self.kv.held * bs, self.reserved,
                             len(self.run_set), len(self.waiting) + len(self.loading), self.alive,
-                            self.cfg.max_num_seqs, self.cfg.block_size, cached)
+                            self.cfg.max_num_seqs, self.cfg.block_size, cached, **spec)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -246,6 +279,10 @@ class SimInstance:
         seq.blocks = 0
 
     def _finish(self, seq: Seq, reason: FinishReason, finished: bool) -> None:
+        if self.spec is not None:
+            self.spec.commit(seq.rid, seq.gen0 + seq.produced)
+            if finished:
+                self.spec.finish(seq.rid)
         self._leave(seq)
         self.emit(ChunkFinished(self.env.now, seq.rid, self.instance_id, seq.produced, finished, reason))
 
@@ -331,6 +368,12 @@ class SimInstance:
                 continue
             self._idle_reported = False
             self._record()
+            if self.spec is not None and self._plain_decode_ready():
+                gammas = self._gammas()
+                if gammas.any():
+                    ran = yield from self._spec_epoch(gammas, 1 if self.exact else self.spec_horizon)
+                    if ran:
+                        continue
             steps = 0 if self.exact else self._fast_epoch_length()
             if steps >= 1:
                 yield from self._decode_epoch(steps)
@@ -352,30 +395,128 @@ class SimInstance:
             self.stats.steps += 1
             rs.computed[idx] += n
             rs.produced[idx] += (rs.computed[idx] >= rs.ctx0[idx] + rs.produced[idx])
+            self._commit_rows()
 
-    def _fast_epoch_length(self) -> int:
-        """Steps that can run in closed form from now: 0 if the next step is not a plain decode step."""
+    def _commit_rows(self) -> None:
+        """Tell the speculation source what every running sequence has generated by now."""
+        if self.spec is None:
+            return
+        rs = self.run_set
+        for rid, g in zip(rs.rid.tolist(), (rs.gen0 + rs.produced).tolist()):
+            self.spec.commit(rid, g)
+
+    def _plain_decode_ready(self) -> bool:
+        """True when the next step is an all-decode step of a fixed batch (nothing to admit)."""
         rs = self.run_set
         B = len(rs)
         if not B or B > self.cfg.max_num_batched_tokens:
-            return 0
+            return False
         if self.waiting and self._can_admit_head(self.cfg.max_num_batched_tokens - B):
-            return 0
-        if not rs.decoding().all():
-            return 0
-        n_finish = int((rs.stop - rs.produced).min())
-        bs, avail = self.cfg.block_size, self.kv.available()
+            return False
+        return bool(rs.decoding().all())
+
+    def _epoch_avail(self) -> int:
+        """Blocks an epoch may take: free plus evictable cache, but never the waiting head's cached prefix
+        (evicting it would change whether the head can be admitted: stop before that)."""
+        avail = self.kv.available()
         if self.waiting and self.waiting[0].rid in self.kv.cache:
-            # evicting the head's cached prefix would change whether it can be admitted: stop before it
             avail = self.kv.free
             for rid, (_tok, blocks) in self.kv.cache.items():
                 if rid == self.waiting[0].rid:
                     break
                 avail += blocks
+        return avail
+
+    def _gammas(self) -> np.ndarray:
+        """Draft budget per running row, capped so a step's tokens fit max_num_batched_tokens."""
+        rs = self.run_set
+        B = len(rs)
+        if self.spec_budgets:
+            g = np.fromiter((self.spec_budgets.get(r, self.spec_default) for r in rs.rid.tolist()), np.int64, B)
+        else:
+            g = np.full(B, self.spec_default, np.int64)
+        cap = (self.cfg.max_num_batched_tokens - B) // max(B, 1)
+        return np.clip(g, 0, min(cap, SPEC_POSITIONS))
+
+    def _spec_epoch(self, gammas: np.ndarray, horizon: int):
+        """Up to `horizon` verify steps of the fixed all-decode batch; returns False (having done nothing)
+        when not even one step fits in KV, so the caller's scheduling pass preempts."""
+        rs = self.run_set
+        remaining = rs.stop - rs.produced
+        # a row advances >= 1 token a step, so the first chunk end comes within min(remaining) steps
+        horizon = max(1, min(horizon, int(remaining.min())))
+        plan = self.spec.plan(rs.rid, rs.gen0 + rs.produced, remaining, gammas, horizon)
+        adv = plan.advance
+        C = np.cumsum(adv, axis=1)
+        ends = C >= remaining[:, None]
+        k = horizon
+        if ends.any():
+            k = min(k, int(np.where(ends.any(axis=1), ends.argmax(axis=1), horizon).min()) + 1)
+        q = 1 + plan.drafted
+        ctx = rs.computed[:, None] + (C - adv)  # KV cached before each step
+        bs = self.cfg.block_size
+        blocks = np.maximum(np.maximum.accumulate(-(-(ctx + q) // bs), axis=1), rs.blocks[:, None])
+        extra = (blocks - rs.blocks[:, None]).sum(axis=0)
+        over = np.flatnonzero(extra > self._epoch_avail())
+        if len(over):
+            k = min(k, int(over[0]))
+        if k == 0:
+            return False
+        qk, ck = q[:, :k], ctx[:, :k]
+        qf = qk.astype(np.float64)
+        dur = self.cost.step_time_sums(qf.sum(axis=0), (ck + qk).sum(axis=0).astype(np.float64),
+                                       (qf * (ck + (qf + 1) / 2)).sum(axis=0),
+                                       np.where(qk > 1, qf * (ck + qf), 0.0).sum(axis=0))
+        cum = np.cumsum(np.broadcast_to(dur, (k,)))
+        t0 = self.env.now
+        self.stats.epochs += 1
+        wake = self._new_wake()
+        timer = self.env.timeout(float(cum[-1]))
+        yield timer | wake
+        j = k
+        if not timer.processed and self.env.now < t0 + float(cum[-1]):
+            j = min(int(np.searchsorted(cum, self.env.now - t0, side="right")) + 1, k)  # the step in flight completes
+            end = t0 + float(cum[j - 1])
+            if end > self.env.now:
+                yield self.env.timeout(end - self.env.now)
+        took = np.minimum(C[:, j - 1], remaining)
+        rs.computed += took
+        rs.produced += took
+        ok = self.kv.allocate(int((blocks[:, j - 1] - rs.blocks).sum()))
+        assert ok, "speculative epoch over-allocated KV"
+        rs.blocks = blocks[:, j - 1].copy()
+        st = self.stats
+        st.busy_s += float(cum[j - 1])
+        st.steps += j
+        b, a, d = plan.budget[:, :j], plan.accepted[:, :j], plan.drafted[:, :j]
+        top = int(b.max()) if b.size else 0
+        for i in range(top):
+            st.spec_tried[i] += int(((b > i) & (a >= i)).sum())
+            st.spec_accepted[i] += int((a > i).sum())
+        st.spec_request_steps += int((b > 0).sum())
+        st.spec_drafted_tokens += int(d.sum())
+        st.spec_accepted_tokens += int(a.sum())
+        per_steps, per_d, per_a = (b > 0).sum(axis=1), d.sum(axis=1), a.sum(axis=1)
+        for rid, n_s, n_d, n_a in zip(rs.rid.tolist(), per_steps.tolist(), per_d.tolist(), per_a.tolist()):
+            if n_s:
+                rec = st.spec_by_request.setdefault(rid, [0, 0, 0])
+                rec[0] += n_s
+                rec[1] += n_d
+                rec[2] += n_a
+        self._commit_rows()
+        return True
+
+    def _fast_epoch_length(self) -> int:
+        """Steps that can run in closed form from now: 0 if the next step is not a plain decode step."""
+        if not self._plain_decode_ready():
+            return 0
+        rs = self.run_set
+        n_finish = int((rs.stop - rs.produced).min())
+        bs, avail = self.cfg.block_size, self._epoch_avail()
         comp, held = rs.computed, rs.blocks
 
         def extra(k: int) -> int:
-            return int((-(-(comp + k) // bs) - held).sum())
+            return int(np.maximum(-(-(comp + k) // bs) - held, 0).sum())
 
         if extra(n_finish) <= avail:
             return n_finish
@@ -409,10 +550,11 @@ class SimInstance:
         self.stats.steps += steps
         rs.computed += steps
         rs.produced += steps
-        new_blocks = -(-rs.computed // self.cfg.block_size)
+        new_blocks = np.maximum(-(-rs.computed // self.cfg.block_size), rs.blocks)
         ok = self.kv.allocate(int((new_blocks - rs.blocks).sum()))
         assert ok, "fast path over-allocated KV"
         rs.blocks = new_blocks
+        self._commit_rows()
 
     def _plan_running(self, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """New tokens per running row this step: 1 per decoding row, then prefill rows in order."""
@@ -427,7 +569,7 @@ class SimInstance:
             take = min(int(rs.ctx0[i] + rs.produced[i] - rs.computed[i]), left)
             n[i] = take
             left -= take
-        need = np.where(n > 0, -(-(rs.computed + n) // self.cfg.block_size) - rs.blocks, 0)
+        need = np.where(n > 0, np.maximum(-(-(rs.computed + n) // self.cfg.block_size) - rs.blocks, 0), 0)
         return n, need
 
     def _schedule_step(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,157 @@
+"""Where the simulator's draft acceptance comes from.
+
+- `ExactReplay` (the trace carries `output_ids`): drafts come from the real `GroupDrafter`, fed with the
+  tokens the group has produced so far; a draft token is accepted only when it equals the recorded next
+  token. The drafter is refreshed at the end of every decode epoch (in exact mode: every step), so within
+  an epoch it is frozen, as Seer's asynchronous draft server is between fetches; it never sees a token
+  before that token was generated.
+- `ParametricAcceptance` (length-only traces): draft token i is accepted with probability alpha(n)**i
+  (geometric), where n is the number of other responses of the group that are finished or ahead of the
+  request. alpha(n) interpolates the paper's Table 2 linear column (tau 1.70 / 2.04 / 2.32 / 2.53 for
+  n = 0 / 1 / 5 / 15 on Qwen2-VL-72B), converted to alpha assuming 8-token drafts. It is a model, and
+  every result produced with it says so in `summary["speculation"]`.
+
+Both answer `plan(...)`: for each running row and each of the next `horizon` steps, the draft budget
+offered, the tokens drafted, the tokens accepted and the tokens the row advances (0 once its chunk ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
+
+# Table 2 (linear drafts): tau for n other in-group references, as alpha with gamma = 8 (bisection of
+# tau = (1 - a**9) / (1 - a)); see docs/speculation.md.
+TABLE2_ALPHA = ((0, 0.412), (1, 0.511), (5, 0.572), (15, 0.609))
+
+
+@dataclass
+class Plan:
+    """Per row x step: budget offered, drafted tokens (verify q = 1 + drafted), accepted, advance."""
+
+    budget: np.ndarray
+    drafted: np.ndarray
+    accepted: np.ndarray
+    advance: np.ndarray
+
+
+class ExactReplay:
+    """Exact acceptance from recorded output tokens and the project's group drafter."""
+
+    def __init__(self, config: DraftConfig, outputs: Mapping[int, Sequence[int]], group_of: Mapping[int, int],
+                 prompts: Mapping[int, Sequence[int]] | None = None):
+        self.config = config
+        self.drafter = GroupDrafter(config)
+        self.outputs = {rid: list(map(int, toks)) for rid, toks in outputs.items()}
+        self.prompts = {gid: list(map(int, p)) for gid, p in (prompts or {}).items()}
+        self._appended = {rid: 0 for rid in outputs}
+        for rid in sorted(outputs):
+            gid = group_of[rid]
+            self.drafter.add_request(rid, gid, self.prompts.get(gid))
+        self.label = f"exact replay of output_ids (drafter scope {config.scope}, top-{config.topk})"
+        self.check: list | None = None  # tests: collect (rid, position, token) of every accepted draft token
+
+    def commit(self, rid: int, generated: int) -> None:
+        done = self._appended.get(rid)
+        if done is None or generated <= done:
+            return
+        self.drafter.append(rid, self.outputs[rid][done:generated])
+        self._appended[rid] = min(generated, len(self.outputs[rid]))
+
+    def finish(self, rid: int) -> None:
+        self.drafter.finish(rid)
+
+    def _context(self, rid: int, g: int) -> list[int]:
+        m, out = self.config.max_match, self.outputs[rid]
+        if g >= m:
+            return out[g - m:g]
+        gid = self.drafter._group_of.get(rid)
+        prompt = self.prompts.get(gid, [])
+        return prompt[max(0, len(prompt) - (m - g)):] + out[:g]
+
+    def plan(self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray,
+             horizon: int) -> Plan:
+        B = len(rids)
+        b = np.zeros((B, horizon), np.int64)
+        d = np.zeros((B, horizon), np.int64)
+        a = np.zeros((B, horizon), np.int64)
+        adv = np.zeros((B, horizon), np.int64)
+        propose = self.drafter.propose
+        for r, (rid, g, left, gam) in enumerate(zip(rids.tolist(), generated.tolist(), remaining.tolist(), gammas.tolist())):
+            out = self.outputs[rid]
+            for s in range(horizon):
+                if left <= 0:
+                    break
+                budget = min(gam, left - 1)
+                acc = 0
+                if budget > 0:
+                    draft = propose(rid, self._context(rid, g), budget, budget)
+                    acc = accepted_length(draft, out[g:g + budget])
+                    b[r, s], d[r, s], a[r, s] = budget, len(draft), acc
+                    if self.check is not None and acc:
+                        self.check.append((rid, g, tuple(draft.tokens), acc))
+                adv[r, s] = 1 + acc
+                g += 1 + acc
+                left -= 1 + acc
+        return Plan(b, d, a, adv)
+
+
+class ParametricAcceptance:
+    """Geometric acceptance alpha(n)**i for length-only traces (a model; see the module docstring)."""
+
+    def __init__(self, group_of: Mapping[int, int], alpha_table: Sequence[tuple[float, float]] = TABLE2_ALPHA,
+                 seed: int = 0):
+        n = max(group_of) + 1 if group_of else 0
+        self.group = np.array([group_of[r] for r in range(n)], dtype=np.int64)
+        sizes = np.bincount(self.group) if n else np.zeros(0, np.int64)
+        width = int(sizes.max()) if n else 0
+        self.members = np.full((len(sizes), width), -1, np.int64)
+        fill = np.zeros(len(sizes), np.int64)
+        for rid, gid in enumerate(self.group.tolist()):
+            self.members[gid, fill[gid]] = rid
+            fill[gid] += 1
+        self.generated = np.zeros(n + 1, np.int64)  # index -1 (padding) reads the extra slot
+        self.finished = np.zeros(n + 1, bool)
+        self.xs = np.array([x for x, _ in alpha_table], float)
+        self.alphas = np.array([y for _, y in alpha_table], float)
+        self.rng = np.random.default_rng(seed)
+        pts = ", ".join(f"n={x:g}: {y:.3f}" for x, y in alpha_table)
+        self.label = (f"parametric model (trace has no output_ids): draft token i accepted with probability "
+                      f"alpha(n)^i, n = other group responses finished or ahead; alpha {pts}")
+
+    def commit(self, rid: int, generated: int) -> None:
+        self.generated[rid] = generated
+
+    def finish(self, rid: int) -> None:
+        self.finished[rid] = True
+
+    def alpha(self, rids: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        mem = self.members[self.group[rids]]  # B x G
+        ahead = self.finished[mem] | (self.generated[mem] > generated[:, None])
+        ahead &= (mem >= 0) & (mem != rids[:, None])
+        n = ahead.sum(axis=1)
+        return np.interp(n, self.xs, self.alphas)
+
+    def plan(self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray,
+             horizon: int) -> Plan:
+        B = len(rids)
+        gmax = int(gammas.max()) if B else 0
+        alpha = self.alpha(rids, generated)
+        u = self.rng.random((B, horizon, max(gmax, 1)))
+        raw = np.cumprod(u < alpha[:, None, None], axis=2).sum(axis=2)
+        b = np.zeros((B, horizon), np.int64)
+        a = np.zeros((B, horizon), np.int64)
+        adv = np.zeros((B, horizon), np.int64)
+        left = remaining.astype(np.int64).copy()
+        for s in range(horizon):
+            live = left > 0
+            bs = np.where(live, np.minimum(gammas, np.maximum(left - 1, 0)), 0)
+            acc = np.minimum(raw[:, s], bs)
+            b[:, s], a[:, s] = bs, acc
+            adv[:, s] = np.where(live, 1 + acc, 0)
+            left -= adv[:, s]
+        return Plan(b, b.copy(), a, adv)

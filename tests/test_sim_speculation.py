@@ -1,0 +1,120 @@
+"""Speculative decoding in the simulator: exact replay, verify-step cost, and the usual invariants."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import simpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seer.core import Chunk, ChunkFinished, Request
+from seer.policies import make_policy
+from seer.sim.cluster import ClusterConfig
+from seer.sim.driver import SimDriver, simulate
+from seer.sim.instance import InstanceConfig, SimInstance
+from seer.sim.speculation import ParametricAcceptance
+
+from conftest import token_trace
+
+
+def small_cluster(**kw) -> ClusterConfig:
+    base = dict(name="spec", model="qwen2.5-7b", instances=2, kv_capacity_tokens=4096, block_size=16, max_num_seqs=16,
+                max_num_batched_tokens=512, max_tokens=200)
+    base.update(kw)
+    return ClusterConfig(**base)
+
+
+def test_verify_steps_cost_t_of_b_and_1_plus_gamma():
+    # one request, prompt 5, 10 output tokens, every draft accepted, fixed budget 2: a prefill step that
+    # samples token 1, then verify steps of q = 3 over contexts 5, 8, 11 that produce 3 tokens each
+    cfg = ClusterConfig(name="one", model="qwen2.5-7b", instances=1, kv_capacity_tokens=64, block_size=1)
+    cost = cfg.cost_model()
+    env = simpy.Environment()
+    done = []
+    spec = ParametricAcceptance({0: 0}, alpha_table=((0, 1.0),))
+    inst = SimInstance(env, 0, cost, InstanceConfig(64, 1, 4, 64), {0: 10}, done.append, spec=spec)
+    inst.set_speculation({}, default=2)
+    inst.submit(Chunk(0, 0, 10, 0), Request(0, 0, 0, 5, 10))
+    env.run()
+    want = cost.step_time([5], [0], logits=1) + sum(cost.step_time([3], [c]) for c in (5, 8, 11))
+    finished = [e for e in done if isinstance(e, ChunkFinished)]
+    assert len(finished) == 1 and finished[0].new_tokens == 10 and finished[0].finished
+    assert env.now == pytest.approx(want, rel=1e-9)
+    assert inst.stats.spec_accepted_tokens == 6 and inst.stats.spec_request_steps == 3
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_exact_replay_accepts_only_recorded_tokens_and_keeps_outputs(exact):
+    trace = token_trace(1, groups=3, G=6)
+    driver = SimDriver(trace, small_cluster(), make_policy("seer", speculation="fixed", gamma=4), exact=exact,
+                       progress=False)
+    driver.spec.check = []
+    fed: dict[int, list] = {}
+    append = driver.spec.drafter.append
+    driver.spec.drafter.append = lambda rid, toks: (fed.setdefault(rid, []).extend(toks), append(rid, toks))
+    res = driver.run()
+    assert driver.spec.check, "no draft was ever accepted"
+    for rid, g, toks, acc in driver.spec.check:
+        assert list(toks[:acc]) == driver.spec.outputs[rid][g:g + acc]
+    # speculation never changes what a request produces: same lengths, and the drafter saw exactly the record
+    assert res.requests["output_len"].tolist() == [driver.true_len[r] for r in res.requests["request_id"]]
+    for rid, toks in driver.spec.outputs.items():
+        assert fed[rid] == toks
+    assert res.summary["spec_accepted_tokens"] > 0 and res.summary["spec_tau"] > 1.0
+    assert "exact replay" in res.summary["speculation"]
+
+
+def test_grouped_speculation_beats_context_on_a_token_trace():
+    trace = token_trace(2, groups=4, G=8)
+    cl = small_cluster()
+    ctx = simulate(trace, cl, make_policy("context"), progress=False).summary
+    own = simulate(trace, cl, make_policy("seer", scope="own"), progress=False).summary
+    grp = simulate(trace, cl, make_policy("seer"), progress=False).summary
+    assert grp["makespan_s"] < ctx["makespan_s"]
+    assert grp["spec_tau"] > own["spec_tau"]
+
+
+def test_length_only_traces_use_the_labelled_parametric_model():
+    trace = token_trace(3, groups=3, G=4).drop(columns=["output_ids", "prompt_ids"])
+    res = simulate(trace, small_cluster(), make_policy("seer"), progress=False)
+    assert res.summary["speculation"].startswith("parametric model")
+    assert res.summary["spec_tau"] > 1.0
+
+
+@st.composite
+def spec_workloads(draw):
+    block = draw(st.sampled_from([1, 4, 16]))
+    cap = draw(st.integers(20, 80)) * block
+    max_seqs = draw(st.integers(1, 8))
+    cluster = ClusterConfig(name="prop", model=draw(st.sampled_from(["qwen2.5-1.5b", "moonlight-16b-a3b"])),
+                            instances=draw(st.integers(1, 3)), kv_capacity_tokens=cap, block_size=block,
+                            max_num_seqs=max_seqs, max_num_batched_tokens=draw(st.integers(max_seqs, 96)),
+                            max_tokens=300)
+    rows = []
+    vocab = draw(st.integers(2, 5))
+    for p in range(draw(st.integers(1, 4))):
+        plen = draw(st.integers(1, max(1, cap // 4)))
+        base = draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=60))
+        for s in range(draw(st.integers(1, 4))):
+            n = draw(st.integers(0, min(len(base), max(0, cap - plen - 1))))
+            out = base[:n]
+            rows.append({"prompt_id": p, "sample_id": s, "prompt_len": plen, "output_len": n,
+                         "prompt_ids": [0] * plen, "output_ids": out})
+    policy = draw(st.sampled_from(["seer", "seer:speculation=fixed:gamma=3", "seer:scope=own:topk=2"]))
+    return pd.DataFrame(rows), cluster, policy
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(work=spec_workloads(), exact=st.booleans())
+def test_speculation_invariants(work, exact):
+    trace, cluster, policy = work
+    res = simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
+    got = res.requests.set_index(["prompt_id", "sample_id"])["output_len"].sort_index()
+    want = trace.set_index(["prompt_id", "sample_id"])["output_len"].clip(lower=1).sort_index()
+    assert got.tolist() == want.tolist()
+    assert (res.timeline["kv_used_tokens"] <= cluster.kv_capacity()).all()
+    assert res.summary["makespan_s"] >= res.summary["lower_bound_s"] * (1 - 1e-9)
+    again = simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
+    assert again.summary["makespan_s"] == res.summary["makespan_s"]
+    assert again.requests["finish_s"].tolist() == res.requests["finish_s"].tolist()

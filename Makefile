@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(SEER) trace synth --preset qwen2-vl-72b -o $(OUT)/qwen2-vl-72b.parquet
 	$(SEER) trace stats $(OUT)/qwen2-vl-72b.parquet
-	$(SEER) compare --trace $(OUT)/qwen2-vl-72b.parquet --cluster qwen2-vl-72b --policies verl,divided,context,oracle --out $(OUT)/compare
+	$(SEER) compare --trace $(OUT)/qwen2-vl-72b.parquet --cluster qwen2-vl-72b --policies verl,divided,context,oracle,seer --out $(OUT)/compare
 
 test: $(STAMP)
 	$(PY) -m pytest -q

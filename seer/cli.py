@@ -169,6 +169,11 @@ def _print_summary(title: str, s: dict) -> None:
         "requests / output tokens": f"{s['requests']:,} / {s['output_tokens']:,}",
         "simulated in": f"{s['wall_s']:.2f} s wall ({s['mode']} mode)",
     }
+    if s.get("speculation"):
+        rows["speculative decoding"] = (f"tau {s['spec_tau']:.2f} tokens per speculative step, "
+                                        f"{s['spec_accepted_tokens']:,} of {s['spec_drafted_tokens']:,} draft tokens accepted")
+        rows["acceptance"] = s["speculation"]
+        rows["lower bound"] += f"; allows {s['bound_tokens_per_step']} tokens per step"
     _print_table(title, rows)
 
 

@@ -126,7 +126,7 @@ class SimDriver:
             return None
         group_of = {rid: r.group_id for rid, r in self.rollout.requests.items()}
         if not _token_lists(trace, "output_ids"):
-            return ParametricAcceptance(group_of, seed=seed)
+            return ParametricAcceptance(group_of, seed=seed, scope=config.scope)
         ids = {(p, int(s)): o for p, s, o in zip(trace["prompt_id"], trace["sample_id"], trace["output_ids"])}
         outputs = {rid: ids[key] for rid, key in enumerate(self.keys)}
         prompts = {}
@@ -255,15 +255,9 @@ class SimDriver:
             "kv_capacity_tokens": cap, "bound_tokens_per_step": per_step,
         }
         if self.spec is not None:
-            per = {}
-            for inst in self.instances:
-                for rid, (n_s, n_d, n_a) in inst.stats.spec_by_request.items():
-                    rec = per.setdefault(rid, [0, 0, 0])
-                    rec[0] += n_s
-                    rec[1] += n_d
-                    rec[2] += n_a
+            per = sum(inst.stats.spec_by_request for inst in self.instances)
             for col, k in (("spec_steps", 0), ("spec_drafted", 1), ("spec_accepted", 2)):
-                df[col] = [per.get(i, (0, 0, 0))[k] for i in order]
+                df[col] = per[order, k]
             extra.update(self._speculation_summary())
         events = pd.DataFrame([(t, inst.instance_id, kind, rid) for inst in self.instances for t, kind, rid in inst.stats.events],
                               columns=["t", "instance", "kind", "request_id"]).sort_values("t", kind="stable").reset_index(drop=True)

@@ -108,7 +108,7 @@ class InstanceStats:
     spec_request_steps: int = 0  # request-steps with a draft budget
     spec_drafted_tokens: int = 0
     spec_accepted_tokens: int = 0
-    spec_by_request: dict = field(default_factory=dict)  # rid -> [request-steps, drafted, accepted]
+    spec_by_request: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # per rid: steps, drafted, accepted
 
 
 class Running:
@@ -191,6 +191,9 @@ class SimInstance:
         self._arrivals = 0
         self._idle_reported = False
         self.stats = InstanceStats()
+        if spec is not None:
+            self.stats.spec_by_request = np.zeros((max(true_output_len, default=-1) + 1, 3), np.int64)
+        self._spec_view: dict | None = None
         self.process = env.process(self._run())
 
     # ---- Engine protocol ---------------------------------------------------------------------
@@ -243,9 +246,11 @@ class SimInstance:
         bs = self.cfg.block_size
         spec = {}
         if self.spec is not None:
-            n = int(np.flatnonzero(self.stats.spec_tried).max() + 1) if self.stats.spec_tried.any() else 0
-            spec = {"spec_tried": tuple(self.stats.spec_tried[:n].tolist()),
-                    "spec_accepted": tuple(self.stats.spec_accepted[:n].tolist())}
+            if self._spec_view is None:
+                n = int(np.flatnonzero(self.stats.spec_tried).max() + 1) if self.stats.spec_tried.any() else 0
+                self._spec_view = {"spec_tried": tuple(self.stats.spec_tried[:n].tolist()),
+                                   "spec_accepted": tuple(self.stats.spec_accepted[:n].tolist())}
+            spec = self._spec_view
         return InstanceView(self.instance_id, self.kv.capacity_blocks * bs, self.kv.held * bs, self.reserved,
                             len(self.run_set), len(self.waiting) + len(self.loading), self.alive,
                             self.cfg.max_num_seqs, self.cfg.block_size, cached, **spec)
@@ -402,8 +407,7 @@ class SimInstance:
         if self.spec is None:
             return
         rs = self.run_set
-        for rid, g in zip(rs.rid.tolist(), (rs.gen0 + rs.produced).tolist()):
-            self.spec.commit(rid, g)
+        self.spec.commit_many(rs.rid, rs.gen0 + rs.produced)
 
     def _plain_decode_ready(self) -> bool:
         """True when the next step is an all-decode step of a fixed batch (nothing to admit)."""
@@ -489,20 +493,20 @@ class SimInstance:
         st.busy_s += float(cum[j - 1])
         st.steps += j
         b, a, d = plan.budget[:, :j], plan.accepted[:, :j], plan.drafted[:, :j]
-        top = int(b.max()) if b.size else 0
-        for i in range(top):
-            st.spec_tried[i] += int(((b > i) & (a >= i)).sum())
-            st.spec_accepted[i] += int((a > i).sum())
-        st.spec_request_steps += int((b > 0).sum())
+        # position i (0-based) was tried when the budget reached it and the i before it were accepted
+        tried = np.minimum(b, a + 1).ravel()
+        n = SPEC_POSITIONS + 1
+        st.spec_tried += np.cumsum(np.bincount(tried, minlength=n)[::-1])[::-1][1:n]
+        st.spec_accepted += np.cumsum(np.bincount(a.ravel(), minlength=n)[::-1])[::-1][1:n]
+        self._spec_view = None
+        spec_rows = b > 0
+        st.spec_request_steps += int(spec_rows.sum())
         st.spec_drafted_tokens += int(d.sum())
         st.spec_accepted_tokens += int(a.sum())
-        per_steps, per_d, per_a = (b > 0).sum(axis=1), d.sum(axis=1), a.sum(axis=1)
-        for rid, n_s, n_d, n_a in zip(rs.rid.tolist(), per_steps.tolist(), per_d.tolist(), per_a.tolist()):
-            if n_s:
-                rec = st.spec_by_request.setdefault(rid, [0, 0, 0])
-                rec[0] += n_s
-                rec[1] += n_d
-                rec[2] += n_a
+        per = st.spec_by_request
+        np.add.at(per, (rs.rid, 0), spec_rows.sum(axis=1))
+        np.add.at(per, (rs.rid, 1), d.sum(axis=1))
+        np.add.at(per, (rs.rid, 2), a.sum(axis=1))
         self._commit_rows()
         return True
 

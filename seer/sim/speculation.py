@@ -62,6 +62,10 @@ class ExactReplay:
         self.drafter.append(rid, self.outputs[rid][done:generated])
         self._appended[rid] = min(generated, len(self.outputs[rid]))
 
+    def commit_many(self, rids: np.ndarray, generated: np.ndarray) -> None:
+        for rid, g in zip(rids.tolist(), generated.tolist()):
+            self.commit(rid, g)
+
     def finish(self, rid: int) -> None:
         self.drafter.finish(rid)
 
@@ -104,7 +108,7 @@ class ParametricAcceptance:
     """Geometric acceptance alpha(n)**i for length-only traces (a model; see the module docstring)."""
 
     def __init__(self, group_of: Mapping[int, int], alpha_table: Sequence[tuple[float, float]] = TABLE2_ALPHA,
-                 seed: int = 0):
+                 seed: int = 0, scope: str = "group"):
         n = max(group_of) + 1 if group_of else 0
         self.group = np.array([group_of[r] for r in range(n)], dtype=np.int64)
         sizes = np.bincount(self.group) if n else np.zeros(0, np.int64)
@@ -119,17 +123,24 @@ class ParametricAcceptance:
         self.xs = np.array([x for x, _ in alpha_table], float)
         self.alphas = np.array([y for _, y in alpha_table], float)
         self.rng = np.random.default_rng(seed)
+        self.own_only = scope == "own"
         pts = ", ".join(f"n={x:g}: {y:.3f}" for x, y in alpha_table)
+        who = "n = 0 (scope own: no group references)" if self.own_only else "n = other group responses finished or ahead"
         self.label = (f"parametric model (trace has no output_ids): draft token i accepted with probability "
-                      f"alpha(n)^i, n = other group responses finished or ahead; alpha {pts}")
+                      f"alpha(n)^i, {who}; alpha {pts}")
 
     def commit(self, rid: int, generated: int) -> None:
         self.generated[rid] = generated
+
+    def commit_many(self, rids: np.ndarray, generated: np.ndarray) -> None:
+        self.generated[rids] = generated
 
     def finish(self, rid: int) -> None:
         self.finished[rid] = True
 
     def alpha(self, rids: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        if self.own_only:
+            return np.full(len(rids), np.interp(0, self.xs, self.alphas))
         mem = self.members[self.group[rids]]  # B x G
         ahead = self.finished[mem] | (self.generated[mem] > generated[:, None])
         ahead &= (mem >= 0) & (mem != rids[:, None])
@@ -143,15 +154,19 @@ class ParametricAcceptance:
         alpha = self.alpha(rids, generated)
         u = self.rng.random((B, horizon, max(gmax, 1)))
         raw = np.cumprod(u < alpha[:, None, None], axis=2).sum(axis=2)
-        b = np.zeros((B, horizon), np.int64)
-        a = np.zeros((B, horizon), np.int64)
-        adv = np.zeros((B, horizon), np.int64)
-        left = remaining.astype(np.int64).copy()
-        for s in range(horizon):
-            live = left > 0
-            bs = np.where(live, np.minimum(gammas, np.maximum(left - 1, 0)), 0)
-            acc = np.minimum(raw[:, s], bs)
-            b[:, s], a[:, s] = bs, acc
-            adv[:, s] = np.where(live, 1 + acc, 0)
-            left -= adv[:, s]
+        b = np.repeat(gammas[:, None].astype(np.int64), horizon, axis=1)
+        a = np.minimum(raw, b)
+        adv = 1 + a
+        # rows that may reach their chunk end within the horizon: drafts stop one short of it, nothing after
+        near = np.flatnonzero(remaining <= horizon * (1 + gammas))
+        if len(near):
+            left = remaining[near].astype(np.int64).copy()
+            gn, rn = gammas[near], raw[near]
+            for s in range(horizon):
+                live = left > 0
+                bs = np.where(live, np.minimum(gn, np.maximum(left - 1, 0)), 0)
+                acc = np.minimum(rn[:, s], bs)
+                b[near, s], a[near, s] = bs, acc
+                adv[near, s] = np.where(live, 1 + acc, 0)
+                left -= adv[near, s]
         return Plan(b, b.copy(), a, adv)

@@ -30,7 +30,7 @@ class DraftConfig:
     min_match: int = 1  # pattern_lookup_min
     min_prob: float = 0.1  # drop draft tokens whose path probability falls below this
     topk: int = 1  # branches kept per depth (1 = linear drafts)
-    max_occurrences: int = 32  # most recent occurrences of the matched pattern whose continuations are counted
+    max_occurrences: int = 16  # most recent occurrences of the matched pattern whose continuations are counted
     max_cached: int = 10_000  # finished responses kept for scope "global"
 
     def __post_init__(self):

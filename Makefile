@@ -5,6 +5,7 @@ PY      = $(VENV)/bin/python
 SEER    = $(VENV)/bin/seer
 STAMP   = $(VENV)/.seer-installed
 OUT    ?= out/demo
+TRACE  ?= seer/data/gsm8k_smollm2.parquet
 
 .PHONY: demo test venv clean
 
@@ -21,8 +22,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
+	# the bundled default: a real rollout recorded by `seer run` (SmolLM2 on 128 GSM8K questions x G=8, vLLM on CPU)
+	$(SEER) trace stats $(TRACE)
+	$(SEER) spec bench --trace $(TRACE) --refs 0,1,3,7 --out $(OUT)/spec-bench
+	$(SEER) compare --trace $(TRACE) --cluster qwen2-vl-72b --instances 2 --policies verl,context,seer --out $(OUT)/gsm8k
+	# the paper's Qwen2-VL-72B workload (synthetic, lengths only) on its 16 x TP8 cluster
 	$(SEER) trace synth --preset qwen2-vl-72b -o $(OUT)/qwen2-vl-72b.parquet
-	$(SEER) trace stats $(OUT)/qwen2-vl-72b.parquet
 	$(SEER) compare --trace $(OUT)/qwen2-vl-72b.parquet --cluster qwen2-vl-72b --policies verl,divided,context,oracle,seer --out $(OUT)/compare
 
 test: $(STAMP)

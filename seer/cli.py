@@ -326,7 +326,7 @@ def cmd_run(args) -> int:
                    top_p=args.top_p, clock=args.clock, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                    speculation=args.speculation, spec_tokens=args.spec_tokens, seed=args.seed, chunk_size=args.chunk_size,
                    fail=_fail_spec(args.fail))
-    summary = run_rollout(spec, args.out)
+    summary = run_rollout(spec, args.out, progress=True)
     if args.json:
         _print_json(summary)
     else:

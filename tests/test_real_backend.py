@@ -103,6 +103,10 @@ def test_run_bad_input_is_one_line(tmp_path):
     assert res.returncode == 2 and "line 2" in res.stderr and res.stderr.count("\n") == 1
     res = run_seer("fidelity", str(tmp_path))
     assert res.returncode == 2 and "not a recorded run" in res.stderr
+    long = tmp_path / "long.csv"
+    pd.DataFrame([{"prompt_id": 0, "sample_id": 0, "prompt_len": 600, "output_len": 10}]).to_csv(long, index=False)
+    res = run_seer("run", "--model", "dummy:tiny", "--replay", str(long), "--max-model-len", "512", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "must fit the model context" in res.stderr and res.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o").exists()
 
 

@@ -151,3 +151,16 @@ def test_cli_convert_failure_writes_nothing(tmp_path):
                     "--map", "prompt_len=n", "-o", str(out))
     assert proc.returncode == 2 and "row 2" in proc.stderr and "expected an integer >= 0" in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["in.csv"]
+
+
+def test_bundled_default_trace_is_valid_and_generated_only():
+    from pathlib import Path
+
+    from seer.traces.io import load_trace
+
+    path = Path(__file__).resolve().parents[1] / "seer" / "data" / "gsm8k_smollm2.parquet"
+    df = load_trace(path)
+    assert df["prompt_id"].nunique() >= 128 and (df.groupby("prompt_id").size() == 8).all()
+    assert (df["output_len"] >= df["max_tokens"]).mean() < 0.10  # fewer than 10% hit the cap
+    assert [len(x) for x in df["output_ids"]] == df["output_len"].tolist()
+    assert "prompt_ids" not in df.columns and "prompt_hash" in df.columns  # no prompt text or tokens

@@ -65,7 +65,10 @@ def _prepare_smollm2(out: Path) -> None:
     import torch
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     gguf = smollm2_gguf_path()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
@@ -78,12 +81,19 @@ def _prepare_smollm2(out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def check_model(name: str) -> None:
+    """Fail with one line unless `name` is a known model or a folder with config.json."""
+    if name == "smollm2" or (is_dummy(name) and name.split(":", 1)[1] in DUMMY_SHAPES):
+        return
+    if not (os.path.isdir(name) and os.path.exists(os.path.join(name, "config.json"))):
+        raise SeerInputError(f"unknown model {name!r}: use one of {', '.join(model_names())} or a folder with config.json")
+
+
 def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> Path:
     """The local folder of model `name` (see `model_names()`), prepared on first use."""
-    if name != "smollm2" and not (is_dummy(name) and name.split(":", 1)[1] in DUMMY_SHAPES):
-        if os.path.isdir(name) and os.path.exists(os.path.join(name, "config.json")):
-            return Path(name)  # a user's own HF folder
-        raise SeerInputError(f"unknown model {name!r}: use one of {', '.join(model_names())} or a folder with config.json")
+    check_model(name)
+    if name != "smollm2" and not is_dummy(name):
+        return Path(name)  # a user's own HF folder
     final = models_dir() / name.replace(":", "-")
     if (final / MARKER).exists() and not force:
         return final

@@ -12,7 +12,7 @@ import pandas as pd
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
 from seer.fileio import atomic_path, json_safe, write_text_atomic
-from seer.real.models import is_dummy, prepare_model
+from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import rollout_from_trace
 
 PROMPT_FIELDS = ("question", "prompt", "text", "problem")
@@ -76,14 +76,11 @@ def chat_prompt_ids(model_dir, texts: list[str]) -> tuple[list[list[int]], int]:
     return ids, int(tok.eos_token_id)
 
 
-def build_workload(spec: RunSpec, model_dir, vocab: int):
-    """(rollout, prompts by group, replay lengths or None, keys, stop ids)."""
-    if bool(spec.prompts) == bool(spec.replay):
-        raise SeerInputError("give exactly one of --prompts FILE (real generation) or --replay TRACE (length replay)")
+def build_workload(spec: RunSpec, model_dir, vocab: int, source):
+    """(rollout, prompts by group, replay lengths or None, keys, stop ids). `source`: the loaded trace (replay)
+    or the prompt texts (real generation), read before the model is prepared so bad input fails fast."""
     if spec.replay:
-        from seer.traces.io import load_trace
-
-        trace = load_trace(spec.replay)
+        trace = source
         if spec.limit:
             keep = sorted(trace["prompt_id"].unique(), key=str)[:spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
@@ -93,16 +90,25 @@ def build_workload(spec: RunSpec, model_dir, vocab: int):
         for gid, g in ro.groups.items():
             prompts[gid] = rng.integers(3, vocab, size=g.prompt_len).tolist()
         return ro, prompts, true_len, keys, ()
-    if is_dummy(spec.model):
-        raise SeerInputError(f"--prompts needs a model with a tokenizer (smollm2), not {spec.model}")
-    texts = read_prompts(spec.prompts, spec.limit)
-    ids, eos = chat_prompt_ids(model_dir, texts)
+    ids, eos = chat_prompt_ids(model_dir, source)
     ro, prompts, keys = Rollout(), {}, []
     for gid, p in enumerate(ids):
         ro.add_group(Group(gid, len(p), spec.max_tokens, spec.group, prompt_ids=tuple(p)))
         prompts[gid] = p
         keys.extend((gid, s) for s in range(spec.group))
     return ro, prompts, None, keys, (eos,)
+
+
+def read_source(spec: RunSpec):
+    if bool(spec.prompts) == bool(spec.replay):
+        raise SeerInputError("give exactly one of --prompts FILE (real generation) or --replay TRACE (length replay)")
+    if spec.replay:
+        from seer.traces.io import load_trace
+
+        return load_trace(spec.replay)
+    if is_dummy(spec.model):
+        raise SeerInputError(f"--prompts needs a model with a tokenizer (smollm2), not {spec.model}")
+    return read_prompts(spec.prompts, spec.limit)
 
 
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
@@ -112,12 +118,14 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     from seer.real.drafter import PATH
     from seer.real.engine import EngineSettings
 
+    check_model(spec.model)
+    source = read_source(spec)
     model_dir = prepare_model(spec.model)
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise SeerInputError(f"{model_dir}: unreadable model config ({exc})")
-    ro, prompts, replay, keys, stop = build_workload(spec, model_dir, int(cfg.get("vocab_size", 2048)))
+    ro, prompts, replay, keys, stop = build_workload(spec, model_dir, int(cfg.get("vocab_size", 2048)), source)
     policy = make_policy(spec.policy, lenient=True, chunk_size=spec.chunk_size)
     speculative, drafter = None, None
     if spec.speculation == "ngram":

@@ -184,6 +184,12 @@ def fit_coefficients(rows: list[tuple[CostModel, np.ndarray, np.ndarray, float |
     """
     X = np.array([cm.features(q, ctx, logits) for cm, q, ctx, logits, _ in rows])
     y = np.array([r[-1] for r in rows])
+    return Coefficients(**dict(zip(COEF_KEYS, map(float, nnls_relative(X, y)))))
+
+
+def nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients c minimising the relative error of X @ c against y (active-set, dropping
+    the most negative coefficient until all are >= 0)."""
     A, b = X / y[:, None], np.ones(len(y))
     active = list(range(X.shape[1]))
     while True:
@@ -193,7 +199,7 @@ def fit_coefficients(rows: list[tuple[CostModel, np.ndarray, np.ndarray, float |
         active.pop(int(np.argmin(sol)))
     coef = np.zeros(X.shape[1])
     coef[active] = sol
-    return Coefficients(**dict(zip(COEF_KEYS, map(float, coef))))
+    return coef
 
 
 class LinearStepModel(CostModel):
@@ -232,18 +238,7 @@ class LinearStepModel(CostModel):
     @classmethod
     def fit(cls, seqs, tokens, kv_tokens, seconds) -> "LinearStepModel":
         """Non-negative least squares on relative error."""
-        X = cls.features(seqs, tokens, kv_tokens)
-        y = np.asarray(seconds, dtype=np.float64)
-        A, b = X / y[:, None], np.ones(len(y))
-        active = list(range(X.shape[1]))
-        while True:
-            sol, *_ = np.linalg.lstsq(A[:, active], b, rcond=None)
-            if (sol >= 0).all():
-                break
-            active.pop(int(np.argmin(sol)))
-        coef = np.zeros(X.shape[1])
-        coef[active] = sol
-        return cls(*coef)
+        return cls(*nnls_relative(cls.features(seqs, tokens, kv_tokens), np.asarray(seconds, dtype=np.float64)))
 
     def predict(self, seqs, tokens, kv_tokens) -> np.ndarray:
         return self.features(seqs, tokens, kv_tokens) @ np.array(self.c)

@@ -172,7 +172,6 @@ def _print_summary(title: str, s: dict) -> None:
     }
     if s.get("backend") == "vllm":
         rows.pop("lower bound")
-        rows.pop("preemptions")
         rows["simulated in"] = f"{s['wall_s']:.2f} s wall ({s['clock']} clock: makespan in instance time)"
         rows["ran in"] = rows.pop("simulated in")
     if s.get("speculation") and s.get("backend") == "vllm":

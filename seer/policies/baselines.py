@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from seer.core import ClusterView, Dispatch, Event, RolloutStarted
+from seer.core import ChunkFinished, ClusterView, Dispatch, Event, RolloutStarted
 
 
 def _requests_by_group(view: ClusterView) -> dict[int, list[int]]:
@@ -29,6 +29,12 @@ class VerlPolicy:
         return {"name": self.name, "priority": self.priority}
 
     def on_event(self, event: Event, view: ClusterView) -> list:
+        if isinstance(event, ChunkFinished) and not event.finished \
+                and view.requests[event.request_id].state.value == "waiting":
+            # only a failed instance ends a verl request early: continue it on the next live instance
+            live = [iv.instance_id for iv in view.instances if iv.alive]
+            req = view.requests[event.request_id]
+            return [Dispatch(req.request_id, live[req.group_id % len(live)], req.remaining_budget, self.priority)] if live else []
         if not isinstance(event, RolloutStarted):
             return []
         live = [iv.instance_id for iv in view.instances if iv.alive]

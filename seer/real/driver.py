@@ -231,7 +231,7 @@ class RealDriver:
             "finish_reason": [self._reason[i] for i in order],
             **{k: v[order] for k, v in self._rec.items()},
         })
-        df["preemptions"] = 0
+        df["preemptions"] = [sum(inst.preemptions_by_rid.get(i, 0) for inst in self.instances) for i in order]
         steps = self.steps_frame()
         timeline = pd.DataFrame({"instance": steps["instance"], "t": steps["t"],
                                  "kv_used_tokens": (steps["kv_usage"] * self.instances[0].capacity).round().astype(int),
@@ -247,7 +247,10 @@ class RealDriver:
             d, acc = int(steps["spec_drafts"].sum()), int(steps["spec_accepted_tokens"].sum())
             extra.update({"speculation": "vllm", "spec_drafts": d, "spec_draft_tokens": int(steps["spec_draft_tokens"].sum()),
                           "spec_accepted_tokens": acc, "spec_tau": 1 + acc / d})
-        summary = summarize(df, busy, math.nan, 0, extra)
+        preempt_times = steps.loc[steps["preempted"] > 0, "t"].repeat(steps.loc[steps["preempted"] > 0, "preempted"]) \
+            if len(steps) else []
+        summary = summarize(df, busy, math.nan, int(steps["preempted"].sum()) if len(steps) else 0, extra,
+                            preempt_times=preempt_times)
         config = {"engine": {k: v for k, v in vars(self.settings).items()},
                   "policy": getattr(self.policy, "config", lambda: {"name": self.policy.name})()}
         return RolloutResult(df, timeline, summary, config, pd.DataFrame(columns=["t", "instance", "kind", "request_id"]))

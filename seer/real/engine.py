@@ -63,6 +63,7 @@ class StepRecord:
     prompt_tokens: int
     generation_tokens: int
     context_tokens: int  # KV tokens of the sequences in the step, before it
+    preempted: int = 0  # sequences vLLM preempted in this step
     spec_drafts: int = 0
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0
@@ -91,6 +92,7 @@ class _Live:
     chunk_id: str
     budget: int
     tokens: list = field(default_factory=list)
+    preemptions: int = 0
 
 
 class VLLMInstance:
@@ -114,6 +116,7 @@ class VLLMInstance:
         self.by_rid: dict[int, str] = {}
         self.reserved = 0
         self.steps: list[StepRecord] = []
+        self.preemptions_by_rid: dict[int, int] = {}
         self.spec_budget_default = None
         self.proposer = None  # set by the driver when a group drafter is plugged in
         self._n = 0
@@ -190,7 +193,7 @@ class VLLMInstance:
         self.steps.append(StepRecord(
             self.instance_id, start, dur, getattr(sched, "num_running_reqs", 0), getattr(sched, "num_waiting_reqs", 0),
             float(getattr(sched, "kv_cache_usage", 0.0)), int(getattr(it, "num_prompt_tokens", 0) or 0),
-            int(getattr(it, "num_generation_tokens", 0) or 0), ctx,
+            int(getattr(it, "num_generation_tokens", 0) or 0), ctx, int(getattr(it, "num_preempted_reqs", 0) or 0),
             int(getattr(sd, "num_drafts", 0) or 0), int(getattr(sd, "num_draft_tokens", 0) or 0),
             int(getattr(sd, "num_accepted_tokens", 0) or 0)))
         for out in outputs:
@@ -198,6 +201,7 @@ class VLLMInstance:
             if lv is None:
                 continue
             new = list(out.outputs[0].token_ids)
+            lv.preemptions = int(getattr(out.metrics, "num_preemptions", lv.preemptions) or 0)
             if new:
                 lv.tokens.extend(new)
                 if self.on_tokens is not None:
@@ -222,6 +226,8 @@ class VLLMInstance:
     def _close(self, cid: str, reason: FinishReason, finished: bool) -> None:
         lv = self.live.pop(cid)
         self.by_rid.pop(lv.request.request_id, None)
+        rid = lv.request.request_id
+        self.preemptions_by_rid[rid] = self.preemptions_by_rid.get(rid, 0) + lv.preemptions
         self.reserved -= self._worst(len(self.prompt_of(lv.request)) + lv.request.generated + lv.budget)
         self.emit(ChunkFinished(self.clock, lv.request.request_id, self.instance_id, len(lv.tokens), finished, reason,
                                 tuple(lv.tokens)))

@@ -350,6 +350,20 @@ def cmd_fidelity(args) -> int:
     return 0
 
 
+def cmd_figures(args) -> int:
+    from seer.figures import PRESETS, make_figures
+
+    presets = [p.strip() for p in (args.presets or ",".join(PRESETS)).split(",") if p.strip()]
+    for run in args.run or ():
+        if not os.path.isdir(run):
+            raise SeerInputError(f"{run}: no such run folder")
+    files = make_figures(args.out, presets=presets, prompts=args.prompts, runs=args.run or (), progress=True)
+    print(f"wrote {len(files)} files to {args.out}/")
+    if not args.run:
+        print("no --run given: the sim-vs-real parity plot needs recorded runs (`seer run ... --out DIR`)")
+    return 0
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]
@@ -555,6 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a folder written by `seer run`")
     p.add_argument("--json", action="store_true", help="print makespan_error, step_time_mape, finish_time_mape, ...")
     p.set_defaults(func=cmd_fidelity)
+
+    p = sub.add_parser("figures", help="regenerate the paper-style figures (PNG and PDF)",
+                       description="Length CDF and heatmap, acceptance length vs references (Table 2), throughput and "
+                                   "tail bars, cumulative ablation, oracle comparison, KV timelines, and a sim-vs-real "
+                                   "parity plot for recorded runs.")
+    p.add_argument("--out", default="out/figures", help="output folder (default out/figures)")
+    p.add_argument("--presets", help="comma-separated paper presets (default all three)")
+    p.add_argument("--prompts", type=int, help="prompts per preset workload (default: the paper's)")
+    p.add_argument("--run", action="append", help="a recorded real run folder for the parity plot (repeatable)")
+    p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("presets", help="list the paper setups and policies", description="List the preset files (workload and cluster of each paper setup).")
     p.add_argument("--json", action="store_true", help="print JSON")

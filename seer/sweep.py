@@ -1,0 +1,133 @@
+"""`seer sweep CONFIG`: a grid of simulations (presets x policies x parameters x seeds) run on a local process
+pool, or on a Ray cluster (`--ray`, or whenever RAY_ADDRESS is set). Each finished cell is stored on its own
+(atomically), so a sweep that was interrupted and is run again only computes the cells still missing; the
+results land in one Parquet table.
+
+CONFIG (TOML):
+
+    [sweep]
+    presets = ["qwen2-vl-72b"]
+    policies = ["verl", "context", "seer"]
+    seeds = [0, 1]
+    prompts = 60                 # optional: prompts per workload (default: the preset's)
+    [sweep.params]               # optional: a grid over policy parameters (a policy ignores what it does not take)
+    chunk_size = [4096, 8192]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tomllib
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+
+import pandas as pd
+from tqdm import tqdm
+
+from seer.errors import SeerInputError
+from seer.fileio import atomic_path, json_safe, write_text_atomic
+
+SUMMARY_COLUMNS = ("makespan_s", "throughput_tok_s", "tail_s", "tail_share", "lower_bound_s", "efficiency",
+                   "preemptions", "migrations", "output_tokens", "requests", "spec_tau")
+
+
+def load_config(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            cfg = tomllib.load(fh).get("sweep")
+    except FileNotFoundError:
+        raise SeerInputError(f"{path}: no such sweep config")
+    except tomllib.TOMLDecodeError as exc:
+        raise SeerInputError(f"{path}: not valid TOML ({exc})")
+    if not isinstance(cfg, dict):
+        raise SeerInputError(f"{path}: no [sweep] table")
+    for key in ("presets", "policies"):
+        if not isinstance(cfg.get(key), list) or not cfg[key]:
+            raise SeerInputError(f"{path}: [sweep] needs a non-empty list '{key}'")
+    return cfg
+
+
+def cells(cfg: dict) -> list[dict]:
+    """Every (preset, policy, seed, params) combination, in a fixed order."""
+    params = cfg.get("params", {}) or {}
+    keys = sorted(params)
+    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))] or [{}]
+    out = []
+    for preset, policy, seed, p in itertools.product(cfg["presets"], cfg["policies"], cfg.get("seeds", [0]), grid):
+        out.append({"preset": preset, "policy": policy, "seed": int(seed), "prompts": cfg.get("prompts"), "params": p})
+    return out
+
+
+def cell_key(cell: dict) -> str:
+    return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_cell(cell: dict) -> dict:
+    """Simulate one cell; returns its row (cell description + summary metrics). Pure: same cell, same row."""
+    from seer.policies import make_policy
+    from seer.sim.cluster import load_cluster
+    from seer.sim.driver import simulate
+    from seer.traces.synth import preset_config, synthesize
+
+    trace = synthesize(preset_config(cell["preset"], seed=cell["seed"], prompts=cell["prompts"]))
+    res = simulate(trace, load_cluster(cell["preset"]), make_policy(cell["policy"], lenient=True, **cell["params"]),
+                   progress=False)
+    row = {"preset": cell["preset"], "policy": cell["policy"], "seed": cell["seed"],
+           **{f"param_{k}": v for k, v in cell["params"].items()}}
+    row.update({k: res.summary.get(k) for k in SUMMARY_COLUMNS})
+    return row
+
+
+def _run_local(todo: list[dict], workers: int | None) -> Iterable[tuple[dict, dict]]:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for cell, row in zip(todo, pool.map(run_cell, todo)):
+            yield cell, row
+
+
+def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
+    try:
+        import ray
+    except ImportError:
+        raise SeerInputError("--ray needs Ray: pip install 'seer-rollout[ray]'")
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(run_cell)
+    refs = {remote.remote(c): c for c in todo}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            yield refs[ref], ray.get(ref)
+
+
+def run_sweep(config_path: str, out: str, use_ray: bool = False, workers: int | None = None,
+              progress: bool | None = None) -> pd.DataFrame:
+    cfg = load_config(config_path)
+    grid = cells(cfg)
+    store = os.path.join(out, "cells")
+    os.makedirs(store, exist_ok=True)
+    done = {}
+    for cell in grid:
+        path = os.path.join(store, cell_key(cell) + ".json")
+        if os.path.exists(path):
+            with open(path) as fh:
+                done[cell_key(cell)] = json.load(fh)
+    todo = [c for c in grid if cell_key(c) not in done]
+    use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
+    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="cell",
+               disable=None if progress is None else not progress)
+    try:
+        if todo:
+            for cell, row in (_run_ray(todo) if use_ray else _run_local(todo, workers)):
+                write_text_atomic(os.path.join(store, cell_key(cell) + ".json"), json.dumps(json_safe(row)))
+                done[cell_key(cell)] = row
+                bar.update(1)
+    finally:
+        bar.close()
+    table = pd.DataFrame([done[cell_key(c)] for c in grid])
+    with atomic_path(os.path.join(out, "sweep.parquet")) as tmp:
+        table.to_parquet(tmp, index=False)
+    return table

@@ -35,7 +35,7 @@ def _grouped_bars(ax, table: pd.DataFrame, value: str, label_fmt: str = "{:.2f}Ã
         if label_fmt:
             ax.bar_label(bars, [label_fmt.format(v) if np.isfinite(v) else "" for v in sub[value]], fontsize=6, rotation=90,
                          padding=2)
-    ax.set_xticks(x, workloads)
+    ax.set_xticks(x, workloads, fontsize=8)
     return policies
 
 
@@ -79,7 +79,8 @@ def time_bars(table: pd.DataFrame) -> plt.Figure:
 def kv_timeline(results: Mapping[str, object], metric: str = "kv_usage") -> plt.Figure:
     """Figs 3 and 9: per-instance KV usage (or running requests) over time, one panel per result.
     results: label -> RolloutResult."""
-    fig, axes = plt.subplots(1, len(results), figsize=(COLUMN_IN * len(results), 2.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(results), figsize=(COLUMN_IN * len(results), 2.4), squeeze=False, sharey=True,
+                             sharex=True)
     for ax, (label, res) in zip(axes[0], results.items()):
         tl = res.timeline
         for inst, g in tl.groupby("instance"):

@@ -32,8 +32,8 @@ class GroupProposer:
         pass
 
     def _groups(self) -> dict:
-        if self._index is None or len(self._index) != len(self.drafter._prompts):
-            self._index = {(len(p), hash(p)): gid for gid, p in self.drafter._prompts.items()}
+        if self._index is None or len(self._index) != len(self.drafter.prompts):
+            self._index = {(len(p), hash(p)): gid for gid, p in self.drafter.prompts.items()}
             self._lengths = sorted({n for n, _ in self._index})
         return self._index
 

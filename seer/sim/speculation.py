@@ -73,7 +73,7 @@ class ExactReplay:
         m, out = self.config.max_match, self.outputs[rid]
         if g >= m:
             return out[g - m:g]
-        gid = self.drafter._group_of.get(rid)
+        gid = self.drafter.group_of(rid)
         prompt = self.prompts.get(gid, [])
         return prompt[max(0, len(prompt) - (m - g)):] + out[:g]
 

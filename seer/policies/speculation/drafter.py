@@ -89,6 +89,14 @@ class GroupDrafter:
         self._index[key].extend(sid, toks)
         self.appended += len(toks)
 
+    @property
+    def prompts(self) -> dict[int, tuple[int, ...]]:
+        """Prompt token ids of the groups that still have live requests, by group id."""
+        return self._prompts
+
+    def group_of(self, request_id: int) -> int | None:
+        return self._group_of.get(request_id)
+
     def tokens(self, request_id: int) -> list[int]:
         key, sid = self._where[request_id]
         return self._index[key].seqs.get(sid, [])

@@ -16,11 +16,10 @@ import time
 
 import numpy as np
 
+from seer.experiment import Setup, run_iterations
+from seer.experiment import run as run_policy
 from seer.fileio import write_text_atomic
-from seer.policies import make_policy
 from seer.sim.cluster import load_cluster
-from seer.sim.driver import simulate
-from seer.sim.iterations import run_iterations
 from seer.traces.stats import trace_stats
 from seer.traces.synth import preset_config, synthesize
 
@@ -48,7 +47,7 @@ def mean_running(res) -> float:
 
 
 def run(trace, cluster, policy, **params):
-    res = simulate(trace, cluster, make_policy(policy, lenient=True, **params), progress=False)
+    res = run_policy(Setup(trace, cluster, "workload"), policy, shared=params)
     s = res.summary
     return {"policy": policy, "throughput": s["throughput_tok_s"], "makespan": s["makespan_s"], "tail": s["tail_s"],
             "efficiency": s["efficiency"], "preemptions": s["preemptions"], "recomputed": s["recomputed_tokens"],
@@ -219,7 +218,7 @@ def main() -> None:
     cfg, cl = preset_config("qwen2-vl-72b"), load_cluster("qwen2-vl-72b")
     tabs, lens = {}, {}
     for pol in ("verl", "context", "seer", "partial"):
-        tabs[pol], lens[pol] = run_iterations(cfg, cl, pol, iterations=iters)
+        tabs[pol], lens[pol] = run_iterations(Setup(synthesize(cfg), cl, "qwen2-vl-72b", cfg), pol, iterations=iters)
     print(f"partial: done ({time.time() - t0:.0f} s)", flush=True)
     w(f"## Partial rollout (Fig 10, Qwen2-VL-72B, {iters} iterations)\n")
     w("| policy | mean tok/s | × verl | mean iteration s | carried requests / iteration | mean trained length |")

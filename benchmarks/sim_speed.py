@@ -17,11 +17,9 @@ import json
 import statistics
 import time
 
+from seer.experiment import Setup, run
 from seer.fileio import write_text_atomic
-from seer.policies import make_policy
-from seer.sim.cluster import load_cluster
-from seer.sim.driver import simulate
-from seer.traces.synth import preset_config, synthesize
+from seer.traces.synth import preset_config
 
 
 def main() -> None:
@@ -39,14 +37,14 @@ def main() -> None:
     for mode, name, scale in ((m, n, int(x)) for m in args.mode.split(",") for n in args.presets.split(",")
                               for x in args.scales.split(",")):
         base = preset_config(name)
-        cluster = load_cluster(name)
+        setup = Setup.from_preset(name, prompts=base.prompts * scale)
         if mode == "cluster":
-            cluster = load_cluster(name, instances=cluster.instances * scale)
-        trace = synthesize(preset_config(name, prompts=base.prompts * scale))
+            setup = Setup.from_trace(setup.trace, setup.cluster, instances=setup.cluster.instances * scale, name=name)
+        cluster = setup.cluster
         walls, summary = [], None
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            summary = simulate(trace, cluster, make_policy(args.policy), progress=False).summary
+            summary = run(setup, args.policy).summary
             walls.append(time.perf_counter() - t0)
         wall = statistics.median(walls)
         row = {"preset": name, "mode": mode, "scale": scale, "instances": cluster.instances,

@@ -9,16 +9,12 @@ import os
 import pandas as pd
 
 from seer import plots
-from seer.policies import make_policy
-from seer.sim.cluster import load_cluster
-from seer.sim.driver import simulate
-from seer.traces.synth import preset_config, synthesize
+from seer.experiment import Setup, compare
 
 PROMPTS = int(os.environ["SEER_NB_PROMPTS"]) if os.environ.get("SEER_NB_PROMPTS") else None
 PRESET = "qwen2-vl-72b"
-trace = synthesize(preset_config(PRESET, prompts=PROMPTS))
-cluster = load_cluster(PRESET)
-results = {p: simulate(trace, cluster, make_policy(p), progress=False) for p in ("verl", "divided", "context", "oracle", "seer")}
+setup = Setup.from_preset(PRESET, prompts=PROMPTS)
+_rows, results = compare(setup, ["verl", "divided", "context", "oracle", "seer"])
 
 # %%
 table = pd.DataFrame([{"workload": PRESET, "policy": p, **{k: r.summary[k] for k in ("throughput_tok_s", "makespan_s", "tail_s")}}

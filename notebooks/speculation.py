@@ -7,11 +7,9 @@
 import pandas as pd
 
 from seer import plots
+from seer.experiment import Setup, compare
 from seer.figures import BUNDLED
-from seer.policies import make_policy
-from seer.policies.speculation.replay import acceptance_table
-from seer.sim.cluster import load_cluster
-from seer.sim.driver import simulate
+from seer.studies.spec_bench import acceptance_table
 from seer.traces.io import load_trace
 
 trace = load_trace(BUNDLED)
@@ -22,7 +20,6 @@ pd.DataFrame(rows)[["drafter", "refs", "topk", "tau", "accepted_per_draft"]]
 plots.tau_table(rows)
 
 # %%
-cluster = load_cluster("qwen2-vl-72b", instances=2)
 small = trace[trace.prompt_id.isin(sorted(trace.prompt_id.unique())[:32])]
-runs = {p: simulate(small, cluster, make_policy(p), progress=False).summary for p in ("context", "seer:scope=own", "seer")}
-pd.DataFrame({p: {k: s.get(k) for k in ("makespan_s", "throughput_tok_s", "tail_s", "spec_tau")} for p, s in runs.items()}).T
+rows, _results = compare(Setup.from_trace(small, "qwen2-vl-72b", instances=2), ["context", "seer:scope=own", "seer"])
+pd.DataFrame(rows).set_index("policy")[["makespan_s", "throughput_tok_s", "tail_s", "spec_tau"]]

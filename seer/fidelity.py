@@ -41,10 +41,9 @@ def step_features(steps: pd.DataFrame):
 
 
 def fidelity(run_dir: str, progress: bool | None = None) -> dict:
-    from seer.policies import make_policy
+    from seer.experiment import Setup, run
     from seer.sim.cluster import ClusterConfig
     from seer.sim.costmodel import LinearStepModel
-    from seer.sim.driver import simulate
 
     spec, steps, trace, real = _load(run_dir)
     steps = steps[(steps["prompt_tokens"] + steps["generation_tokens"]) > 0]
@@ -63,9 +62,9 @@ def fidelity(run_dir: str, progress: bool | None = None) -> dict:
                             kv_capacity_tokens=int(s["kv_capacity_tokens"]), block_size=32,
                             max_num_seqs=int(spec["max_num_seqs"]), max_num_batched_tokens=max(2048, int(spec["max_model_len"])),
                             prefix_cache=True, max_tokens=int(spec["max_tokens"]))
-    policy = make_policy(spec["policy"], lenient=True, chunk_size=spec.get("chunk_size"))
     tr = trace[["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]].copy()
-    sim = simulate(tr, cluster, policy, cost=model, progress=progress)
+    sim = run(Setup(tr, cluster, "fidelity"), spec["policy"], shared={"chunk_size": spec.get("chunk_size")}, cost=model,
+              progress=progress)
     real_ms, sim_ms = float(s["makespan_s"]), float(sim.summary["makespan_s"])
     a = real.requests.set_index(["prompt_id", "sample_id"])["finish_s"]
     b = sim.requests.set_index(["prompt_id", "sample_id"])["finish_s"].reindex(a.index)

@@ -10,8 +10,12 @@ CONFIG (TOML):
     policies = ["verl", "context", "seer"]
     seeds = [0, 1]
     prompts = 60                 # optional: prompts per workload (default: the preset's)
-    [sweep.params]               # optional: a grid over policy parameters (a policy ignores what it does not take)
+    [sweep.params]               # optional: a grid over policy parameters
     chunk_size = [4096, 8192]
+
+Each policy is swept over the parameters it takes (above, `context` and `seer` over chunk_size, `verl` once). A
+key no listed policy takes, a key [sweep] does not know, or a value of the wrong type is refused before any
+cell runs, with one line naming it and listing the valid ones.
 """
 
 from __future__ import annotations
@@ -34,30 +38,78 @@ SUMMARY_COLUMNS = ("makespan_s", "throughput_tok_s", "tail_s", "tail_share", "lo
                    "preemptions", "migrations", "output_tokens", "requests", "spec_tau")
 
 
-def load_config(path: str) -> dict:
+SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
+
+
+def _read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
-            cfg = tomllib.load(fh).get("sweep")
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise SeerInputError(f"{path}: no such sweep config")
-    except tomllib.TOMLDecodeError as exc:
-        raise SeerInputError(f"{path}: not valid TOML ({exc})")
+        raise SeerInputError(f"{path}: no such sweep config") from None
+    except IsADirectoryError:
+        raise SeerInputError(f"{path}: is a folder, not a sweep config") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SeerInputError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_config(path: str) -> dict:
+    """The [sweep] table, checked: known keys, types, presets and policies that exist, parameters some listed
+    policy takes with values of its type."""
+    from seer.policies import policy_config, policy_keys
+    from seer.presets import presets as known_presets
+
+    cfg = _read_toml(path).get("sweep")
     if not isinstance(cfg, dict):
         raise SeerInputError(f"{path}: no [sweep] table")
+    unknown = sorted(set(cfg) - set(SWEEP_KEYS))
+    if unknown:
+        raise SeerInputError(f"{path}: unknown [sweep] key(s) {', '.join(unknown)}; valid: {', '.join(SWEEP_KEYS)}")
     for key in ("presets", "policies"):
-        if not isinstance(cfg.get(key), list) or not cfg[key]:
-            raise SeerInputError(f"{path}: [sweep] needs a non-empty list '{key}'")
+        if not isinstance(cfg.get(key), list) or not cfg[key] or not all(isinstance(v, str) for v in cfg[key]):
+            raise SeerInputError(f"{path}: [sweep] needs a non-empty list of names '{key}'")
+    seeds = cfg.setdefault("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(type(v) is int for v in seeds):
+        raise SeerInputError(f"{path}: [sweep] seeds must be a non-empty list of integers")
+    prompts = cfg.get("prompts")
+    if prompts is not None and (type(prompts) is not int or prompts < 1):
+        raise SeerInputError(f"{path}: [sweep] prompts must be an integer >= 1, not {prompts!r}")
+    missing = [p for p in cfg["presets"] if p not in known_presets()]
+    if missing:
+        raise SeerInputError(f"{path}: unknown preset(s) {', '.join(missing)}; known: {', '.join(known_presets())}")
+    params = cfg.setdefault("params", {})
+    if not isinstance(params, dict):
+        raise SeerInputError(f"{path}: [sweep.params] must be a table of KEY = [values]")
+    try:
+        names = [policy_config(spec)[0] for spec in cfg["policies"]]
+        valid = sorted({k for n in names for k in policy_keys(n)})
+        for key, values in params.items():
+            if not isinstance(values, list) or not values:
+                raise SeerInputError(f"[sweep.params] {key} must be a non-empty list of values, not {values!r}")
+            takers = [spec for spec, n in zip(cfg["policies"], names) if key in policy_keys(n)]
+            if not takers:
+                raise SeerInputError(f"[sweep.params] no listed policy takes {key!r}; valid: {', '.join(valid)}")
+            for spec in takers:
+                for v in values:
+                    policy_config(spec, **{key: v})
+    except SeerInputError as exc:
+        raise SeerInputError(f"{path}: {exc}") from None
     return cfg
 
 
 def cells(cfg: dict) -> list[dict]:
-    """Every (preset, policy, seed, params) combination, in a fixed order."""
+    """Every (preset, policy, seed, params) combination, in a fixed order; each policy only over the parameters
+    it takes."""
+    from seer.policies import parse_policy_spec, policy_keys
+
     params = cfg.get("params", {}) or {}
-    keys = sorted(params)
-    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))] or [{}]
     out = []
-    for preset, policy, seed, p in itertools.product(cfg["presets"], cfg["policies"], cfg.get("seeds", [0]), grid):
-        out.append({"preset": preset, "policy": policy, "seed": int(seed), "prompts": cfg.get("prompts"), "params": p})
+    for preset, spec in itertools.product(cfg["presets"], cfg["policies"]):
+        takes = policy_keys(parse_policy_spec(spec)[0])
+        keys = sorted(k for k in params if k in takes)
+        grid = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))] or [{}]
+        for seed, p in itertools.product(cfg.get("seeds", [0]), grid):
+            out.append({"preset": preset, "policy": spec, "seed": int(seed), "prompts": cfg.get("prompts"), "params": p})
     return out
 
 
@@ -67,14 +119,11 @@ def cell_key(cell: dict) -> str:
 
 def run_cell(cell: dict) -> dict:
     """Simulate one cell; returns its row (cell description + summary metrics). Pure: same cell, same row."""
+    from seer.experiment import Setup, run
     from seer.policies import make_policy
-    from seer.sim.cluster import load_cluster
-    from seer.sim.driver import simulate
-    from seer.traces.synth import preset_config, synthesize
 
-    trace = synthesize(preset_config(cell["preset"], seed=cell["seed"], prompts=cell["prompts"]))
-    res = simulate(trace, load_cluster(cell["preset"]), make_policy(cell["policy"], lenient=True, **cell["params"]),
-                   progress=False)
+    setup = Setup.from_preset(cell["preset"], seed=cell["seed"], prompts=cell["prompts"])
+    res = run(setup, make_policy(cell["policy"], **cell["params"]))
     row = {"preset": cell["preset"], "policy": cell["policy"], "seed": cell["seed"],
            **{f"param_{k}": v for k, v in cell["params"].items()}}
     row.update({k: res.summary.get(k) for k in SUMMARY_COLUMNS})

@@ -57,6 +57,7 @@ def test_a_policy_written_against_the_contract_satisfies_the_protocol():
 def test_engine_protocol_is_structural():
     class Fake:
         instance_id = 0
+        alive = True
 
         def submit(self, chunk, request): ...
         def abort(self, request_id): ...
@@ -67,12 +68,54 @@ def test_engine_protocol_is_structural():
     assert not isinstance(object(), Engine)
 
 
-def test_core_imports_nothing_else_from_seer():
-    core = Path(__file__).resolve().parents[1] / "seer" / "core"
-    for path in core.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("seer"):
-                assert node.module.startswith("seer.core"), f"{path.name} imports {node.module}"
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    assert not alias.name.startswith("seer") or alias.name.startswith("seer.core"), path.name
+SEER = Path(__file__).resolve().parents[1] / "seer"
+# layer -> the seer modules it may import (prefixes); the design's direction is
+# core <- policies <- loop <- sim, real <- experiment, fidelity <- cli
+ALLOWED = {
+    "core": ("seer.core",),
+    "policies": ("seer.core", "seer.errors", "seer.policies"),
+    "loop": ("seer.core", "seer.errors", "seer.metrics", "seer.fileio", "seer.loop"),
+    "traces": ("seer.core", "seer.errors", "seer.fileio", "seer.presets", "seer.traces"),
+}
+FORBIDDEN = {
+    "sim": ("seer.real", "seer.cli", "seer.experiment", "seer.fidelity", "seer.figures", "seer.sweep"),
+    "real": ("seer.sim", "seer.cli", "seer.experiment", "seer.fidelity", "seer.figures", "seer.sweep"),
+    "experiment": ("seer.cli", "seer.figures", "seer.sweep"),
+    "presets": ("seer.core", "seer.policies", "seer.sim", "seer.real", "seer.traces", "seer.cli"),
+}
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(SEER).with_suffix("")
+    return rel.parts[0]
+
+
+def _imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):  # function-level imports count too
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+    return [m for m in out if m == "seer" or m.startswith("seer.")]
+
+
+def test_every_layering_rule_holds():
+    broken = []
+    for path in sorted(SEER.rglob("*.py")):
+        layer = _layer(path)
+        for mod in _imports(path):
+            if layer in ALLOWED and not mod.startswith(ALLOWED[layer]):
+                broken.append(f"{path.relative_to(SEER)} imports {mod}")
+            if mod.startswith(FORBIDDEN.get(layer, ("-",))):
+                broken.append(f"{path.relative_to(SEER)} imports {mod}")
+            if mod.startswith("seer.cli") and layer not in ("cli", "__main__"):
+                broken.append(f"{path.relative_to(SEER)} imports the command line ({mod})")
+    assert not broken, broken
+
+
+def test_the_layering_check_can_fail(tmp_path):
+    fake = tmp_path / "x.py"
+    fake.write_text("def f():\n    from seer.sim.driver import simulate\n")
+    assert _imports(fake) == ["seer.sim.driver"]
+    assert not "seer.sim.driver".startswith(ALLOWED["policies"])

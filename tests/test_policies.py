@@ -5,10 +5,8 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from seer.core import (
-    ChunkFinished, ClusterView, Dispatch, FinishReason, Group, InstanceView, Request, RequestState, Rollout,
-    RolloutStarted,
-)
+from seer.core import ChunkFinished, Dispatch, FinishReason, Group, InstanceView, Request, Rollout, traits_of
+from seer.loop import ContractLoop
 from seer.policies import POLICIES, make_policy
 from seer.policies.divided import ContextPolicy, DividedPolicy, OraclePolicy
 from seer.sim.cluster import ClusterConfig
@@ -18,40 +16,75 @@ from seer.traces.synth import SynthConfig, synthesize
 from test_sim_properties import workloads
 
 
-class Harness:
-    """Applies a policy's actions to the rollout the way a driver does, with a controllable instance."""
+class ManualEngine:
+    """One instance whose KV capacity the test sets; its chunks finish when the test says so."""
+
+    instance_id = 0
+    alive = True
+
+    def __init__(self, capacity):
+        self.capacity, self.reserved = capacity, 0
+        self.held: dict[int, int] = {}
+
+    def submit(self, chunk, request):
+        self.held[chunk.request_id] = request.context_len + chunk.max_new_tokens
+        self.reserved += self.held[chunk.request_id]
+
+    def abort(self, request_id):
+        raise AssertionError("no policy under test aborts")
+
+    def set_speculation(self, budgets, default=0):
+        pass
+
+    def view(self):
+        return InstanceView(0, self.capacity, 0, self.reserved, 0, 0)
+
+
+class Harness(ContractLoop):
+    """The contract loop over a `ManualEngine`: the test finishes chunks by hand and sees what the policy did."""
 
     def __init__(self, policy, groups, capacity=10**9, max_tokens=1000, prompt=10):
-        self.policy = policy
-        self.ro = Rollout()
+        ro = Rollout()
         for gid, size in enumerate(groups):
-            self.ro.add_group(Group(gid, prompt, max_tokens, size))
-        self.capacity, self.reserved = capacity, 0
+            ro.add_group(Group(gid, prompt, max_tokens, size))
+        super().__init__(ro, policy)
+        self.ro = ro
+        self.engines = [ManualEngine(capacity)]
         self.log: list[Dispatch] = []
+        self.t = 0.0
 
-    def view(self, t=0.0):
-        iv = InstanceView(0, self.capacity, 0, self.reserved, 0, 0)
-        return ClusterView(t, [iv], self.ro.groups, self.ro.requests)
+    @property
+    def now(self):
+        return self.t
+
+    capacity = property(lambda self: self.engines[0].capacity,
+                        lambda self, v: setattr(self.engines[0], "capacity", v))
+    reserved = property(lambda self: self.engines[0].reserved,
+                        lambda self, v: setattr(self.engines[0], "reserved", v))
+
+    def act(self, actions):
+        self.log.extend(a for a in actions or () if isinstance(a, Dispatch))
+        super().act(actions)
 
     def apply(self, actions):
-        for a in actions:
-            req = self.ro.requests[a.request_id]
-            assert req.state is RequestState.WAITING
-            req.state = RequestState.RUNNING
-            self.reserved += req.context_len + a.max_new_tokens
-            self.log.append(a)
+        """Apply actions the test obtained from the policy directly; returns them."""
+        self.act(actions)
         return actions
 
-    def start(self):
-        return self.apply(self.policy.on_event(RolloutStarted(0.0, tuple(self.ro.groups)), self.view()))
+    def _since(self, call):
+        n = len(self.log)
+        call()
+        return self.log[n:]
 
-    def finish(self, rid, new_tokens, done, budget):
-        req = self.ro.requests[rid]
-        self.reserved -= req.context_len + budget
-        req.generated += new_tokens
-        req.state = RequestState.FINISHED if done else RequestState.WAITING
-        ev = ChunkFinished(1.0, rid, 0, new_tokens, done, FinishReason.EOS if done else FinishReason.CHUNK)
-        return self.apply(self.policy.on_event(ev, self.view()))
+    def start(self):
+        return self._since(super().start)
+
+    def finish(self, rid, new_tokens, done, budget=None):
+        """Chunk `rid` ends after `new_tokens` tokens (the request with it when `done`); returns the dispatches."""
+        self.t += 1.0
+        self.engines[0].reserved -= self.engines[0].held.pop(rid)
+        ev = ChunkFinished(self.t, rid, 0, new_tokens, done, FinishReason.EOS if done else FinishReason.CHUNK)
+        return self._since(lambda: self.emit(ev))
 
 
 def sample(h, rid):
@@ -141,7 +174,7 @@ def test_oracle_orders_by_true_length_and_needs_its_input():
 def test_only_oracle_policies_can_receive_true_lengths():
     for name, (cls, _desc) in POLICIES.items():
         has_input = hasattr(cls, "set_oracle_lengths")
-        assert has_input == bool(getattr(cls, "needs_oracle", False)) == ("oracle" in name), name
+        assert has_input == traits_of(cls()).needs_oracle == ("oracle" in name), name
     with pytest.raises(Exception, match="unexpected keyword|true_lengths"):
         make_policy("context", true_lengths={0: 1})
     # what a policy reads about a request carries no final length
@@ -172,7 +205,7 @@ def test_the_driver_gives_ordinary_policies_no_lengths():
 @given(work=workloads())
 def test_no_preemption_by_construction(policy, work):
     trace, cluster = work
-    res = simulate(trace, cluster, make_policy(policy, lenient=True, chunk_size=32), progress=False)
+    res = simulate(trace, cluster, make_policy(policy, shared={"chunk_size": 32}), progress=False)
     group_kv = (trace["prompt_len"] + trace["output_len"].clip(lower=1)).groupby(trace["prompt_id"]).sum()
     if policy != "streamrl-oracle" or group_kv.max() <= cluster.kv_capacity():  # atomic groups must fit whole
         assert res.summary["preemptions"] == 0
@@ -195,7 +228,7 @@ def long_tail_results():
                                    max_tokens=16384, prompt_mean=256, seed=3))
     cluster = ClusterConfig(name="c", model="qwen2.5-7b", instances=4, kv_capacity_tokens=120_000,
                             max_num_seqs=256, max_tokens=16384, kv_mode="pool")
-    return {p: simulate(trace, cluster, make_policy(p, lenient=True, chunk_size=4096), progress=False).summary
+    return {p: simulate(trace, cluster, make_policy(p, shared={"chunk_size": 4096}), progress=False).summary
             for p in ("verl", "divided", "context", "oracle")}
 
 
@@ -207,12 +240,13 @@ def test_end_to_end_context_beats_verl_and_divided_and_oracle_beats_context(long
 
 
 def test_partial_rollout_stops_at_the_target_and_biases_lengths_short():
-    from seer.sim.iterations import run_iterations
+    from seer.experiment import Setup, run_iterations
 
     cfg = SynthConfig(prompts=16, group_size=4, mean_len=400, max_tokens=4000, prompt_mean=64, seed=4)
     cl = ClusterConfig(name="c", model="qwen2.5-7b", instances=2, kv_capacity_tokens=40_000, max_tokens=4000)
-    sync, sync_len = run_iterations(cfg, cl, "verl", iterations=3)
-    part, part_len = run_iterations(cfg, cl, "partial", iterations=3)
+    setup = Setup(synthesize(cfg), cl, "small", cfg)
+    sync, sync_len = run_iterations(setup, "verl", iterations=3)
+    part, part_len = run_iterations(setup, "partial", iterations=3)
     assert (sync.groups_trained == 16).all()
     assert (part.groups_trained >= 16).all() and (part.carried_requests > 0).any()
     assert part_len.mean() < sync_len.mean()

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_seer
+from seer.core import Chunk, Request
 from seer.policies import make_policy
 from seer.traces.rollout import rollout_from_trace
 
@@ -38,21 +39,22 @@ def run_real(trace, policy, model, instances=2, fail=None, **kw):
     from seer.real.driver import RealDriver
     from seer.real.engine import EngineSettings
 
-    ro, true_len, keys = rollout_from_trace(trace, 320)
+    ro, true_len = rollout_from_trace(trace, 320)
     rng = np.random.default_rng(1)
     prompts = {g: rng.integers(3, 2000, size=grp.prompt_len).tolist() for g, grp in ro.groups.items()}
     driver = RealDriver(ro, prompts, EngineSettings(model, dummy=True, max_model_len=512, max_num_seqs=8), policy,
-                        instances=instances, replay_len=true_len, keys=keys, progress=False, fail=fail, **kw)
+                        instances=instances, replay_len=true_len, progress=False, fail=fail, **kw)
     try:
         return driver, driver.run(), true_len
     finally:
         driver.shutdown()
 
 
-@pytest.mark.parametrize("policy", ["verl", "context"])
+@pytest.mark.parametrize("policy", ["verl", "context", "oracle"])
 def test_two_instance_rollout_completes_every_sample_once(policy, tiny_model):
+    # oracle: a length replay knows the true lengths, so the oracle policies run on real engines too
     trace = long_tail_trace()
-    driver, res, true_len = run_real(trace, make_policy(policy, lenient=True, chunk_size=64), tiny_model)
+    driver, res, true_len = run_real(trace, make_policy(policy, shared={"chunk_size": 64}), tiny_model)
     assert driver.completions.tolist() == [1] * len(trace)
     assert res.requests["output_len"].tolist() == [true_len[r] for r in res.requests["request_id"]]
     assert (res.requests["finish_reason"].isin(["eos", "length"])).all()
@@ -65,7 +67,7 @@ def test_two_instance_rollout_completes_every_sample_once(policy, tiny_model):
 @pytest.mark.parametrize("policy", ["context", "verl"])
 def test_failed_instance_requests_continue_elsewhere(policy, tiny_model):
     trace = long_tail_trace(groups=3, G=4, seed=3)
-    driver, res, true_len = run_real(trace, make_policy(policy, lenient=True, chunk_size=32), tiny_model, fail=(1, 0.02))
+    driver, res, true_len = run_real(trace, make_policy(policy, shared={"chunk_size": 32}), tiny_model, fail=(1, 0.02))
     assert not driver.instances[1].alive
     assert driver.completions.tolist() == [1] * len(trace)  # nothing lost, nothing twice
     assert res.requests["output_len"].tolist() == [true_len[r] for r in res.requests["request_id"]]
@@ -111,6 +113,22 @@ def test_run_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_seer_policy_drafts_with_its_own_drafter_settings(tmp_path):
+    # --speculation auto (the default): the policy declares a drafter, so the engines draft with it
+    trace = long_tail_trace(groups=2, G=4, seed=8)
+    path = tmp_path / "t.parquet"
+    trace.to_parquet(path)
+    res = run_seer("run", "--model", "dummy:tiny", "--replay", str(path), "--instances", "1",
+                   "--policy", "seer:scope=group:max_match=6", "--max-model-len", "512", "--max-num-seqs", "8",
+                   "--temperature", "0", "--out", str(tmp_path / "seer"), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads(res.stdout)
+    assert s["speculation_method"] == "group" and s["requests"] == len(trace)
+    cfg = json.loads((tmp_path / "seer" / "summary.json").read_text())["config"]
+    assert cfg["engine"]["speculative"]["num_speculative_tokens"] == 8  # the policy's gamma_max
+    assert cfg["policy"]["max_match"] == 6
+
+
 @pytest.mark.parametrize("method", ["group", "ngram"])
 def test_speculative_decoding_in_vllm(method, tmp_path):
     # each in its own process (seer run): an in-process engine built after an ngram engine crashes vLLM's CPU backend
@@ -127,3 +145,52 @@ def test_speculative_decoding_in_vllm(method, tmp_path):
     assert s["spec_drafts"] > 0 and s["spec_tau"] > 1.5
     rec = pd.read_parquet(tmp_path / method / "trace.parquet")
     assert sorted(rec["output_len"]) == sorted(trace["output_len"])
+
+
+def run_vllm_script(model, **settings):
+    from engine_script import REQUESTS, Script, stepper
+    from seer.real.engine import EngineSettings, VLLMInstance
+
+    script = Script()
+    prompts = {rid: list(range(3, 3 + p)) for rid, (p, _n) in REQUESTS.items()}
+    true_len = {rid: n for rid, (_p, n) in REQUESTS.items()}
+    inst = VLLMInstance(0, EngineSettings(model, dummy=True, max_model_len=512, max_num_seqs=8, **settings),
+                        script.on_event, lambda req: prompts[req.request_id], true_len)
+    try:
+        return script, script.run(inst, *stepper(inst))
+    finally:
+        inst.shutdown()
+
+
+def test_vllm_instance_follows_the_conformance_script(tiny_model):
+    from engine_script import EXPECTED, check_invariants, outline
+
+    script, events = run_vllm_script(tiny_model)
+    assert outline(events) == EXPECTED
+    check_invariants(script, events)
+
+
+def test_vllm_preemptions_are_reported_as_events(tiny_model):
+    """A KV cache of 8 blocks (256 tokens) for four requests of 24 + 60 tokens each: vLLM preempts, the instance
+    reports each preemption as `RequestPreempted` for a request it holds, and every request still completes."""
+    from seer.core import ChunkFinished, RequestPreempted
+    from seer.real.engine import EngineSettings, VLLMInstance
+
+    events = []
+    reqs = {rid: Request(rid, rid, 0, 24, 64, output_ids=[]) for rid in range(4)}
+    prompts = {rid: list(range(5 + rid, 29 + rid)) for rid in reqs}
+    inst = VLLMInstance(0, EngineSettings(tiny_model, dummy=True, max_model_len=128, max_num_seqs=8, kv_blocks=8),
+                        events.append, lambda req: prompts[req.request_id], {rid: 60 for rid in reqs})
+    try:
+        assert inst.capacity == 8 * inst.block_size
+        for rid, req in reqs.items():
+            inst.submit(Chunk(rid, 0, 60, 0), req)
+        while inst.has_work():
+            inst.step()
+    finally:
+        inst.shutdown()
+    pre = [e for e in events if isinstance(e, RequestPreempted)]
+    done = [e for e in events if isinstance(e, ChunkFinished)]
+    assert pre and all(e.request_id in reqs for e in pre)
+    assert sorted(e.request_id for e in done) == [0, 1, 2, 3] and all(e.finished and e.new_tokens == 60 for e in done)
+    assert sum(s.preempted for s in inst.steps) == len(pre)  # vLLM's own per-step count agrees

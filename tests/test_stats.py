@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from seer.traces.stats import (
     across_group_cv, eta_squared, first_vs_max_rest, ngram_sharing, straggler_share, trace_stats, within_group_cv,
 )
-from seer.traces.synth import SynthConfig, preset_config, presets, synthesize
+from seer.presets import presets
+from seer.traces.synth import SynthConfig, preset_config, synthesize
 
 
 def frame(groups: dict) -> pd.DataFrame:

@@ -30,7 +30,9 @@ def config(tmp_path):
 
 def test_pool_and_ray_give_the_same_table(config, tmp_path):
     pool = run_sweep(config, str(tmp_path / "pool"), workers=2, progress=False)
-    assert len(pool) == 8 and set(pool["policy"]) == {"verl", "context"}
+    # verl takes no chunk_size: it runs once per seed, context once per seed and chunk size
+    assert len(pool) == 6 and set(pool["policy"]) == {"verl", "context"}
+    assert pool.loc[pool.policy == "verl", "param_chunk_size"].isna().all()
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -1,12 +1,15 @@
-"""The contract: data model, events, actions, and the Engine / Policy protocols. Imports nothing else from seer."""
+"""The contract: data model, events, actions, traits, and the Engine / Policy protocols. Imports nothing else from seer."""
 
 from seer.core.actions import Abort, Action, Dispatch, SetSpeculation
 from seer.core.events import ChunkFinished, Event, InstanceIdle, RequestPreempted, RolloutStarted, Tick
+from seer.core.kv import ceil_div, round_up, worst_case_kv
 from seer.core.model import Chunk, FinishReason, Group, Request, RequestState, Rollout
-from seer.core.protocols import ClusterView, EmitFn, Engine, InstanceView, Policy
+from seer.core.protocols import ClusterView, EmitFn, Engine, InstanceView, Policy, describe_policy
+from seer.core.traits import DraftConfig, PolicyTraits, traits_of
 
 __all__ = [
-    "Abort", "Action", "Chunk", "ChunkFinished", "ClusterView", "Dispatch", "EmitFn", "Engine", "Event",
-    "FinishReason", "Group", "InstanceIdle", "InstanceView", "Policy", "Request", "RequestPreempted",
-    "RequestState", "Rollout", "RolloutStarted", "SetSpeculation", "Tick",
+    "Abort", "Action", "Chunk", "ChunkFinished", "ClusterView", "Dispatch", "DraftConfig", "EmitFn", "Engine",
+    "Event", "FinishReason", "Group", "InstanceIdle", "InstanceView", "Policy", "PolicyTraits", "Request",
+    "RequestPreempted", "RequestState", "Rollout", "RolloutStarted", "SetSpeculation", "Tick", "ceil_div",
+    "describe_policy", "round_up", "traits_of", "worst_case_kv",
 ]

@@ -75,6 +75,7 @@ class Request:
     finish_reason: FinishReason | None = None
     chunks: int = 0  # chunks dispatched so far
     arrival_s: float = 0.0
+    key: tuple = ()  # the sample's identity in its trace: (prompt_id, sample_id)
 
     @property
     def context_len(self) -> int:
@@ -108,15 +109,25 @@ class Chunk:
 
 @dataclass
 class Rollout:
-    """The work of one rollout iteration: groups and their requests, indexed by id."""
+    """The work of one rollout iteration: groups and their requests, indexed by id.
+
+    `members[group_id]` lists a group's request ids in sample order, so nothing needs to scan every request
+    to find a group.
+    """
 
     groups: dict[int, Group] = field(default_factory=dict)
     requests: dict[int, Request] = field(default_factory=dict)
+    members: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
-    def add_group(self, group: Group, arrival_s: float = 0.0) -> list[Request]:
-        """Register a group and create its G requests (ids continue the rollout's numbering)."""
+    def add_group(self, group: Group, arrival_s: float = 0.0, keys: list[tuple] | None = None) -> list[Request]:
+        """Register a group and create its G requests (ids continue the rollout's numbering).
+
+        `keys`: each sample's identity in its trace, (prompt_id, sample_id); default (group_id, sample index).
+        """
         if group.group_id in self.groups:
             raise ValueError(f"group {group.group_id} already in the rollout")
+        if keys is not None and len(keys) != group.size:
+            raise ValueError(f"group {group.group_id}: {len(keys)} keys for {group.size} samples")
         self.groups[group.group_id] = group
         start = len(self.requests)
         made = []
@@ -128,10 +139,13 @@ class Rollout:
                 prompt_len=group.prompt_len,
                 max_tokens=group.max_tokens,
                 arrival_s=arrival_s,
+                key=tuple(keys[i]) if keys is not None else (group.group_id, i),
             )
             self.requests[req.request_id] = req
             made.append(req)
+        self.members[group.group_id] = tuple(r.request_id for r in made)
         return made
 
     def group_requests(self, group_id: int) -> list[Request]:
-        return [r for r in self.requests.values() if r.group_id == group_id]
+        """The group's requests in sample order."""
+        return [self.requests[rid] for rid in self.members[group_id]]

@@ -5,13 +5,16 @@ Loop run by a driver (one per backend):
     events -> policy.on_event(event, view) -> actions -> engines -> events ...
 
 A `Policy` is deterministic: no clock (time arrives in events), no I/O, no randomness that is not
-seeded at construction. It sees a `ClusterView`: per-instance load and KV, and every request's
-observable state (tokens generated so far, never its true final length). Oracle policies get true
-lengths through their own constructor argument, which ordinary policies do not have.
+seeded at construction. It sees a `ClusterView`: per-instance load and KV, every group's members, and
+every request's observable state (tokens generated so far, never its true final length). What it needs
+beyond events it declares as `traits` (`seer.core.traits`); oracle policies receive true lengths through
+the named input `set_oracle_lengths`, which only they declare.
 
-An `Engine` is one inference instance. It takes chunks, runs them with continuous batching, and
-reports `ChunkFinished` (and `RequestPreempted`) through the `emit` callback it was built with.
-The simulated instance and the vLLM adapter both implement it.
+An `Engine` is one inference instance. It takes chunks, runs them with continuous batching, and reports
+through the `emit` callback it was built with: `ChunkFinished` for every chunk it was given (an aborted
+one included), `RequestPreempted` when it evicts a request's KV, and `InstanceIdle` when it runs out of
+work. The simulated instance and the vLLM adapter both implement it; `tests/test_engine_conformance.py`
+runs one script against each.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Protocol, runtime_checkable
 from seer.core.actions import Action
 from seer.core.events import Event
 from seer.core.model import Chunk, Group, Request, RequestState
+from seer.core.traits import PolicyTraits
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,24 @@ class InstanceView:
 
 @dataclass(frozen=True)
 class ClusterView:
-    """What a policy may read: time, instances, groups and the observable state of every request."""
+    """What a policy may read: time, instances, groups with their members, and every request's observable state.
+
+    `members[group_id]` is the group's request ids in sample order. Drivers pass the rollout's index; a view
+    built by hand without it gets one computed from `requests`.
+    """
 
     t: float
     instances: Sequence[InstanceView]
     groups: Mapping[int, Group]
     requests: Mapping[int, Request]
+    members: Mapping[int, Sequence[int]] | None = None
+
+    def __post_init__(self):
+        if self.members is None:
+            index: dict[int, list[int]] = {gid: [] for gid in self.groups}
+            for rid, req in sorted(self.requests.items(), key=lambda kv: (kv[1].sample_index, kv[0])):
+                index.setdefault(req.group_id, []).append(rid)
+            object.__setattr__(self, "members", {gid: tuple(r) for gid, r in index.items()})
 
     def waiting_requests(self) -> list[Request]:
         """Requests in the buffer, in request-id order (deterministic)."""
@@ -77,11 +93,20 @@ class ClusterView:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A scheduling policy. Implement `on_event`; return the actions to take now (possibly none)."""
+    """A scheduling policy. Implement `on_event`; return the actions to take now (possibly none).
+
+    Optional: `traits` (a `PolicyTraits`, default: needs nothing) and `config()` (its parameters as a dict).
+    """
 
     name: str
 
     def on_event(self, event: Event, view: ClusterView) -> list[Action]: ...
+
+
+def describe_policy(policy) -> dict:
+    """A policy's parameters for result files: its `config()`, or just its name."""
+    config = getattr(policy, "config", None)
+    return dict(config()) if callable(config) else {"name": policy.name}
 
 
 EmitFn = Callable[[Event], None]
@@ -93,10 +118,13 @@ class Engine(Protocol):
 
     `submit` queues a chunk for a request whose context (prompt + generated tokens) is given by the
     `Request`; the engine owns scheduling inside its batch. `abort` stops a request's chunk and frees
-    its KV. `view` reports load. Finished chunks are reported through the engine's `emit` callback.
+    its KV; the engine then reports the chunk as `ChunkFinished(reason=ABORT)` with the tokens it had
+    produced, at its next step boundary (never from inside `abort`). `view` reports load. `alive` is False
+    once the instance failed.
     """
 
     instance_id: int
+    alive: bool
 
     def submit(self, chunk: Chunk, request: Request) -> None: ...
 
@@ -107,4 +135,4 @@ class Engine(Protocol):
     def set_speculation(self, budgets: Mapping[int, int], default: int = 0) -> None: ...
 
 
-__all__ = ["ClusterView", "EmitFn", "Engine", "InstanceView", "Policy"]
+__all__ = ["ClusterView", "EmitFn", "Engine", "InstanceView", "Policy", "PolicyTraits", "describe_policy"]

@@ -1,22 +1,23 @@
 """Scheduling policies, written once against the contract in `seer.core` (no backend imports).
 
-`make_policy(name, **params)` builds one by name; `POLICIES` lists them with a one-line description.
+`make_policy("NAME:KEY=VALUE:...", **params)` builds one by registry name with typed, checked parameters;
+`POLICIES` lists them with a one-line description, and each class's `Config` describes its parameters.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from seer.core import Policy
 from seer.errors import SeerInputError
 from seer.policies.baselines import LeastLoadedPolicy, VerlPolicy
+from seer.policies.config import ConfiguredPolicy, PolicyConfig
 from seer.policies.divided import ContextPolicy, DividedPolicy, OraclePolicy
 from seer.policies.partial import PartialRolloutPolicy
 from seer.policies.speculation.policy import SeerPolicy
 from seer.policies.streamrl import StreamRLOraclePolicy
 
-POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
+POLICIES: dict[str, tuple[type[ConfiguredPolicy], str]] = {
     "verl": (VerlPolicy, "veRL baseline: whole groups round-robin over instances at the start, vLLM batching inside"),
     "least-loaded": (LeastLoadedPolicy, "request-level dispatch to the instance with most free KV, no chunking"),
     "divided": (DividedPolicy, "divided rollout: chunks of chunk_size tokens, placed only where worst-case KV fits"),
@@ -28,40 +29,75 @@ POLICIES: dict[str, tuple[Callable[..., Policy], str]] = {
 }
 
 
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
 def parse_policy_spec(text: str) -> tuple[str, dict]:
-    """'seer:scope=own:gamma=4' -> ('seer', {'scope': 'own', 'gamma': 4}); values become int, float or str."""
-    name, *pairs = text.strip().split(":")
+    """'seer:scope=own:gamma=4' -> ('seer', {'scope': 'own', 'gamma': 4}); values become int, float or str
+    (the policy's config then coerces or refuses them by type)."""
+    name, *pairs = str(text).strip().split(":")
+    if not name:
+        raise SeerInputError(f"policy {text!r}: empty policy name")
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SeerInputError(f"policy {text!r}: expected NAME:KEY=VALUE[:KEY=VALUE...], got {pair!r}")
-        for cast in (int, float):
-            try:
-                params[key.replace("-", "_")] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            params[key.replace("-", "_")] = value
+        params[key.replace("-", "_")] = _value(value)
     return name, params
 
 
-def make_policy(name: str, lenient: bool = False, **params) -> Policy:
-    """A fresh policy object by registry name. With `lenient`, parameters it does not take are dropped
-    (so one set of CLI options can serve a list of policies)."""
-    name, own = parse_policy_spec(name)
+def policy_class(name: str) -> type[ConfiguredPolicy]:
     if name not in POLICIES:
         raise SeerInputError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    params = {k: v for k, v in params.items() if v is not None}
-    if lenient:
-        accepted = inspect.signature(POLICIES[name][0]).parameters
-        params = {k: v for k, v in params.items() if k in accepted}
-    params.update(own)
+    return POLICIES[name][0]
+
+
+def policy_keys(name: str) -> tuple[str, ...]:
+    """The parameter names a registered policy takes."""
+    return policy_class(name).Config.keys()
+
+
+def check_params(name: str, params: Mapping) -> None:
+    """Refuse parameters the policy does not take, in one line naming them and the valid ones."""
+    keys = policy_keys(name)
+    unknown = sorted(set(params) - set(keys))
+    if unknown:
+        what = "parameter" if len(unknown) == 1 else "parameters"
+        raise SeerInputError(f"policy {name}: unknown {what} {', '.join(map(repr, unknown))}; valid: "
+                             f"{', '.join(keys) or '(none)'}")
+
+
+def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[str, PolicyConfig]:
+    """(name, typed config) for a spec. `params` and the spec's own KEY=VALUEs must be parameters of the
+    policy; `shared` values (one set of command-line options serving a list of policies) apply only to the
+    policies that take them. Precedence: spec > params > shared. None values mean "not given"."""
+    name, own = parse_policy_spec(spec)
+    cls = policy_class(name)
+    keys = set(cls.Config.keys())
+    given = {k: v for k, v in params.items() if v is not None}
+    check_params(name, given)
+    check_params(name, own)
+    merged = {k: v for k, v in (shared or {}).items() if v is not None and k in keys}
+    merged.update(given)
+    merged.update(own)
     try:
-        return POLICIES[name][0](**params)
+        return name, cls.Config(**merged)
     except (TypeError, ValueError) as exc:
-        raise SeerInputError(f"policy {name}: {exc}")
+        raise SeerInputError(f"policy {spec}: {exc}") from None
 
 
-__all__ = ["POLICIES", "make_policy", "parse_policy_spec"]
+def make_policy(spec: str, shared: Mapping | None = None, **params) -> Policy:
+    """A fresh policy object from a spec such as 'context:chunk_size=512' (see `policy_config`)."""
+    name, config = policy_config(spec, shared, **params)
+    return policy_class(name)(config)
+
+
+__all__ = ["POLICIES", "check_params", "make_policy", "parse_policy_spec", "policy_class", "policy_config",
+           "policy_keys"]

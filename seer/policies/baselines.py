@@ -3,67 +3,72 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
-from seer.core import ChunkFinished, ClusterView, Dispatch, Event, RolloutStarted
-
-
-def _requests_by_group(view: ClusterView) -> dict[int, list[int]]:
-    by_group: dict[int, list[int]] = {gid: [] for gid in view.groups}
-    for rid, req in view.requests.items():
-        by_group[req.group_id].append(rid)
-    return {gid: sorted(rids) for gid, rids in sorted(by_group.items())}
+from seer.core import ChunkFinished, ClusterView, Dispatch, Event, RequestState, RolloutStarted
+from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
 
 
-class VerlPolicy:
+def _live(view: ClusterView) -> list[int]:
+    return [iv.instance_id for iv in view.instances if iv.alive]
+
+
+@dataclass(frozen=True)
+class VerlConfig(PolicyConfig):
+    priority: int = param(0, "engine priority of every request (lower runs first)")
+
+
+class VerlPolicy(ConfiguredPolicy):
     """veRL's synchronous rollout: groups are assigned whole to instances round-robin when the rollout
     starts (the G samples of a prompt stay together on one data-parallel rank), each request runs to
     completion, and each instance's engine batches and preempts on its own. No rebalancing afterwards.
     """
 
     name = "verl"
-
-    def __init__(self, priority: int = 0):
-        self.priority = priority
-
-    def config(self) -> dict:
-        return {"name": self.name, "priority": self.priority}
+    Config = VerlConfig
 
     def on_event(self, event: Event, view: ClusterView) -> list:
+        prio = self.cfg.priority
         if isinstance(event, ChunkFinished) and not event.finished \
-                and view.requests[event.request_id].state.value == "waiting":
+                and view.requests[event.request_id].state is RequestState.WAITING:
             # only a failed instance ends a verl request early: continue it on the next live instance
-            live = [iv.instance_id for iv in view.instances if iv.alive]
+            live = _live(view)
             req = view.requests[event.request_id]
-            return [Dispatch(req.request_id, live[req.group_id % len(live)], req.remaining_budget, self.priority)] if live else []
+            return [Dispatch(req.request_id, live[req.group_id % len(live)], req.remaining_budget, prio)] if live else []
         if not isinstance(event, RolloutStarted):
             return []
-        live = [iv.instance_id for iv in view.instances if iv.alive]
+        live = _live(view)
         actions = []
-        for k, (gid, rids) in enumerate(_requests_by_group(view).items()):
+        for k, gid in enumerate(sorted(view.groups)):
             inst = live[k % len(live)]
-            for rid in rids:
-                req = view.requests[rid]
-                actions.append(Dispatch(rid, inst, req.max_tokens, self.priority))
+            for rid in view.members[gid]:
+                actions.append(Dispatch(rid, inst, view.requests[rid].max_tokens, prio))
         return actions
 
 
-class LeastLoadedPolicy:
+@dataclass(frozen=True)
+class LeastLoadedConfig(PolicyConfig):
+    max_in_flight: int | None = param(None, "requests in flight per instance (default: the engine's max_num_seqs)")
+
+    def problems(self) -> list[str]:
+        return ["max_in_flight must be >= 1"] if self.max_in_flight is not None and self.max_in_flight < 1 else []
+
+
+class LeastLoadedPolicy(ConfiguredPolicy):
     """Request-level dynamic dispatch without chunking: requests wait in a buffer (group order) and each
     goes, whole, to the instance with the most free KV among those below their concurrency limit.
     """
 
     name = "least-loaded"
+    Config = LeastLoadedConfig
 
-    def __init__(self, max_in_flight: int | None = None):
-        self.max_in_flight = max_in_flight
+    def __init__(self, config: LeastLoadedConfig | None = None, **params):
+        super().__init__(config, **params)
         self.buffer: deque[int] = deque()
-
-    def config(self) -> dict:
-        return {"name": self.name, "max_in_flight": self.max_in_flight}
 
     def on_event(self, event: Event, view: ClusterView) -> list:
         if isinstance(event, RolloutStarted):
-            self.buffer = deque(rid for rids in _requests_by_group(view).values() for rid in rids)
+            self.buffer = deque(rid for gid in sorted(view.groups) for rid in view.members[gid])
         if not self.buffer:
             return []
         free = {}
@@ -71,7 +76,7 @@ class LeastLoadedPolicy:
         for iv in view.instances:
             if not iv.alive:
                 continue
-            limit = self.max_in_flight or iv.max_num_seqs or 256
+            limit = self.cfg.max_in_flight or iv.max_num_seqs or 256
             free[iv.instance_id] = iv.kv_capacity_tokens - iv.kv_used_tokens
             room[iv.instance_id] = limit - iv.in_flight
         actions = []

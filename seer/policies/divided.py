@@ -14,28 +14,42 @@ import heapq
 import itertools
 from collections import deque
 
-from seer.core import ChunkFinished, ClusterView, Dispatch, Event, RolloutStarted
-from seer.policies.placement import LoadBook, Placement
+from dataclasses import dataclass
+
+from seer.core import ChunkFinished, ClusterView, Dispatch, Event, PolicyTraits, RequestState, RolloutStarted
+from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
+from seer.policies.placement import PLACEMENTS, LoadBook, Placement
 
 
-class DividedPolicy:
+@dataclass(frozen=True)
+class DividedConfig(PolicyConfig):
+    chunk_size: int = param(8192, "new tokens per chunk; a request returns to the buffer after each")
+    placement: str = param("most-free", "instance choice: most free KV, or cached-prefix affinity", PLACEMENTS)
+    imbalance_threshold: int = param(32, "cache-aware: in-flight spread below which affinity decides")
+    affinity_margin: int = param(512, "cache-aware: cached-token gap above which a KV pull is counted")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.chunk_size < 1:
+            out.append("chunk_size must be >= 1")
+        if self.imbalance_threshold < 0 or self.affinity_margin < 0:
+            out.append("imbalance_threshold and affinity_margin must be >= 0")
+        return out
+
+
+class DividedPolicy(ConfiguredPolicy):
     """Divided rollout with FIFO order (requests in group order; a returning request rejoins the back)."""
 
     name = "divided"
+    Config = DividedConfig
 
-    def __init__(self, chunk_size: int = 8192, placement: str = "most-free", imbalance_threshold: int = 32,
-                 affinity_margin: int = 512):
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be >= 1")
-        self.chunk_size = chunk_size
-        self.placement = Placement(placement, imbalance_threshold, affinity_margin)
+    def __init__(self, config: DividedConfig | None = None, **params):
+        super().__init__(config, **params)
+        c = self.cfg
+        self.chunk_size = c.chunk_size
+        self.placement = Placement(c.placement, c.imbalance_threshold, c.affinity_margin)
         self._fifo: deque[int] = deque()
         self._waiting: set[int] = set()
-
-    def config(self) -> dict:
-        return {"name": self.name, "chunk_size": self.chunk_size, "placement": self.placement.rule,
-                "imbalance_threshold": self.placement.imbalance_threshold,
-                "affinity_margin": self.placement.affinity_margin}
 
     # ---- ordering hooks (overridden by context / oracle) ---------------------------------------
 
@@ -66,12 +80,12 @@ class DividedPolicy:
             self._waiting = set()
             self._start(view)
             for gid in sorted(view.groups):
-                for rid in sorted(r.request_id for r in view.requests.values() if r.group_id == gid):
+                for rid in view.members[gid]:
                     self._buffer(rid, view)
         elif isinstance(event, ChunkFinished):
             if event.finished:
                 self._finished(event, view)
-            elif view.requests[event.request_id].state.value == "waiting":
+            elif view.requests[event.request_id].state is RequestState.WAITING:
                 self._buffer(event.request_id, view)
         if not self._waiting:
             return []
@@ -92,14 +106,28 @@ class DividedPolicy:
             req = view.requests[rid]
             # cap the chunk so its worst case fits an empty instance (the request itself always does)
             budget = max(1, min(self.chunk_size, req.remaining_budget, capacity - req.context_len))
-            inst = self.placement.choose(book, rid, req.context_len + budget)
+            inst = self.placement.choose(book, rid, req.context_len, budget)
             if inst is None:
                 break  # no available instance this cycle; the request stays buffered
             self._waiting.discard(rid)
             self._dispatched(rid)
-            book.take(inst, req.context_len + budget)
+            book.take(inst, req.context_len, budget)
             actions.append(Dispatch(rid, inst, budget, self._priority(rid, view)))
         return actions
+
+
+@dataclass(frozen=True)
+class ContextConfig(DividedConfig):
+    starvation_every: int = param(32, "every n-th non-probe pick serves the longest-waiting request (0: never)")
+
+    def problems(self) -> list[str]:
+        return super().problems() + (["starvation_every must be >= 0"] if self.starvation_every < 0 else [])
+
+
+@dataclass(frozen=True)
+class OracleConfig(DividedConfig):
+    by: str = param("remaining", "order by true tokens still to generate, or by true final length",
+                    ("remaining", "total"))
 
 
 class ContextPolicy(DividedPolicy):
@@ -113,11 +141,11 @@ class ContextPolicy(DividedPolicy):
     """
 
     name = "context"
+    Config = ContextConfig
 
-    def __init__(self, chunk_size: int = 8192, placement: str = "most-free", starvation_every: int = 32,
-                 imbalance_threshold: int = 32, affinity_margin: int = 512):
-        super().__init__(chunk_size, placement, imbalance_threshold, affinity_margin)
-        self.starvation_every = starvation_every
+    def __init__(self, config: ContextConfig | None = None, **params):
+        super().__init__(config, **params)
+        self.starvation_every = self.cfg.starvation_every
         self.estimate: dict[int, int] = {}
         self.finished_max: dict[int, int] = {}
         self.probe_of: dict[int, int] = {}
@@ -129,18 +157,12 @@ class ContextPolicy(DividedPolicy):
         self._oldest: deque = deque()
         self._picks = 0
         self.starvation_picks = 0
-        self._kind = ""
-
-    def config(self) -> dict:
-        return {**super().config(), "starvation_every": self.starvation_every}
+        self._last_rule = ""
 
     def _start(self, view: ClusterView) -> None:
         self.estimate = {gid: g.max_tokens for gid, g in view.groups.items()}
         self.finished_max = {}
-        self.probe_of = {}
-        for gid in view.groups:
-            rids = sorted(r.request_id for r in view.requests.values() if r.group_id == gid)
-            self.probe_of[gid] = min(rids, key=lambda rid: view.requests[rid].sample_index)
+        self.probe_of = {gid: view.members[gid][0] for gid in view.groups if view.members[gid]}
         self._probes, self._groups = [], []
         self._group_queue = {gid: deque() for gid in view.groups}
         self._oldest = deque()
@@ -173,19 +195,20 @@ class ContextPolicy(DividedPolicy):
                 heapq.heappush(self._groups, (-new, gid))  # older entries for gid are skipped as stale
 
     def _peek(self, view: ClusterView) -> int | None:
-        """The next request by Algorithm 2's order; records which rule picked it in `_kind`."""
+        """The next request by Algorithm 2's order; records which rule picked it in `_last_rule`, which
+        `_dispatched` reads when the pick is placed."""
         while self._probes and (self._probes[0][1] not in self._waiting
                                 or view.requests[self._probes[0][1]].generated != self._probes[0][0]):
             heapq.heappop(self._probes)  # stale: dispatched, or re-entered with more tokens
         if self._probes:
-            self._kind = "probe"
+            self._last_rule = "probe"
             return self._probes[0][1]
         if self.starvation_every and self._picks and self._picks % self.starvation_every == 0:
             while self._oldest and (self._oldest[0][1] not in self._waiting
                                     or self._entered.get(self._oldest[0][1]) != self._oldest[0][0]):
                 self._oldest.popleft()
             if self._oldest:
-                self._kind = "starvation"
+                self._last_rule = "starvation"
                 return self._oldest[0][1]
         while self._groups:
             neg, gid = self._groups[0]
@@ -197,16 +220,16 @@ class ContextPolicy(DividedPolicy):
             elif -neg != self.estimate[gid]:
                 heapq.heapreplace(self._groups, (-self.estimate[gid], gid))
             else:
-                self._kind = "lfs"
+                self._last_rule = "lfs"
                 return q[0]
         return None
 
     def _dispatched(self, rid: int) -> None:
-        if self._kind == "probe":
+        if self._last_rule == "probe":
             heapq.heappop(self._probes)
             return
         self._picks += 1
-        if self._kind == "starvation":
+        if self._last_rule == "starvation":
             self.starvation_picks += 1
 
     def _priority(self, rid: int, view: ClusterView) -> int:
@@ -221,20 +244,21 @@ class OraclePolicy(DividedPolicy):
     can come within noise of it.
 
     True lengths arrive only through `set_oracle_lengths`, the named oracle input that the driver fills for
-    policies with `needs_oracle = True`; ordinary policies have no way to receive them.
+    policies whose traits declare `needs_oracle`; ordinary policies have no way to receive them.
     """
 
     name = "oracle"
-    needs_oracle = True
+    Config = OracleConfig
 
-    def __init__(self, chunk_size: int = 8192, placement: str = "most-free", imbalance_threshold: int = 32,
-                 affinity_margin: int = 512, by: str = "remaining"):
-        super().__init__(chunk_size, placement, imbalance_threshold, affinity_margin)
-        if by not in ("total", "remaining"):
-            raise ValueError("by must be 'total' or 'remaining'")
-        self.by = by
+    def __init__(self, config: OracleConfig | None = None, **params):
+        super().__init__(config, **params)
+        self.by = self.cfg.by
         self._true: dict[int, int] | None = None
         self._heap: list = []
+
+    @property
+    def traits(self) -> PolicyTraits:
+        return PolicyTraits(needs_oracle=True)
 
     def set_oracle_lengths(self, lengths: dict[int, int]) -> None:
         self._true = dict(lengths)

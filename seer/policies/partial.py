@@ -10,25 +10,42 @@ weights changed, so their KV is stale).
 
 from __future__ import annotations
 
-from seer.core import Abort, ChunkFinished, ClusterView, Dispatch, Event, RequestState, RolloutStarted
+from dataclasses import dataclass
+
+from seer.core import Abort, ChunkFinished, ClusterView, Dispatch, Event, PolicyTraits, RequestState, RolloutStarted
+from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
 
 
-class PartialRolloutPolicy:
+@dataclass(frozen=True)
+class PartialConfig(PolicyConfig):
+    target_groups: int | None = param(None, "groups training needs (default: the rollout's groups / over_issue)")
+    over_issue: float = param(2.0, "groups held per group needed")
+
+    def problems(self) -> list[str]:
+        out = ["over_issue must be >= 1"] if not self.over_issue >= 1 else []
+        if self.target_groups is not None and self.target_groups < 1:
+            out.append("target_groups must be >= 1")
+        return out
+
+
+class PartialRolloutPolicy(ConfiguredPolicy):
+    """APRIL partial rollout: over-issue, stop at the target group count, carry the rest (aborts are final)."""
+
     name = "partial"
-    abort_is_final = True
+    Config = PartialConfig
 
-    def __init__(self, target_groups: int | None = None, over_issue: float = 2.0):
-        if over_issue < 1:
-            raise ValueError("over_issue must be >= 1")
-        self.target_groups = target_groups
-        self.over_issue = over_issue
+    def __init__(self, config: PartialConfig | None = None, **params):
+        super().__init__(config, **params)
+        self.target_groups = self.cfg.target_groups
+        self.over_issue = self.cfg.over_issue
         self.target = 0
         self.done_groups: list[int] = []
         self._left: dict[int, int] = {}
         self.stopped_at: float | None = None
 
-    def config(self) -> dict:
-        return {"name": self.name, "target_groups": self.target_groups, "over_issue": self.over_issue}
+    @property
+    def traits(self) -> PolicyTraits:
+        return PolicyTraits(aborts_are_final=True, over_issue=self.over_issue)
 
     def on_event(self, event: Event, view: ClusterView) -> list:
         if isinstance(event, RolloutStarted):
@@ -41,7 +58,7 @@ class PartialRolloutPolicy:
             order = sorted(view.groups, key=lambda g: (view.groups[g].iteration >= newest, g))  # carried first
             for k, gid in enumerate(order):
                 prio = 1 if view.groups[gid].iteration >= newest else 0
-                for rid in sorted(r.request_id for r in view.requests.values() if r.group_id == gid):
+                for rid in view.members[gid]:
                     actions.append(Dispatch(rid, live[k % len(live)], view.requests[rid].remaining_budget, prio))
             return actions
         if isinstance(event, ChunkFinished) and event.finished and self.stopped_at is None:

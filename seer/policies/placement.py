@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seer.core import ClusterView
+from seer.core import ClusterView, worst_case_kv
 
-
-def round_up(tokens: int, block: int) -> int:
-    return -(-tokens // block) * block
+PLACEMENTS = ("most-free", "cache-aware")
 
 
 @dataclass
@@ -36,14 +34,14 @@ class LoadBook:
             book.cached[i] = iv.cached_prefix_tokens
         return book
 
-    def fits(self, i: int, tokens: int) -> bool:
-        return self.free[i] >= round_up(tokens, self.block[i]) and self.in_flight[i] < self.limit[i]
+    def fits(self, i: int, context: int, budget: int) -> bool:
+        return self.free[i] >= worst_case_kv(context, budget, self.block[i]) and self.in_flight[i] < self.limit[i]
 
-    def take(self, i: int, tokens: int) -> None:
-        self.free[i] -= round_up(tokens, self.block[i])
+    def take(self, i: int, context: int, budget: int) -> None:
+        self.free[i] -= worst_case_kv(context, budget, self.block[i])
         self.in_flight[i] += 1
 
-    def hit(self, i: int, request_id: int) -> int:
+    def cached_tokens(self, i: int, request_id: int) -> int:
         return int(self.cached[i].get(request_id, 0))
 
 
@@ -59,20 +57,20 @@ class Placement:
     pulls: int = 0
 
     def __post_init__(self):
-        if self.rule not in ("most-free", "cache-aware"):
+        if self.rule not in PLACEMENTS:
             raise ValueError(f"placement must be 'most-free' or 'cache-aware', not {self.rule!r}")
 
-    def choose(self, book: LoadBook, request_id: int, tokens: int) -> int | None:
-        fit = [i for i in book.free if book.fits(i, tokens)]
+    def choose(self, book: LoadBook, request_id: int, context: int, budget: int) -> int | None:
+        fit = [i for i in book.free if book.fits(i, context, budget)]
         if not fit:
             return None
         if self.rule == "most-free":
             return max(fit, key=lambda i: (book.free[i], -i))
         loads = list(book.in_flight.values())
         if max(loads) - min(loads) <= self.imbalance_threshold:
-            return max(fit, key=lambda i: (book.hit(i, request_id), book.free[i], -i))
+            return max(fit, key=lambda i: (book.cached_tokens(i, request_id), book.free[i], -i))
         chosen = min(fit, key=lambda i: (book.in_flight[i], -book.free[i], i))
-        best = max(book.hit(i, request_id) for i in book.free)
-        if best - book.hit(chosen, request_id) > self.affinity_margin:
+        best = max(book.cached_tokens(i, request_id) for i in book.free)
+        if best - book.cached_tokens(chosen, request_id) > self.affinity_margin:
             self.pulls += 1  # in pool mode the chosen instance fetches the KV; locally it re-prefills
         return chosen

@@ -8,24 +8,37 @@ reserves its true footprint.
 
 from __future__ import annotations
 
-from seer.core import ClusterView, Dispatch, Event, RolloutStarted
-from seer.policies.placement import LoadBook, round_up
+from dataclasses import dataclass
+
+from seer.core import ClusterView, Dispatch, Event, PolicyTraits, RolloutStarted, ceil_div, worst_case_kv
+from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
+from seer.policies.placement import LoadBook
 
 
-class StreamRLOraclePolicy:
+@dataclass(frozen=True)
+class StreamRLConfig(PolicyConfig):
+    buckets: int = param(8, "equal-width buckets of a group's true longest response, taken longest first")
+
+    def problems(self) -> list[str]:
+        return ["buckets must be >= 1"] if self.buckets < 1 else []
+
+
+class StreamRLOraclePolicy(ConfiguredPolicy):
+    """StreamRL's skewness-aware dispatch with true lengths: atomic groups, longest bucket first."""
+
     name = "streamrl-oracle"
-    needs_oracle = True
+    Config = StreamRLConfig
 
-    def __init__(self, buckets: int = 8):
-        if buckets < 1:
-            raise ValueError("buckets must be >= 1")
-        self.buckets = buckets
+    def __init__(self, config: StreamRLConfig | None = None, **params):
+        super().__init__(config, **params)
+        self.buckets = self.cfg.buckets
         self._true: dict[int, int] | None = None
         self._order: list[int] = []
-        self._members: dict[int, list[int]] = {}
+        self._members: dict[int, tuple[int, ...]] = {}
 
-    def config(self) -> dict:
-        return {"name": self.name, "buckets": self.buckets}
+    @property
+    def traits(self) -> PolicyTraits:
+        return PolicyTraits(needs_oracle=True)
 
     def set_oracle_lengths(self, lengths: dict[int, int]) -> None:
         self._true = dict(lengths)
@@ -34,12 +47,10 @@ class StreamRLOraclePolicy:
         if isinstance(event, RolloutStarted):
             if self._true is None:
                 raise RuntimeError("streamrl-oracle needs true lengths: the driver must call set_oracle_lengths")
-            self._members = {gid: [] for gid in view.groups}
-            for rid, req in view.requests.items():
-                self._members[req.group_id].append(rid)
+            self._members = {gid: tuple(view.members[gid]) for gid in view.groups}
             longest = {gid: max(self._true[r] for r in rids) for gid, rids in self._members.items()}
             top = max(longest.values())
-            width = max(1, -(-top // self.buckets))
+            width = max(1, ceil_div(top, self.buckets))
             self._order = sorted(self._members, key=lambda g: (-(longest[g] // width), g))
         if not self._order:
             return []
@@ -47,9 +58,9 @@ class StreamRLOraclePolicy:
         actions = []
         while self._order:
             gid = self._order[0]
-            rids = sorted(self._members[gid])
-            need = {i: sum(round_up(view.requests[r].context_len + self._true[r] - view.requests[r].generated, book.block[i])
-                           for r in rids) for i in book.free}
+            rids = self._members[gid]
+            need = {i: sum(worst_case_kv(view.requests[r].context_len, self._true[r] - view.requests[r].generated,
+                                         book.block[i]) for r in rids) for i in book.free}
             # an empty instance always takes the group, even one larger than the instance: otherwise nothing could
             # ever run it (its requests may then preempt each other)
             fit = [i for i in book.free if (book.free[i] >= need[i] and book.in_flight[i] + len(rids) <= book.limit[i])

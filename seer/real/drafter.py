@@ -1,32 +1,37 @@
 """The project's group drafter inside vLLM (`speculative_config={"method": "custom_class", ...}`).
 
-vLLM builds the proposer itself (`GroupProposer(vllm_config)`) and hands it batch rows of token ids with no
-request ids, so the proposer recognises a row's group by its prompt (the drafter knows every group's prompt)
-and drafts from that group's index, which the driver feeds with every token the engines produce. This needs
-the engine in the driver's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). Budgets are per instance (the
-`SetSpeculation` default): a row cannot be told apart from its siblings, so probes get no extra tokens.
+vLLM builds the proposer itself from a class path (`Proposer(vllm_config)`) and hands it batch rows of token
+ids with no request ids, so the proposer recognises a row's group by its prompt (the drafter knows every
+group's prompt) and drafts from that group's index, which the driver feeds with every token the engines
+produce. This needs the engine in the driver's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`). Budgets are per
+instance (the `SetSpeculation` default): a row cannot be told apart from its siblings, so probes get no extra
+tokens.
+
+Each run gets its own proposer class bound to its drafter (`proposer_for`), so two runs in one process never
+share drafting state.
 """
 
 from __future__ import annotations
 
-PATH = "seer.real.drafter.GroupProposer"
+import itertools
+
+_RUNS = itertools.count()
 
 
 class GroupProposer:
-    """A vLLM custom drafter backed by a shared `seer.policies.speculation.GroupDrafter`."""
+    """A vLLM custom drafter backed by a `seer.policies.speculation.GroupDrafter` (the class's `drafter`)."""
 
-    shared = None  # the GroupDrafter of the current run (set by the driver before engines are built)
+    drafter = None  # bound per run by `proposer_for`
     created: list = []
 
     def __init__(self, vllm_config):
         self.k = int(vllm_config.speculative_config.num_speculative_tokens)
         self.budget = self.k
-        self.drafter = GroupProposer.shared
         self.calls = self.proposed = 0
         self.tried: list[int] = []
         self.accepted_pos: list[int] = []
         self._index: dict | None = None
-        GroupProposer.created.append(self)
+        type(self).created.append(self)
 
     def load_model(self, model) -> None:  # the CPU model runner calls this unconditionally
         pass
@@ -66,3 +71,11 @@ class GroupProposer:
             self.proposed += len(tokens)
             drafts.append(tokens)
         return drafts
+
+
+def proposer_for(drafter) -> tuple[str, type[GroupProposer]]:
+    """A proposer class bound to `drafter` for one run, and the import path vLLM loads it by."""
+    name = f"GroupProposer_run{next(_RUNS)}"
+    cls = type(name, (GroupProposer,), {"drafter": drafter, "created": []})
+    globals()[name] = cls
+    return f"{__name__}.{name}", cls

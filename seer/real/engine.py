@@ -14,14 +14,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from seer.core import Chunk, ChunkFinished, FinishReason, InstanceView, Request
+from seer.core import Chunk, ChunkFinished, FinishReason, InstanceIdle, InstanceView, Request, RequestPreempted, \
+    worst_case_kv
 
 # In-process engines on a small CPU: one OpenMP thread each (two threads on two cores are ~45x slower), the
 # engine core in this process (so the group drafter is shared with the driver), and caches kept local.
-for _key, _value in (("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("OMP_NUM_THREADS", "1"), ("VLLM_CPU_KVCACHE_SPACE", "1"),
-                     ("TOKENIZERS_PARALLELISM", "false"), ("VLLM_LOGGING_LEVEL", "WARNING"),
-                     ("VLLM_LOGGING_STREAM", "ext://sys.stderr")):
-    os.environ.setdefault(_key, _value)
+ENVIRONMENT = (("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("OMP_NUM_THREADS", "1"), ("VLLM_CPU_KVCACHE_SPACE", "1"),
+               ("TOKENIZERS_PARALLELISM", "false"), ("VLLM_LOGGING_LEVEL", "WARNING"),
+               ("VLLM_LOGGING_STREAM", "ext://sys.stderr"))
+
+
+def configure_environment() -> None:
+    """Defaults for in-process engines (a variable the user set is kept); call before vLLM is imported."""
+    for key, value in ENVIRONMENT:
+        os.environ.setdefault(key, value)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class EngineSettings:
     seed: int = 0  # engine-level: per-request seeds crash the CPU engine under chunked prefill
     stop_token_ids: tuple[int, ...] = ()
     speculative: Mapping | None = None  # vLLM speculative_config
+    kv_blocks: int | None = None  # KV blocks per instance (vLLM's num_gpu_blocks_override); None: from memory
 
     def engine_args(self) -> dict:
         kw = dict(model=self.model, skip_tokenizer_init=True, dtype="bfloat16", max_model_len=self.max_model_len,
@@ -47,6 +54,8 @@ class EngineSettings:
                   enable_prefix_caching=True, scheduling_policy="priority", disable_log_stats=False)
         if self.dummy:
             kw["load_format"] = "dummy"
+        if self.kv_blocks is not None:
+            kw["num_gpu_blocks_override"] = int(self.kv_blocks)
         if self.speculative:
             kw["speculative_config"] = dict(self.speculative)
         return kw
@@ -91,6 +100,8 @@ class _Live:
     request: Request
     chunk_id: str
     budget: int
+    reserved: int  # worst-case KV tokens promised to this chunk
+    engine_id: str = ""  # the id vLLM's engine core knows the request by
     tokens: list = field(default_factory=list)
     preemptions: int = 0
 
@@ -116,10 +127,10 @@ class VLLMInstance:
         self.by_rid: dict[int, str] = {}
         self.reserved = 0
         self.steps: list[StepRecord] = []
-        self.preemptions_by_rid: dict[int, int] = {}
-        self.spec_budget_default = None
+        self.events: list[tuple[float, str, int]] = []  # (t, kind, request_id), as the simulator records them
         self.proposer = None  # set by the driver when a group drafter is plugged in
         self._n = 0
+        self._idle_reported = False
 
     # ---- Engine protocol ---------------------------------------------------------------------
 
@@ -140,10 +151,12 @@ class VLLMInstance:
                                 output_kind=RequestOutputKind.DELTA, detokenize=False)
         self._n += 1
         cid = f"{request.request_id}.{self._n}"
-        self.engine.add_request(cid, TokensPrompt(prompt_token_ids=prompt), params, priority=chunk.priority)
-        self.live[cid] = _Live(request, cid, budget)
+        engine_id = self.engine.add_request(cid, TokensPrompt(prompt_token_ids=prompt), params, priority=chunk.priority)
+        reserved = worst_case_kv(len(prompt), chunk.max_new_tokens, self.block_size)
+        self.live[cid] = _Live(request, cid, budget, reserved, str(engine_id or cid))
         self.by_rid[request.request_id] = cid
-        self.reserved += self._worst(len(prompt) + budget)
+        self.reserved += reserved
+        self._idle_reported = False
 
     def abort(self, request_id: int) -> None:
         cid = self.by_rid.get(request_id)
@@ -174,8 +187,11 @@ class VLLMInstance:
     def has_work(self) -> bool:
         return bool(self.live)
 
-    def _worst(self, tokens: int) -> int:
-        return -(-tokens // self.block_size) * self.block_size
+    def report_idle(self) -> None:
+        """Emit `InstanceIdle` once per idle period (the driver calls this when the instance has no work)."""
+        if not self._idle_reported and not self.live:
+            self._idle_reported = True
+            self.emit(InstanceIdle(self.clock, self.instance_id))
 
     def _context_tokens(self) -> int:
         return sum(len(self.prompt_of(lv.request)) + lv.request.generated + len(lv.tokens) for lv in self.live.values())
@@ -196,19 +212,50 @@ class VLLMInstance:
             int(getattr(it, "num_generation_tokens", 0) or 0), ctx, int(getattr(it, "num_preempted_reqs", 0) or 0),
             int(getattr(sd, "num_drafts", 0) or 0), int(getattr(sd, "num_draft_tokens", 0) or 0),
             int(getattr(sd, "num_accepted_tokens", 0) or 0)))
+        self._report_preemptions(outputs)
         for out in outputs:
             lv = self.live.get(out.request_id)
             if lv is None:
                 continue
             new = list(out.outputs[0].token_ids)
-            lv.preemptions = int(getattr(out.metrics, "num_preemptions", lv.preemptions) or 0)
             if new:
                 lv.tokens.extend(new)
                 if self.on_tokens is not None:
                     self.on_tokens(lv.request.request_id, new)
             if out.finished:
                 self._finished(lv, out.outputs[0].finish_reason)
+        if not self.live:
+            self.report_idle()
         return dur
+
+    def _scheduler(self):
+        """vLLM's scheduler when the engine core runs in this process (None otherwise)."""
+        core = getattr(getattr(self.engine, "engine_core", None), "engine_core", None)
+        return getattr(core, "scheduler", None)
+
+    def _report_preemptions(self, outputs) -> None:
+        """Emit `RequestPreempted` for every preemption of a live chunk since the last step: read from the
+        scheduler in this process (at the step it happened), else from request metrics (when the request next
+        produces output)."""
+        sched = self._scheduler()
+        counts = {}
+        if sched is not None:
+            for cid, lv in self.live.items():
+                r = sched.requests.get(lv.engine_id)
+                if r is not None:
+                    counts[cid] = int(r.num_preemptions)
+        else:
+            for out in outputs:
+                n = getattr(getattr(out, "metrics", None), "num_preemptions", None)
+                if out.request_id in self.live and n is not None:
+                    counts[out.request_id] = int(n)
+        for cid, n in counts.items():
+            lv = self.live[cid]
+            for _ in range(n - lv.preemptions):
+                rid = lv.request.request_id
+                self.events.append((self.clock, "preempt", rid))
+                self.emit(RequestPreempted(self.clock, rid, self.instance_id))
+            lv.preemptions = max(lv.preemptions, n)
 
     def _finished(self, lv: _Live, vllm_reason) -> None:
         req = lv.request
@@ -226,9 +273,7 @@ class VLLMInstance:
     def _close(self, cid: str, reason: FinishReason, finished: bool) -> None:
         lv = self.live.pop(cid)
         self.by_rid.pop(lv.request.request_id, None)
-        rid = lv.request.request_id
-        self.preemptions_by_rid[rid] = self.preemptions_by_rid.get(rid, 0) + lv.preemptions
-        self.reserved -= self._worst(len(self.prompt_of(lv.request)) + lv.request.generated + lv.budget)
+        self.reserved -= lv.reserved
         self.emit(ChunkFinished(self.clock, lv.request.request_id, self.instance_id, len(lv.tokens), finished, reason,
                                 tuple(lv.tokens)))
 

@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
@@ -33,7 +32,7 @@ class RunSpec:
     clock: str = "virtual"
     max_num_seqs: int = 64
     max_model_len: int = 2048
-    speculation: str = "none"  # none | ngram | group
+    speculation: str = "auto"  # auto (group when the policy drafts, else none) | none | ngram | group
     spec_tokens: int = 4
     seed: int = 0
     chunk_size: int | None = None
@@ -77,26 +76,25 @@ def chat_prompt_ids(model_dir, texts: list[str]) -> tuple[list[list[int]], int]:
 
 
 def build_workload(spec: RunSpec, model_dir, vocab: int, source):
-    """(rollout, prompts by group, replay lengths or None, keys, stop ids). `source`: the loaded trace (replay)
-    or the prompt texts (real generation), read before the model is prepared so bad input fails fast."""
+    """(rollout, prompts by group, replay lengths or None, stop ids). `source`: the loaded trace (replay) or
+    the prompt texts (real generation), read before the model is prepared so bad input fails fast."""
     if spec.replay:
         trace = source
         if spec.limit:
             keep = sorted(trace["prompt_id"].unique(), key=str)[:spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
-        ro, true_len, keys = rollout_from_trace(trace, spec.max_tokens)
+        ro, true_len = rollout_from_trace(trace, spec.max_tokens)
         rng = np.random.default_rng(spec.seed)
         prompts = {}
         for gid, g in ro.groups.items():
             prompts[gid] = rng.integers(3, vocab, size=g.prompt_len).tolist()
-        return ro, prompts, true_len, keys, ()
+        return ro, prompts, true_len, ()
     ids, eos = chat_prompt_ids(model_dir, source)
-    ro, prompts, keys = Rollout(), {}, []
+    ro, prompts = Rollout(), {}
     for gid, p in enumerate(ids):
         ro.add_group(Group(gid, len(p), spec.max_tokens, spec.group, prompt_ids=tuple(p)))
         prompts[gid] = p
-        keys.extend((gid, s) for s in range(spec.group))
-    return ro, prompts, None, keys, (eos,)
+    return ro, prompts, None, (eos,)
 
 
 def read_source(spec: RunSpec):
@@ -111,36 +109,57 @@ def read_source(spec: RunSpec):
     return read_prompts(spec.prompts, spec.limit)
 
 
+def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, object]:
+    """(method, vLLM speculative_config or None, the run's GroupDrafter or None). "auto" drafts with the
+    project's group drafter when the policy declares a drafter (its configuration and draft cap), else not at
+    all."""
+    from seer.core import DraftConfig
+    from seer.policies.speculation import GroupDrafter
+
+    method = spec.speculation
+    if method == "auto":
+        method = "group" if traits.drafter is not None else "none"
+    if method == "none":
+        return method, None, None
+    tokens = spec.spec_tokens if spec.speculation != "auto" else max(1, traits.max_draft_tokens)
+    if method == "ngram":
+        return method, {"method": "ngram", "num_speculative_tokens": tokens, "prompt_lookup_min": 2,
+                        "prompt_lookup_max": 4}, None
+    if method == "group":
+        return method, {"method": "custom_class", "num_speculative_tokens": tokens}, \
+            GroupDrafter(traits.drafter or DraftConfig())
+    raise SeerInputError("--speculation must be auto, none, ngram or group")
+
+
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
+    from seer.core import traits_of
     from seer.policies import make_policy
-    from seer.policies.speculation import DraftConfig, GroupDrafter
+    from seer.real.drafter import proposer_for
     from seer.real.driver import RealDriver
-    from seer.real.drafter import PATH
     from seer.real.engine import EngineSettings
 
     check_model(spec.model)
+    policy = make_policy(spec.policy, shared={"chunk_size": spec.chunk_size})
+    traits = traits_of(policy)
     source = read_source(spec)
+    if traits.needs_oracle and not spec.replay:
+        raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
     model_dir = prepare_model(spec.model)
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise SeerInputError(f"{model_dir}: unreadable model config ({exc})")
-    ro, prompts, replay, keys, stop = build_workload(spec, model_dir, int(cfg.get("vocab_size", 2048)), source)
-    policy = make_policy(spec.policy, lenient=True, chunk_size=spec.chunk_size)
-    speculative, drafter = None, None
-    if spec.speculation == "ngram":
-        speculative = {"method": "ngram", "num_speculative_tokens": spec.spec_tokens, "prompt_lookup_min": 2,
-                       "prompt_lookup_max": 4}
-    elif spec.speculation == "group":
-        speculative = {"method": "custom_class", "model": PATH, "num_speculative_tokens": spec.spec_tokens}
-        drafter = GroupDrafter(DraftConfig(scope="group"))
-    elif spec.speculation != "none":
-        raise SeerInputError("--speculation must be none, ngram or group")
+    ro, prompts, replay, stop = build_workload(spec, model_dir, int(cfg.get("vocab_size", 2048)), source)
+    method, speculative, drafter = speculation_settings(spec, traits)
+    proposers = None
+    if drafter is not None:
+        path, proposers = proposer_for(drafter)
+        speculative["model"] = path
     settings = EngineSettings(str(model_dir), dummy=is_dummy(spec.model), max_num_seqs=spec.max_num_seqs,
                               max_model_len=spec.max_model_len, temperature=spec.temperature, top_p=spec.top_p,
                               seed=spec.seed, stop_token_ids=stop, speculative=speculative)
     driver = RealDriver(ro, prompts, settings, policy, instances=spec.instances, clock=spec.clock, replay_len=replay,
-                        keys=keys, progress=progress, fail=spec.fail, drafter=drafter)
+                        progress=progress, fail=spec.fail, drafter=drafter, proposers=proposers)
     try:
         result = driver.run()
     finally:
@@ -148,7 +167,8 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     if (driver.completions > 1).any():
         raise RuntimeError("a sample completed more than once")
     result.summary.update({"workload": spec.replay or spec.prompts, "group": spec.group if spec.prompts else None,
-                           "temperature": spec.temperature, "top_p": spec.top_p, "speculation_method": spec.speculation})
+                           "temperature": spec.temperature, "top_p": spec.top_p,
+                           "speculation_method": method})
     result.config["run"] = json_safe(vars(spec))
     result.save(out)
     with atomic_path(os.path.join(out, "trace.parquet")) as tmp:
@@ -157,7 +177,3 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
         driver.steps_frame().to_parquet(tmp, index=False)
     write_text_atomic(os.path.join(out, "run.json"), json.dumps(json_safe(vars(spec)), indent=2))
     return result.summary
-
-
-def load_steps(run_dir: str) -> pd.DataFrame:
-    return pd.read_parquet(os.path.join(run_dir, "steps.parquet"))

@@ -21,17 +21,12 @@ logits and its share of the linear FLOPs), which keeps both bounds valid, and mu
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from seer.sim.costmodel import CostModel
-
-
-def _alpha_tok(cm: CostModel, tokens: float) -> float:
-    """Step time that depends only on the number of tokens in the step (no logits, no context)."""
-    c = cm.coef
-    return float(c.overhead_s + c.layer_overhead_s * cm.shape.layers + c.weights * cm.weight_read_bytes(tokens) / cm.bw
-                 + c.linear * tokens * cm._lin_per_token / cm.peak + cm.comm_s(tokens))
+if TYPE_CHECKING:
+    from seer.sim.costmodel import CostModel
 
 
 def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, max_num_seqs: int,
@@ -43,12 +38,12 @@ def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, 
     dec = L - 1.0
     n_dec = float(dec.sum())
     n_all = n_dec + float(p.sum())
-    a0 = _alpha_tok(cm, 0.0)
+    a0 = cm.token_time(0.0)
     t_max = float(max(max_num_batched_tokens, max_num_seqs))
-    g_per_token = (_alpha_tok(cm, t_max) - a0) / t_max
+    g_per_token = (cm.token_time(t_max) - a0) / t_max
     # decode step j (1..L-1) of a request runs over ctx = p + j - 1 cached tokens
     ctx_sum = (dec * p + dec * (dec - 1) / 2).sum()
-    logit = cm.coef.linear * cm._logit_flops / cm.peak
+    logit = cm.logit_time()
     busy = (math.ceil(n_dec / (max_num_seqs * k)) * a0 + n_all * g_per_token + n_dec * logit
             + cm.beta * (n_dec + ctx_sum) / k)
     work_bound = busy / instances

@@ -13,10 +13,10 @@ import tomllib
 from dataclasses import dataclass
 
 from seer.errors import SeerInputError
+from seer.presets import load_preset
 from seer.sim.costmodel import CostModel
-from seer.sim.instance import InstanceConfig
+from seer.sim.config import InstanceConfig
 from seer.sim.shapes import Hardware, Parallelism, model_shape
-from seer.traces.synth import load_preset
 
 GIB = 1024**3
 

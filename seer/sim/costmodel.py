@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import importlib.resources
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,9 +43,6 @@ class Coefficients:
     attention: float
     scores: float = 0.0
 
-    def as_array(self) -> np.ndarray:
-        return np.array([getattr(self, k) for k in COEF_KEYS])
-
 
 def family_of(shape: ModelShape) -> str:
     return "mla_moe" if shape.attention == "mla" else "dense"
@@ -55,7 +54,68 @@ def fitted_coefficients(family: str) -> Coefficients:
     return Coefficients(**{k: float(data[family][k]) for k in COEF_KEYS})
 
 
-class CostModel:
+@runtime_checkable
+class StepTimeModel(Protocol):
+    """What the simulator needs of a step-time model (the roofline `CostModel`, or a `LinearStepModel` fitted to
+    a real engine's measured steps).
+
+    A decode step of B sequences with cached contexts summing to S costs alpha(B) + beta * S; `decode_span` and
+    `steps_within` follow from that (see `AffineDecode`). `lower_bound` returns the makespan bounds of
+    `seer.sim.bounds`, or None when the model has no roofline terms to bound with.
+    """
+
+    beta: float
+    kv_bytes_per_token: float  # bytes of KV per token, for global-pool transfers
+
+    def step_time_sums(self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float,
+                       logits: float | None = None) -> float: ...
+
+    def alpha(self, batch): ...
+
+    def decode_span(self, batch: int, ctx_sum: float, steps): ...
+
+    def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int: ...
+
+    def lower_bound(self, prompt_len: Sequence[int], output_len: Sequence[int], instances: int, max_num_seqs: int,
+                    max_num_batched_tokens: int, tokens_per_step: int = 1) -> dict | None: ...
+
+    def describe(self) -> dict: ...
+
+
+class AffineDecode:
+    """Decode spans of a model whose decode step is alpha(B) + beta * sum(ctx) (subclasses give both)."""
+
+    beta: float
+
+    def alpha(self, batch):
+        raise NotImplementedError
+
+    def decode_time(self, batch: int, ctx_sum: float) -> float:
+        """One decode step of `batch` sequences whose cached contexts sum to `ctx_sum`."""
+        return float(self.alpha(batch)) + self.beta * ctx_sum
+
+    def decode_span(self, batch: int, ctx_sum: float, steps):
+        """Total seconds of `steps` decode steps; every sequence grows by one token per step (closed form)."""
+        n = np.asarray(steps, dtype=np.float64)
+        return float(self.alpha(batch)) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
+
+    def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int:
+        """Largest n with decode_span(n) <= seconds (closed-form root of the quadratic)."""
+        a, b = float(self.alpha(batch)), self.beta
+        if seconds <= 0:
+            return 0
+        # b*B/2 n^2 + (a + b*S - b*B/2) n - seconds <= 0
+        qa, qb = b * batch / 2, a + b * ctx_sum - b * batch / 2
+        n = seconds / qb if qa == 0 else (-qb + np.sqrt(qb * qb + 4 * qa * seconds)) / (2 * qa)
+        n = int(np.floor(n + 1e-9))
+        while n > 0 and self.decode_span(batch, ctx_sum, n) > seconds * (1 + 1e-12):
+            n -= 1
+        while self.decode_span(batch, ctx_sum, n + 1) <= seconds:
+            n += 1
+        return n
+
+
+class CostModel(AffineDecode):
     """Step times of one instance running `shape` on `par.gpus` GPUs of kind `hw`."""
 
     def __init__(self, shape: ModelShape, hw: Hardware = Hardware(), par: Parallelism = Parallelism(),
@@ -76,6 +136,10 @@ class CostModel:
         c = self.coef
         # decode: T = alpha(B) + beta * sum(ctx), ctx = tokens cached before the step
         self.beta = c.kv * self._kvb / self.bw + c.attention * self._apf / self.peak
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        return self.shape.kv_bytes_per_token
 
     # ---- features ------------------------------------------------------------------------------
 
@@ -144,29 +208,23 @@ class CostModel:
              + c.linear * b * (self._lin_per_token + self._logit_flops) / self.peak + self.beta * b + self.comm_s(b))
         return t if t.ndim else float(t)
 
-    def decode_time(self, batch: int, ctx_sum: float) -> float:
-        """One decode step of `batch` sequences whose cached contexts sum to `ctx_sum`."""
-        return float(self.alpha(batch)) + self.beta * ctx_sum
+    def token_time(self, tokens: float) -> float:
+        """Step time that depends only on the number of tokens in the step (no logits, no context)."""
+        c = self.coef
+        return float(c.overhead_s + c.layer_overhead_s * self.shape.layers
+                     + c.weights * self.weight_read_bytes(tokens) / self.bw
+                     + c.linear * tokens * self._lin_per_token / self.peak + self.comm_s(tokens))
 
-    def decode_span(self, batch: int, ctx_sum: float, steps):
-        """Total seconds of `steps` decode steps; every sequence grows by one token per step (closed form)."""
-        n = np.asarray(steps, dtype=np.float64)
-        return float(self.alpha(batch)) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
+    def logit_time(self) -> float:
+        """Seconds of logit FLOPs per sampled position."""
+        return self.coef.linear * self._logit_flops / self.peak
 
-    def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int:
-        """Largest n with decode_span(n) <= seconds (closed-form root of the quadratic)."""
-        a, b = float(self.alpha(batch)), self.beta
-        if seconds <= 0:
-            return 0
-        # b*B/2 n^2 + (a + b*S - b*B/2) n - seconds <= 0
-        qa, qb = b * batch / 2, a + b * ctx_sum - b * batch / 2
-        n = seconds / qb if qa == 0 else (-qb + np.sqrt(qb * qb + 4 * qa * seconds)) / (2 * qa)
-        n = int(np.floor(n + 1e-9))
-        while n > 0 and self.decode_span(batch, ctx_sum, n) > seconds * (1 + 1e-12):
-            n -= 1
-        while self.decode_span(batch, ctx_sum, n + 1) <= seconds:
-            n += 1
-        return n
+    def lower_bound(self, prompt_len, output_len, instances: int, max_num_seqs: int, max_num_batched_tokens: int,
+                    tokens_per_step: int = 1) -> dict:
+        from seer.sim.bounds import makespan_lower_bound
+
+        return makespan_lower_bound(self, prompt_len, output_len, instances, max_num_seqs, max_num_batched_tokens,
+                                    tokens_per_step)
 
     def prefill_time(self, tokens: int, cached: int = 0) -> float:
         """One sequence's prefill of `tokens` new tokens over `cached` cached ones, in one step."""
@@ -202,19 +260,20 @@ def nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-class LinearStepModel(CostModel):
+class LinearStepModel(AffineDecode):
     """Step time fitted to a real backend's measured steps: T = c0 + c_seq * sequences + c_tok * tokens +
     c_kv * KV tokens read. Used to re-simulate a recorded run (`seer fidelity`); `logits` (rows that sample)
-    stands in for the number of sequences in a step."""
+    stands in for the number of sequences in a step. It has no roofline terms, so it gives no lower bound."""
 
     FEATURES = ("overhead_s", "per_sequence_s", "per_token_s", "per_kv_token_s")
 
-    def __init__(self, c0: float, c_seq: float, c_tok: float, c_kv: float, shape=None):
-        from seer.sim.shapes import model_shape
-
-        self.shape = shape or model_shape("qwen2.5-1.5b")  # only its KV bytes are read (global-pool fetches)
+    def __init__(self, c0: float, c_seq: float, c_tok: float, c_kv: float, kv_bytes_per_token: float = 0.0):
         self.c = (float(c0), float(c_seq), float(c_tok), float(c_kv))
         self.beta = float(c_kv)
+        self.kv_bytes_per_token = float(kv_bytes_per_token)
+
+    def lower_bound(self, *args, **kwargs) -> None:
+        return None
 
     def step_time_sums(self, tokens, kv_tokens, attn_pairs, score_pairs, logits=None):
         c0, c_seq, c_tok, c_kv = self.c

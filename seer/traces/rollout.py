@@ -1,4 +1,5 @@
-"""From a trace to the rollout both backends run: groups, requests and each request's recorded length."""
+"""From a trace to the rollout both backends run: groups, requests (each carrying its trace key) and each
+request's recorded length."""
 
 from __future__ import annotations
 
@@ -8,29 +9,33 @@ from seer.core import Group, Rollout
 from seer.errors import SeerInputError
 
 
-def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Rollout, dict[int, int], list]:
+def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Rollout, dict[int, int]]:
     """Groups and requests from a trace, in (prompt, sample) order, plus each request's true length.
 
-    Returns (rollout, true output length by request id, original (prompt_id, sample_id) by request id).
+    Returns (rollout, true output length by request id); `Request.key` is the row's (prompt_id, sample_id).
     """
     df = trace.sort_values(["prompt_id", "sample_id"], kind="stable").reset_index(drop=True)
     ro = Rollout()
     true_len: dict[int, int] = {}
-    keys: list = []
     has_max = "max_tokens" in df.columns
+    has_iter = "iteration" in df.columns
     for gid, (pid, sub) in enumerate(df.groupby("prompt_id", sort=False)):
         max_tokens = int(sub["max_tokens"].max()) if has_max else int(default_max_tokens)
         plen = int(sub["prompt_len"].iloc[0])
-        iteration = int(sub["iteration"].min()) if "iteration" in sub.columns else 0
-        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub), iteration=iteration))
-        for req, (_, row) in zip(reqs, sub.iterrows()):
-            req.prompt_len = int(row["prompt_len"])
-            if has_max:
-                req.max_tokens = int(row["max_tokens"])
-            out = int(row["output_len"])
+        iteration = int(sub["iteration"].min()) if has_iter else 0
+        keys = [(pid, int(s)) for s in sub["sample_id"]]
+        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub), iteration=iteration), keys=keys)
+        prompt_lens = sub["prompt_len"].to_numpy()
+        outs = sub["output_len"].to_numpy()
+        caps = sub["max_tokens"].to_numpy() if has_max else None
+        for i, req in enumerate(reqs):
+            req.prompt_len = int(prompt_lens[i])
+            if caps is not None:
+                req.max_tokens = int(caps[i])
+            out = int(outs[i])
             if out > req.max_tokens:
-                raise SeerInputError(f"prompt {pid!r} sample {row['sample_id']}: output_len {out} exceeds max_tokens {req.max_tokens}")
+                raise SeerInputError(f"prompt {pid!r} sample {keys[i][1]}: output_len {out} exceeds max_tokens "
+                                     f"{req.max_tokens}")
             # an engine always samples at least one token
             true_len[req.request_id] = max(1, out)
-            keys.append((pid, int(row["sample_id"])))
-    return ro, true_len, keys
+    return ro, true_len

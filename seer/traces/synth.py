@@ -11,9 +11,7 @@ clamped with a warning: with G independent samples per group the smallest measur
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import math
-import tomllib
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from seer.errors import SeerInputError
+from seer.presets import load_preset
 
 
 @dataclass(frozen=True)
@@ -53,25 +52,6 @@ class SynthConfig:
             problems.append("prompt_mean must be >= 1 and prompt_cv >= 0")
         if problems:
             raise SeerInputError("synth: " + "; ".join(problems))
-
-
-def presets() -> dict[str, str]:
-    """Preset name -> description, from the TOML files in seer/presets."""
-    out = {}
-    for entry in sorted(importlib.resources.files("seer.presets").iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            data = tomllib.loads(entry.read_text())
-            if "workload" in data or "cluster" in data:  # models.toml and coefficients.toml are not setups
-                out[entry.name[:-5]] = data.get("description", "")
-    return out
-
-
-def load_preset(name: str) -> dict:
-    """The parsed TOML of a preset."""
-    known = presets()
-    if name not in known:  # models.toml and coefficients.toml are data files, not setups
-        raise SeerInputError(f"unknown preset {name!r}; known: {', '.join(known)}")
-    return tomllib.loads((importlib.resources.files("seer.presets") / f"{name}.toml").read_text())
 
 
 def preset_config(name: str, **overrides) -> SynthConfig:

@@ -13,36 +13,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 
+from seer.core.traits import SCOPES, DraftConfig
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
 
-SCOPES = ("own", "group", "global")
+__all__ = ["SCOPES", "DraftConfig", "GroupDrafter"]
 _PROMPT_SID = 0
-
-
-@dataclass(frozen=True)
-class DraftConfig:
-    """How drafts are made. Names follow Seer's SpeculationArgs and vLLM's suffix/n-gram options."""
-
-    scope: str = "group"
-    max_match: int = 8  # pattern_lookup_max: longest context suffix matched
-    min_match: int = 1  # pattern_lookup_min
-    min_prob: float = 0.1  # drop draft tokens whose path probability falls below this
-    topk: int = 1  # branches kept per depth (1 = linear drafts)
-    max_occurrences: int = 16  # most recent occurrences of the matched pattern whose continuations are counted
-    max_cached: int = 10_000  # finished responses kept for scope "global"
-
-    def __post_init__(self):
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
-        if self.topk < 1 or self.min_match < 1 or self.max_match < self.min_match:
-            raise ValueError("need topk >= 1 and 1 <= min_match <= max_match")
-        if not 0.0 <= self.min_prob <= 1.0:
-            raise ValueError("min_prob must be in [0, 1]")
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 class GroupDrafter:

@@ -4,21 +4,59 @@ Scheduling is `ContextPolicy`'s. On top, the policy sets every instance's draft 
 that changes what runs on an instance, and on every tick for fresh acceptance statistics, it runs MBA
 (Algorithm 1) with that instance's batch (probes = high priority), the online acceptance estimate from the
 engines' counters, and the step-time profile the backend supplies (the named input `set_step_profile`:
-the cost model in the simulator, measured step times on a real engine). The drafter configuration
-(`drafter_config`) tells the backend how to draft.
+the cost model in the simulator, measured step times on a real engine). The drafter configuration in its
+traits (`PolicyTraits.drafter`) tells the backend how to draft.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from seer.core import ChunkFinished, ClusterView, Dispatch, Event, RolloutStarted, SetSpeculation, Tick
-from seer.policies.divided import ContextPolicy
-from seer.policies.speculation.drafter import DraftConfig
+from seer.core import ChunkFinished, ClusterView, Dispatch, DraftConfig, Event, PolicyTraits, RolloutStarted, \
+    SetSpeculation, Tick
+from seer.core.traits import SCOPES
+from seer.policies.config import param
+from seer.policies.divided import ContextConfig, ContextPolicy
 from seer.policies.speculation.mba import BENEFITS, AcceptanceStats, mba
 
 StepProfile = Callable[[int, int, float], float]  # (batch, tokens per sequence, mean context) -> seconds
 MODES = ("adaptive", "fixed", "off")
+
+
+@dataclass(frozen=True)
+class SeerConfig(ContextConfig):
+    speculation: str = param("adaptive", "draft budgets: MBA (adaptive), a fixed gamma, or none", MODES)
+    gamma: int = param(4, "speculation=fixed: draft tokens per step")
+    gamma_max: int = param(8, "MBA: largest draft budget per sequence")
+    lam: float = param(2.0, "MBA: priority factor of probes (lambda)")
+    benefit: str = param("marginal", "MBA: benefit of one more draft token (marginal, or the paper's literal rule)",
+                         BENEFITS)
+    scope: str = param("group", "drafts come from the request's own text, its group's, or all groups'", SCOPES)
+    topk: int = param(1, "draft branches kept per depth (1 = linear drafts)")
+    min_prob: float = param(0.1, "drop draft tokens whose path probability is below this")
+    max_match: int = param(8, "longest context suffix matched")
+    min_match: int = param(1, "shortest context suffix matched")
+    draft_time_s: float = param(0.0, "MBA: drafting time per step (Seer's asynchronous drafter: about 0)")
+    tick_s: float = param(2.0, "seconds between budget re-plans with fresh acceptance statistics")
+    prior_alpha: float = param(0.5, "acceptance prior before any draft was verified")
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.gamma_max < 1 or self.gamma < 0 or not self.lam >= 1 or not self.tick_s > 0:
+            out.append("need gamma_max >= 1, gamma >= 0, lam >= 1, tick_s > 0")
+        if not 0.0 <= self.prior_alpha <= 1.0 or not self.draft_time_s >= 0:
+            out.append("need 0 <= prior_alpha <= 1 and draft_time_s >= 0")
+        if self.speculation != "off":
+            try:
+                self.draft_config()
+            except ValueError as exc:
+                out.append(str(exc))
+        return out
+
+    def draft_config(self) -> DraftConfig:
+        return DraftConfig(scope=self.scope, max_match=self.max_match, min_match=self.min_match,
+                           min_prob=self.min_prob, topk=self.topk)
 
 
 class SeerPolicy(ContextPolicy):
@@ -33,39 +71,29 @@ class SeerPolicy(ContextPolicy):
     """
 
     name = "seer"
-    needs_step_profile = True
+    Config = SeerConfig
 
-    def __init__(self, chunk_size: int = 8192, placement: str = "most-free", starvation_every: int = 32,
-                 imbalance_threshold: int = 32, affinity_margin: int = 512, speculation: str = "adaptive",
-                 gamma: int = 4, gamma_max: int = 8, lam: float = 2.0, benefit: str = "marginal",
-                 scope: str = "group", topk: int = 1, min_prob: float = 0.1, max_match: int = 8, min_match: int = 1,
-                 draft_time_s: float = 0.0, tick_s: float = 2.0, prior_alpha: float = 0.5):
-        super().__init__(chunk_size, placement, starvation_every, imbalance_threshold, affinity_margin)
-        if speculation not in MODES:
-            raise ValueError(f"speculation must be one of {', '.join(MODES)}")
-        if benefit not in BENEFITS:
-            raise ValueError(f"benefit must be one of {', '.join(BENEFITS)}")
-        if gamma_max < 1 or gamma < 0 or lam < 1 or tick_s <= 0:
-            raise ValueError("need gamma_max >= 1, gamma >= 0, lam >= 1, tick_s > 0")
-        self.speculation, self.gamma, self.gamma_max, self.lam, self.benefit = speculation, gamma, gamma_max, lam, benefit
-        self.draft_time_s, self.tick_s, self.prior_alpha = draft_time_s, tick_s, prior_alpha
-        self.drafter_config = DraftConfig(scope=scope, max_match=max_match, min_match=min_match, min_prob=min_prob,
-                                          topk=topk) if speculation != "off" else None
+    def __init__(self, config: SeerConfig | None = None, **params):
+        super().__init__(config, **params)
+        c = self.cfg
+        self.speculation, self.gamma, self.gamma_max, self.lam, self.benefit = \
+            c.speculation, c.gamma, c.gamma_max, c.lam, c.benefit
+        self.draft_time_s, self.tick_s, self.prior_alpha = c.draft_time_s, c.tick_s, c.prior_alpha
+        self.drafter_config = c.draft_config() if c.speculation != "off" else None
         self._profile: StepProfile | None = None
         self._reset_speculation()
 
     def _reset_speculation(self) -> None:
         self.acceptance = AcceptanceStats(self.gamma_max, self.prior_alpha)
-        self._on: dict[int, set[int]] = {}
+        self._running_on: dict[int, set[int]] = {}
         self._probes_on: dict[int, set[int]] = {}
-        self._sent: dict[int, tuple] = {}
+        self._last_budgets: dict[int, tuple] = {}
         self.budget_log: list[tuple[float, int, int, int, int]] = []  # (t, instance, batch, gamma_h, gamma_l)
 
-    def config(self) -> dict:
-        return {**super().config(), "speculation": self.speculation, "gamma": self.gamma, "gamma_max": self.gamma_max,
-                "lam": self.lam, "benefit": self.benefit, "draft_time_s": self.draft_time_s, "tick_s": self.tick_s,
-                "prior_alpha": self.prior_alpha,
-                "drafter": self.drafter_config.describe() if self.drafter_config else None}
+    @property
+    def traits(self) -> PolicyTraits:
+        return PolicyTraits(needs_step_profile=True, tick_s=self.tick_s, drafter=self.drafter_config,
+                            max_draft_tokens=self.max_draft_tokens)
 
     @property
     def max_draft_tokens(self) -> int:
@@ -86,12 +114,12 @@ class SeerPolicy(ContextPolicy):
             return actions
         touched: set[int] = set()
         if isinstance(event, ChunkFinished):
-            self._on.get(event.instance, set()).discard(event.request_id)
+            self._running_on.get(event.instance, set()).discard(event.request_id)
             self._probes_on.get(event.instance, set()).discard(event.request_id)
             touched.add(event.instance)
         for a in actions:
             if isinstance(a, Dispatch):
-                self._on.setdefault(a.instance, set()).add(a.request_id)
+                self._running_on.setdefault(a.instance, set()).add(a.request_id)
                 if self.is_probe(a.request_id, view):
                     self._probes_on.setdefault(a.instance, set()).add(a.request_id)
                 touched.add(a.instance)
@@ -100,14 +128,14 @@ class SeerPolicy(ContextPolicy):
             tried = [sum(iv.spec_tried[i] for iv in view.instances if i < len(iv.spec_tried)) for i in range(n)]
             accepted = [sum(iv.spec_accepted[i] for iv in view.instances if i < len(iv.spec_accepted)) for i in range(n)]
             self.acceptance.update(tried, accepted)
-            touched = set(self._on)
+            touched = set(self._running_on)
         return actions + self._budgets(view, touched)
 
     def _budgets(self, view: ClusterView, instances) -> list:
         out = []
         beta = self.acceptance.beta() if self.speculation == "adaptive" else None
         for inst in sorted(instances):
-            rids = self._on.get(inst, ())
+            rids = self._running_on.get(inst, ())
             probes = frozenset(self._probes_on.get(inst, ()))
             batch = len(rids)
             iv = view.instances[inst]
@@ -130,9 +158,9 @@ class SeerPolicy(ContextPolicy):
                 g_h, g_l = mba(min(len(probes), batch), batch - min(len(probes), batch), beta, step_time,
                                self.gamma_max, self.lam, self.benefit, self.draft_time_s)
             key = (g_h, g_l, probes if g_h != g_l else None)
-            if self._sent.get(inst) == key:
+            if self._last_budgets.get(inst) == key:
                 continue
-            self._sent[inst] = key
+            self._last_budgets[inst] = key
             self.budget_log.append((view.t, inst, batch, g_h, g_l))
             out.append(SetSpeculation(inst, {r: g_h for r in probes} if g_h != g_l else {}, g_l))
         return out

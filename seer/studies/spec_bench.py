@@ -52,17 +52,8 @@ def _prefix(draft: Sequence[int], truth: Sequence[int]) -> int:
     return n
 
 
-def acceptance_table(trace: pd.DataFrame, refs: Sequence[int] = (0, 1, 5, 15), topk: Sequence[int] = (1, 2, 4),
-                     gamma: int = 8, groups: int = 20, samples: int = 16, min_prob: float = 0.1, max_match: int = 8,
-                     ngram: tuple[int, int] = (1, 4), seed: int = 0, progress: bool | None = None) -> list[dict]:
-    """Rows {drafter, refs, topk, tau, accepted_per_draft, ...} for every (n, k) and the n-gram baseline.
-
-    groups / samples: how many groups (random, by `seed`; 0 = all) and samples per group (the first ones;
-    0 = all) to replay. A reference count larger than samples - 1 is clipped, and the row says so."""
-    if "output_ids" not in trace.columns or trace["output_ids"].isna().any():
-        raise SeerInputError("spec bench needs a trace with output_ids (token ids of every response)")
-    if gamma < 1 or any(k < 1 for k in topk) or any(n < 0 for n in refs):
-        raise SeerInputError("need --gamma >= 1, --topk values >= 1 and --refs values >= 0")
+def _sample_groups(trace: pd.DataFrame, groups: int, samples: int, seed: int) -> list[tuple[list, list]]:
+    """(outputs, prompt) of the replayed groups: `groups` drawn at random (0 = all), first `samples` each."""
     has_prompt = "prompt_ids" in trace.columns and trace["prompt_ids"].notna().all()
     pids = sorted(trace["prompt_id"].unique(), key=str)
     if groups and groups < len(pids):
@@ -75,6 +66,21 @@ def acceptance_table(trace: pd.DataFrame, refs: Sequence[int] = (0, 1, 5, 15), t
         outs = [list(map(int, o)) for o in sub["output_ids"]]
         prompt = list(map(int, sub["prompt_ids"].iloc[0])) if has_prompt else []
         work.append((outs, prompt))
+    return work
+
+
+def acceptance_table(trace: pd.DataFrame, refs: Sequence[int] = (0, 1, 5, 15), topk: Sequence[int] = (1, 2, 4),
+                     gamma: int = 8, groups: int = 20, samples: int = 16, min_prob: float = 0.1, max_match: int = 8,
+                     ngram: tuple[int, int] = (1, 4), seed: int = 0, progress: bool | None = None) -> list[dict]:
+    """Rows {drafter, refs, topk, tau, accepted_per_draft, ...} for every (n, k) and the n-gram baseline.
+
+    groups / samples: how many groups (random, by `seed`; 0 = all) and samples per group (the first ones;
+    0 = all) to replay. A reference count larger than samples - 1 is clipped, and the row says so."""
+    if "output_ids" not in trace.columns or trace["output_ids"].isna().any():
+        raise SeerInputError("spec bench needs a trace with output_ids (token ids of every response)")
+    if gamma < 1 or any(k < 1 for k in topk) or any(n < 0 for n in refs):
+        raise SeerInputError("need --gamma >= 1, --topk values >= 1 and --refs values >= 0")
+    work = _sample_groups(trace, groups, samples, seed)
     acc = {}  # (drafter, n, k) -> [steps, drafts, drafted, accepted, tokens, requests, n_effective]
     total = sum(len(outs) for outs, _ in work)
     bar = tqdm(total=total, desc="replaying drafts", unit="req", disable=None if progress is None else not progress)

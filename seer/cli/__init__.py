@@ -1,0 +1,50 @@
+"""The `seer` command line. Bad input exits with status 2 and one line on stderr, never a traceback.
+
+One module per group of subcommands, each holding its parser and its commands: `trace_cmds` (trace ...),
+`sim_cmds` (simulate, compare), `real_cmds` (model, run, fidelity), `study_cmds` (spec bench, figures, sweep),
+`info_cmds` (presets, policies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from seer import __version__
+from seer.cli import info_cmds, real_cmds, sim_cmds, study_cmds, trace_cmds
+from seer.errors import SeerInputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seer", description="Rollout scheduling for synchronous LLM RL: traces, "
+                                                              "simulation, real engines.")
+    parser.add_argument("--version", action="version", version=f"seer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (trace_cmds, sim_cmds, study_cmds, real_cmds, info_cmds):
+        module.register(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"seer: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        return int(args.func(args) or 0)
+    except SeerInputError as exc:
+        print(f"seer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+__all__ = ["build_parser", "main"]

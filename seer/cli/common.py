@@ -1,0 +1,97 @@
+"""What several subcommands share: printing, argument types, the workload and policy options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from seer.errors import SeerInputError
+from seer.fileio import json_safe
+
+
+def print_json(obj) -> None:
+    print(json.dumps(json_safe(obj), indent=2))
+
+
+def print_table(title: str, items: dict) -> None:
+    print(title)
+    width = max(len(k) for k in items)
+    for key, value in items.items():
+        if isinstance(value, float):
+            text = "n/a" if not math.isfinite(value) else (f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3f}")
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        print(f"  {key:<{width}}  {text}")
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def int_list(text: str, flag: str, low: int = 0) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SeerInputError(f"{flag} takes comma-separated integers, not {text!r}") from None
+    if not vals:
+        raise SeerInputError(f"{flag} needs at least one value")
+    if min(vals) < low:
+        raise SeerInputError(f"{flag} values must be >= {low}, not {min(vals)}")
+    return vals
+
+
+def workload_args(p: argparse.ArgumentParser) -> None:
+    """--trace/--preset/--cluster/... and the policy options one command line shares across its policies."""
+    p.add_argument("--trace", help="trace file (.parquet, .csv, .jsonl)")
+    p.add_argument("--preset", help="paper setup: its synthetic workload and its cluster (see `seer presets`)")
+    p.add_argument("--cluster", help="cluster preset name or TOML path (default: the --preset's)")
+    p.add_argument("--instances", type=int_at_least(1), help="override the number of instances")
+    p.add_argument("--seed", type=int, help="seed of the synthetic workload (default: the preset's, else 0)")
+    p.add_argument("--prompts", type=int_at_least(1), help="with --preset: number of prompts (groups) per iteration")
+    p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies (default 8192)")
+    p.add_argument("--placement", choices=["most-free", "cache-aware"], help="instance choice of divided policies")
+    p.add_argument("--exact", action="store_true", help="advance every decode step (slow; checks the fast path)")
+    p.add_argument("--speculation", choices=["adaptive", "fixed", "off"],
+                   help="for seer: draft budgets by MBA (default), a fixed --gamma, or none")
+    p.add_argument("--gamma", type=int_at_least(0), help="for seer --speculation fixed: draft tokens per step (default 4)")
+    p.add_argument("--spec-scope", choices=["own", "group", "global"], help="for seer: what drafts are drawn from (default group)")
+    p.add_argument("--spec-topk", type=int_at_least(1), help="for seer: draft branches per depth (default 1)")
+
+
+def shared_policy_params(args) -> dict:
+    """The command line's policy options, applied to every listed policy that takes them."""
+    return {"chunk_size": args.chunk_size, "placement": args.placement, "speculation": args.speculation,
+            "gamma": args.gamma, "scope": args.spec_scope, "topk": args.spec_topk}
+
+
+def setup_from_args(args):
+    """The experiment setup named by --trace/--preset/--cluster/--instances/--seed/--prompts."""
+    from seer.experiment import Setup
+
+    if bool(args.trace) == bool(args.preset):
+        raise SeerInputError("give exactly one of --trace PATH or --preset NAME")
+    if args.preset:
+        return Setup.from_preset(args.preset, prompts=args.prompts, seed=args.seed, instances=args.instances,
+                                 cluster=args.cluster)
+    if not args.cluster:
+        raise SeerInputError("--trace needs --cluster PRESET (a preset name or a TOML path)")
+    return Setup.from_trace(args.trace, args.cluster, instances=args.instances)
+
+
+def safe_name(text: str) -> str:
+    """A folder name from command-line text (a policy spec): no separators, no parent references."""
+    out = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in text.replace(":", "_").replace("=", "-"))
+    return out.strip(".") or "_"

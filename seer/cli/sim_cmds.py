@@ -1,0 +1,133 @@
+"""`seer simulate` and `seer compare`: policies in the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+from seer.cli.common import int_at_least, print_json, safe_name, setup_from_args, shared_policy_params, workload_args
+from seer.cli.summary import print_summary
+from seer.errors import SeerInputError
+from seer.fileio import atomic_path, json_safe, write_text_atomic
+
+
+def cmd_simulate(args) -> int:
+    from seer.experiment import run
+    from seer.policies import make_policy
+
+    policy = make_policy(args.policy, shared_policy_params(args))  # fail on a bad spec before loading anything
+    setup = setup_from_args(args)
+    result = run(setup, policy, exact=args.exact, progress=None)
+    out = args.out or os.path.join("out", "simulate", safe_name(f"{setup.name}-{args.policy}"))
+    result.save(out)
+    if args.json:
+        print_json(dict(result.summary))
+    else:
+        cl = setup.cluster
+        print_summary(f"{setup.name} on {cl.name} ({cl.instances} instances), policy {args.policy}", result.summary)
+        print(f"results: {out}/ (requests.parquet, timeline.parquet, events.parquet, summary.json)")
+    return 0
+
+
+def _iterations(args, setup, names: list[str], shared: dict, out: str) -> list[dict]:
+    """Every policy over RL iterations; writes iterations.parquet and trained_lengths.parquet."""
+    import pandas as pd
+
+    from seer.experiment import iterations_summary, run_iterations
+
+    if setup.synth is None:
+        raise SeerInputError("--iterations needs --preset (each iteration draws fresh groups from its generator)")
+    tables, lengths, summaries = [], {}, []
+    requests = setup.synth.prompts * setup.synth.group_size
+    for spec in names:
+        table, trained = run_iterations(setup, spec, iterations=args.iterations, shared=shared, progress=None)
+        tables.append(table)
+        lengths[spec] = trained
+        summaries.append(iterations_summary(spec, table, trained, requests))
+    with atomic_path(os.path.join(out, "iterations.parquet")) as tmp:
+        pd.concat(tables, ignore_index=True).to_parquet(tmp, index=False)
+    with atomic_path(os.path.join(out, "trained_lengths.parquet")) as tmp:
+        pd.DataFrame([(p, int(x)) for p, arr in lengths.items() for x in arr],
+                     columns=["policy", "output_len"]).to_parquet(tmp, index=False)
+    return summaries
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from seer.experiment import compare_table, run
+    from seer.policies import make_policy
+
+    names = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not names:
+        raise SeerInputError(f"--policies names no policy: {args.policies!r}")
+    shared = shared_policy_params(args)
+    policies = [make_policy(p, shared) for p in names]  # fail on a bad spec before loading or running anything
+    setup = setup_from_args(args)
+    out = args.out or os.path.join("out", "compare", safe_name(setup.name))
+    if args.iterations > 1 or ("partial" in names and args.preset):
+        summaries = _iterations(args, setup, names, shared, out)
+    else:
+        summaries = []
+        for spec, policy in zip(names, policies):
+            result = run(setup, policy, exact=args.exact, progress=None)
+            result.save(os.path.join(out, safe_name(spec)))
+            summaries.append({**result.summary, "policy": spec})
+    rows = compare_table(summaries)
+    write_text_atomic(os.path.join(out, "compare.json"), json.dumps(json_safe(rows), indent=2))
+    with atomic_path(os.path.join(out, "compare.parquet")) as tmp:
+        pd.DataFrame(rows).drop(columns=["mode"], errors="ignore").to_parquet(tmp, index=False)
+    if args.json:
+        print_json(rows)
+        return 0
+    _print_compare(setup, rows, args.iterations)
+    print(f"results: {out}/ (compare.json, compare.parquet, one folder per policy)")
+    return 0
+
+
+def _print_compare(setup, rows: list[dict], iterations: int) -> None:
+    cl = setup.cluster
+    per = f", means over {iterations} iterations" if "iterations" in rows[0] else ""
+    print(f"{setup.name} on {cl.name} ({cl.instances} instances x {cl.tp * cl.dp} GPUs), "
+          f"{rows[0]['requests']:,} requests per iteration{per}")
+    width = max(16, max(len(r["policy"]) for r in rows) + 2)
+    spec = any("spec_tau" in r for r in rows)
+    dec = 1 if max(r["makespan_s"] for r in rows) < 100 else 0
+    print(f"{'policy':<{width}}{'tok/s':>10}{'x verl':>8}{'makespan s':>12}{'tail s':>9}{'tail -%':>9}{'eff':>7}"
+          f"{'preempt':>9}{'migr':>8}" + (f"{'SD tau':>8}" if spec else ""))
+    for r in rows:
+        eff = "n/a" if not math.isfinite(r["efficiency"]) else f"{100 * r['efficiency']:.0f}%"
+        tau = r.get("spec_tau", math.nan)
+        line = (f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}"
+                f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}"
+                f"{r['preemptions']:>9,}{r['migrations']:>8,}")
+        if spec:
+            line += f"{tau:>8.2f}" if tau is not None and math.isfinite(tau) else f"{'-':>8}"
+        print(line)
+    for label in sorted({r["speculation"] for r in rows if r.get("speculation")}):
+        print(f"speculation: {label}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate one rollout on a cluster under a policy",
+                       description="Replay a trace (or a paper preset's synthetic workload) in the SimPy cluster simulator.")
+    workload_args(p)
+    p.add_argument("--policy", default="verl", help="scheduling policy, NAME[:KEY=VALUE...] (see `seer policies`; default verl)")
+    p.add_argument("--out", help="result folder (default out/simulate/WORKLOAD-POLICY)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("compare", help="simulate several policies on one workload and compare them",
+                       description="Run each policy on the same workload and cluster; print one table and save every result.")
+    workload_args(p)
+    p.add_argument("--policies", default="verl,divided,context,oracle",
+                   help="comma-separated (default verl,divided,context,oracle); NAME:KEY=VALUE sets a parameter of "
+                        "one entry, e.g. seer:scope=own (parameters: `seer policies`)")
+    p.add_argument("--iterations", type=int_at_least(1), default=1,
+                   help="RL iterations to run (needs --preset; partial rollout carries requests between them; the "
+                        "table shows per-iteration means)")
+    p.add_argument("--out", help="result folder (default out/compare/WORKLOAD)")
+    p.add_argument("--json", action="store_true", help="print a list of per-policy summaries as JSON")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,77 @@
+"""The optional half of the policy contract: what a policy needs from a backend beyond events.
+
+A policy declares it as `traits` (a `PolicyTraits`); drivers read it once, through `traits_of`, and every
+backend honours all of it. `DraftConfig` lives here too because it is what a speculative policy asks the
+backend's drafter to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+SCOPES = ("own", "group", "global")
+
+
+@dataclass(frozen=True)
+class DraftConfig:
+    """How drafts are made. Names follow Seer's SpeculationArgs and vLLM's suffix/n-gram options.
+
+    scope: "own" (each request drafts from its own prompt and output), "group" (from every response of its
+    group, Seer's grouped drafting) or "global" ("group" plus a cache of finished responses of all groups).
+    """
+
+    scope: str = "group"
+    max_match: int = 8  # pattern_lookup_max: longest context suffix matched
+    min_match: int = 1  # pattern_lookup_min
+    min_prob: float = 0.1  # drop draft tokens whose path probability falls below this
+    topk: int = 1  # branches kept per depth (1 = linear drafts)
+    max_occurrences: int = 16  # most recent occurrences of the matched pattern whose continuations are counted
+    max_cached: int = 10_000  # finished responses kept for scope "global"
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
+        if self.topk < 1 or self.min_match < 1 or self.max_match < self.min_match:
+            raise ValueError("need topk >= 1 and 1 <= min_match <= max_match")
+        if not 0.0 <= self.min_prob <= 1.0:
+            raise ValueError("min_prob must be in [0, 1]")
+        if self.max_occurrences < 1 or self.max_cached < 0:
+            raise ValueError("need max_occurrences >= 1 and max_cached >= 0")
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PolicyTraits:
+    """What a policy needs from a backend. Every field's default means "nothing"."""
+
+    # true output lengths, delivered through `policy.set_oracle_lengths({request_id: length})`; only the
+    # explicitly named oracle policies declare it
+    needs_oracle: bool = False
+    # the backend's verify-step time, delivered through `policy.set_step_profile(profile)`, where
+    # profile(batch, tokens per sequence, mean context) -> seconds
+    needs_step_profile: bool = False
+    # periodic `Tick` events every `tick_s` seconds (None: none)
+    tick_s: float | None = None
+    # an `Abort` ends its request (ABORTED, never resumed: partial rollout); otherwise an aborted chunk
+    # returns its request to the buffer
+    aborts_are_final: bool = False
+    # the backend drafts with this configuration and honours `SetSpeculation` budgets (None: no drafting)
+    drafter: DraftConfig | None = None
+    # the largest draft budget the policy will ever set (engine lookahead and makespan bounds)
+    max_draft_tokens: int = 0
+    # the iteration runner holds over_issue x the groups training needs and carries unfinished requests
+    # into the next iteration (partial rollout); 1.0 for synchronous policies
+    over_issue: float = 1.0
+
+
+NO_TRAITS = PolicyTraits()
+
+
+def traits_of(policy) -> PolicyTraits:
+    """A policy's declared traits: the one place the optional contract is read."""
+    traits = getattr(policy, "traits", NO_TRAITS)
+    if not isinstance(traits, PolicyTraits):
+        raise TypeError(f"policy {getattr(policy, 'name', policy)!r}: traits must be a PolicyTraits, not {traits!r}")
+    return traits

@@ -1,0 +1,194 @@
+"""One experiment API for every caller (CLI, figures, sweeps, fidelity, benchmarks, notebooks).
+
+    setup = Setup.from_preset("qwen2-vl-72b")                 # the paper's workload on its cluster
+    setup = Setup.from_trace("trace.parquet", "moonlight", instances=8)
+    result = run(setup, "context:chunk_size=2048")           # one policy -> RolloutResult
+    rows, results = compare(setup, ["verl", "context"])      # several, with speed-up and tail reduction vs verl
+    table, trained = run_iterations(setup, "partial", iterations=5)  # RL iterations (needs a synthetic setup)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from seer.core import Policy, traits_of
+from seer.errors import SeerInputError
+from seer.metrics import RolloutResult
+from seer.policies import make_policy
+from seer.sim.cluster import ClusterConfig, load_cluster
+from seer.sim.driver import simulate
+from seer.traces.synth import SynthConfig, preset_config, synthesize
+
+
+@dataclass
+class Setup:
+    """A workload (a trace) on a cluster. `synth` is the generator's config when the trace is synthetic, so that
+    RL iterations can draw fresh groups from it."""
+
+    trace: pd.DataFrame
+    cluster: ClusterConfig
+    name: str
+    synth: SynthConfig | None = None
+
+    @classmethod
+    def from_preset(cls, preset: str, prompts: int | None = None, seed: int | None = None,
+                    instances: int | None = None, cluster: str | None = None, **workload) -> "Setup":
+        """A paper preset's synthetic workload on its cluster (or on `cluster`), with workload overrides (None:
+        the preset's value)."""
+        cfg = preset_config(preset, seed=seed, prompts=prompts, **workload)
+        return cls(synthesize(cfg), load_cluster(cluster or preset, instances=instances), preset, cfg)
+
+    @classmethod
+    def from_trace(cls, trace: str | os.PathLike | pd.DataFrame, cluster: str | ClusterConfig,
+                   instances: int | None = None, name: str | None = None) -> "Setup":
+        """A trace (a file or a frame) on a cluster preset name, TOML path or config."""
+        if not isinstance(trace, pd.DataFrame):
+            from seer.traces.io import load_trace
+
+            name = name or os.path.splitext(os.path.basename(str(trace)))[0]
+            trace = load_trace(trace)
+        if not isinstance(cluster, ClusterConfig):
+            cluster = load_cluster(cluster, instances=instances)
+        elif instances is not None:
+            cluster = dataclasses.replace(cluster, instances=instances)
+        return cls(trace, cluster, name or "trace")
+
+    def with_trace(self, trace: pd.DataFrame) -> "Setup":
+        return dataclasses.replace(self, trace=trace)
+
+
+def as_policy(policy: str | Policy, shared: Mapping | None = None) -> Policy:
+    """A policy object from a spec ('context:chunk_size=512'), or the object itself."""
+    return make_policy(policy, shared) if isinstance(policy, str) else policy
+
+
+def run(setup: Setup, policy: str | Policy, shared: Mapping | None = None, exact: bool = False,
+        progress: bool | None = False, cost=None, spec_seed: int = 0) -> RolloutResult:
+    """Simulate one rollout of the setup under a policy (a fresh object per spec)."""
+    return simulate(setup.trace, setup.cluster, as_policy(policy, shared), exact=exact, progress=progress,
+                    spec_seed=spec_seed, cost=cost)
+
+
+def compare_table(summaries: list[dict]) -> list[dict]:
+    """One row per policy: its summary plus speed-up and tail reduction against verl (when verl ran)."""
+    base = next((s for s in summaries if s["policy"] == "verl"), None)
+    rows = []
+    for s in summaries:
+        row = dict(s)
+        row["speedup_vs_verl"] = s["throughput_tok_s"] / base["throughput_tok_s"] if base else math.nan
+        row["tail_reduction"] = 1 - s["tail_s"] / base["tail_s"] if base and base["tail_s"] > 0 else math.nan
+        rows.append(row)
+    return rows
+
+
+def compare(setup: Setup, specs: Sequence[str], shared: Mapping | None = None, exact: bool = False,
+            progress: bool | None = False) -> tuple[list[dict], dict[str, RolloutResult]]:
+    """Every policy on the same setup: (comparison rows, results by spec). Specs are checked before any runs."""
+    specs = list(specs)
+    if not specs:
+        raise SeerInputError("no policies to compare")
+    policies = [make_policy(s, shared) for s in specs]
+    results = {s: run(setup, p, exact=exact, progress=progress) for s, p in zip(specs, policies)}
+    return compare_table([{**r.summary, "policy": s} for s, r in results.items()]), results
+
+
+def run_iterations(setup: Setup, spec: str, iterations: int = 5, shared: Mapping | None = None,
+                   progress: bool | None = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """Several RL iterations in a row, each needing the setup's number of fresh groups (the paper averages 5).
+
+    Synchronous policies generate every group of an iteration. A policy whose traits say it over-issues
+    (`partial`, APRIL) holds over_issue x the groups, stops at the target, and carries unfinished requests,
+    with what they generated, into the next iteration. Returns the per-iteration table and the lengths of
+    every response that reached training (Seer Fig 10: partial rollout under-represents long outputs).
+    """
+    if setup.synth is None:
+        raise SeerInputError("iterations need a synthetic setup (each iteration draws fresh groups from its generator)")
+    if iterations < 1:
+        raise SeerInputError("iterations must be >= 1")
+    cfg, n = setup.synth, setup.synth.prompts
+    shared = {**(shared or {}), "target_groups": n}
+    carrier = _Carry()
+    rows = []
+    for it in range(iterations):
+        policy = make_policy(spec, shared)
+        over = traits_of(policy).over_issue
+        n_new = max(0, math.ceil(over * n) - carrier.groups()) if over > 1 else n
+        parts = [carrier.trace] if len(carrier.trace) else []
+        if n_new:
+            new = synthesize(dataclasses.replace(cfg, prompts=n_new, seed=cfg.seed + 7919 * it))
+            new["prompt_id"] += carrier.next_pid
+            new["iteration"] = it
+            carrier.next_pid += n_new
+            parts.append(new)
+        trace = pd.concat(parts, ignore_index=True)
+        res = simulate(trace, setup.cluster, policy, progress=progress)
+        complete, carried = carrier.update(trace, res.requests)
+        s = res.summary
+        rows.append({"iteration": it, "policy": spec, "makespan_s": s["makespan_s"],
+                     "output_tokens": s["output_tokens"], "throughput_tok_s": s["throughput_tok_s"],
+                     "tail_s": s["tail_s"], "preemptions": s["preemptions"], "groups_trained": complete,
+                     "carried_requests": carried})
+    return pd.DataFrame(rows), np.asarray(carrier.trained, dtype=np.int64)
+
+
+class _Carry:
+    """What one iteration hands to the next: unfinished requests (resuming from prompt + partial output), the
+    tokens each generated earlier, and the lengths of every response that reached training."""
+
+    def __init__(self):
+        self.trace = pd.DataFrame()
+        self.next_pid = 0
+        self.done_before: dict[tuple, int] = {}  # (prompt_id, sample_id) -> tokens generated in earlier iterations
+        self.finished_earlier: dict = {}  # prompt_id -> full lengths of its samples already finished
+        self.trained: list[int] = []
+
+    def groups(self) -> int:
+        return int(self.trace["prompt_id"].nunique()) if len(self.trace) else 0
+
+    def update(self, trace: pd.DataFrame, req: pd.DataFrame) -> tuple[int, int]:
+        """Record an iteration's outcome; returns (groups trained, requests carried)."""
+        truth = trace.set_index(["prompt_id", "sample_id"])
+        req = req.join(truth[["output_len"]].rename(columns={"output_len": "true_left"}), on=["prompt_id", "sample_id"])
+        done = req["finish_reason"] != "abort"
+        complete = req.groupby("prompt_id")["finish_reason"].apply(lambda s: (s != "abort").all())
+        before = self.done_before
+        for pid in complete[complete].index:
+            sub = req[req.prompt_id == pid]
+            lengths = [before.get((pid, s), 0) + o for s, o in zip(sub.sample_id, sub.output_len)]
+            self.trained.extend(lengths + self.finished_earlier.pop(pid, []))
+        left = req[~done & ~req.prompt_id.map(complete)]
+        for pid, sub in req[done & ~req.prompt_id.map(complete)].groupby("prompt_id"):
+            self.finished_earlier.setdefault(pid, []).extend(
+                before.get((pid, s), 0) + o for s, o in zip(sub.sample_id, sub.output_len))
+        if len(left):
+            prev = truth.loc[list(zip(left.prompt_id, left.sample_id))]
+            self.trace = pd.DataFrame({
+                "prompt_id": left.prompt_id.to_numpy(), "sample_id": left.sample_id.to_numpy(),
+                "prompt_len": left.prompt_len.to_numpy() + left.output_len.to_numpy(),
+                "output_len": left.true_left.to_numpy() - left.output_len.to_numpy(),
+                "max_tokens": prev["max_tokens"].to_numpy() - left.output_len.to_numpy(),
+                "iteration": prev["iteration"].to_numpy(),
+            })
+            for pid, s, o in zip(left.prompt_id, left.sample_id, left.output_len):
+                before[(pid, s)] = before.get((pid, s), 0) + int(o)
+        else:
+            self.trace = pd.DataFrame()
+        return int(complete.sum()), int(len(left))
+
+
+def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requests: int) -> dict:
+    """A compare row for a policy run over iterations: per-iteration means."""
+    mean = table.mean(numeric_only=True)
+    return {"policy": spec, "iterations": len(table), "makespan_s": float(mean.makespan_s),
+            "throughput_tok_s": float(mean.throughput_tok_s), "tail_s": float(mean.tail_s),
+            "preemptions": int(round(mean.preemptions)), "output_tokens": int(round(mean.output_tokens)),
+            "requests": int(requests), "efficiency": math.nan, "migrations": 0,
+            "trained_mean_len": float(trained.mean()) if len(trained) else math.nan,
+            "trained_samples": int(len(trained))}

@@ -1,0 +1,1 @@
+"""The vLLM backend: engine adapters, the driver (virtual or wall clocks), models, the group drafter inside vLLM, `seer run`."""

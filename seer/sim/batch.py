@@ -1,0 +1,120 @@
+"""The state of one simulated instance's batch: a chunk on the instance (`Seq`), the running sequences as
+parallel arrays (`Running`), and the instance's counters (`InstanceStats`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from seer.core import FinishReason
+
+
+@dataclass(eq=False)
+class Seq:
+    """One chunk of a request on this instance."""
+
+    rid: int
+    priority: int
+    arrival: int
+    ctx0: int  # context at dispatch: prompt + tokens generated before this chunk
+    stop: int  # tokens this chunk will produce (min of the chunk budget and what the request has left)
+    final: bool  # producing `stop` tokens finishes the request
+    reason: FinishReason
+    max_new: int
+    gen0: int = 0  # tokens the request had generated when this chunk was dispatched
+    computed: int = 0  # tokens with KV computed here
+    produced: int = 0  # tokens generated in this chunk
+    blocks: int = 0
+    pool_tokens: int = 0  # tokens fetchable from the global KV pool on admission
+    ready_at: float = 0.0
+
+    @property
+    def target(self) -> int:
+        """Tokens whose KV must exist before the next token can be sampled."""
+        return self.ctx0 + self.produced
+
+    @property
+    def decoding(self) -> bool:
+        return self.produced > 0 and self.computed == self.target - 1
+
+    def order(self) -> tuple[int, int]:
+        return (self.priority, self.arrival)
+
+
+SPEC_POSITIONS = 64  # draft positions counted in the acceptance statistics
+
+
+@dataclass
+class InstanceStats:
+    """Counters and logs of one instance: time, steps, preemptions, KV timeline, speculation statistics."""
+
+    busy_s: float = 0.0
+    steps: int = 0
+    epochs: int = 0
+    preemptions: int = 0
+    recomputed_tokens: int = 0
+    pool_fetched_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    timeline: list = field(default_factory=list)  # (t, kv_used_tokens, running, waiting)
+    events: list = field(default_factory=list)  # (t, kind, request_id)
+    spec_tried: np.ndarray = field(default_factory=lambda: np.zeros(SPEC_POSITIONS, np.int64))
+    spec_accepted: np.ndarray = field(default_factory=lambda: np.zeros(SPEC_POSITIONS, np.int64))
+    spec_request_steps: int = 0  # request-steps with a draft budget
+    spec_drafted_tokens: int = 0
+    spec_accepted_tokens: int = 0
+    spec_by_request: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # per rid: steps, drafted, accepted
+
+
+class Running:
+    """The running sequences as parallel numpy arrays (structure of arrays), in admission order."""
+
+    COLS = ("rid", "priority", "arrival", "ctx0", "stop", "gen0", "computed", "produced", "blocks")
+
+    def __init__(self):
+        for c in self.COLS:
+            setattr(self, c, np.zeros(0, dtype=np.int64))
+        self.seqs: list[Seq] = []
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def append(self, seqs: list[Seq]) -> None:
+        if not seqs:
+            return
+        for c in self.COLS:
+            extra = np.fromiter((getattr(s, c) for s in seqs), dtype=np.int64, count=len(seqs))
+            setattr(self, c, np.concatenate([getattr(self, c), extra]))
+        self.seqs.extend(seqs)
+
+    def sync(self, idx) -> list[Seq]:
+        """Write the dynamic state of rows `idx` back into their Seq objects and return them."""
+        out = []
+        for i in np.atleast_1d(idx):
+            seq = self.seqs[int(i)]
+            seq.computed, seq.produced, seq.blocks = int(self.computed[i]), int(self.produced[i]), int(self.blocks[i])
+            out.append(seq)
+        return out
+
+    def remove(self, mask: np.ndarray) -> list[Seq]:
+        """Remove rows where mask is True; return their (synced) Seq objects in order."""
+        idx = np.flatnonzero(mask)
+        if len(idx) == 0:
+            return []
+        gone = self.sync(idx)
+        keep = ~mask
+        for c in self.COLS:
+            setattr(self, c, getattr(self, c)[keep])
+        self.seqs = [s for s, k in zip(self.seqs, keep) if k]
+        return gone
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.ctx0 + self.produced
+
+    def decoding(self) -> np.ndarray:
+        return (self.produced > 0) & (self.computed == self.ctx0 + self.produced - 1)
+
+    def order_desc(self) -> np.ndarray:
+        """Row indices from lowest priority (largest (priority, arrival)) to highest."""
+        return np.lexsort((-self.arrival, -self.priority))

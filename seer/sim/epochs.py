@@ -1,0 +1,134 @@
+"""Epoch arithmetic: many steps of a fixed all-decode batch advanced at once, and the wait that a wake-up
+can cut short.
+
+Between composition changes the batch is fixed and every context grows by one token per step (1 + accepted
+drafts with speculation), so the steps up to the next event are computable: the first sequence to reach its
+chunk end, or the first step whose new blocks do not fit. A plain decode epoch is then a closed-form sum of
+step times; a speculative epoch is planned per row and step (advances, drafted and accepted tokens) and its
+step times are one vectorised cost-model evaluation. Everything here is pure arithmetic over the batch
+arrays, except `run_epoch`, the SimPy wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
+from seer.sim.kv import KVMemory
+
+
+def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
+    """Blocks an epoch may take: free plus evictable cache, but never the waiting head's cached prefix
+    (evicting it would change whether the head can be admitted: stop before that)."""
+    avail = kv.available()
+    if waiting and waiting[0].rid in kv.cache:
+        avail = kv.free
+        for rid, (_tok, blocks) in kv.cache.items():
+            if rid == waiting[0].rid:
+                break
+            avail += blocks
+    return avail
+
+
+def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:
+    """Decode steps the batch can take before a sequence ends its chunk or new blocks stop fitting."""
+    n_finish = int((rs.stop - rs.produced).min())
+    comp, held = rs.computed, rs.blocks
+
+    def extra(k: int) -> int:
+        return int(np.maximum(-(-(comp + k) // block_size) - held, 0).sum())
+
+    if extra(n_finish) <= avail:
+        return n_finish
+    lo, hi = 0, n_finish  # extra(lo) fits, extra(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if extra(mid) <= avail:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def run_epoch(env: simpy.Environment, wake: simpy.Event, steps: int, total: float,
+              cut: Callable[[float], tuple[int, float]]):
+    """Wait out an epoch of `steps` steps lasting `total` seconds; a wake-up cuts it short, but the step in
+    flight completes. `cut(elapsed)` gives (steps completed by then, in-flight one included; its end offset).
+    Returns (steps taken, seconds taken)."""
+    t0 = env.now
+    timer = env.timeout(total)
+    yield timer | wake
+    if timer.processed or env.now >= t0 + total:
+        return steps, total
+    steps, end = cut(env.now - t0)
+    if t0 + end > env.now:
+        yield env.timeout(t0 + end - env.now)
+    return steps, (t0 + end) - t0
+
+
+@dataclass
+class SpecEpoch:
+    """A planned speculative epoch: `k` verify steps, their cumulative seconds and per-step block needs."""
+
+    plan: object  # seer.sim.speculation.Plan
+    advance_cum: np.ndarray  # rows x steps: tokens advanced by the end of each step
+    blocks: np.ndarray  # rows x steps: blocks each row holds after each step
+    cum_s: np.ndarray  # seconds at the end of each of the k steps
+    k: int
+
+
+def plan_spec_epoch(rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int,
+                    cost) -> SpecEpoch | None:
+    """Cut a speculation plan at the first chunk end and at the first step whose blocks do not fit, and price
+    its steps; None when not even one step fits in KV."""
+    adv = plan.advance
+    C = np.cumsum(adv, axis=1)
+    ends = C >= remaining[:, None]
+    k = horizon
+    if ends.any():
+        k = min(k, int(np.where(ends.any(axis=1), ends.argmax(axis=1), horizon).min()) + 1)
+    q = 1 + plan.drafted
+    ctx = rs.computed[:, None] + (C - adv)  # KV cached before each step
+    blocks = np.maximum(np.maximum.accumulate(-(-(ctx + q) // block_size), axis=1), rs.blocks[:, None])
+    extra = (blocks - rs.blocks[:, None]).sum(axis=0)
+    over = np.flatnonzero(extra > avail)
+    if len(over):
+        k = min(k, int(over[0]))
+    if k == 0:
+        return None
+    qk, ck = q[:, :k], ctx[:, :k]
+    qf = qk.astype(np.float64)
+    dur = cost.step_time_sums(qf.sum(axis=0), (ck + qk).sum(axis=0).astype(np.float64),
+                              (qf * (ck + (qf + 1) / 2)).sum(axis=0),
+                              np.where(qk > 1, qf * (ck + qf), 0.0).sum(axis=0))
+    return SpecEpoch(plan, C, blocks, np.cumsum(np.broadcast_to(dur, (k,))), k)
+
+
+def spec_steps_within(cum_s: np.ndarray, k: int) -> Callable[[float], tuple[int, float]]:
+    """`run_epoch`'s cut for a speculative epoch."""
+    def cut(elapsed: float) -> tuple[int, float]:
+        j = min(int(np.searchsorted(cum_s, elapsed, side="right")) + 1, k)
+        return j, float(cum_s[j - 1])
+    return cut
+
+
+def count_spec_steps(stats: InstanceStats, rids: np.ndarray, plan, j: int) -> None:
+    """Add the first `j` steps of a plan to the acceptance statistics (per position, per request)."""
+    b, a, d = plan.budget[:, :j], plan.accepted[:, :j], plan.drafted[:, :j]
+    # position i (0-based) was tried when the budget reached it and the i before it were accepted
+    tried = np.minimum(b, a + 1).ravel()
+    n = SPEC_POSITIONS + 1
+    stats.spec_tried += np.cumsum(np.bincount(tried, minlength=n)[::-1])[::-1][1:n]
+    stats.spec_accepted += np.cumsum(np.bincount(a.ravel(), minlength=n)[::-1])[::-1][1:n]
+    spec_rows = b > 0
+    stats.spec_request_steps += int(spec_rows.sum())
+    stats.spec_drafted_tokens += int(d.sum())
+    stats.spec_accepted_tokens += int(a.sum())
+    per = stats.spec_by_request
+    np.add.at(per, (rids, 0), spec_rows.sum(axis=1))
+    np.add.at(per, (rids, 1), d.sum(axis=1))
+    np.add.at(per, (rids, 2), a.sum(axis=1))

@@ -1,0 +1,1 @@
+"""Offline studies built on the project's components (not part of the policy or backend layers)."""

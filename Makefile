@@ -31,6 +31,8 @@ demo: $(STAMP)
 	$(SEER) compare --trace $(OUT)/qwen2-vl-72b.parquet --cluster qwen2-vl-72b --policies verl,divided,context,oracle,seer --out $(OUT)/compare
 
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 clean:

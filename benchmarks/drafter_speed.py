@@ -24,8 +24,15 @@ from seer.fileio import write_text_atomic
 from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
 from seer.traces.io import load_trace
 
-DEFAULT_LOG = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tot",
-                           "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json")
+DEFAULT_LOG = os.path.join(
+    os.path.dirname(__file__),
+    "..",
+    "..",
+    "shared",
+    "data",
+    "tot",
+    "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json",
+)
 
 
 def load_groups(path: str | None, groups: int) -> list[tuple[list[int], list[list[int]]]]:
@@ -33,6 +40,7 @@ def load_groups(path: str | None, groups: int) -> list[tuple[list[int], list[lis
         df = load_trace(path)
     else:
         from seer.traces.converters import convert
+
         df = convert(DEFAULT_LOG, "tot")
     out = []
     for _pid, sub in list(df.sort_values(["prompt_id", "sample_id"]).groupby("prompt_id", sort=True))[:groups]:
@@ -58,12 +66,12 @@ def rollout_replay(groups, gamma: int, config: DraftConfig) -> dict:
                 budget = min(gamma, len(out) - pos - 1)
                 a = 0
                 if budget > 0:
-                    ctx = out[pos - m:pos] if pos >= m else prompt[max(0, len(prompt) - (m - pos)):] + out[:pos]
+                    ctx = out[pos - m : pos] if pos >= m else prompt[max(0, len(prompt) - (m - pos)) :] + out[:pos]
                     draft = d.propose(i, ctx, budget)
                     proposals += 1
                     drafted += len(draft)
-                    a = accepted_length(draft, out[pos:pos + budget])
-                d.append(i, out[pos:pos + 1 + a])
+                    a = accepted_length(draft, out[pos : pos + budget])
+                d.append(i, out[pos : pos + 1 + a])
                 appended += 1 + a
                 accepted += a
                 steps += 1
@@ -74,8 +82,14 @@ def rollout_replay(groups, gamma: int, config: DraftConfig) -> dict:
                     d.finish(i)
             active = still
     sec = time.perf_counter() - t0
-    return {"seconds": sec, "appended": appended, "drafted": drafted, "proposals": proposals, "steps": steps,
-            "accepted": accepted}
+    return {
+        "seconds": sec,
+        "appended": appended,
+        "drafted": drafted,
+        "proposals": proposals,
+        "steps": steps,
+        "accepted": accepted,
+    }
 
 
 def appends_only(groups, config: DraftConfig) -> tuple[float, int]:
@@ -85,7 +99,7 @@ def appends_only(groups, config: DraftConfig) -> tuple[float, int]:
         for i, out in enumerate(outs):
             d.add_request(i, 0, prompt)
             for j in range(0, len(out), 4):  # the paper batches a few tokens per append
-                d.append(i, out[j:j + 4])
+                d.append(i, out[j : j + 4])
             n += len(out)
     return time.perf_counter() - t0, n
 
@@ -107,19 +121,28 @@ def main() -> None:
     append_rate = statistics.median(n / s for s, n in app)
     result = {
         "implementation": "pure Python (dict-of-lists m-gram index, one core)",
-        "groups": len(groups), "requests": sum(len(o) for _, o in groups), "gamma": args.gamma,
-        "repeats": args.repeats, "appended_tokens": r["appended"], "drafted_tokens": r["drafted"],
-        "proposals": r["proposals"], "tau": r["appended"] / r["steps"],
+        "groups": len(groups),
+        "requests": sum(len(o) for _, o in groups),
+        "gamma": args.gamma,
+        "repeats": args.repeats,
+        "appended_tokens": r["appended"],
+        "drafted_tokens": r["drafted"],
+        "proposals": r["proposals"],
+        "tau": r["appended"] / r["steps"],
         "appended_plus_drafted_tok_per_s": rate,
         "us_per_proposal_incl_append": statistics.median(x["seconds"] / x["proposals"] * 1e6 for x in runs),
         "append_only_tok_per_s": append_rate,
         "seconds_median": statistics.median(x["seconds"] for x in runs),
     }
     write_text_atomic(args.out, json.dumps(result, indent=2))
-    print(f"{result['requests']:,} requests in {result['groups']} groups, gamma {args.gamma}, tau {result['tau']:.2f}; "
-          f"medians of {args.repeats}")
-    print(f"  appended + drafted: {rate:,.0f} tokens/s  ({r['appended']:,} appended + {r['drafted']:,} drafted "
-          f"in {result['seconds_median']:.2f} s; {result['us_per_proposal_incl_append']:.1f} us per step incl. append)")
+    print(
+        f"{result['requests']:,} requests in {result['groups']} groups, gamma {args.gamma}, tau {result['tau']:.2f}; "
+        f"medians of {args.repeats}"
+    )
+    print(
+        f"  appended + drafted: {rate:,.0f} tokens/s  ({r['appended']:,} appended + {r['drafted']:,} drafted "
+        f"in {result['seconds_median']:.2f} s; {result['us_per_proposal_incl_append']:.1f} us per step incl. append)"
+    )
     print(f"  appends alone:      {append_rate:,.0f} tokens/s")
     print(f"  goal >= 200,000 tokens/s appended + drafted: {'met' if rate >= 200_000 else 'NOT met'}")
     print(f"wrote {args.out}")

@@ -36,32 +36,88 @@ def main() -> None:
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     trace = os.path.join(args.out, "longtail.parquet")
-    seer("trace", "synth", "--prompts", str(args.prompts), "-G", str(args.group), "--mean-len", str(args.mean_len),
-         "--eta2", "0.6", "--within-cv", "0.5", "--max-tokens", str(args.max_tokens), "--prompt-mean", "120",
-         "--prompt-cv", "0.3", "-o", trace)
+    seer(
+        "trace",
+        "synth",
+        "--prompts",
+        str(args.prompts),
+        "-G",
+        str(args.group),
+        "--mean-len",
+        str(args.mean_len),
+        "--eta2",
+        "0.6",
+        "--within-cv",
+        "0.5",
+        "--max-tokens",
+        str(args.max_tokens),
+        "--prompt-mean",
+        "120",
+        "--prompt-cv",
+        "0.3",
+        "-o",
+        trace,
+    )
     stats = seer("trace", "stats", trace, "--no-ngrams")
     rows = []
     for policy in ("verl", "context"):
         out = os.path.join(args.out, policy)
-        run = seer("run", "--model", "dummy:smollm2", "--replay", trace, "--instances", str(args.instances), "--policy",
-                   policy, "--chunk-size", "128", "--max-model-len", "2048", "--max-num-seqs", "64", "--out", out)
+        run = seer(
+            "run",
+            "--model",
+            "dummy:smollm2",
+            "--replay",
+            trace,
+            "--instances",
+            str(args.instances),
+            "--policy",
+            policy,
+            "--chunk-size",
+            "128",
+            "--max-model-len",
+            "2048",
+            "--max-num-seqs",
+            "64",
+            "--out",
+            out,
+        )
         fid = seer("fidelity", out)
-        rows.append({"policy": policy, "real_makespan_s": run["makespan_s"], "sim_makespan_s": fid["sim_makespan_s"],
-                     "makespan_error": fid["makespan_error"], "finish_time_mape": fid["finish_time_mape"],
-                     "step_time_mape": fid["step_time_mape"], "step_time_mape_heldout": fid["step_time_mape_heldout"],
-                     "real_tail_s": run["tail_s"], "steps": fid["steps"], "wall_s": run["wall_s"]})
-        print(f"{policy}: real {run['makespan_s']:.1f} s, sim {fid['sim_makespan_s']:.1f} s "
-              f"({100 * fid['makespan_error']:+.1f}%), finish MAPE {100 * fid['finish_time_mape']:.1f}%, "
-              f"step MAPE {100 * fid['step_time_mape']:.1f}%", flush=True)
-    write_text_atomic(args.out + ".json", json.dumps({"config": vars(args), "trace_stats": stats, "rows": rows}, indent=2))
+        rows.append(
+            {
+                "policy": policy,
+                "real_makespan_s": run["makespan_s"],
+                "sim_makespan_s": fid["sim_makespan_s"],
+                "makespan_error": fid["makespan_error"],
+                "finish_time_mape": fid["finish_time_mape"],
+                "step_time_mape": fid["step_time_mape"],
+                "step_time_mape_heldout": fid["step_time_mape_heldout"],
+                "real_tail_s": run["tail_s"],
+                "steps": fid["steps"],
+                "wall_s": run["wall_s"],
+            }
+        )
+        print(
+            f"{policy}: real {run['makespan_s']:.1f} s, sim {fid['sim_makespan_s']:.1f} s "
+            f"({100 * fid['makespan_error']:+.1f}%), finish MAPE {100 * fid['finish_time_mape']:.1f}%, "
+            f"step MAPE {100 * fid['step_time_mape']:.1f}%",
+            flush=True,
+        )
+    write_text_atomic(
+        args.out + ".json", json.dumps({"config": vars(args), "trace_stats": stats, "rows": rows}, indent=2)
+    )
     print("| policy | real makespan s | simulated s | makespan error | finish-time error | step MAPE (held-out) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['policy']} | {r['real_makespan_s']:.1f} | {r['sim_makespan_s']:.1f} | {100 * r['makespan_error']:+.1f}% | "
-              f"{100 * r['finish_time_mape']:.1f}% | {100 * r['step_time_mape']:.1f}% ({100 * r['step_time_mape_heldout']:.1f}%) |")
+        print(
+            f"| {r['policy']} | {r['real_makespan_s']:.1f} | {r['sim_makespan_s']:.1f} | "
+            f"{100 * r['makespan_error']:+.1f}% | {100 * r['finish_time_mape']:.1f}% | "
+            f"{100 * r['step_time_mape']:.1f}% ({100 * r['step_time_mape_heldout']:.1f}%) |"
+        )
     v, c = rows
-    print(f"context / verl makespan: real {c['real_makespan_s'] / v['real_makespan_s']:.2f}, "
-          f"simulated {c['sim_makespan_s'] / v['sim_makespan_s']:.2f}")
+    print(
+        f"context / verl makespan: real {c['real_makespan_s'] / v['real_makespan_s']:.2f}, "
+        f"simulated {c['sim_makespan_s'] / v['sim_makespan_s']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,19 +36,60 @@ def main() -> None:
     rows = []
     for method in ("none", "ngram", "group"):
         out = os.path.join(args.out, method)
-        cmd = [sys.executable, "-m", "seer", "run", "--model", "smollm2", "--prompts", args.prompts, "--limit",
-               str(args.limit), "--group", str(args.group), "--instances", "1", "--policy", "context", "--max-tokens",
-               str(args.max_tokens), "--temperature", str(args.temperature), "--top-p", "0.9", "--max-num-seqs", "256",
-               "--speculation", method, "--spec-tokens", str(args.spec_tokens), "--out", out, "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "seer",
+            "run",
+            "--model",
+            "smollm2",
+            "--prompts",
+            args.prompts,
+            "--limit",
+            str(args.limit),
+            "--group",
+            str(args.group),
+            "--instances",
+            "1",
+            "--policy",
+            "context",
+            "--max-tokens",
+            str(args.max_tokens),
+            "--temperature",
+            str(args.temperature),
+            "--top-p",
+            "0.9",
+            "--max-num-seqs",
+            "256",
+            "--speculation",
+            method,
+            "--spec-tokens",
+            str(args.spec_tokens),
+            "--out",
+            out,
+            "--json",
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise SystemExit(f"{method}: {res.stderr[-2000:]}")
         s = json.loads(res.stdout)
-        rows.append({"method": method, "tau": s.get("spec_tau", 1.0), "throughput_tok_s": s["throughput_tok_s"],
-                     "makespan_s": s["makespan_s"], "output_tokens": s["output_tokens"],
-                     "drafts": s.get("spec_drafts", 0), "accepted": s.get("spec_accepted_tokens", 0)})
-        print(f"{method:>6}: tau {rows[-1]['tau']:.2f}, {s['throughput_tok_s']:,.0f} tok/s, makespan {s['makespan_s']:.1f} s, "
-              f"{s['output_tokens']:,} tokens", flush=True)
+        rows.append(
+            {
+                "method": method,
+                "tau": s.get("spec_tau", 1.0),
+                "throughput_tok_s": s["throughput_tok_s"],
+                "makespan_s": s["makespan_s"],
+                "output_tokens": s["output_tokens"],
+                "drafts": s.get("spec_drafts", 0),
+                "accepted": s.get("spec_accepted_tokens", 0),
+            }
+        )
+        print(
+            f"{method:>6}: tau {rows[-1]['tau']:.2f}, {s['throughput_tok_s']:,.0f} tok/s, "
+            f"makespan {s['makespan_s']:.1f} s, "
+            f"{s['output_tokens']:,} tokens",
+            flush=True,
+        )
     base = rows[0]["throughput_tok_s"]
     for r in rows:
         r["speedup"] = r["throughput_tok_s"] / base

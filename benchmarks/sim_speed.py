@@ -32,10 +32,14 @@ def main() -> None:
     ap.add_argument("--out", default="out/bench/sim_speed.json")
     args = ap.parse_args()
     rows = []
-    print(f"{'preset':<14}{'mode':>9}{'scale':>6}{'requests':>10}{'output tokens':>16}{'wall s (median)':>17}{'Mtok/wall-s':>13}"
-          f"{'events':>9}{'sim makespan s':>16}{'ms/event':>10}")
-    for mode, name, scale in ((m, n, int(x)) for m in args.mode.split(",") for n in args.presets.split(",")
-                              for x in args.scales.split(",")):
+    print(
+        f"{'preset':<14}{'mode':>9}{'scale':>6}{'requests':>10}{'output tokens':>16}{'wall s (median)':>17}"
+        f"{'Mtok/wall-s':>13}"
+        f"{'events':>9}{'sim makespan s':>16}{'ms/event':>10}"
+    )
+    for mode, name, scale in (
+        (m, n, int(x)) for m in args.mode.split(",") for n in args.presets.split(",") for x in args.scales.split(",")
+    ):
         base = preset_config(name)
         setup = Setup.from_preset(name, prompts=base.prompts * scale)
         if mode == "cluster":
@@ -47,16 +51,29 @@ def main() -> None:
             summary = run(setup, args.policy).summary
             walls.append(time.perf_counter() - t0)
         wall = statistics.median(walls)
-        row = {"preset": name, "mode": mode, "scale": scale, "instances": cluster.instances,
-               "requests": summary["requests"], "output_tokens": summary["output_tokens"],
-               "wall_s_median": wall, "wall_s_all": walls, "tokens_per_wall_s": summary["output_tokens"] / wall,
-               "epochs": summary["epochs"], "steps": summary["steps"], "preemptions": summary["preemptions"],
-               "makespan_s": summary["makespan_s"],
-               "ms_per_event": 1e3 * wall / max(1, summary["epochs"] + summary["preemptions"])}
+        row = {
+            "preset": name,
+            "mode": mode,
+            "scale": scale,
+            "instances": cluster.instances,
+            "requests": summary["requests"],
+            "output_tokens": summary["output_tokens"],
+            "wall_s_median": wall,
+            "wall_s_all": walls,
+            "tokens_per_wall_s": summary["output_tokens"] / wall,
+            "epochs": summary["epochs"],
+            "steps": summary["steps"],
+            "preemptions": summary["preemptions"],
+            "makespan_s": summary["makespan_s"],
+            "ms_per_event": 1e3 * wall / max(1, summary["epochs"] + summary["preemptions"]),
+        }
         rows.append(row)
-        print(f"{name:<14}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
-              f"{row['tokens_per_wall_s'] / 1e6:>13.1f}{row['epochs'] + row['preemptions']:>9,}{row['makespan_s']:>16,.0f}{row['ms_per_event']:>10.3f}",
-              flush=True)
+        print(
+            f"{name:<14}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
+            f"{row['tokens_per_wall_s'] / 1e6:>13.1f}{row['epochs'] + row['preemptions']:>9,}"
+            f"{row['makespan_s']:>16,.0f}{row['ms_per_event']:>10.3f}",
+            flush=True,
+        )
     write_text_atomic(args.out, json.dumps(rows, indent=2))
     print(f"wrote {args.out}")
 

@@ -16,8 +16,18 @@ import sys
 import tempfile
 
 POLICIES = "verl,least-loaded,divided,context,oracle,streamrl-oracle,seer"
-KEYS = ("makespan_s", "throughput_tok_s", "tail_s", "lower_bound_s", "preemptions", "migrations", "output_tokens",
-        "steps", "epochs", "spec_tau")
+KEYS = (
+    "makespan_s",
+    "throughput_tok_s",
+    "tail_s",
+    "lower_bound_s",
+    "preemptions",
+    "migrations",
+    "output_tokens",
+    "steps",
+    "epochs",
+    "spec_tau",
+)
 WORKLOADS = {
     "moonlight": ["--preset", "moonlight"],
     "qwen2-vl-72b": ["--preset", "qwen2-vl-72b"],
@@ -28,8 +38,12 @@ WORKLOADS = {
 
 def compare(args: list[str], policies: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        res = subprocess.run([sys.executable, "-m", "seer", "compare", *args, "--policies", policies, "--json",
-                              "--out", tmp], capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "seer", "compare", *args, "--policies", policies, "--json", "--out", tmp],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return json.loads(res.stdout)
 
 

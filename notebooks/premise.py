@@ -18,12 +18,24 @@ tot = Path("..") / ".." / "shared" / "data" / "tot" / "gpt-4_0.7_naive_cot_sampl
 for candidate in (tot, Path.cwd().parent / "shared" / "data" / "tot" / tot.name):
     if candidate.exists():
         from seer.traces.converters import convert
+
         traces["ToT game24 CoT · GPT-4"] = convert(str(candidate), "tot")
         break
 
 # %%
 stats = pd.DataFrame({name: trace_stats(t) for name, t in traces.items()}).T
-stats[["groups", "samples", "mean_len", "eta2", "within_cv", "rho_first_max_rest", "ngram4_in_group", "ngram4_other_group"]]
+stats[
+    [
+        "groups",
+        "samples",
+        "mean_len",
+        "eta2",
+        "within_cv",
+        "rho_first_max_rest",
+        "ngram4_in_group",
+        "ngram4_other_group",
+    ]
+]
 
 # %%
 plots.length_cdf(traces)

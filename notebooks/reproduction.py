@@ -17,8 +17,12 @@ setup = Setup.from_preset(PRESET, prompts=PROMPTS)
 _rows, results = compare(setup, ["verl", "divided", "context", "oracle", "seer"])
 
 # %%
-table = pd.DataFrame([{"workload": PRESET, "policy": p, **{k: r.summary[k] for k in ("throughput_tok_s", "makespan_s", "tail_s")}}
-                      for p, r in results.items()])
+table = pd.DataFrame(
+    [
+        {"workload": PRESET, "policy": p, **{k: r.summary[k] for k in ("throughput_tok_s", "makespan_s", "tail_s")}}
+        for p, r in results.items()
+    ]
+)
 table["x_verl"] = table["throughput_tok_s"] / table.loc[table.policy == "verl", "throughput_tok_s"].iloc[0]
 table
 
@@ -27,8 +31,13 @@ plots.throughput_bars(table)
 
 # %%
 paper = {"divided": 1.42, "context": 1.56, "seer": 2.04}
-abl = pd.DataFrame([{"workload": PRESET, "step": f"+ {p}", "source": src, "speedup": v}
-                    for p in paper for src, v in (("paper", paper[p]), ("sim", float(table.set_index("policy").loc[p, "x_verl"])))])
+abl = pd.DataFrame(
+    [
+        {"workload": PRESET, "step": f"+ {p}", "source": src, "speedup": v}
+        for p in paper
+        for src, v in (("paper", paper[p]), ("sim", float(table.set_index("policy").loc[p, "x_verl"])))
+    ]
+)
 plots.ablation(abl)
 
 # %%

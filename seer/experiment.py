@@ -1,10 +1,10 @@
 """One experiment API for every caller (CLI, figures, sweeps, fidelity, benchmarks, notebooks).
 
-    setup = Setup.from_preset("qwen2-vl-72b")                 # the paper's workload on its cluster
-    setup = Setup.from_trace("trace.parquet", "moonlight", instances=8)
-    result = run(setup, "context:chunk_size=2048")           # one policy -> RolloutResult
-    rows, results = compare(setup, ["verl", "context"])      # several, with speed-up and tail reduction vs verl
-    table, trained = run_iterations(setup, "partial", iterations=5)  # RL iterations (needs a synthetic setup)
+setup = Setup.from_preset("qwen2-vl-72b")                 # the paper's workload on its cluster
+setup = Setup.from_trace("trace.parquet", "moonlight", instances=8)
+result = run(setup, "context:chunk_size=2048")           # one policy -> RolloutResult
+rows, results = compare(setup, ["verl", "context"])      # several, with speed-up and tail reduction vs verl
+table, trained = run_iterations(setup, "partial", iterations=5)  # RL iterations (needs a synthetic setup)
 """
 
 from __future__ import annotations
@@ -38,16 +38,28 @@ class Setup:
     synth: SynthConfig | None = None
 
     @classmethod
-    def from_preset(cls, preset: str, prompts: int | None = None, seed: int | None = None,
-                    instances: int | None = None, cluster: str | None = None, **workload) -> "Setup":
+    def from_preset(
+        cls,
+        preset: str,
+        prompts: int | None = None,
+        seed: int | None = None,
+        instances: int | None = None,
+        cluster: str | None = None,
+        **workload,
+    ) -> "Setup":
         """A paper preset's synthetic workload on its cluster (or on `cluster`), with workload overrides (None:
         the preset's value)."""
         cfg = preset_config(preset, seed=seed, prompts=prompts, **workload)
         return cls(synthesize(cfg), load_cluster(cluster or preset, instances=instances), preset, cfg)
 
     @classmethod
-    def from_trace(cls, trace: str | os.PathLike | pd.DataFrame, cluster: str | ClusterConfig,
-                   instances: int | None = None, name: str | None = None) -> "Setup":
+    def from_trace(
+        cls,
+        trace: str | os.PathLike | pd.DataFrame,
+        cluster: str | ClusterConfig,
+        instances: int | None = None,
+        name: str | None = None,
+    ) -> "Setup":
         """A trace (a file or a frame) on a cluster preset name, TOML path or config."""
         if not isinstance(trace, pd.DataFrame):
             from seer.traces.io import load_trace
@@ -69,11 +81,25 @@ def as_policy(policy: str | Policy, shared: Mapping | None = None) -> Policy:
     return make_policy(policy, shared) if isinstance(policy, str) else policy
 
 
-def run(setup: Setup, policy: str | Policy, shared: Mapping | None = None, exact: bool = False,
-        progress: bool | None = False, cost=None, spec_seed: int = 0) -> RolloutResult:
+def run(
+    setup: Setup,
+    policy: str | Policy,
+    shared: Mapping | None = None,
+    exact: bool = False,
+    progress: bool | None = False,
+    cost=None,
+    spec_seed: int = 0,
+) -> RolloutResult:
     """Simulate one rollout of the setup under a policy (a fresh object per spec)."""
-    return simulate(setup.trace, setup.cluster, as_policy(policy, shared), exact=exact, progress=progress,
-                    spec_seed=spec_seed, cost=cost)
+    return simulate(
+        setup.trace,
+        setup.cluster,
+        as_policy(policy, shared),
+        exact=exact,
+        progress=progress,
+        spec_seed=spec_seed,
+        cost=cost,
+    )
 
 
 def compare_table(summaries: list[dict]) -> list[dict]:
@@ -88,8 +114,13 @@ def compare_table(summaries: list[dict]) -> list[dict]:
     return rows
 
 
-def compare(setup: Setup, specs: Sequence[str], shared: Mapping | None = None, exact: bool = False,
-            progress: bool | None = False) -> tuple[list[dict], dict[str, RolloutResult]]:
+def compare(
+    setup: Setup,
+    specs: Sequence[str],
+    shared: Mapping | None = None,
+    exact: bool = False,
+    progress: bool | None = False,
+) -> tuple[list[dict], dict[str, RolloutResult]]:
     """Every policy on the same setup: (comparison rows, results by spec). Specs are checked before any runs."""
     specs = list(specs)
     if not specs:
@@ -99,8 +130,9 @@ def compare(setup: Setup, specs: Sequence[str], shared: Mapping | None = None, e
     return compare_table([{**r.summary, "policy": s} for s, r in results.items()]), results
 
 
-def run_iterations(setup: Setup, spec: str, iterations: int = 5, shared: Mapping | None = None,
-                   progress: bool | None = False) -> tuple[pd.DataFrame, np.ndarray]:
+def run_iterations(
+    setup: Setup, spec: str, iterations: int = 5, shared: Mapping | None = None, progress: bool | None = False
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Several RL iterations in a row, each needing the setup's number of fresh groups (the paper averages 5).
 
     Synchronous policies generate every group of an iteration. A policy whose traits say it over-issues
@@ -131,10 +163,19 @@ def run_iterations(setup: Setup, spec: str, iterations: int = 5, shared: Mapping
         res = simulate(trace, setup.cluster, policy, progress=progress)
         complete, carried = carrier.update(trace, res.requests)
         s = res.summary
-        rows.append({"iteration": it, "policy": spec, "makespan_s": s["makespan_s"],
-                     "output_tokens": s["output_tokens"], "throughput_tok_s": s["throughput_tok_s"],
-                     "tail_s": s["tail_s"], "preemptions": s["preemptions"], "groups_trained": complete,
-                     "carried_requests": carried})
+        rows.append(
+            {
+                "iteration": it,
+                "policy": spec,
+                "makespan_s": s["makespan_s"],
+                "output_tokens": s["output_tokens"],
+                "throughput_tok_s": s["throughput_tok_s"],
+                "tail_s": s["tail_s"],
+                "preemptions": s["preemptions"],
+                "groups_trained": complete,
+                "carried_requests": carried,
+            }
+        )
     return pd.DataFrame(rows), np.asarray(carrier.trained, dtype=np.int64)
 
 
@@ -166,16 +207,20 @@ class _Carry:
         left = req[~done & ~req.prompt_id.map(complete)]
         for pid, sub in req[done & ~req.prompt_id.map(complete)].groupby("prompt_id"):
             self.finished_earlier.setdefault(pid, []).extend(
-                before.get((pid, s), 0) + o for s, o in zip(sub.sample_id, sub.output_len))
+                before.get((pid, s), 0) + o for s, o in zip(sub.sample_id, sub.output_len)
+            )
         if len(left):
             prev = truth.loc[list(zip(left.prompt_id, left.sample_id))]
-            self.trace = pd.DataFrame({
-                "prompt_id": left.prompt_id.to_numpy(), "sample_id": left.sample_id.to_numpy(),
-                "prompt_len": left.prompt_len.to_numpy() + left.output_len.to_numpy(),
-                "output_len": left.true_left.to_numpy() - left.output_len.to_numpy(),
-                "max_tokens": prev["max_tokens"].to_numpy() - left.output_len.to_numpy(),
-                "iteration": prev["iteration"].to_numpy(),
-            })
+            self.trace = pd.DataFrame(
+                {
+                    "prompt_id": left.prompt_id.to_numpy(),
+                    "sample_id": left.sample_id.to_numpy(),
+                    "prompt_len": left.prompt_len.to_numpy() + left.output_len.to_numpy(),
+                    "output_len": left.true_left.to_numpy() - left.output_len.to_numpy(),
+                    "max_tokens": prev["max_tokens"].to_numpy() - left.output_len.to_numpy(),
+                    "iteration": prev["iteration"].to_numpy(),
+                }
+            )
             for pid, s, o in zip(left.prompt_id, left.sample_id, left.output_len):
                 before[(pid, s)] = before.get((pid, s), 0) + int(o)
         else:
@@ -186,9 +231,17 @@ class _Carry:
 def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requests: int) -> dict:
     """A compare row for a policy run over iterations: per-iteration means."""
     mean = table.mean(numeric_only=True)
-    return {"policy": spec, "iterations": len(table), "makespan_s": float(mean.makespan_s),
-            "throughput_tok_s": float(mean.throughput_tok_s), "tail_s": float(mean.tail_s),
-            "preemptions": int(round(mean.preemptions)), "output_tokens": int(round(mean.output_tokens)),
-            "requests": int(requests), "efficiency": math.nan, "migrations": 0,
-            "trained_mean_len": float(trained.mean()) if len(trained) else math.nan,
-            "trained_samples": int(len(trained))}
+    return {
+        "policy": spec,
+        "iterations": len(table),
+        "makespan_s": float(mean.makespan_s),
+        "throughput_tok_s": float(mean.throughput_tok_s),
+        "tail_s": float(mean.tail_s),
+        "preemptions": int(round(mean.preemptions)),
+        "output_tokens": int(round(mean.output_tokens)),
+        "requests": int(requests),
+        "efficiency": math.nan,
+        "migrations": 0,
+        "trained_mean_len": float(trained.mean()) if len(trained) else math.nan,
+        "trained_samples": int(len(trained)),
+    }

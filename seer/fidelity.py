@@ -25,7 +25,9 @@ def _load(run_dir: str) -> tuple[dict, pd.DataFrame, pd.DataFrame, RolloutResult
     need = ["run.json", "steps.parquet", "trace.parquet", "summary.json", "requests.parquet"]
     missing = [f for f in need if not os.path.exists(os.path.join(run_dir, f))]
     if missing:
-        raise SeerInputError(f"{run_dir}: not a recorded run (missing {', '.join(missing)}); record one with `seer run`")
+        raise SeerInputError(
+            f"{run_dir}: not a recorded run (missing {', '.join(missing)}); record one with `seer run`"
+        )
     with open(os.path.join(run_dir, "run.json")) as fh:
         spec = json.load(fh)
     steps = pd.read_parquet(os.path.join(run_dir, "steps.parquet"))
@@ -58,22 +60,39 @@ def fidelity(run_dir: str, progress: bool | None = None) -> dict:
     out_mape = float(np.mean(np.abs(held.predict(seqs[~half], tokens[~half], kv[~half]) - y[~half]) / y[~half]))
 
     s = real.summary
-    cluster = ClusterConfig(name="fidelity", model="qwen2.5-1.5b", instances=int(spec["instances"]),
-                            kv_capacity_tokens=int(s["kv_capacity_tokens"]), block_size=32,
-                            max_num_seqs=int(spec["max_num_seqs"]), max_num_batched_tokens=max(2048, int(spec["max_model_len"])),
-                            prefix_cache=True, max_tokens=int(spec["max_tokens"]))
+    cluster = ClusterConfig(
+        name="fidelity",
+        model="qwen2.5-1.5b",
+        instances=int(spec["instances"]),
+        kv_capacity_tokens=int(s["kv_capacity_tokens"]),
+        block_size=32,
+        max_num_seqs=int(spec["max_num_seqs"]),
+        max_num_batched_tokens=max(2048, int(spec["max_model_len"])),
+        prefix_cache=True,
+        max_tokens=int(spec["max_tokens"]),
+    )
     tr = trace[["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]].copy()
-    sim = run(Setup(tr, cluster, "fidelity"), spec["policy"], shared={"chunk_size": spec.get("chunk_size")}, cost=model,
-              progress=progress)
+    sim = run(
+        Setup(tr, cluster, "fidelity"),
+        spec["policy"],
+        shared={"chunk_size": spec.get("chunk_size")},
+        cost=model,
+        progress=progress,
+    )
     real_ms, sim_ms = float(s["makespan_s"]), float(sim.summary["makespan_s"])
     a = real.requests.set_index(["prompt_id", "sample_id"])["finish_s"]
     b = sim.requests.set_index(["prompt_id", "sample_id"])["finish_s"].reindex(a.index)
     finish = float(np.mean(np.abs(b.to_numpy() - a.to_numpy()) / a.to_numpy()))
     return {
-        "run": run_dir, "policy": spec["policy"], "instances": int(spec["instances"]), "steps": int(len(y)),
-        "real_makespan_s": real_ms, "sim_makespan_s": sim_ms,
+        "run": run_dir,
+        "policy": spec["policy"],
+        "instances": int(spec["instances"]),
+        "steps": int(len(y)),
+        "real_makespan_s": real_ms,
+        "sim_makespan_s": sim_ms,
         "makespan_error": (sim_ms - real_ms) / real_ms,
         "finish_time_mape": finish,
-        "step_time_mape": in_mape, "step_time_mape_heldout": out_mape,
+        "step_time_mape": in_mape,
+        "step_time_mape_heldout": out_mape,
         "step_model": model.describe()["coefficients"],
     }

@@ -30,8 +30,15 @@ def _simulate_grid(presets, prompts, bar) -> tuple[dict, dict, pd.DataFrame]:
             res = run(setup, pol)
             results[(p, pol)] = res
             s = res.summary
-            table.append({"workload": p, "policy": pol, "throughput_tok_s": s["throughput_tok_s"],
-                          "makespan_s": s["makespan_s"], "tail_s": s["tail_s"]})
+            table.append(
+                {
+                    "workload": p,
+                    "policy": pol,
+                    "throughput_tok_s": s["throughput_tok_s"],
+                    "makespan_s": s["makespan_s"],
+                    "tail_s": s["tail_s"],
+                }
+            )
             bar.update(1)
     return setups, results, pd.DataFrame(table)
 
@@ -51,7 +58,9 @@ def _per_group_size(setups, table: pd.DataFrame, bar) -> pd.DataFrame:
                 continue
             other = Setup.from_preset(p, prompts=max(1, cfg.prompts * cfg.group_size // g), group_size=g)
             for pol in FIG7_POLICIES:
-                rows.append({"workload": label, "policy": pol, "throughput_tok_s": run(other, pol).summary["throughput_tok_s"]})
+                rows.append(
+                    {"workload": label, "policy": pol, "throughput_tok_s": run(other, pol).summary["throughput_tok_s"]}
+                )
         bar.update(1)
     return pd.DataFrame(rows)
 
@@ -61,14 +70,22 @@ def _ablation(presets, results) -> pd.DataFrame:
     for p in presets:
         base = results[(p, "verl")].summary["throughput_tok_s"]
         for k, (pol, step) in enumerate((("divided", "+ divided"), ("context", "+ context"), ("seer", "+ grouped SD"))):
-            rows.append({"workload": p, "step": step, "source": "sim",
-                         "speedup": results[(p, pol)].summary["throughput_tok_s"] / base})
+            rows.append(
+                {
+                    "workload": p,
+                    "step": step,
+                    "source": "sim",
+                    "speedup": results[(p, pol)].summary["throughput_tok_s"] / base,
+                }
+            )
             if p in PAPER_T4:
                 rows.append({"workload": p, "step": step, "source": "paper", "speedup": PAPER_T4[p][k]})
     return pd.DataFrame(rows)
 
 
-def make_figures(out: str, presets=PRESETS, prompts: int | None = None, runs=(), progress: bool | None = None) -> list[str]:
+def make_figures(
+    out: str, presets=PRESETS, prompts: int | None = None, runs=(), progress: bool | None = None
+) -> list[str]:
     """Write every figure under `out`; returns the files written."""
     from seer.fidelity import fidelity
     from seer.studies.spec_bench import acceptance_table
@@ -94,10 +111,16 @@ def make_figures(out: str, presets=PRESETS, prompts: int | None = None, runs=(),
         written += plots.save(plots.ablation(_ablation(presets, results)), f"{out}/table4_ablation")
         q = "qwen2-vl-72b" if "qwen2-vl-72b" in presets else presets[0]
         b = results[(q, "verl")].summary
-        orc = pd.DataFrame([{"variant": pol,
-                             "throughput_norm": results[(q, pol)].summary["throughput_tok_s"] / b["throughput_tok_s"],
-                             "tail_norm": results[(q, pol)].summary["tail_s"] / b["tail_s"]}
-                            for pol in ("verl", "divided", "context", "oracle")])
+        orc = pd.DataFrame(
+            [
+                {
+                    "variant": pol,
+                    "throughput_norm": results[(q, pol)].summary["throughput_tok_s"] / b["throughput_tok_s"],
+                    "tail_norm": results[(q, pol)].summary["tail_s"] / b["tail_s"],
+                }
+                for pol in ("verl", "divided", "context", "oracle")
+            ]
+        )
         written += plots.save(plots.oracle_comparison(orc), f"{out}/fig12_oracle")
         pair = {f"verl ({q})": results[(q, "verl")], f"seer ({q})": results[(q, "seer")]}
         written += plots.save(plots.kv_timeline(pair), f"{out}/fig3_9_kv_timeline")

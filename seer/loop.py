@@ -30,8 +30,23 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.core import (
-    Abort, Chunk, ChunkFinished, ClusterView, Dispatch, Engine, Event, FinishReason, Policy, Request, RequestPreempted,
-    RequestState, Rollout, RolloutStarted, SetSpeculation, Tick, traits_of,
+    Abort,
+    Chunk,
+    ChunkFinished,
+    ClusterView,
+    Dispatch,
+    Engine,
+    Event,
+    FinishReason,
+    Policy,
+    Request,
+    RequestPreempted,
+    RequestState,
+    Rollout,
+    RolloutStarted,
+    SetSpeculation,
+    Tick,
+    traits_of,
 )
 from seer.errors import SeerInputError
 
@@ -127,17 +142,19 @@ class RequestLedger:
         """One row per request, in request-id order: identity, lengths, finish reason and the records."""
         reqs = self.rollout.requests
         order = sorted(reqs)
-        return pd.DataFrame({
-            "request_id": order,
-            "prompt_id": [reqs[i].key[0] for i in order],
-            "sample_id": [reqs[i].key[1] for i in order],
-            "group_id": [reqs[i].group_id for i in order],
-            "prompt_len": [reqs[i].prompt_len for i in order],
-            "output_len": [reqs[i].generated for i in order],
-            "max_tokens": [reqs[i].max_tokens for i in order],
-            "finish_reason": [self.reason[i] for i in order],
-            **{k: getattr(self, k)[order] for k in RECORD_COLUMNS},
-        })
+        return pd.DataFrame(
+            {
+                "request_id": order,
+                "prompt_id": [reqs[i].key[0] for i in order],
+                "sample_id": [reqs[i].key[1] for i in order],
+                "group_id": [reqs[i].group_id for i in order],
+                "prompt_len": [reqs[i].prompt_len for i in order],
+                "output_len": [reqs[i].generated for i in order],
+                "max_tokens": [reqs[i].max_tokens for i in order],
+                "finish_reason": [self.reason[i] for i in order],
+                **{k: getattr(self, k)[order] for k in RECORD_COLUMNS},
+            }
+        )
 
 
 class EngineViews(Sequence):
@@ -182,8 +199,10 @@ class ContractLoop:
         """Give the policy what its traits ask for: true lengths (oracles) and the step-time profile."""
         if self.traits.needs_oracle:
             if true_lengths is None:
-                raise SeerInputError(f"policy {self.policy.name} needs true output lengths, which this run does not "
-                                     "have (real generation); use it on a replayed trace")
+                raise SeerInputError(
+                    f"policy {self.policy.name} needs true output lengths, which this run does not "
+                    "have (real generation); use it on a replayed trace"
+                )
             self.policy.set_oracle_lengths(dict(true_lengths))
         if self.traits.needs_step_profile:
             self.policy.set_step_profile(step_profile)
@@ -246,8 +265,9 @@ class ContractLoop:
     def _dispatch(self, action: Dispatch) -> None:
         engine = self._engine(action.instance, f"dispatched request {action.request_id} to")
         if not engine.alive:
-            raise PolicyError(f"{self.policy.name}: dispatched request {action.request_id} to failed instance "
-                              f"{action.instance}")
+            raise PolicyError(
+                f"{self.policy.name}: dispatched request {action.request_id} to failed instance {action.instance}"
+            )
         req, chunk = self.ledger.dispatch(action, self.now, self.policy.name)
         self.before_submit(engine, chunk)
         engine.submit(chunk, req)
@@ -262,8 +282,10 @@ class ContractLoop:
             self.engines[req.instance].abort(req.request_id)
         elif req.state is RequestState.WAITING:
             if not self.traits.aborts_are_final:
-                raise PolicyError(f"{self.policy.name}: aborted buffered request {req.request_id}, but its traits do "
-                                  "not declare final aborts")
+                raise PolicyError(
+                    f"{self.policy.name}: aborted buffered request {req.request_id}, but its traits do "
+                    "not declare final aborts"
+                )
             self.ledger.abort_waiting(req, self.now)
 
     # ---- progress and the end ---------------------------------------------------------------
@@ -271,8 +293,9 @@ class ContractLoop:
     @contextlib.contextmanager
     def progress(self, desc: str, enabled: bool | None) -> Iterator[None]:
         """A progress bar over finished requests for the duration of the block."""
-        self._bar = tqdm(total=len(self.rollout.requests), desc=desc, unit="req",
-                         disable=None if enabled is None else not enabled)
+        self._bar = tqdm(
+            total=len(self.rollout.requests), desc=desc, unit="req", disable=None if enabled is None else not enabled
+        )
         try:
             yield
         finally:

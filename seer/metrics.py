@@ -21,8 +21,16 @@ import pandas as pd
 
 from seer.fileio import atomic_path, json_safe, write_text_atomic
 
-SUMMARY_KEYS = ("makespan_s", "throughput_tok_s", "tail_s", "lower_bound_s", "efficiency", "preemptions",
-                "requests", "output_tokens")
+SUMMARY_KEYS = (
+    "makespan_s",
+    "throughput_tok_s",
+    "tail_s",
+    "lower_bound_s",
+    "efficiency",
+    "preemptions",
+    "requests",
+    "output_tokens",
+)
 TAIL_FRACTION = 0.10
 
 
@@ -57,21 +65,41 @@ class RolloutResult:
             self.requests.to_parquet(tmp, index=False)
         with atomic_path(os.path.join(out_dir, "timeline.parquet")) as tmp:
             self.timeline.to_parquet(tmp, index=False)
-        write_text_atomic(os.path.join(out_dir, "summary.json"),
-                          json.dumps({"summary": json_safe(self.summary), "config": json_safe(self.config)}, indent=2))
+        write_text_atomic(
+            os.path.join(out_dir, "summary.json"),
+            json.dumps({"summary": json_safe(self.summary), "config": json_safe(self.config)}, indent=2),
+        )
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "RolloutResult":
         with open(os.path.join(out_dir, "summary.json")) as fh:
             meta = json.load(fh)
         events = os.path.join(out_dir, "events.parquet")
-        return cls(pd.read_parquet(os.path.join(out_dir, "requests.parquet")),
-                   pd.read_parquet(os.path.join(out_dir, "timeline.parquet")), meta["summary"], meta.get("config", {}),
-                   pd.read_parquet(events) if os.path.exists(events) else pd.DataFrame())
+        return cls(
+            pd.read_parquet(os.path.join(out_dir, "requests.parquet")),
+            pd.read_parquet(os.path.join(out_dir, "timeline.parquet")),
+            meta["summary"],
+            meta.get("config", {}),
+            pd.read_parquet(events) if os.path.exists(events) else pd.DataFrame(),
+        )
 
 
-def summarize(requests: pd.DataFrame, busy_s: list[float], lower_bound_s: float, preemptions: int,
-              extra: dict | None = None, preempt_times=None) -> dict:
+EVENT_COLUMNS = ["t", "instance", "kind", "request_id"]
+
+
+def events_frame(rows) -> pd.DataFrame:
+    """Engine events (t, instance, kind, request_id) as one frame in time order (ties keep their order)."""
+    return pd.DataFrame(list(rows), columns=EVENT_COLUMNS).sort_values("t", kind="stable").reset_index(drop=True)
+
+
+def summarize(
+    requests: pd.DataFrame,
+    busy_s: list[float],
+    lower_bound_s: float,
+    preemptions: int,
+    extra: dict | None = None,
+    preempt_times=None,
+) -> dict:
     """The summary dict from per-request records and per-instance busy time."""
     finish = requests["finish_s"].to_numpy(dtype=np.float64)
     makespan = float(finish.max()) if len(finish) else 0.0
@@ -90,7 +118,8 @@ def summarize(requests: pd.DataFrame, busy_s: list[float], lower_bound_s: float,
         "idle_s_mean": float(np.mean(idle)) if idle else 0.0,
         "idle_share": float(np.mean(idle) / makespan) if makespan > 0 and idle else 0.0,
         "first_instance_done_s": float(requests[requests["instance"] >= 0].groupby("instance")["finish_s"].max().min())
-        if len(requests) else 0.0,
+        if len(requests)
+        else 0.0,
     }
     out["tail_share"] = out["tail_s"] / makespan if makespan > 0 else math.nan
     pt = np.asarray(preempt_times if preempt_times is not None else [], dtype=np.float64)

@@ -16,8 +16,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 COLUMN_IN = 3.4
-POLICY_COLORS = {"verl": "#7f7f7f", "least-loaded": "#bcbd22", "divided": "#1f77b4", "context": "#2ca02c",
-                 "oracle": "#9467bd", "streamrl-oracle": "#8c564b", "partial": "#e377c2", "seer": "#d62728"}
+POLICY_COLORS = {
+    "verl": "#7f7f7f",
+    "least-loaded": "#bcbd22",
+    "divided": "#1f77b4",
+    "context": "#2ca02c",
+    "oracle": "#9467bd",
+    "streamrl-oracle": "#8c564b",
+    "partial": "#e377c2",
+    "seer": "#d62728",
+}
 
 
 def _color(policy: str, i: int) -> str:
@@ -33,8 +41,13 @@ def _grouped_bars(ax, table: pd.DataFrame, value: str, label_fmt: str = "{:.2f}�
         sub = table[table["policy"] == pol].set_index("workload").reindex(workloads)
         bars = ax.bar(x + (i - (len(policies) - 1) / 2) * width, sub[value], width, label=pol, color=_color(pol, i))
         if label_fmt:
-            ax.bar_label(bars, [label_fmt.format(v) if np.isfinite(v) else "" for v in sub[value]], fontsize=6, rotation=90,
-                         padding=2)
+            ax.bar_label(
+                bars,
+                [label_fmt.format(v) if np.isfinite(v) else "" for v in sub[value]],
+                fontsize=6,
+                rotation=90,
+                padding=2,
+            )
     ax.set_xticks(x, workloads, fontsize=8)
     return policies
 
@@ -79,8 +92,9 @@ def time_bars(table: pd.DataFrame) -> plt.Figure:
 def kv_timeline(results: Mapping[str, object], metric: str = "kv_usage") -> plt.Figure:
     """Figs 3 and 9: per-instance KV usage (or running requests) over time, one panel per result.
     results: label -> RolloutResult."""
-    fig, axes = plt.subplots(1, len(results), figsize=(COLUMN_IN * len(results), 2.4), squeeze=False, sharey=True,
-                             sharex=True)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(COLUMN_IN * len(results), 2.4), squeeze=False, sharey=True, sharex=True
+    )
     for ax, (label, res) in zip(axes[0], results.items()):
         tl = res.timeline
         for inst, g in tl.groupby("instance"):
@@ -138,9 +152,16 @@ def ablation(table: pd.DataFrame) -> plt.Figure:
     for s_i, src in enumerate(sources):
         for i, step in enumerate(steps):
             sub = table[(table["step"] == step) & (table["source"] == src)].set_index("workload").reindex(workloads)
-            ax.bar(x + (k - (len(steps) * len(sources) - 1) / 2) * width, sub["speedup"], width,
-                   label=f"{step} ({src})", color=plt.cm.viridis(i / max(1, len(steps) - 1)),
-                   alpha=1.0 if s_i == len(sources) - 1 else 0.45, edgecolor="black", lw=0.3)
+            ax.bar(
+                x + (k - (len(steps) * len(sources) - 1) / 2) * width,
+                sub["speedup"],
+                width,
+                label=f"{step} ({src})",
+                color=plt.cm.viridis(i / max(1, len(steps) - 1)),
+                alpha=1.0 if s_i == len(sources) - 1 else 0.45,
+                edgecolor="black",
+                lw=0.3,
+            )
             k += 1
     ax.set_xticks(x, workloads)
     ax.set_ylabel("throughput (× baseline)")
@@ -193,9 +214,15 @@ def parity(rows: Sequence[Mapping]) -> plt.Figure:
     ax.plot([0, hi], [0, hi], color="black", lw=0.6, label="simulated = real")
     ax.fill_between([0, hi], [0, 0.9 * hi], [0, 1.1 * hi], color="grey", alpha=0.15, label="±10%")
     for i, r in enumerate(rows):
-        ax.scatter(r["real_makespan_s"], r["sim_makespan_s"], color=_color(r["label"], i), zorder=3,
-                   label=f"{r['label']}: makespan {100 * r['makespan_error']:+.1f}%, finish {100 * r['finish_time_mape']:.1f}%, "
-                         f"step {100 * r['step_time_mape']:.1f}%")
+        ax.scatter(
+            r["real_makespan_s"],
+            r["sim_makespan_s"],
+            color=_color(r["label"], i),
+            zorder=3,
+            label=f"{r['label']}: makespan {100 * r['makespan_error']:+.1f}%, "
+            f"finish {100 * r['finish_time_mape']:.1f}%, "
+            f"step {100 * r['step_time_mape']:.1f}%",
+        )
     ax.set_xlim(0, hi)
     ax.set_ylim(0, hi)
     ax.set_xlabel("real makespan (s)")

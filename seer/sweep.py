@@ -34,8 +34,19 @@ from tqdm import tqdm
 from seer.errors import SeerInputError
 from seer.fileio import atomic_path, json_safe, write_text_atomic
 
-SUMMARY_COLUMNS = ("makespan_s", "throughput_tok_s", "tail_s", "tail_share", "lower_bound_s", "efficiency",
-                   "preemptions", "migrations", "output_tokens", "requests", "spec_tau")
+SUMMARY_COLUMNS = (
+    "makespan_s",
+    "throughput_tok_s",
+    "tail_s",
+    "tail_share",
+    "lower_bound_s",
+    "efficiency",
+    "preemptions",
+    "migrations",
+    "output_tokens",
+    "requests",
+    "spec_tau",
+)
 
 
 SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
@@ -109,7 +120,9 @@ def cells(cfg: dict) -> list[dict]:
         keys = sorted(k for k in params if k in takes)
         grid = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))] or [{}]
         for seed, p in itertools.product(cfg.get("seeds", [0]), grid):
-            out.append({"preset": preset, "policy": spec, "seed": int(seed), "prompts": cfg.get("prompts"), "params": p})
+            out.append(
+                {"preset": preset, "policy": spec, "seed": int(seed), "prompts": cfg.get("prompts"), "params": p}
+            )
     return out
 
 
@@ -124,8 +137,12 @@ def run_cell(cell: dict) -> dict:
 
     setup = Setup.from_preset(cell["preset"], seed=cell["seed"], prompts=cell["prompts"])
     res = run(setup, make_policy(cell["policy"], **cell["params"]))
-    row = {"preset": cell["preset"], "policy": cell["policy"], "seed": cell["seed"],
-           **{f"param_{k}": v for k, v in cell["params"].items()}}
+    row = {
+        "preset": cell["preset"],
+        "policy": cell["policy"],
+        "seed": cell["seed"],
+        **{f"param_{k}": v for k, v in cell["params"].items()},
+    }
     row.update({k: res.summary.get(k) for k in SUMMARY_COLUMNS})
     return row
 
@@ -152,8 +169,9 @@ def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
             yield refs[ref], ray.get(ref)
 
 
-def run_sweep(config_path: str, out: str, use_ray: bool = False, workers: int | None = None,
-              progress: bool | None = None) -> pd.DataFrame:
+def run_sweep(
+    config_path: str, out: str, use_ray: bool = False, workers: int | None = None, progress: bool | None = None
+) -> pd.DataFrame:
     cfg = load_config(config_path)
     grid = cells(cfg)
     store = os.path.join(out, "cells")
@@ -166,11 +184,16 @@ def run_sweep(config_path: str, out: str, use_ray: bool = False, workers: int | 
                 done[cell_key(cell)] = json.load(fh)
     todo = [c for c in grid if cell_key(c) not in done]
     use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
-    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="cell",
-               disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=len(grid),
+        initial=len(grid) - len(todo),
+        desc="sweep",
+        unit="cell",
+        disable=None if progress is None else not progress,
+    )
     try:
         if todo:
-            for cell, row in (_run_ray(todo) if use_ray else _run_local(todo, workers)):
+            for cell, row in _run_ray(todo) if use_ray else _run_local(todo, workers):
                 write_text_atomic(os.path.join(store, cell_key(cell) + ".json"), json.dumps(json_safe(row)))
                 done[cell_key(cell)] = row
                 bar.update(1)

@@ -15,10 +15,16 @@ SHARED = Path(os.environ.get("SEER_SHARED", ROOT.parent / "shared"))
 # Real-engine tests run vLLM in this process: one OpenMP thread, engine core in-process, logs on stderr, and
 # vLLM's / torch's caches inside the project (nothing written elsewhere). Set before anything imports torch.
 _CACHE = ROOT / "out" / "test-cache"
-for _key, _value in (("OMP_NUM_THREADS", "1"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("VLLM_CPU_KVCACHE_SPACE", "1"),
-                     ("VLLM_LOGGING_STREAM", "ext://sys.stderr"), ("VLLM_CACHE_ROOT", str(_CACHE / "vllm")),
-                     ("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "inductor")), ("HF_HOME", str(_CACHE / "hf")),
-                     ("TOKENIZERS_PARALLELISM", "false")):
+for _key, _value in (
+    ("OMP_NUM_THREADS", "1"),
+    ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+    ("VLLM_CPU_KVCACHE_SPACE", "1"),
+    ("VLLM_LOGGING_STREAM", "ext://sys.stderr"),
+    ("VLLM_CACHE_ROOT", str(_CACHE / "vllm")),
+    ("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "inductor")),
+    ("HF_HOME", str(_CACHE / "hf")),
+    ("TOKENIZERS_PARALLELISM", "false"),
+):
     os.environ.setdefault(_key, _value)
 
 
@@ -38,7 +44,9 @@ def run_seer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     )
 
 
-def token_trace(seed: int, groups: int, G: int, vocab: int = 6, base_len: int = 40, noise: float = 0.15) -> pd.DataFrame:
+def token_trace(
+    seed: int, groups: int, G: int, vocab: int = 6, base_len: int = 40, noise: float = 0.15
+) -> pd.DataFrame:
     """Groups whose samples are noisy copies of a group text (shared phrasing, different lengths)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -48,6 +56,15 @@ def token_trace(seed: int, groups: int, G: int, vocab: int = 6, base_len: int = 
         for s in range(G):
             n = int(rng.integers(base_len // 2, base_len * 2))
             out = [t if rng.random() > noise else int(rng.integers(0, vocab)) for t in base[:n]]
-            rows.append({"prompt_id": p, "sample_id": s, "prompt_len": len(prompt), "output_len": len(out),
-                         "prompt_ids": prompt, "output_ids": out, "max_tokens": 200})
+            rows.append(
+                {
+                    "prompt_id": p,
+                    "sample_id": s,
+                    "prompt_len": len(prompt),
+                    "output_len": len(out),
+                    "prompt_ids": prompt,
+                    "output_ids": out,
+                    "max_tokens": 200,
+                }
+            )
     return pd.DataFrame(rows)

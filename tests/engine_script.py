@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from seer.core import (
-    Chunk, ChunkFinished, FinishReason, InstanceIdle, InstanceView, Request, RequestPreempted, worst_case_kv,
+    Chunk,
+    ChunkFinished,
+    FinishReason,
+    InstanceIdle,
+    InstanceView,
+    Request,
+    RequestPreempted,
+    worst_case_kv,
 )
 
 # request id -> (prompt tokens, true output length)
@@ -71,6 +78,7 @@ class FakeEngine:
 
 def stepper(engine):
     """(steps(k), run_until_idle) for an engine with `step()` and `has_work()` (the fake one, a vLLM instance)."""
+
     def steps(k):
         for _ in range(k):
             engine.step()

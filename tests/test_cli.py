@@ -1,12 +1,11 @@
 import json
 
 import pytest
+from conftest import run_seer
 
 from seer.cli import build_parser, main
 from seer.traces.io import load_trace
 from seer.traces.stats import SUMMARY_KEYS
-
-from conftest import run_seer
 
 
 def _subcommands(parser, prefix=()):
@@ -47,7 +46,26 @@ def test_synth_preset_then_stats_json(tmp_path):
 
 def test_synth_knobs_override_the_preset(tmp_path, capsys):
     out = tmp_path / "m.csv"
-    assert main(["trace", "synth", "--preset", "moonlight", "--prompts", "20", "-G", "4", "--eta2", "0.8", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "synth",
+                "--preset",
+                "moonlight",
+                "--prompts",
+                "20",
+                "-G",
+                "4",
+                "--eta2",
+                "0.8",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     stats = json.loads(capsys.readouterr().out)
     assert stats["samples"] == 80 and abs(stats["eta2"] - 0.8) < 0.03
 
@@ -73,7 +91,12 @@ def test_presets_json(capsys):
 
 def test_validate_reports_columns(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
-    assert main(["trace", "synth", "--prompts", "3", "-G", "2", "--mean-len", "100", "--max-tokens", "1000", "-o", str(out)]) == 0
+    assert (
+        main(
+            ["trace", "synth", "--prompts", "3", "-G", "2", "--mean-len", "100", "--max-tokens", "1000", "-o", str(out)]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["trace", "validate", str(out), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)

@@ -1,12 +1,11 @@
 import pandas as pd
 import pytest
+from conftest import run_seer
 
 from seer.errors import SeerInputError, TraceError
 from seer.traces.converters import convert, parse_mapping
 from seer.traces.io import load_trace, validate_trace
 from seer.traces.tokenizer import load_tokenizer
-
-from conftest import run_seer
 
 
 def test_tot_game24_cot_gives_100_groups_of_100_with_smollm2_ids(shared_data):
@@ -28,7 +27,9 @@ def test_tot_game24_cot_gives_100_groups_of_100_with_smollm2_ids(shared_data):
 
 
 def test_tot_text_gives_100_groups_of_10(shared_data):
-    df = validate_trace(convert(str(shared_data / "tot" / "gpt-4_1.0_naive_standard_sample_10_start0_end100.json"), "tot"))
+    df = validate_trace(
+        convert(str(shared_data / "tot" / "gpt-4_1.0_naive_standard_sample_10_start0_end100.json"), "tot")
+    )
     sizes = df.groupby("prompt_id").size()
     assert len(sizes) == 100 and set(sizes) == {10}
     assert df["prompt_len"].min() > 20  # four sentences
@@ -49,7 +50,9 @@ def test_mooncake_and_azure_are_single_sample_groups(shared_data):
 def test_generic_csv_with_mapping_numbers_samples_within_prompts(tmp_path):
     src = tmp_path / "x.csv"
     src.write_text("question,plen,n\nq1,5,10\nq2,6,20\nq1,5,30\n")
-    df = validate_trace(convert(str(src), "csv", parse_mapping(["prompt_id=question", "prompt_len=plen", "output_len=n"])))
+    df = validate_trace(
+        convert(str(src), "csv", parse_mapping(["prompt_id=question", "prompt_len=plen", "output_len=n"]))
+    )
     assert df[["prompt_id", "sample_id", "output_len"]].values.tolist() == [["q1", 0, 10], ["q2", 0, 20], ["q1", 1, 30]]
 
 
@@ -77,8 +80,15 @@ def test_bad_mappings_and_sources(tmp_path):
 
 def test_cli_convert_then_stats_on_tot(shared_data, tmp_path):
     out = tmp_path / "cot.parquet"
-    proc = run_seer("trace", "convert", str(shared_data / "tot" / "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json"),
-                    "--from", "tot", "-o", str(out))
+    proc = run_seer(
+        "trace",
+        "convert",
+        str(shared_data / "tot" / "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json"),
+        "--from",
+        "tot",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "100 groups, 10,000 samples" in proc.stdout
     df, meta = load_trace(out, with_meta=True)

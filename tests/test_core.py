@@ -2,7 +2,16 @@ import ast
 from pathlib import Path
 
 from seer.core import (
-    ChunkFinished, ClusterView, Dispatch, Engine, FinishReason, Group, InstanceView, Policy, RequestState, Rollout,
+    ChunkFinished,
+    ClusterView,
+    Dispatch,
+    Engine,
+    FinishReason,
+    Group,
+    InstanceView,
+    Policy,
+    RequestState,
+    Rollout,
 )
 
 
@@ -119,3 +128,18 @@ def test_the_layering_check_can_fail(tmp_path):
     fake.write_text("def f():\n    from seer.sim.driver import simulate\n")
     assert _imports(fake) == ["seer.sim.driver"]
     assert not "seer.sim.driver".startswith(ALLOWED["policies"])
+
+
+def test_modules_and_functions_stay_small():
+    """No module over 400 lines; no function over 60 lines, except the argument-parser tables (`register`)."""
+    too_long = []
+    for path in sorted(SEER.rglob("*.py")):
+        src = path.read_text()
+        if src.count("\n") > 400:
+            too_long.append(f"{path.relative_to(SEER)}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.FunctionDef) and node.name != "register":
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    too_long.append(f"{path.relative_to(SEER)}:{node.lineno} {node.name}: {n} lines")
+    assert not too_long, too_long

@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import pytest
 import simpy
-
 from engine_script import EXPECTED, REQUESTS, FakeEngine, FakeLoop, Script, check_invariants, outline, stepper
+
 from seer.core import (
-    Abort, ChunkFinished, Dispatch, FinishReason, Group, PolicyTraits, RequestState, Rollout, RolloutStarted,
+    Abort,
+    ChunkFinished,
+    Dispatch,
+    FinishReason,
+    Group,
+    PolicyTraits,
+    RequestState,
+    Rollout,
+    RolloutStarted,
 )
 from seer.loop import ContractLoop, PolicyError
 from seer.sim.cluster import ClusterConfig
@@ -69,8 +77,11 @@ class Recorder:
         self.seen.append((event, {rid: r.state for rid, r in view.requests.items()}))
         if isinstance(event, RolloutStarted):
             return list(self.first)
-        if isinstance(event, ChunkFinished) and not event.finished \
-                and view.requests[event.request_id].state is RequestState.WAITING:
+        if (
+            isinstance(event, ChunkFinished)
+            and not event.finished
+            and view.requests[event.request_id].state is RequestState.WAITING
+        ):
             return [Dispatch(event.request_id, 0, 100)]
         return []
 
@@ -117,12 +128,15 @@ def test_final_aborts_end_requests_and_failures_never_do():
     assert loop.ledger.open == 1
 
 
-@pytest.mark.parametrize("first, message", [
-    ([Dispatch(0, 0, 100), Dispatch(0, 0, 100)], "in state running"),
-    ([Dispatch(0, 3, 100)], "there are 1"),
-    ([Abort(0)], "final aborts"),
-    ([Dispatch(0, 0, 0)], "budget of 0"),
-])
+@pytest.mark.parametrize(
+    "first, message",
+    [
+        ([Dispatch(0, 0, 100), Dispatch(0, 0, 100)], "in state running"),
+        ([Dispatch(0, 3, 100)], "there are 1"),
+        ([Abort(0)], "final aborts"),
+        ([Dispatch(0, 0, 0)], "budget of 0"),
+    ],
+)
 def test_contract_violations_are_named(first, message):
     with pytest.raises(PolicyError, match=message):
         Loop(Recorder(first)).run_fake()

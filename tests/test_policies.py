@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from test_sim_properties import workloads
 
 from seer.core import ChunkFinished, Dispatch, FinishReason, Group, InstanceView, Request, Rollout, traits_of
 from seer.loop import ContractLoop
@@ -12,8 +13,6 @@ from seer.policies.divided import ContextPolicy, DividedPolicy, OraclePolicy
 from seer.sim.cluster import ClusterConfig
 from seer.sim.driver import simulate
 from seer.traces.synth import SynthConfig, synthesize
-
-from test_sim_properties import workloads
 
 
 class ManualEngine:
@@ -57,10 +56,8 @@ class Harness(ContractLoop):
     def now(self):
         return self.t
 
-    capacity = property(lambda self: self.engines[0].capacity,
-                        lambda self, v: setattr(self.engines[0], "capacity", v))
-    reserved = property(lambda self: self.engines[0].reserved,
-                        lambda self, v: setattr(self.engines[0], "reserved", v))
+    capacity = property(lambda self: self.engines[0].capacity, lambda self, v: setattr(self.engines[0], "capacity", v))
+    reserved = property(lambda self: self.engines[0].reserved, lambda self, v: setattr(self.engines[0], "reserved", v))
 
     def act(self, actions):
         self.log.extend(a for a in actions or () if isinstance(a, Dispatch))
@@ -152,9 +149,9 @@ def test_anti_starvation_serves_the_longest_waiting_request():
     h.capacity = 3 * 1010
     h.apply(pol._fill(h.view()))  # the three probes
     h.capacity = 0
-    h.finish(0, 10, True, 1000)   # group 0 done
+    h.finish(0, 10, True, 1000)  # group 0 done
     h.finish(1, 900, True, 1000)  # group 1 long
-    h.finish(4, 50, True, 1000)   # group 2 short
+    h.finish(4, 50, True, 1000)  # group 2 short
     h.capacity, h.reserved = 10**9, 0
     order = [a.request_id for a in h.apply(pol._fill(h.view()))]
     # LFS would give 2, 3 (group 1) then 5, 6; every 2nd pick goes to the oldest waiting request instead
@@ -224,12 +221,31 @@ def test_streamrl_oracle_keeps_groups_atomic():
 
 @pytest.fixture(scope="module")
 def long_tail_results():
-    trace = synthesize(SynthConfig(prompts=48, group_size=8, mean_len=3000, eta2=0.75, within_cv=0.28,
-                                   max_tokens=16384, prompt_mean=256, seed=3))
-    cluster = ClusterConfig(name="c", model="qwen2.5-7b", instances=4, kv_capacity_tokens=120_000,
-                            max_num_seqs=256, max_tokens=16384, kv_mode="pool")
-    return {p: simulate(trace, cluster, make_policy(p, shared={"chunk_size": 4096}), progress=False).summary
-            for p in ("verl", "divided", "context", "oracle")}
+    trace = synthesize(
+        SynthConfig(
+            prompts=48,
+            group_size=8,
+            mean_len=3000,
+            eta2=0.75,
+            within_cv=0.28,
+            max_tokens=16384,
+            prompt_mean=256,
+            seed=3,
+        )
+    )
+    cluster = ClusterConfig(
+        name="c",
+        model="qwen2.5-7b",
+        instances=4,
+        kv_capacity_tokens=120_000,
+        max_num_seqs=256,
+        max_tokens=16384,
+        kv_mode="pool",
+    )
+    return {
+        p: simulate(trace, cluster, make_policy(p, shared={"chunk_size": 4096}), progress=False).summary
+        for p in ("verl", "divided", "context", "oracle")
+    }
 
 
 def test_end_to_end_context_beats_verl_and_divided_and_oracle_beats_context(long_tail_results):

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_seer
+
 from seer.core import Chunk, Request
 from seer.policies import make_policy
 from seer.traces.rollout import rollout_from_trace
@@ -23,8 +23,15 @@ def long_tail_trace(groups=4, G=4, seed=0) -> pd.DataFrame:
     for p in range(groups):
         base = rng.lognormal(3.5, 0.8)
         for s in range(G):
-            rows.append({"prompt_id": p, "sample_id": s, "prompt_len": int(rng.integers(8, 40)),
-                         "output_len": int(min(300, max(4, base * rng.lognormal(0, 0.3)))), "max_tokens": 320})
+            rows.append(
+                {
+                    "prompt_id": p,
+                    "sample_id": s,
+                    "prompt_len": int(rng.integers(8, 40)),
+                    "output_len": int(min(300, max(4, base * rng.lognormal(0, 0.3)))),
+                    "max_tokens": 320,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -42,8 +49,17 @@ def run_real(trace, policy, model, instances=2, fail=None, **kw):
     ro, true_len = rollout_from_trace(trace, 320)
     rng = np.random.default_rng(1)
     prompts = {g: rng.integers(3, 2000, size=grp.prompt_len).tolist() for g, grp in ro.groups.items()}
-    driver = RealDriver(ro, prompts, EngineSettings(model, dummy=True, max_model_len=512, max_num_seqs=8), policy,
-                        instances=instances, replay_len=true_len, progress=False, fail=fail, **kw)
+    driver = RealDriver(
+        ro,
+        prompts,
+        EngineSettings(model, dummy=True, max_model_len=512, max_num_seqs=8),
+        policy,
+        instances=instances,
+        replay_len=true_len,
+        progress=False,
+        fail=fail,
+        **kw,
+    )
     try:
         return driver, driver.run(), true_len
     finally:
@@ -81,8 +97,26 @@ def test_seer_run_cli_records_and_fidelity_reads_it(tmp_path):
     path = tmp_path / "lt.parquet"
     trace.to_parquet(path)
     out = tmp_path / "run"
-    res = run_seer("run", "--model", "dummy:tiny", "--replay", str(path), "--instances", "2", "--policy", "context",
-                   "--chunk-size", "64", "--max-model-len", "512", "--max-num-seqs", "8", "--out", str(out), "--json")
+    res = run_seer(
+        "run",
+        "--model",
+        "dummy:tiny",
+        "--replay",
+        str(path),
+        "--instances",
+        "2",
+        "--policy",
+        "context",
+        "--chunk-size",
+        "64",
+        "--max-model-len",
+        "512",
+        "--max-num-seqs",
+        "8",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)
     assert summary["requests"] == len(trace) and summary["backend"] == "vllm"
@@ -108,7 +142,9 @@ def test_run_bad_input_is_one_line(tmp_path):
     assert res.returncode == 2 and "not a recorded run" in res.stderr
     long = tmp_path / "long.csv"
     pd.DataFrame([{"prompt_id": 0, "sample_id": 0, "prompt_len": 600, "output_len": 10}]).to_csv(long, index=False)
-    res = run_seer("run", "--model", "dummy:tiny", "--replay", str(long), "--max-model-len", "512", "--out", str(tmp_path / "o"))
+    res = run_seer(
+        "run", "--model", "dummy:tiny", "--replay", str(long), "--max-model-len", "512", "--out", str(tmp_path / "o")
+    )
     assert res.returncode == 2 and "must fit the model context" in res.stderr and res.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o").exists()
 
@@ -118,9 +154,26 @@ def test_seer_policy_drafts_with_its_own_drafter_settings(tmp_path):
     trace = long_tail_trace(groups=2, G=4, seed=8)
     path = tmp_path / "t.parquet"
     trace.to_parquet(path)
-    res = run_seer("run", "--model", "dummy:tiny", "--replay", str(path), "--instances", "1",
-                   "--policy", "seer:scope=group:max_match=6", "--max-model-len", "512", "--max-num-seqs", "8",
-                   "--temperature", "0", "--out", str(tmp_path / "seer"), "--json")
+    res = run_seer(
+        "run",
+        "--model",
+        "dummy:tiny",
+        "--replay",
+        str(path),
+        "--instances",
+        "1",
+        "--policy",
+        "seer:scope=group:max_match=6",
+        "--max-model-len",
+        "512",
+        "--max-num-seqs",
+        "8",
+        "--temperature",
+        "0",
+        "--out",
+        str(tmp_path / "seer"),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     s = json.loads(res.stdout)
     assert s["speculation_method"] == "group" and s["requests"] == len(trace)
@@ -135,13 +188,34 @@ def test_speculative_decoding_in_vllm(method, tmp_path):
     trace = long_tail_trace(groups=2, G=4, seed=7)
     path = tmp_path / "t.parquet"
     trace.to_parquet(path)
-    res = run_seer("run", "--model", "dummy:tiny", "--replay", str(path), "--instances", "1", "--policy", "context",
-                   "--max-model-len", "512", "--max-num-seqs", "8", "--speculation", method, "--spec-tokens", "3",
-                   "--temperature", "0",
-                   "--out", str(tmp_path / method), "--json")
+    res = run_seer(
+        "run",
+        "--model",
+        "dummy:tiny",
+        "--replay",
+        str(path),
+        "--instances",
+        "1",
+        "--policy",
+        "context",
+        "--max-model-len",
+        "512",
+        "--max-num-seqs",
+        "8",
+        "--speculation",
+        method,
+        "--spec-tokens",
+        "3",
+        "--temperature",
+        "0",
+        "--out",
+        str(tmp_path / method),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     s = json.loads(res.stdout)
-    # greedy decoding of dummy weights repeats itself, so drafts are accepted: tau well above 1, and every sample still completes
+    # greedy decoding of dummy weights repeats itself, so drafts are accepted: tau well above 1, and every sample
+    # still completes
     assert s["spec_drafts"] > 0 and s["spec_tau"] > 1.5
     rec = pd.read_parquet(tmp_path / method / "trace.parquet")
     assert sorted(rec["output_len"]) == sorted(trace["output_len"])
@@ -149,13 +223,19 @@ def test_speculative_decoding_in_vllm(method, tmp_path):
 
 def run_vllm_script(model, **settings):
     from engine_script import REQUESTS, Script, stepper
+
     from seer.real.engine import EngineSettings, VLLMInstance
 
     script = Script()
     prompts = {rid: list(range(3, 3 + p)) for rid, (p, _n) in REQUESTS.items()}
     true_len = {rid: n for rid, (_p, n) in REQUESTS.items()}
-    inst = VLLMInstance(0, EngineSettings(model, dummy=True, max_model_len=512, max_num_seqs=8, **settings),
-                        script.on_event, lambda req: prompts[req.request_id], true_len)
+    inst = VLLMInstance(
+        0,
+        EngineSettings(model, dummy=True, max_model_len=512, max_num_seqs=8, **settings),
+        script.on_event,
+        lambda req: prompts[req.request_id],
+        true_len,
+    )
     try:
         return script, script.run(inst, *stepper(inst))
     finally:
@@ -179,8 +259,13 @@ def test_vllm_preemptions_are_reported_as_events(tiny_model):
     events = []
     reqs = {rid: Request(rid, rid, 0, 24, 64, output_ids=[]) for rid in range(4)}
     prompts = {rid: list(range(5 + rid, 29 + rid)) for rid in reqs}
-    inst = VLLMInstance(0, EngineSettings(tiny_model, dummy=True, max_model_len=128, max_num_seqs=8, kv_blocks=8),
-                        events.append, lambda req: prompts[req.request_id], {rid: 60 for rid in reqs})
+    inst = VLLMInstance(
+        0,
+        EngineSettings(tiny_model, dummy=True, max_model_len=128, max_num_seqs=8, kv_blocks=8),
+        events.append,
+        lambda req: prompts[req.request_id],
+        {rid: 60 for rid in reqs},
+    )
     try:
         assert inst.capacity == 8 * inst.block_size
         for rid, req in reqs.items():

@@ -12,13 +12,25 @@ from seer.sim.instance import SimulationError
 
 
 def trace(rows):
-    return pd.DataFrame([{"prompt_id": p, "sample_id": s, "prompt_len": pl, "output_len": ol, "max_tokens": 64}
-                         for p, s, pl, ol in rows])
+    return pd.DataFrame(
+        [
+            {"prompt_id": p, "sample_id": s, "prompt_len": pl, "output_len": ol, "max_tokens": 64}
+            for p, s, pl, ol in rows
+        ]
+    )
 
 
 def tiny(**kw) -> ClusterConfig:
-    base = dict(name="tiny", model="qwen2.5-1.5b", instances=1, kv_capacity_tokens=10, block_size=1,
-                max_num_seqs=4, max_num_batched_tokens=64, max_tokens=64)
+    base = dict(
+        name="tiny",
+        model="qwen2.5-1.5b",
+        instances=1,
+        kv_capacity_tokens=10,
+        block_size=1,
+        max_num_seqs=4,
+        max_num_batched_tokens=64,
+        max_tokens=64,
+    )
     base.update(kw)
     return ClusterConfig(**base)
 
@@ -39,7 +51,9 @@ def test_preemption_by_recompute_of_the_newest_request(exact):
 
 
 def test_no_preemption_when_kv_suffices():
-    res = simulate(trace([(0, 0, 2, 6), (0, 1, 2, 6)]), tiny(kv_capacity_tokens=14), make_policy("verl"), progress=False)
+    res = simulate(
+        trace([(0, 0, 2, 6), (0, 1, 2, 6)]), tiny(kv_capacity_tokens=14), make_policy("verl"), progress=False
+    )
     assert res.summary["preemptions"] == 0
     # both decode in lockstep and finish together
     assert res.requests.finish_s.nunique() == 1
@@ -92,8 +106,14 @@ def test_pool_mode_fetches_instead_of_recomputing():
     env.run()
     assert inst.stats.pool_fetched_tokens == 119 and inst.stats.recomputed_tokens == 0
     assert events[-2].new_tokens == 10 and not events[-2].finished
-    local = SimInstance(simpy.Environment(), 0, cl.cost_model(), dataclasses.replace(cl.instance_config(), kv_mode="local"),
-                        {0: 50}, lambda e: None)
+    local = SimInstance(
+        simpy.Environment(),
+        0,
+        cl.cost_model(),
+        dataclasses.replace(cl.instance_config(), kv_mode="local"),
+        {0: 50},
+        lambda e: None,
+    )
     local.submit(Chunk(0, 0, 10, 20), req)
     local.env.run()
     assert local.stats.pool_fetched_tokens == 0

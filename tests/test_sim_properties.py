@@ -17,9 +17,15 @@ def workloads(draw):
     cap = cap_blocks * block
     max_seqs = draw(st.integers(1, 8))
     cluster = ClusterConfig(
-        name="prop", model=draw(st.sampled_from(["qwen2.5-1.5b", "moonlight-16b-a3b"])),
-        instances=draw(st.integers(1, 3)), kv_capacity_tokens=cap, block_size=block, max_num_seqs=max_seqs,
-        max_num_batched_tokens=draw(st.integers(max_seqs, 64)), prefix_cache=draw(st.booleans()), max_tokens=400,
+        name="prop",
+        model=draw(st.sampled_from(["qwen2.5-1.5b", "moonlight-16b-a3b"])),
+        instances=draw(st.integers(1, 3)),
+        kv_capacity_tokens=cap,
+        block_size=block,
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=draw(st.integers(max_seqs, 64)),
+        prefix_cache=draw(st.booleans()),
+        max_tokens=400,
     )
     rows = []
     for p in range(draw(st.integers(1, 6))):
@@ -74,7 +80,9 @@ def test_same_input_same_result(work):
     b = simulate(trace, cluster, make_policy("least-loaded"), progress=False)
     pd.testing.assert_frame_equal(a.requests, b.requests)
     pd.testing.assert_frame_equal(a.timeline, b.timeline)
-    assert {k: v for k, v in a.summary.items() if k != "wall_s"} == {k: v for k, v in b.summary.items() if k != "wall_s"}
+    assert {k: v for k, v in a.summary.items() if k != "wall_s"} == {
+        k: v for k, v in b.summary.items() if k != "wall_s"
+    }
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -82,8 +90,16 @@ def test_fast_and_exact_agree_on_a_synthetic_trace_with_preemption(policy):
     from seer.traces.synth import SynthConfig, synthesize
 
     trace = synthesize(SynthConfig(prompts=12, group_size=4, mean_len=300, max_tokens=2048, seed=5))
-    cluster = ClusterConfig(name="small", model="qwen2.5-7b", instances=2, kv_capacity_tokens=4096, block_size=16,
-                            max_num_seqs=16, max_num_batched_tokens=512, max_tokens=2048)
+    cluster = ClusterConfig(
+        name="small",
+        model="qwen2.5-7b",
+        instances=2,
+        kv_capacity_tokens=4096,
+        block_size=16,
+        max_num_seqs=16,
+        max_num_batched_tokens=512,
+        max_tokens=2048,
+    )
     fast = simulate(trace, cluster, make_policy(policy), progress=False).summary
     exact = simulate(trace, cluster, make_policy(policy), exact=True, progress=False).summary
     assert fast["preemptions"] > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import simpy
+from conftest import token_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,12 +16,18 @@ from seer.sim.driver import SimDriver, simulate
 from seer.sim.instance import InstanceConfig, SimInstance
 from seer.sim.speculation import ParametricAcceptance
 
-from conftest import token_trace
-
 
 def small_cluster(**kw) -> ClusterConfig:
-    base = dict(name="spec", model="qwen2.5-7b", instances=2, kv_capacity_tokens=4096, block_size=16, max_num_seqs=16,
-                max_num_batched_tokens=512, max_tokens=200)
+    base = dict(
+        name="spec",
+        model="qwen2.5-7b",
+        instances=2,
+        kv_capacity_tokens=4096,
+        block_size=16,
+        max_num_seqs=16,
+        max_num_batched_tokens=512,
+        max_tokens=200,
+    )
     base.update(kw)
     return ClusterConfig(**base)
 
@@ -47,8 +54,9 @@ def test_verify_steps_cost_t_of_b_and_1_plus_gamma():
 @pytest.mark.parametrize("exact", [False, True])
 def test_exact_replay_accepts_only_recorded_tokens_and_keeps_outputs(exact):
     trace = token_trace(1, groups=3, G=6)
-    driver = SimDriver(trace, small_cluster(), make_policy("seer", speculation="fixed", gamma=4), exact=exact,
-                       progress=False)
+    driver = SimDriver(
+        trace, small_cluster(), make_policy("seer", speculation="fixed", gamma=4), exact=exact, progress=False
+    )
     driver.spec.check = []
     fed: dict[int, list] = {}
     append = driver.spec.drafter.append
@@ -56,7 +64,7 @@ def test_exact_replay_accepts_only_recorded_tokens_and_keeps_outputs(exact):
     res = driver.run()
     assert driver.spec.check, "no draft was ever accepted"
     for rid, g, toks, acc in driver.spec.check:
-        assert list(toks[:acc]) == driver.spec.outputs[rid][g:g + acc]
+        assert list(toks[:acc]) == driver.spec.outputs[rid][g : g + acc]
     # speculation never changes what a request produces: same lengths, and the drafter saw exactly the record
     assert res.requests["output_len"].tolist() == [driver.true_len[r] for r in res.requests["request_id"]]
     for rid, toks in driver.spec.outputs.items():
@@ -87,10 +95,16 @@ def spec_workloads(draw):
     block = draw(st.sampled_from([1, 4, 16]))
     cap = draw(st.integers(20, 80)) * block
     max_seqs = draw(st.integers(1, 8))
-    cluster = ClusterConfig(name="prop", model=draw(st.sampled_from(["qwen2.5-1.5b", "moonlight-16b-a3b"])),
-                            instances=draw(st.integers(1, 3)), kv_capacity_tokens=cap, block_size=block,
-                            max_num_seqs=max_seqs, max_num_batched_tokens=draw(st.integers(max_seqs, 96)),
-                            max_tokens=300)
+    cluster = ClusterConfig(
+        name="prop",
+        model=draw(st.sampled_from(["qwen2.5-1.5b", "moonlight-16b-a3b"])),
+        instances=draw(st.integers(1, 3)),
+        kv_capacity_tokens=cap,
+        block_size=block,
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=draw(st.integers(max_seqs, 96)),
+        max_tokens=300,
+    )
     rows = []
     vocab = draw(st.integers(2, 5))
     for p in range(draw(st.integers(1, 4))):
@@ -99,8 +113,16 @@ def spec_workloads(draw):
         for s in range(draw(st.integers(1, 4))):
             n = draw(st.integers(0, min(len(base), max(0, cap - plen - 1))))
             out = base[:n]
-            rows.append({"prompt_id": p, "sample_id": s, "prompt_len": plen, "output_len": n,
-                         "prompt_ids": [0] * plen, "output_ids": out})
+            rows.append(
+                {
+                    "prompt_id": p,
+                    "sample_id": s,
+                    "prompt_len": plen,
+                    "output_len": n,
+                    "prompt_ids": [0] * plen,
+                    "output_ids": out,
+                }
+            )
     policy = draw(st.sampled_from(["seer", "seer:speculation=fixed:gamma=3", "seer:scope=own:topk=2"]))
     return pd.DataFrame(rows), cluster, policy
 

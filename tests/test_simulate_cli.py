@@ -1,8 +1,8 @@
 import json
 
-from seer.metrics import SUMMARY_KEYS, RolloutResult
-
 from conftest import run_seer
+
+from seer.metrics import SUMMARY_KEYS, RolloutResult
 
 
 def test_qwen_verl_shows_the_papers_baseline_picture(tmp_path):
@@ -23,9 +23,23 @@ def test_qwen_verl_shows_the_papers_baseline_picture(tmp_path):
 
 def test_simulate_a_trace_file_on_a_named_cluster(tmp_path):
     trace = tmp_path / "t.csv"
-    trace.write_text("prompt_id,sample_id,prompt_len,output_len\n" + "".join(f"{p},{s},100,{50 + 7 * p + s}\n" for p in range(6) for s in range(4)))
-    proc = run_seer("simulate", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2", "--policy", "least-loaded",
-                    "--out", str(tmp_path / "res"))
+    trace.write_text(
+        "prompt_id,sample_id,prompt_len,output_len\n"
+        + "".join(f"{p},{s},100,{50 + 7 * p + s}\n" for p in range(6) for s in range(4))
+    )
+    proc = run_seer(
+        "simulate",
+        "--trace",
+        str(trace),
+        "--cluster",
+        "moonlight",
+        "--instances",
+        "2",
+        "--policy",
+        "least-loaded",
+        "--out",
+        str(tmp_path / "res"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "makespan" in proc.stdout and "tail" in proc.stdout
     res = RolloutResult.load(tmp_path / "res")
@@ -69,11 +83,27 @@ def test_cluster_from_an_edited_toml_copy(tmp_path):
 
 def test_compare_prints_one_table_and_saves_every_result(tmp_path):
     trace = tmp_path / "t.csv"
-    trace.write_text("prompt_id,sample_id,prompt_len,output_len\n"
-                     + "".join(f"{p},{s},64,{40 + 300 * (p % 3) + 5 * s}\n" for p in range(12) for s in range(4)))
+    trace.write_text(
+        "prompt_id,sample_id,prompt_len,output_len\n"
+        + "".join(f"{p},{s},64,{40 + 300 * (p % 3) + 5 * s}\n" for p in range(12) for s in range(4))
+    )
     out = tmp_path / "cmp"
-    proc = run_seer("compare", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2",
-                    "--policies", "verl,divided,context,oracle", "--chunk-size", "128", "--out", str(out), "--json")
+    proc = run_seer(
+        "compare",
+        "--trace",
+        str(trace),
+        "--cluster",
+        "moonlight",
+        "--instances",
+        "2",
+        "--policies",
+        "verl,divided,context,oracle",
+        "--chunk-size",
+        "128",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [r["policy"] for r in rows] == ["verl", "divided", "context", "oracle"]
@@ -84,14 +114,39 @@ def test_compare_prints_one_table_and_saves_every_result(tmp_path):
     for p in ("verl", "divided", "context", "oracle"):
         assert RolloutResult.load(out / p).summary["policy"] == p
     assert (out / "compare.parquet").exists() and (out / "compare.json").exists()
-    table = run_seer("compare", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2",
-                     "--policies", "verl,context", "--out", str(tmp_path / "c2"))
+    table = run_seer(
+        "compare",
+        "--trace",
+        str(trace),
+        "--cluster",
+        "moonlight",
+        "--instances",
+        "2",
+        "--policies",
+        "verl,context",
+        "--out",
+        str(tmp_path / "c2"),
+    )
     assert "x verl" in table.stdout and "context" in table.stdout
 
 
 def test_compare_partial_over_iterations(tmp_path):
-    proc = run_seer("compare", "--preset", "qwen2-vl-72b", "--prompts", "24", "--instances", "2", "--policies",
-                    "verl,partial", "--iterations", "2", "--out", str(tmp_path), "--json")
+    proc = run_seer(
+        "compare",
+        "--preset",
+        "qwen2-vl-72b",
+        "--prompts",
+        "24",
+        "--instances",
+        "2",
+        "--policies",
+        "verl,partial",
+        "--iterations",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["policy"]: r for r in json.loads(proc.stdout)}
     assert rows["partial"]["trained_samples"] >= rows["verl"]["trained_samples"] == 2 * 24 * 16

@@ -11,7 +11,9 @@ def test_spec_bench_json_and_files(tmp_path):
     path = tmp_path / "tok.parquet"
     token_trace(4, groups=4, G=6).to_parquet(path)
     out = tmp_path / "bench"
-    res = run_seer("spec", "bench", "--trace", str(path), "--refs", "0,1,5", "--topk", "1,2", "--json", "--out", str(out))
+    res = run_seer(
+        "spec", "bench", "--trace", str(path), "--refs", "0,1,5", "--topk", "1,2", "--json", "--out", str(out)
+    )
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
     grid = {(r["refs"], r["topk"]): r for r in rows if r["drafter"] == "group-suffix"}
@@ -58,10 +60,22 @@ def test_compare_shows_the_gain_of_grouped_speculation(tmp_path):
     path = tmp_path / "tok.parquet"
     token_trace(6, groups=4, G=8).to_parquet(path)
     cluster = tmp_path / "c.toml"
-    cluster.write_text('[cluster]\nmodel = "qwen2.5-7b"\ninstances = 2\nkv_capacity_tokens = 4096\nmax_num_seqs = 16\n'
-                       'max_num_batched_tokens = 512\nmax_tokens = 200\n')
-    res = run_seer("compare", "--trace", str(path), "--cluster", str(cluster), "--policies",
-                   "verl,context,seer,seer:scope=own", "--json", "--out", str(tmp_path / "cmp"))
+    cluster.write_text(
+        '[cluster]\nmodel = "qwen2.5-7b"\ninstances = 2\nkv_capacity_tokens = 4096\nmax_num_seqs = 16\n'
+        "max_num_batched_tokens = 512\nmax_tokens = 200\n"
+    )
+    res = run_seer(
+        "compare",
+        "--trace",
+        str(path),
+        "--cluster",
+        str(cluster),
+        "--policies",
+        "verl,context,seer,seer:scope=own",
+        "--json",
+        "--out",
+        str(tmp_path / "cmp"),
+    )
     assert res.returncode == 0, res.stderr
     rows = {r["policy"]: r for r in json.loads(res.stdout)}
     assert rows["seer"]["throughput_tok_s"] > rows["context"]["throughput_tok_s"]

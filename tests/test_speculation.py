@@ -6,8 +6,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seer.policies.speculation import (AcceptanceStats, Draft, DraftConfig, GroupDrafter, SuffixIndex, accepted_length,
-                                       best_gamma, mba, ngram_propose)
+from seer.policies.speculation import (
+    AcceptanceStats,
+    Draft,
+    DraftConfig,
+    GroupDrafter,
+    SuffixIndex,
+    accepted_length,
+    best_gamma,
+    mba,
+    ngram_propose,
+)
 from seer.sim.cluster import load_cluster
 from seer.sim.driver import step_profile
 
@@ -19,12 +28,12 @@ settings_ = settings(max_examples=150, deadline=None, suppress_health_check=[Hea
 def ref_match(seqs, order, context, max_match, min_match, visible=None, cap=None):
     """Longest context suffix with an occurrence that has a visible continuation; occurrences newest first."""
     for m in range(min(len(context), max_match), min_match - 1, -1):
-        pat = list(context[len(context) - m:])
+        pat = list(context[len(context) - m :])
         occ = []
         for sid, p in reversed(order):  # p: position of the occurrence's last token
             seq = seqs[sid]
             lim = len(seq) if visible is None else min(len(seq), visible.get(sid, len(seq)))
-            if p - m + 1 >= 0 and seq[p - m + 1:p + 1] == pat and p + 1 < lim:
+            if p - m + 1 >= 0 and seq[p - m + 1 : p + 1] == pat and p + 1 < lim:
                 occ.append((sid, p + 1, lim))
         if cap:
             occ = occ[:cap]
@@ -56,7 +65,7 @@ def ref_tree(seqs, occ, depth, max_tokens, topk, min_prob):
                     cands.append((-p, node, tok, sub))
         cands.sort(key=lambda c: (c[0], c[1], c[2]))
         beams = []
-        for negp, node, tok, sub in cands[:min(topk, max_tokens - len(tokens))]:
+        for negp, node, tok, sub in cands[: min(topk, max_tokens - len(tokens))]:
             tokens.append(tok)
             parents.append(node)
             probs.append(-negp)
@@ -72,8 +81,9 @@ def indexed(draw):
     n_seq = draw(st.integers(1, 4))
     seqs = {sid: [] for sid in range(n_seq)}
     order = []
-    ops = draw(st.lists(st.tuples(st.integers(0, n_seq - 1), st.lists(st.integers(0, alphabet - 1), max_size=6)),
-                        max_size=12))
+    ops = draw(
+        st.lists(st.tuples(st.integers(0, n_seq - 1), st.lists(st.integers(0, alphabet - 1), max_size=6)), max_size=12)
+    )
     for sid, toks in ops:
         for t in toks:
             order.append((sid, len(seqs[sid])))
@@ -83,8 +93,14 @@ def indexed(draw):
 
 
 @settings_
-@given(case=indexed(), max_match=st.integers(1, 5), depth=st.integers(1, 6), topk=st.integers(1, 3),
-       min_prob=st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]), cap=st.sampled_from([None, 2, 5]))
+@given(
+    case=indexed(),
+    max_match=st.integers(1, 5),
+    depth=st.integers(1, 6),
+    topk=st.integers(1, 3),
+    min_prob=st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]),
+    cap=st.sampled_from([None, 2, 5]),
+)
 def test_suffix_index_matches_brute_force(case, max_match, depth, topk, min_prob, cap):
     seqs, ops, order, context = case
     index = SuffixIndex(max_match)
@@ -94,7 +110,9 @@ def test_suffix_index_matches_brute_force(case, max_match, depth, topk, min_prob
     m, occ = index.match(context, max_occurrences=cap)
     rm, rocc = ref_match(seqs, order, context, max_match, 1, cap=cap)
     assert m == rm
-    assert [(id(s), start, lim) for s, start, lim in occ] == [(id(index.seqs[sid]), start, lim) for sid, start, lim in rocc]
+    assert [(id(s), start, lim) for s, start, lim in occ] == [
+        (id(index.seqs[sid]), start, lim) for sid, start, lim in rocc
+    ]
     draft = index.draft(context, depth, topk=topk, min_prob=min_prob, max_occurrences=cap)
     want = ref_tree(seqs, rocc, depth, depth * topk, topk, min_prob) if rocc else ([], [], [])
     assert list(draft.tokens) == want[0]
@@ -164,7 +182,7 @@ def test_accepted_tokens_are_exactly_the_recorded_ones(draft, truth):
     # some root path of the draft equals truth[:a] (nothing accepted that differs from the record) ...
     assert a == 0 or truth[:a] in root_paths(draft)
     # ... and no longer path matches
-    assert all(p != truth[:len(p)] or len(p) <= a for p in root_paths(draft))
+    assert all(p != truth[: len(p)] or len(p) <= a for p in root_paths(draft))
 
 
 def test_group_drafter_scopes_and_cleanup():
@@ -219,7 +237,7 @@ def test_mba_is_off_when_drafts_cannot_pay_off():
 
 def test_mba_grows_gamma_as_the_batch_shrinks():
     step = qwen_profile()
-    beta = [0.6 ** i for i in range(9)]
+    beta = [0.6**i for i in range(9)]
     gammas = [best_gamma(b, beta, step) for b in (1024, 512, 256, 128, 64, 16, 4, 1)]
     assert gammas == sorted(gammas)
     assert gammas[0] <= 1 < gammas[-1] == 8
@@ -227,7 +245,7 @@ def test_mba_grows_gamma_as_the_batch_shrinks():
 
 def test_mba_split_prefers_probes_and_respects_the_budget():
     step = qwen_profile()
-    beta = [0.7 ** i for i in range(9)]
+    beta = [0.7**i for i in range(9)]
     g_star = best_gamma(40, beta, step)
     # as Algorithm 1 is written: probes always get the first draft token, and a further one only when their
     # class benefit beats lambda times the others' (so a larger lambda never gives probes more)
@@ -252,6 +270,6 @@ def test_acceptance_stats_estimate_and_extrapolate():
     st_.update([1000, 800], [800, 640])
     beta = st_.beta()
     assert beta[1] == pytest.approx(0.8, abs=0.01) and beta[2] == pytest.approx(0.64, abs=0.01)
-    assert beta[4] == pytest.approx(0.8 ** 4, abs=0.02)  # untried positions extrapolate the pooled rate
+    assert beta[4] == pytest.approx(0.8**4, abs=0.02)  # untried positions extrapolate the pooled rate
     st_.update([1000, 800], [800, 640])  # no new data: counts decay, estimates stay
     assert st_.beta()[1] == pytest.approx(0.8, abs=0.01)

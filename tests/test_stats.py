@@ -6,16 +6,25 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from seer.traces.stats import (
-    across_group_cv, eta_squared, first_vs_max_rest, ngram_sharing, straggler_share, trace_stats, within_group_cv,
-)
 from seer.presets import presets
+from seer.traces.stats import (
+    across_group_cv,
+    eta_squared,
+    first_vs_max_rest,
+    ngram_sharing,
+    straggler_share,
+    trace_stats,
+    within_group_cv,
+)
 from seer.traces.synth import SynthConfig, preset_config, synthesize
 
 
 def frame(groups: dict) -> pd.DataFrame:
-    rows = [{"prompt_id": g, "sample_id": i, "prompt_len": 1, "output_len": x}
-            for g, xs in groups.items() for i, x in enumerate(xs)]
+    rows = [
+        {"prompt_id": g, "sample_id": i, "prompt_len": 1, "output_len": x}
+        for g, xs in groups.items()
+        for i, x in enumerate(xs)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -34,11 +43,20 @@ def test_hand_computed_rank_correlation_and_stragglers():
 
 
 def test_hand_computed_ngram_sharing():
-    df = pd.DataFrame({
-        "prompt_id": [0, 0, 1, 1], "sample_id": [0, 1, 0, 1], "prompt_len": 1,
-        "output_len": [5, 5, 4, 4],
-        "output_ids": [np.array([1, 2, 3, 4, 5]), np.array([1, 2, 3, 4, 9]), np.array([7, 7, 7, 7]), np.array([1, 2, 3, 4])],
-    })
+    df = pd.DataFrame(
+        {
+            "prompt_id": [0, 0, 1, 1],
+            "sample_id": [0, 1, 0, 1],
+            "prompt_len": 1,
+            "output_len": [5, 5, 4, 4],
+            "output_ids": [
+                np.array([1, 2, 3, 4, 5]),
+                np.array([1, 2, 3, 4, 9]),
+                np.array([7, 7, 7, 7]),
+                np.array([1, 2, 3, 4]),
+            ],
+        }
+    )
     own, other = ngram_sharing(df)
     assert own == pytest.approx((0.5 + 0.5 + 0 + 0) / 4)
     assert other == pytest.approx((0.5 + 0.5 + 0 + 1) / 4)
@@ -115,32 +133,46 @@ def _measured(cfg):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         s = trace_stats(synthesize(cfg))
-    hits = (s["mean_len"] == pytest.approx(cfg.mean_len, rel=0.02) and s["eta2"] == pytest.approx(cfg.eta2, abs=0.03)
-            and s["within_cv"] == pytest.approx(cfg.within_cv, abs=0.03))
+    hits = (
+        s["mean_len"] == pytest.approx(cfg.mean_len, rel=0.02)
+        and s["eta2"] == pytest.approx(cfg.eta2, abs=0.03)
+        and s["within_cv"] == pytest.approx(cfg.within_cv, abs=0.03)
+    )
     return hits, [str(w.message) for w in caught]
 
 
 @settings(max_examples=20, deadline=None)
 @given(
-    prompts=st.integers(50, 200), G=st.integers(4, 16), mean=st.floats(300, 20000),
-    eta2=st.floats(0.0, 0.85), cv=st.floats(0.05, 0.5), seed=st.integers(0, 1000),
+    prompts=st.integers(50, 200),
+    G=st.integers(4, 16),
+    mean=st.floats(300, 20000),
+    eta2=st.floats(0.0, 0.85),
+    cv=st.floats(0.05, 0.5),
+    seed=st.integers(0, 1000),
 )
 def test_synth_hits_its_targets_in_the_realistic_range(prompts, G, mean, eta2, cv, seed):
     assume(eta2 >= 1.0 / G + 0.1)  # below ~1/G a finite group cannot measure it (documented floor)
-    cfg = SynthConfig(prompts=prompts, group_size=G, mean_len=mean, eta2=eta2, within_cv=cv,
-                      max_tokens=int(mean * 8), seed=seed)
+    cfg = SynthConfig(
+        prompts=prompts, group_size=G, mean_len=mean, eta2=eta2, within_cv=cv, max_tokens=int(mean * 8), seed=seed
+    )
     hits, warned = _measured(cfg)
     assert hits and not warned
 
 
 @settings(max_examples=20, deadline=None)
 @given(
-    prompts=st.integers(2, 100), G=st.integers(2, 16), mean=st.floats(50, 20000), eta2=st.floats(0.0, 0.99),
-    cv=st.floats(0.0, 1.5), cap=st.floats(1.05, 10), seed=st.integers(0, 1000),
+    prompts=st.integers(2, 100),
+    G=st.integers(2, 16),
+    mean=st.floats(50, 20000),
+    eta2=st.floats(0.0, 0.99),
+    cv=st.floats(0.0, 1.5),
+    cap=st.floats(1.05, 10),
+    seed=st.integers(0, 1000),
 )
 def test_synth_either_hits_its_targets_or_says_it_cannot(prompts, G, mean, eta2, cv, cap, seed):
-    cfg = SynthConfig(prompts=prompts, group_size=G, mean_len=mean, eta2=eta2, within_cv=cv,
-                      max_tokens=int(mean * cap) + 1, seed=seed)
+    cfg = SynthConfig(
+        prompts=prompts, group_size=G, mean_len=mean, eta2=eta2, within_cv=cv, max_tokens=int(mean * cap) + 1, seed=seed
+    )
     hits, warned = _measured(cfg)
     assert hits or warned
 

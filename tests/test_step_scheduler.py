@@ -15,8 +15,9 @@ from seer.sim.step_scheduler import StepScheduler
 def make(capacity=64, block=4, max_seqs=8, batched=32, prefix_cache=False):
     cfg = InstanceConfig(capacity, block, max_seqs, batched, prefix_cache)
     preempted = []
-    sched = StepScheduler(0, cfg, KVMemory(capacity // block, block, prefix_cache), Running(), [], InstanceStats(),
-                          preempted.append)
+    sched = StepScheduler(
+        0, cfg, KVMemory(capacity // block, block, prefix_cache), Running(), [], InstanceStats(), preempted.append
+    )
     return sched, preempted
 
 

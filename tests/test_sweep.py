@@ -6,8 +6,8 @@ import os
 
 import pandas as pd
 import pytest
-
 from conftest import run_seer
+
 from seer.sweep import cell_key, cells, load_config, run_sweep
 
 CONFIG = """

@@ -4,13 +4,12 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_seer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seer.errors import TraceError
 from seer.traces.io import load_trace, save_trace, validate_trace
-
-from conftest import run_seer
 
 FORMATS = ["parquet", "csv", "jsonl"]
 
@@ -23,8 +22,14 @@ def traces(draw, tokens=True):
         plen = draw(st.integers(0, 50))
         for s in range(draw(st.integers(1, 4))):
             olen = draw(st.integers(0, 30))
-            row = {"prompt_id": g * 3 + 1, "sample_id": s, "prompt_len": plen, "output_len": olen,
-                   "max_tokens": 64, "arrival_s": draw(st.floats(0, 1e4, allow_nan=False))}
+            row = {
+                "prompt_id": g * 3 + 1,
+                "sample_id": s,
+                "prompt_len": plen,
+                "output_len": olen,
+                "max_tokens": 64,
+                "arrival_s": draw(st.floats(0, 1e4, allow_nan=False)),
+            }
             if tokens:
                 row["prompt_ids"] = draw(st.lists(st.integers(0, 49151), min_size=plen, max_size=plen))
                 row["output_ids"] = draw(st.lists(st.integers(0, 49151), min_size=olen, max_size=olen))
@@ -71,8 +76,18 @@ BAD_CSV = [
     (BASE + "1,1,4,\n", 4, "output_len", "expected an integer"),
     (BASE + "0,1,10,9\n", 4, "sample_id", "duplicate (prompt_id, sample_id) = (0, 1)"),
     ("prompt_id,sample_id,prompt_len,output_len\n", None, None, "has no rows"),
-    ("prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,3,2,5 6 7\n", 1, "output_ids", "has 3 tokens but output_len is 2"),
-    ("prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,3,2,5 x\n", 1, "output_ids", "token ids must be integers"),
+    (
+        "prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,3,2,5 6 7\n",
+        1,
+        "output_ids",
+        "has 3 tokens but output_len is 2",
+    ),
+    (
+        "prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,3,2,5 x\n",
+        1,
+        "output_ids",
+        "token ids must be integers",
+    ),
     ("prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,3,9,8\n", 1, "output_len", "exceeds max_tokens"),
     ("prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,3,2,0\n", 1, "max_tokens", "expected an integer >= 1"),
     ("prompt_id,sample_id,prompt_len,output_len,arrival_s\n0,0,3,2,soon\n", 1, "arrival_s", "expected a number"),
@@ -97,7 +112,11 @@ def test_each_validation_error_names_file_row_and_column(tmp_path, text, row, co
     [
         ("empty.csv", "", "the file is empty"),
         ("garbage.parquet", "not parquet at all", "not a readable Parquet file"),
-        ("bad.jsonl", '{"prompt_id": 0, "sample_id": 0, "prompt_len": 1, "output_len": 1}\n{broken\n', "row 2: invalid JSON"),
+        (
+            "bad.jsonl",
+            '{"prompt_id": 0, "sample_id": 0, "prompt_len": 1, "output_len": 1}\n{broken\n',
+            "row 2: invalid JSON",
+        ),
         ("list.jsonl", "[1, 2]\n", "row 1: each line must be a JSON object"),
         ("trace.txt", "whatever", "unknown trace format"),
     ],
@@ -116,7 +135,9 @@ def test_missing_file(tmp_path):
 
 def test_jsonl_token_length_mismatch(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text(json.dumps({"prompt_id": "a", "sample_id": 0, "prompt_len": 2, "output_len": 1, "prompt_ids": [1]}) + "\n")
+    path.write_text(
+        json.dumps({"prompt_id": "a", "sample_id": 0, "prompt_len": 2, "output_len": 1, "prompt_ids": [1]}) + "\n"
+    )
     with pytest.raises(TraceError, match=r"row 1, column 'prompt_ids': has 1 tokens but prompt_len is 2"):
         load_trace(path)
 
@@ -145,10 +166,25 @@ def test_cli_convert_failure_writes_nothing(tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("q,n\na,5\na,-1\n")
     out = tmp_path / "out.parquet"
-    proc = run_seer("trace", "convert", str(src), "--from", "csv", "--map", "prompt_id=q", "--map", "output_len=n", "-o", str(out))
+    proc = run_seer(
+        "trace", "convert", str(src), "--from", "csv", "--map", "prompt_id=q", "--map", "output_len=n", "-o", str(out)
+    )
     assert proc.returncode == 2 and "missing required column(s): prompt_len" in proc.stderr
-    proc = run_seer("trace", "convert", str(src), "--from", "csv", "--map", "prompt_id=q", "--map", "output_len=n",
-                    "--map", "prompt_len=n", "-o", str(out))
+    proc = run_seer(
+        "trace",
+        "convert",
+        str(src),
+        "--from",
+        "csv",
+        "--map",
+        "prompt_id=q",
+        "--map",
+        "output_len=n",
+        "--map",
+        "prompt_len=n",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 2 and "row 2" in proc.stderr and "expected an integer >= 0" in proc.stderr
     assert sorted(os.listdir(tmp_path)) == ["in.csv"]
 

@@ -18,8 +18,9 @@ from seer.errors import SeerInputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seer", description="Rollout scheduling for synchronous LLM RL: traces, "
-                                                              "simulation, real engines.")
+    parser = argparse.ArgumentParser(
+        prog="seer", description="Rollout scheduling for synchronous LLM RL: traces, simulation, real engines."
+    )
     parser.add_argument("--version", action="version", version=f"seer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (trace_cmds, sim_cmds, study_cmds, real_cmds, info_cmds):

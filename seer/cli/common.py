@@ -29,6 +29,7 @@ def print_table(title: str, items: dict) -> None:
 
 def int_at_least(low: int):
     """An argparse type: an integer >= low."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -37,6 +38,7 @@ def int_at_least(low: int):
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
         return value
+
     parse.__name__ = f"integer >= {low}"
     return parse
 
@@ -64,17 +66,30 @@ def workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies (default 8192)")
     p.add_argument("--placement", choices=["most-free", "cache-aware"], help="instance choice of divided policies")
     p.add_argument("--exact", action="store_true", help="advance every decode step (slow; checks the fast path)")
-    p.add_argument("--speculation", choices=["adaptive", "fixed", "off"],
-                   help="for seer: draft budgets by MBA (default), a fixed --gamma, or none")
-    p.add_argument("--gamma", type=int_at_least(0), help="for seer --speculation fixed: draft tokens per step (default 4)")
-    p.add_argument("--spec-scope", choices=["own", "group", "global"], help="for seer: what drafts are drawn from (default group)")
+    p.add_argument(
+        "--speculation",
+        choices=["adaptive", "fixed", "off"],
+        help="for seer: draft budgets by MBA (default), a fixed --gamma, or none",
+    )
+    p.add_argument(
+        "--gamma", type=int_at_least(0), help="for seer --speculation fixed: draft tokens per step (default 4)"
+    )
+    p.add_argument(
+        "--spec-scope", choices=["own", "group", "global"], help="for seer: what drafts are drawn from (default group)"
+    )
     p.add_argument("--spec-topk", type=int_at_least(1), help="for seer: draft branches per depth (default 1)")
 
 
 def shared_policy_params(args) -> dict:
     """The command line's policy options, applied to every listed policy that takes them."""
-    return {"chunk_size": args.chunk_size, "placement": args.placement, "speculation": args.speculation,
-            "gamma": args.gamma, "scope": args.spec_scope, "topk": args.spec_topk}
+    return {
+        "chunk_size": args.chunk_size,
+        "placement": args.placement,
+        "speculation": args.speculation,
+        "gamma": args.gamma,
+        "scope": args.spec_scope,
+        "topk": args.spec_topk,
+    }
 
 
 def setup_from_args(args):
@@ -84,8 +99,9 @@ def setup_from_args(args):
     if bool(args.trace) == bool(args.preset):
         raise SeerInputError("give exactly one of --trace PATH or --preset NAME")
     if args.preset:
-        return Setup.from_preset(args.preset, prompts=args.prompts, seed=args.seed, instances=args.instances,
-                                 cluster=args.cluster)
+        return Setup.from_preset(
+            args.preset, prompts=args.prompts, seed=args.seed, instances=args.instances, cluster=args.cluster
+        )
     if not args.cluster:
         raise SeerInputError("--trace needs --cluster PRESET (a preset name or a TOML path)")
     return Setup.from_trace(args.trace, args.cluster, instances=args.instances)

@@ -15,15 +15,22 @@ def cmd_presets(args) -> int:
     items = {}
     for name, desc in presets().items():
         cl = load_cluster(name)
-        items[name] = {"description": desc, "instances": cl.instances, "gpus_per_instance": cl.tp * cl.dp,
-                       "model": cl.model, "kv_capacity_tokens": cl.kv_capacity()}
+        items[name] = {
+            "description": desc,
+            "instances": cl.instances,
+            "gpus_per_instance": cl.tp * cl.dp,
+            "model": cl.model,
+            "kv_capacity_tokens": cl.kv_capacity(),
+        }
     if args.json:
         print_json({"presets": items, "policies": {k: v[1] for k, v in POLICIES.items()}})
         return 0
     print("presets (seer/presets/*.toml; copy one and pass its path to --cluster to edit):")
     for name, it in items.items():
-        print(f"  {name:<14} {it['instances']} x {it['gpus_per_instance']} GPU(s) of {it['model']}, "
-              f"{it['kv_capacity_tokens']:,} KV tokens/instance. {it['description']}")
+        print(
+            f"  {name:<14} {it['instances']} x {it['gpus_per_instance']} GPU(s) of {it['model']}, "
+            f"{it['kv_capacity_tokens']:,} KV tokens/instance. {it['description']}"
+        )
     print("policies (parameters: `seer policies`):")
     for name, (_cls, desc) in POLICIES.items():
         print(f"  {name:<14} {desc}")
@@ -34,8 +41,10 @@ def cmd_policies(args) -> int:
     from seer.policies import POLICIES, policy_class
 
     names = [args.name] if args.name else list(POLICIES)
-    table = {n: {"description": POLICIES[n][1] if n in POLICIES else "", "parameters": policy_class(n).Config.describe()}
-             for n in names}
+    table = {
+        n: {"description": POLICIES[n][1] if n in POLICIES else "", "parameters": policy_class(n).Config.describe()}
+        for n in names
+    }
     if args.json:
         print_json(table)
         return 0
@@ -51,13 +60,19 @@ def cmd_policies(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("presets", help="list the paper setups and policies",
-                       description="List the preset files (workload and cluster of each paper setup).")
+    p = sub.add_parser(
+        "presets",
+        help="list the paper setups and policies",
+        description="List the preset files (workload and cluster of each paper setup).",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("policies", help="every policy's parameters: type, default and meaning",
-                       description="List the scheduling policies and their typed parameters (set with NAME:KEY=VALUE).")
+    p = sub.add_parser(
+        "policies",
+        help="every policy's parameters: type, default and meaning",
+        description="List the scheduling policies and their typed parameters (set with NAME:KEY=VALUE).",
+    )
     p.add_argument("name", nargs="?", help="one policy (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_policies)

@@ -49,8 +49,9 @@ def _iterations(args, setup, names: list[str], shared: dict, out: str) -> list[d
     with atomic_path(os.path.join(out, "iterations.parquet")) as tmp:
         pd.concat(tables, ignore_index=True).to_parquet(tmp, index=False)
     with atomic_path(os.path.join(out, "trained_lengths.parquet")) as tmp:
-        pd.DataFrame([(p, int(x)) for p, arr in lengths.items() for x in arr],
-                     columns=["policy", "output_len"]).to_parquet(tmp, index=False)
+        pd.DataFrame(
+            [(p, int(x)) for p, arr in lengths.items() for x in arr], columns=["policy", "output_len"]
+        ).to_parquet(tmp, index=False)
     return summaries
 
 
@@ -90,19 +91,25 @@ def cmd_compare(args) -> int:
 def _print_compare(setup, rows: list[dict], iterations: int) -> None:
     cl = setup.cluster
     per = f", means over {iterations} iterations" if "iterations" in rows[0] else ""
-    print(f"{setup.name} on {cl.name} ({cl.instances} instances x {cl.tp * cl.dp} GPUs), "
-          f"{rows[0]['requests']:,} requests per iteration{per}")
+    print(
+        f"{setup.name} on {cl.name} ({cl.instances} instances x {cl.tp * cl.dp} GPUs), "
+        f"{rows[0]['requests']:,} requests per iteration{per}"
+    )
     width = max(16, max(len(r["policy"]) for r in rows) + 2)
     spec = any("spec_tau" in r for r in rows)
     dec = 1 if max(r["makespan_s"] for r in rows) < 100 else 0
-    print(f"{'policy':<{width}}{'tok/s':>10}{'x verl':>8}{'makespan s':>12}{'tail s':>9}{'tail -%':>9}{'eff':>7}"
-          f"{'preempt':>9}{'migr':>8}" + (f"{'SD tau':>8}" if spec else ""))
+    print(
+        f"{'policy':<{width}}{'tok/s':>10}{'x verl':>8}{'makespan s':>12}{'tail s':>9}{'tail -%':>9}{'eff':>7}"
+        f"{'preempt':>9}{'migr':>8}" + (f"{'SD tau':>8}" if spec else "")
+    )
     for r in rows:
         eff = "n/a" if not math.isfinite(r["efficiency"]) else f"{100 * r['efficiency']:.0f}%"
         tau = r.get("spec_tau", math.nan)
-        line = (f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}"
-                f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}"
-                f"{r['preemptions']:>9,}{r['migrations']:>8,}")
+        line = (
+            f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}"
+            f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}"
+            f"{r['preemptions']:>9,}{r['migrations']:>8,}"
+        )
         if spec:
             line += f"{tau:>8.2f}" if tau is not None and math.isfinite(tau) else f"{'-':>8}"
         print(line)
@@ -111,23 +118,38 @@ def _print_compare(setup, rows: list[dict], iterations: int) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="simulate one rollout on a cluster under a policy",
-                       description="Replay a trace (or a paper preset's synthetic workload) in the SimPy cluster simulator.")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate one rollout on a cluster under a policy",
+        description="Replay a trace (or a paper preset's synthetic workload) in the SimPy cluster simulator.",
+    )
     workload_args(p)
-    p.add_argument("--policy", default="verl", help="scheduling policy, NAME[:KEY=VALUE...] (see `seer policies`; default verl)")
+    p.add_argument(
+        "--policy", default="verl", help="scheduling policy, NAME[:KEY=VALUE...] (see `seer policies`; default verl)"
+    )
     p.add_argument("--out", help="result folder (default out/simulate/WORKLOAD-POLICY)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("compare", help="simulate several policies on one workload and compare them",
-                       description="Run each policy on the same workload and cluster; print one table and save every result.")
+    p = sub.add_parser(
+        "compare",
+        help="simulate several policies on one workload and compare them",
+        description="Run each policy on the same workload and cluster; print one table and save every result.",
+    )
     workload_args(p)
-    p.add_argument("--policies", default="verl,divided,context,oracle",
-                   help="comma-separated (default verl,divided,context,oracle); NAME:KEY=VALUE sets a parameter of "
-                        "one entry, e.g. seer:scope=own (parameters: `seer policies`)")
-    p.add_argument("--iterations", type=int_at_least(1), default=1,
-                   help="RL iterations to run (needs --preset; partial rollout carries requests between them; the "
-                        "table shows per-iteration means)")
+    p.add_argument(
+        "--policies",
+        default="verl,divided,context,oracle",
+        help="comma-separated (default verl,divided,context,oracle); NAME:KEY=VALUE sets a parameter of "
+        "one entry, e.g. seer:scope=own (parameters: `seer policies`)",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int_at_least(1),
+        default=1,
+        help="RL iterations to run (needs --preset; partial rollout carries requests between them; the "
+        "table shows per-iteration means)",
+    )
     p.add_argument("--out", help="result folder (default out/compare/WORKLOAD)")
     p.add_argument("--json", action="store_true", help="print a list of per-policy summaries as JSON")
     p.set_defaults(func=cmd_compare)

@@ -19,8 +19,17 @@ def cmd_spec_bench(args) -> int:
 
     refs, topk = int_list(args.refs, "--refs", 0), int_list(args.topk, "--topk", 1)
     trace = load_trace(args.trace)
-    rows = acceptance_table(trace, refs=refs, topk=topk, gamma=args.gamma, groups=args.groups, samples=args.samples,
-                            min_prob=args.min_prob, max_match=args.max_match, seed=args.seed)
+    rows = acceptance_table(
+        trace,
+        refs=refs,
+        topk=topk,
+        gamma=args.gamma,
+        groups=args.groups,
+        samples=args.samples,
+        min_prob=args.min_prob,
+        max_match=args.max_match,
+        seed=args.seed,
+    )
     name = os.path.splitext(os.path.basename(args.trace))[0]
     out = args.out or os.path.join("out", "spec-bench", name)
     write_text_atomic(os.path.join(out, "bench.json"), json.dumps(json_safe(rows), indent=2))
@@ -30,17 +39,24 @@ def cmd_spec_bench(args) -> int:
         print_json(rows)
         return 0
     req = rows[0]["requests"]
-    print(f"{name}: mean acceptance length tau (bonus token included), {req:,} requests replayed, drafts up to "
-          f"{args.gamma} tokens deep")
+    print(
+        f"{name}: mean acceptance length tau (bonus token included), {req:,} requests replayed, drafts up to "
+        f"{args.gamma} tokens deep"
+    )
     grid = {(r["refs"], r["topk"]): r for r in rows if r["drafter"] == "group-suffix"}
     print(f"{'refs n':>8}" + "".join(f"{'top-' + str(k):>10}" for k in topk) + f"{'acc/draft (top-1)':>20}")
     for n in refs:
         used = grid[(n, topk[0])]["refs_used"]
         label = f"{n}" if used == n else f"{n} (->{used})"
-        print(f"{label:>8}" + "".join(f"{grid[(n, k)]['tau']:>10.2f}" for k in topk)
-              + f"{grid[(n, topk[0])]['accepted_per_draft']:>20.2f}")
+        print(
+            f"{label:>8}"
+            + "".join(f"{grid[(n, k)]['tau']:>10.2f}" for k in topk)
+            + f"{grid[(n, topk[0])]['accepted_per_draft']:>20.2f}"
+        )
     ng = next(r for r in rows if r["drafter"] == "ngram")
-    print(f"{'n-gram':>8}{ng['tau']:>10.2f}  (vLLM-style prompt lookup over the request's own context, k = {args.gamma})")
+    print(
+        f"{'n-gram':>8}{ng['tau']:>10.2f}  (vLLM-style prompt lookup over the request's own context, k = {args.gamma})"
+    )
     print(f"results: {out}/ (bench.json, bench.parquet)")
     return 0
 
@@ -73,19 +89,29 @@ def cmd_sweep(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    spec = sub.add_parser("spec", help="speculative decoding studies on traces with token ids",
-                          description="Grouped speculative decoding: offline acceptance studies.")
+    spec = sub.add_parser(
+        "spec",
+        help="speculative decoding studies on traces with token ids",
+        description="Grouped speculative decoding: offline acceptance studies.",
+    )
     ssub = spec.add_subparsers(dest="spec_command", required=True, metavar="ACTION")
-    p = ssub.add_parser("bench", help="acceptance length vs group references and top-k (the paper's Table 2)",
-                        description="Replay every sampled request's recorded output against drafts from its own "
-                                    "history plus n complete responses of its group; report tau per (n, top-k) and a "
-                                    "vLLM-style n-gram baseline.")
+    p = ssub.add_parser(
+        "bench",
+        help="acceptance length vs group references and top-k (the paper's Table 2)",
+        description="Replay every sampled request's recorded output against drafts from its own "
+        "history plus n complete responses of its group; report tau per (n, top-k) and a "
+        "vLLM-style n-gram baseline.",
+    )
     p.add_argument("--trace", required=True, help="trace with output_ids (e.g. a converted Tree-of-Thoughts log)")
     p.add_argument("--refs", default="0,1,5,15", help="reference counts n, comma-separated (default 0,1,5,15)")
     p.add_argument("--topk", default="1,2,4", help="branches per depth, comma-separated (default 1,2,4)")
     p.add_argument("--gamma", type=int_at_least(1), default=8, help="draft depth per step (default 8)")
-    p.add_argument("--groups", type=int_at_least(0), default=20,
-                   help="groups to replay, drawn at random (default 20, as the paper; 0 = all)")
+    p.add_argument(
+        "--groups",
+        type=int_at_least(0),
+        default=20,
+        help="groups to replay, drawn at random (default 20, as the paper; 0 = all)",
+    )
     p.add_argument("--samples", type=int_at_least(0), default=16, help="samples per group (default 16; 0 = all)")
     p.add_argument("--min-prob", type=float, default=0.1, help="draft probability cut-off (default 0.1)")
     p.add_argument("--max-match", type=int_at_least(1), default=8, help="longest context suffix matched (default 8)")
@@ -94,19 +120,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a list of {refs, topk, tau, accepted_per_draft, ...}")
     p.set_defaults(func=cmd_spec_bench)
 
-    p = sub.add_parser("figures", help="regenerate the paper-style figures (PNG and PDF)",
-                       description="Length CDF and heatmap, acceptance length vs references (Table 2), throughput and "
-                                   "tail bars, cumulative ablation, oracle comparison, KV timelines, and a sim-vs-real "
-                                   "parity plot for recorded runs.")
+    p = sub.add_parser(
+        "figures",
+        help="regenerate the paper-style figures (PNG and PDF)",
+        description="Length CDF and heatmap, acceptance length vs references (Table 2), throughput and "
+        "tail bars, cumulative ablation, oracle comparison, KV timelines, and a sim-vs-real "
+        "parity plot for recorded runs.",
+    )
     p.add_argument("--out", default="out/figures", help="output folder (default out/figures)")
     p.add_argument("--presets", help="comma-separated paper presets (default all three)")
     p.add_argument("--prompts", type=int_at_least(1), help="prompts per preset workload (default: the paper's)")
     p.add_argument("--run", action="append", help="a recorded real run folder for the parity plot (repeatable)")
     p.set_defaults(func=cmd_figures)
 
-    p = sub.add_parser("sweep", help="a grid of simulations on a process pool or a Ray cluster",
-                       description="Run presets x policies x parameters x seeds (see seer/sweep.py for the TOML "
-                                   "format). Finished cells are kept, so an interrupted sweep resumes.")
+    p = sub.add_parser(
+        "sweep",
+        help="a grid of simulations on a process pool or a Ray cluster",
+        description="Run presets x policies x parameters x seeds (see seer/sweep.py for the TOML "
+        "format). Finished cells are kept, so an interrupted sweep resumes.",
+    )
     p.add_argument("config", help="sweep TOML")
     p.add_argument("--out", help="result folder (default out/sweep/CONFIG)")
     p.add_argument("--ray", action="store_true", help="run the cells on Ray (also when RAY_ADDRESS is set)")

@@ -29,10 +29,14 @@ def print_summary(title: str, s: dict) -> None:
         rows["simulated in"] = f"{s['wall_s']:.2f} s wall ({s['clock']} clock: makespan in instance time)"
         rows["ran in"] = rows.pop("simulated in")
     if s.get("speculation") and s.get("backend") == "vllm":
-        rows["speculative decoding"] = f"tau {s['spec_tau']:.2f} over {s['spec_drafts']:,} drafts ({s['speculation_method']})"
+        rows["speculative decoding"] = (
+            f"tau {s['spec_tau']:.2f} over {s['spec_drafts']:,} drafts ({s['speculation_method']})"
+        )
     elif s.get("speculation"):
-        rows["speculative decoding"] = (f"tau {s['spec_tau']:.2f} tokens per speculative step, "
-                                        f"{s['spec_accepted_tokens']:,} of {s['spec_drafted_tokens']:,} draft tokens accepted")
+        rows["speculative decoding"] = (
+            f"tau {s['spec_tau']:.2f} tokens per speculative step, "
+            f"{s['spec_accepted_tokens']:,} of {s['spec_drafted_tokens']:,} draft tokens accepted"
+        )
         rows["acceptance"] = s["speculation"]
         rows["lower bound"] += f"; allows {s['bound_tokens_per_step']} tokens per step"
     print_table(title, rows)

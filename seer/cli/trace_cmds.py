@@ -34,9 +34,15 @@ def cmd_synth(args) -> int:
     from seer.traces.synth import SynthConfig, preset_config, synthesize
 
     knobs = dict(
-        prompts=args.prompts, group_size=args.group_size, mean_len=args.mean_len, eta2=args.eta2,
-        within_cv=args.within_cv, max_tokens=args.max_tokens, prompt_mean=args.prompt_mean,
-        prompt_cv=args.prompt_cv, seed=args.seed,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        mean_len=args.mean_len,
+        eta2=args.eta2,
+        within_cv=args.within_cv,
+        max_tokens=args.max_tokens,
+        prompt_mean=args.prompt_mean,
+        prompt_cv=args.prompt_cv,
+        seed=args.seed,
     )
     if args.preset:
         cfg = preset_config(args.preset, **knobs)
@@ -49,8 +55,10 @@ def cmd_synth(args) -> int:
     if args.json:
         print_json({"out": out, **stats})
     else:
-        print(f"wrote {out}: {stats['groups']:,} groups x G={cfg.group_size}, {stats['samples']:,} samples, "
-              f"mean {stats['mean_len']:,.0f} tokens, eta2 {stats['eta2']:.3f}, within-group CV {stats['within_cv']:.3f}")
+        print(
+            f"wrote {out}: {stats['groups']:,} groups x G={cfg.group_size}, {stats['samples']:,} samples, "
+            f"mean {stats['mean_len']:,.0f} tokens, eta2 {stats['eta2']:.3f}, within-group CV {stats['within_cv']:.3f}"
+        )
     return 0
 
 
@@ -71,39 +79,61 @@ def cmd_validate(args) -> int:
     from seer.traces.io import load_trace
 
     df = load_trace(args.path)
-    summary = {"path": str(args.path), "valid": True, "groups": int(df["prompt_id"].nunique()),
-               "samples": len(df), "columns": [str(c) for c in df.columns]}
+    summary = {
+        "path": str(args.path),
+        "valid": True,
+        "groups": int(df["prompt_id"].nunique()),
+        "samples": len(df),
+        "columns": [str(c) for c in df.columns],
+    }
     if args.json:
         print_json(summary)
     else:
-        print(f"{args.path}: valid, {summary['groups']:,} groups, {summary['samples']:,} samples, "
-              f"columns: {', '.join(summary['columns'])}")
+        print(
+            f"{args.path}: valid, {summary['groups']:,} groups, {summary['samples']:,} samples, "
+            f"columns: {', '.join(summary['columns'])}"
+        )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from seer.traces.converters import SOURCES
 
-    trace = sub.add_parser("trace", help="convert, synthesise, validate and measure rollout traces",
-                           description="Work with rollout traces (Parquet, CSV or JSONL in seer's schema).")
+    trace = sub.add_parser(
+        "trace",
+        help="convert, synthesise, validate and measure rollout traces",
+        description="Work with rollout traces (Parquet, CSV or JSONL in seer's schema).",
+    )
     tsub = trace.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
 
-    p = tsub.add_parser("convert", help="convert a public trace into seer's schema",
-                        description="Convert a trace. Sources: tot (Tree-of-Thoughts sample logs, tokenised with SmolLM2), "
-                                    "mooncake, azure, or any csv/jsonl with --map.")
+    p = tsub.add_parser(
+        "convert",
+        help="convert a public trace into seer's schema",
+        description="Convert a trace. Sources: tot (Tree-of-Thoughts sample logs, tokenised with SmolLM2), "
+        "mooncake, azure, or any csv/jsonl with --map.",
+    )
     p.add_argument("path", help="input file")
     p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="input format")
     p.add_argument("-o", "--out", required=True, help="output trace (.parquet, .csv or .jsonl)")
-    p.add_argument("--map", action="append", metavar="COLUMN=SOURCE",
-                   help="for csv/jsonl: take schema COLUMN from SOURCE column (repeatable)")
-    p.add_argument("--prompts", help="for tot: the prompt file (default: 24.csv or data_100_random_text.txt beside the log)")
+    p.add_argument(
+        "--map",
+        action="append",
+        metavar="COLUMN=SOURCE",
+        help="for csv/jsonl: take schema COLUMN from SOURCE column (repeatable)",
+    )
+    p.add_argument(
+        "--prompts", help="for tot: the prompt file (default: 24.csv or data_100_random_text.txt beside the log)"
+    )
     p.add_argument("--max-tokens", type=int_at_least(1), help="set max_tokens on every row")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_convert)
 
-    p = tsub.add_parser("synth", help="generate a synthetic grouped trace",
-                        description="Generate groups whose lengths share a group-level factor. A --preset sets every "
-                                    "knob from a paper setup; explicit knobs override it.")
+    p = tsub.add_parser(
+        "synth",
+        help="generate a synthetic grouped trace",
+        description="Generate groups whose lengths share a group-level factor. A --preset sets every "
+        "knob from a paper setup; explicit knobs override it.",
+    )
     p.add_argument("--preset", help="paper setup (see `seer presets`)")
     p.add_argument("-o", "--out", help="output trace (default: PRESET.parquet)")
     p.add_argument("--prompts", type=int, help="number of prompts (groups)")
@@ -118,16 +148,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the trace statistics as JSON")
     p.set_defaults(func=cmd_synth)
 
-    p = tsub.add_parser("stats", help="statistics that test the Seer premise on a trace",
-                        description="Group-structure statistics: eta2, within/across-group CV, probe-vs-max rank "
-                                    "correlation, straggler share, and 4-gram sharing when the trace has tokens.")
+    p = tsub.add_parser(
+        "stats",
+        help="statistics that test the Seer premise on a trace",
+        description="Group-structure statistics: eta2, within/across-group CV, probe-vs-max rank "
+        "correlation, straggler share, and 4-gram sharing when the trace has tokens.",
+    )
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-ngrams", action="store_true", help="skip the 4-gram sharing statistics")
     p.set_defaults(func=cmd_stats)
 
-    p = tsub.add_parser("validate", help="check a trace against the schema",
-                        description="Check a trace; exit 2 with one line on the first problem.")
+    p = tsub.add_parser(
+        "validate",
+        help="check a trace against the schema",
+        description="Check a trace; exit 2 with one line on the first problem.",
+    )
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_validate)

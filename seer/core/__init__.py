@@ -1,4 +1,7 @@
-"""The contract: data model, events, actions, traits, and the Engine / Policy protocols. Imports nothing else from seer."""
+"""The contract: data model, events, actions, traits, and the Engine / Policy protocols.
+
+Imports nothing else from seer.
+"""
 
 from seer.core.actions import Abort, Action, Dispatch, SetSpeculation
 from seer.core.events import ChunkFinished, Event, InstanceIdle, RequestPreempted, RolloutStarted, Tick
@@ -8,8 +11,32 @@ from seer.core.protocols import ClusterView, EmitFn, Engine, InstanceView, Polic
 from seer.core.traits import DraftConfig, PolicyTraits, traits_of
 
 __all__ = [
-    "Abort", "Action", "Chunk", "ChunkFinished", "ClusterView", "Dispatch", "DraftConfig", "EmitFn", "Engine",
-    "Event", "FinishReason", "Group", "InstanceIdle", "InstanceView", "Policy", "PolicyTraits", "Request",
-    "RequestPreempted", "RequestState", "Rollout", "RolloutStarted", "SetSpeculation", "Tick", "ceil_div",
-    "describe_policy", "round_up", "traits_of", "worst_case_kv",
+    "Abort",
+    "Action",
+    "Chunk",
+    "ChunkFinished",
+    "ClusterView",
+    "Dispatch",
+    "DraftConfig",
+    "EmitFn",
+    "Engine",
+    "Event",
+    "FinishReason",
+    "Group",
+    "InstanceIdle",
+    "InstanceView",
+    "Policy",
+    "PolicyTraits",
+    "Request",
+    "RequestPreempted",
+    "RequestState",
+    "Rollout",
+    "RolloutStarted",
+    "SetSpeculation",
+    "Tick",
+    "ceil_div",
+    "describe_policy",
+    "round_up",
+    "traits_of",
+    "worst_case_kv",
 ]

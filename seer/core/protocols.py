@@ -52,7 +52,9 @@ class InstanceView:
     max_num_seqs: int = 0  # the engine's concurrency limit (0 = unknown)
     block_size: int = 1  # KV allocation granularity in tokens
     cached_prefix_tokens: Mapping[int, int] = field(default_factory=dict)
-    spec_tried: tuple[int, ...] = ()  # cumulative request-steps that reached draft position i+1 (budget > i, first i accepted)
+    spec_tried: tuple[
+        int, ...
+    ] = ()  # cumulative request-steps that reached draft position i+1 (budget > i, first i accepted)
     spec_accepted: tuple[int, ...] = ()  # cumulative request-steps whose first i+1 draft tokens were accepted
 
     @property

@@ -23,8 +23,14 @@ POLICIES: dict[str, tuple[type[ConfiguredPolicy], str]] = {
     "divided": (DividedPolicy, "divided rollout: chunks of chunk_size tokens, placed only where worst-case KV fits"),
     "context": (ContextPolicy, "divided + context-aware scheduling (Seer Alg. 2): probes first, then longest estimate"),
     "oracle": (OraclePolicy, "divided + longest-first with TRUE lengths (upper reference)"),
-    "partial": (PartialRolloutPolicy, "APRIL partial rollout: over-issue x2, stop at the target groups, carry the rest"),
-    "streamrl-oracle": (StreamRLOraclePolicy, "atomic groups, true-length buckets, longest-first (paper's StreamRL-Oracle)"),
+    "partial": (
+        PartialRolloutPolicy,
+        "APRIL partial rollout: over-issue x2, stop at the target groups, carry the rest",
+    ),
+    "streamrl-oracle": (
+        StreamRLOraclePolicy,
+        "atomic groups, true-length buckets, longest-first (paper's StreamRL-Oracle)",
+    ),
     "seer": (SeerPolicy, "context + adaptive grouped speculative decoding (group suffix drafter, MBA budgets)"),
 }
 
@@ -70,8 +76,9 @@ def check_params(name: str, params: Mapping) -> None:
     unknown = sorted(set(params) - set(keys))
     if unknown:
         what = "parameter" if len(unknown) == 1 else "parameters"
-        raise SeerInputError(f"policy {name}: unknown {what} {', '.join(map(repr, unknown))}; valid: "
-                             f"{', '.join(keys) or '(none)'}")
+        raise SeerInputError(
+            f"policy {name}: unknown {what} {', '.join(map(repr, unknown))}; valid: {', '.join(keys) or '(none)'}"
+        )
 
 
 def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[str, PolicyConfig]:
@@ -99,5 +106,12 @@ def make_policy(spec: str, shared: Mapping | None = None, **params) -> Policy:
     return policy_class(name)(config)
 
 
-__all__ = ["POLICIES", "check_params", "make_policy", "parse_policy_spec", "policy_class", "policy_config",
-           "policy_keys"]
+__all__ = [
+    "POLICIES",
+    "check_params",
+    "make_policy",
+    "parse_policy_spec",
+    "policy_class",
+    "policy_config",
+    "policy_keys",
+]

@@ -29,12 +29,17 @@ class VerlPolicy(ConfiguredPolicy):
 
     def on_event(self, event: Event, view: ClusterView) -> list:
         prio = self.cfg.priority
-        if isinstance(event, ChunkFinished) and not event.finished \
-                and view.requests[event.request_id].state is RequestState.WAITING:
+        if (
+            isinstance(event, ChunkFinished)
+            and not event.finished
+            and view.requests[event.request_id].state is RequestState.WAITING
+        ):
             # only a failed instance ends a verl request early: continue it on the next live instance
             live = _live(view)
             req = view.requests[event.request_id]
-            return [Dispatch(req.request_id, live[req.group_id % len(live)], req.remaining_budget, prio)] if live else []
+            return (
+                [Dispatch(req.request_id, live[req.group_id % len(live)], req.remaining_budget, prio)] if live else []
+            )
         if not isinstance(event, RolloutStarted):
             return []
         live = _live(view)

@@ -94,9 +94,16 @@ class PolicyConfig:
     def describe(cls) -> list[dict]:
         """Every parameter: name, type, default, help and choices (for `seer policies`)."""
         hints = typing.get_type_hints(cls)
-        return [{"name": f.name, "type": _type_name(hints[f.name]), "default": f.default,
-                 "help": f.metadata.get("help", ""), "choices": f.metadata.get("choices")}
-                for f in dataclasses.fields(cls)]
+        return [
+            {
+                "name": f.name,
+                "type": _type_name(hints[f.name]),
+                "default": f.default,
+                "help": f.metadata.get("help", ""),
+                "choices": f.metadata.get("choices"),
+            }
+            for f in dataclasses.fields(cls)
+        ]
 
 
 class ConfiguredPolicy:

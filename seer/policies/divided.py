@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-
 from dataclasses import dataclass
 
 from seer.core import ChunkFinished, ClusterView, Dispatch, Event, PolicyTraits, RequestState, RolloutStarted
@@ -126,8 +125,9 @@ class ContextConfig(DividedConfig):
 
 @dataclass(frozen=True)
 class OracleConfig(DividedConfig):
-    by: str = param("remaining", "order by true tokens still to generate, or by true final length",
-                    ("remaining", "total"))
+    by: str = param(
+        "remaining", "order by true tokens still to generate, or by true final length", ("remaining", "total")
+    )
 
 
 class ContextPolicy(DividedPolicy):
@@ -197,15 +197,17 @@ class ContextPolicy(DividedPolicy):
     def _peek(self, view: ClusterView) -> int | None:
         """The next request by Algorithm 2's order; records which rule picked it in `_last_rule`, which
         `_dispatched` reads when the pick is placed."""
-        while self._probes and (self._probes[0][1] not in self._waiting
-                                or view.requests[self._probes[0][1]].generated != self._probes[0][0]):
+        while self._probes and (
+            self._probes[0][1] not in self._waiting or view.requests[self._probes[0][1]].generated != self._probes[0][0]
+        ):
             heapq.heappop(self._probes)  # stale: dispatched, or re-entered with more tokens
         if self._probes:
             self._last_rule = "probe"
             return self._probes[0][1]
         if self.starvation_every and self._picks and self._picks % self.starvation_every == 0:
-            while self._oldest and (self._oldest[0][1] not in self._waiting
-                                    or self._entered.get(self._oldest[0][1]) != self._oldest[0][0]):
+            while self._oldest and (
+                self._oldest[0][1] not in self._waiting or self._entered.get(self._oldest[0][1]) != self._oldest[0][0]
+            ):
                 self._oldest.popleft()
             if self._oldest:
                 self._last_rule = "starvation"

@@ -68,6 +68,9 @@ class PartialRolloutPolicy(ConfiguredPolicy):
                 self.done_groups.append(gid)
                 if len(self.done_groups) >= self.target:
                     self.stopped_at = event.t
-                    return [Abort(r.request_id) for r in view.requests.values()
-                            if r.state in (RequestState.RUNNING, RequestState.WAITING)]
+                    return [
+                        Abort(r.request_id)
+                        for r in view.requests.values()
+                        if r.state in (RequestState.RUNNING, RequestState.WAITING)
+                    ]
         return []

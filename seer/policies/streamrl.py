@@ -59,12 +59,24 @@ class StreamRLOraclePolicy(ConfiguredPolicy):
         while self._order:
             gid = self._order[0]
             rids = self._members[gid]
-            need = {i: sum(worst_case_kv(view.requests[r].context_len, self._true[r] - view.requests[r].generated,
-                                         book.block[i]) for r in rids) for i in book.free}
+            need = {
+                i: sum(
+                    worst_case_kv(
+                        view.requests[r].context_len, self._true[r] - view.requests[r].generated, book.block[i]
+                    )
+                    for r in rids
+                )
+                for i in book.free
+            }
             # an empty instance always takes the group, even one larger than the instance: otherwise nothing could
             # ever run it (its requests may then preempt each other)
-            fit = [i for i in book.free if (book.free[i] >= need[i] and book.in_flight[i] + len(rids) <= book.limit[i])
-                   or book.in_flight[i] == 0 and book.free[i] == max(book.free.values())]
+            fit = [
+                i
+                for i in book.free
+                if (book.free[i] >= need[i] and book.in_flight[i] + len(rids) <= book.limit[i])
+                or book.in_flight[i] == 0
+                and book.free[i] == max(book.free.values())
+            ]
             if not fit:
                 break
             inst = max(fit, key=lambda i: (book.free[i], -i))

@@ -1,1 +1,2 @@
-"""The vLLM backend: engine adapters, the driver (virtual or wall clocks), models, the group drafter inside vLLM, `seer run`."""
+"""The vLLM backend: engine adapters, the driver (virtual or wall clocks), models, the group drafter inside vLLM,
+and `seer run`."""

@@ -66,7 +66,7 @@ class GroupProposer:
             if gid is None:
                 drafts.append([])
                 continue
-            d = self.drafter.propose_group(gid, row[max(0, n - m):].tolist(), budget, budget)
+            d = self.drafter.propose_group(gid, row[max(0, n - m) :].tolist(), budget, budget)
             tokens = list(d.tokens[:budget]) if all(p == j - 1 for j, p in enumerate(d.parents)) else []
             self.proposed += len(tokens)
             drafts.append(tokens)

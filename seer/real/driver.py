@@ -21,7 +21,7 @@ import pandas as pd
 from seer.core import Chunk, Policy, Rollout, describe_policy
 from seer.errors import SeerInputError
 from seer.loop import ContractLoop
-from seer.metrics import RolloutResult, summarize
+from seer.metrics import RolloutResult, events_frame, summarize
 from seer.real.engine import EngineSettings, VLLMInstance, configure_environment
 
 CLOCKS = ("virtual", "wall")
@@ -36,10 +36,20 @@ class RealDriver(ContractLoop):
     when the engines draft with the project's group drafter (`settings.speculative` names its proposer).
     """
 
-    def __init__(self, rollout: Rollout, prompts: dict[int, list[int]], settings: EngineSettings, policy: Policy,
-                 instances: int = 2, clock: str = "virtual", replay_len: dict[int, int] | None = None,
-                 progress: bool | None = None, fail: tuple[int, float] | None = None, drafter=None,
-                 proposers=None):
+    def __init__(
+        self,
+        rollout: Rollout,
+        prompts: dict[int, list[int]],
+        settings: EngineSettings,
+        policy: Policy,
+        instances: int = 2,
+        clock: str = "virtual",
+        replay_len: dict[int, int] | None = None,
+        progress: bool | None = None,
+        fail: tuple[int, float] | None = None,
+        drafter=None,
+        proposers=None,
+    ):
         if clock not in CLOCKS:
             raise SeerInputError(f"clock must be one of {', '.join(CLOCKS)}")
         super().__init__(rollout, policy)
@@ -52,15 +62,18 @@ class RealDriver(ContractLoop):
             need = len(prompts[req.group_id]) + (replay_len[req.request_id] if replay_len else req.max_tokens)
             if need > settings.max_model_len:
                 pid, sid = req.key
-                raise SeerInputError(f"prompt {pid!r} sample {sid}: prompt ({len(prompts[req.group_id])} tokens) plus "
-                                     f"output must fit the model context ({settings.max_model_len}); needs {need}")
+                raise SeerInputError(
+                    f"prompt {pid!r} sample {sid}: prompt ({len(prompts[req.group_id])} tokens) plus "
+                    f"output must fit the model context ({settings.max_model_len}); needs {need}"
+                )
         self.provide(replay_len, self._step_profile)
         self.drafting = drafter
         if drafter is not None:
             for req in rollout.requests.values():
                 drafter.add_request(req.request_id, req.group_id, prompts[req.group_id])
-        self.engines = [VLLMInstance(i, settings, self.emit, self._prompt_of, replay_len, self._on_tokens)
-                        for i in range(instances)]
+        self.engines = [
+            VLLMInstance(i, settings, self.emit, self._prompt_of, replay_len, self._on_tokens) for i in range(instances)
+        ]
         if proposers is not None:
             for inst, prop in zip(self.engines, proposers.created[-instances:]):
                 inst.proposer = prop
@@ -155,49 +168,80 @@ class RealDriver(ContractLoop):
     def steps_frame(self) -> pd.DataFrame:
         return pd.DataFrame([vars(s) for inst in self.engines for s in inst.steps])
 
+    def _timeline(self, steps: pd.DataFrame, cap: int) -> pd.DataFrame:
+        if not len(steps):
+            return pd.DataFrame(columns=["instance", "t", "kv_used_tokens", "running", "waiting", "kv_usage"])
+        timeline = steps[["instance", "t"]].copy()
+        timeline["kv_used_tokens"] = (steps["kv_usage"] * cap).round().astype(int)
+        for col in ("running", "waiting", "kv_usage"):
+            timeline[col] = steps[col]
+        return timeline
+
+    @staticmethod
+    def _speculation_summary(steps: pd.DataFrame) -> dict:
+        if not len(steps) or not steps["spec_drafts"].sum():
+            return {}
+        drafts, accepted = int(steps["spec_drafts"].sum()), int(steps["spec_accepted_tokens"].sum())
+        return {
+            "speculation": "vllm",
+            "spec_drafts": drafts,
+            "spec_draft_tokens": int(steps["spec_draft_tokens"].sum()),
+            "spec_accepted_tokens": accepted,
+            "spec_tau": 1 + accepted / drafts,
+        }
+
     def _result(self, wall_s: float) -> RolloutResult:
         df = self.ledger.frame()
         steps = self.steps_frame()
         cap = self.engines[0].capacity
-        cols = ["instance", "t", "kv_used_tokens", "running", "waiting", "kv_usage"]
-        timeline = pd.DataFrame({"instance": steps["instance"], "t": steps["t"],
-                                 "kv_used_tokens": (steps["kv_usage"] * cap).round().astype(int),
-                                 "running": steps["running"], "waiting": steps["waiting"],
-                                 "kv_usage": steps["kv_usage"]}) if len(steps) else pd.DataFrame(columns=cols)
-        busy = [float(steps.loc[steps.instance == i.instance_id, "duration_s"].sum()) if len(steps) else 0.0
-                for i in self.engines]
-        extra = {"policy": self.policy.name, "backend": "vllm", "clock": self.clock_mode, "mode": self.clock_mode,
-                 "wall_s": wall_s, "steps": int(len(steps)), "migrations": int(df["migrations"].sum()),
-                 "kv_capacity_tokens": cap, "model": self.settings.model,
-                 "failed_instances": [i.instance_id for i in self.engines if not i.alive]}
-        if len(steps) and steps["spec_drafts"].sum():
-            d, acc = int(steps["spec_drafts"].sum()), int(steps["spec_accepted_tokens"].sum())
-            extra.update({"speculation": "vllm", "spec_drafts": d, "spec_draft_tokens": int(steps["spec_draft_tokens"].sum()),
-                          "spec_accepted_tokens": acc, "spec_tau": 1 + acc / d})
-        events = pd.DataFrame([(t, inst.instance_id, kind, rid) for inst in self.engines for t, kind, rid in inst.events],
-                              columns=["t", "instance", "kind", "request_id"]).sort_values("t", kind="stable").reset_index(drop=True)
-        summary = summarize(df, busy, math.nan, self.ledger.total_preemptions, extra,
-                            preempt_times=events.loc[events.kind == "preempt", "t"])
+        busy = [
+            float(steps.loc[steps.instance == i.instance_id, "duration_s"].sum()) if len(steps) else 0.0
+            for i in self.engines
+        ]
+        extra = {
+            "policy": self.policy.name,
+            "backend": "vllm",
+            "clock": self.clock_mode,
+            "mode": self.clock_mode,
+            "wall_s": wall_s,
+            "steps": int(len(steps)),
+            "migrations": int(df["migrations"].sum()),
+            "kv_capacity_tokens": cap,
+            "model": self.settings.model,
+            "failed_instances": [i.instance_id for i in self.engines if not i.alive],
+            **self._speculation_summary(steps),
+        }
+        events = events_frame((t, i.instance_id, kind, rid) for i in self.engines for t, kind, rid in i.events)
+        summary = summarize(
+            df,
+            busy,
+            math.nan,
+            self.ledger.total_preemptions,
+            extra,
+            preempt_times=events.loc[events.kind == "preempt", "t"],
+        )
         config = {"engine": dict(vars(self.settings)), "policy": describe_policy(self.policy)}
-        return RolloutResult(df, timeline, summary, config, events)
+        return RolloutResult(df, self._timeline(steps, cap), summary, config, events)
 
     def recorded_trace(self, with_prompt_ids: bool = True) -> pd.DataFrame:
         """The run as a trace in the project's schema (replayable in the simulator)."""
         reqs = self.rollout.requests
         order = sorted(reqs)
         prompt = [self.prompts[reqs[i].group_id] for i in order]
-        df = pd.DataFrame({
-            "prompt_id": [reqs[i].key[0] for i in order],
-            "sample_id": [reqs[i].key[1] for i in order],
-            "prompt_len": [len(p) for p in prompt],
-            "output_len": [reqs[i].generated for i in order],
-            "max_tokens": [reqs[i].max_tokens for i in order],
-            "output_ids": [list(reqs[i].output_ids) for i in order],
-            "prompt_hash": [hashlib.sha256(str(p).encode()).hexdigest()[:16] for p in prompt],
-            "first_dispatch_s": self.ledger.first_dispatch_s[order],
-            "finish_s": self.ledger.finish_s[order],
-            "finish_reason": [self.ledger.reason[i] for i in order],
-        })
+        df = pd.DataFrame(
+            {
+                "prompt_id": [reqs[i].key[0] for i in order],
+                "sample_id": [reqs[i].key[1] for i in order],
+                "prompt_len": [len(p) for p in prompt],
+                "output_len": [reqs[i].generated for i in order],
+                "max_tokens": [reqs[i].max_tokens for i in order],
+                "output_ids": [list(reqs[i].output_ids) for i in order],
+                "prompt_hash": [hashlib.sha256(str(p).encode()).hexdigest()[:16] for p in prompt],
+                "first_dispatch_s": self.ledger.first_dispatch_s[order],
+                "finish_s": self.ledger.finish_s[order],
+                "finish_reason": [self.ledger.reason[i] for i in order],
+            }
+        )
         if with_prompt_ids:
             df["prompt_ids"] = [list(p) for p in prompt]
         return df

@@ -14,14 +14,27 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from seer.core import Chunk, ChunkFinished, FinishReason, InstanceIdle, InstanceView, Request, RequestPreempted, \
-    worst_case_kv
+from seer.core import (
+    Chunk,
+    ChunkFinished,
+    FinishReason,
+    InstanceIdle,
+    InstanceView,
+    Request,
+    RequestPreempted,
+    worst_case_kv,
+)
 
 # In-process engines on a small CPU: one OpenMP thread each (two threads on two cores are ~45x slower), the
 # engine core in this process (so the group drafter is shared with the driver), and caches kept local.
-ENVIRONMENT = (("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("OMP_NUM_THREADS", "1"), ("VLLM_CPU_KVCACHE_SPACE", "1"),
-               ("TOKENIZERS_PARALLELISM", "false"), ("VLLM_LOGGING_LEVEL", "WARNING"),
-               ("VLLM_LOGGING_STREAM", "ext://sys.stderr"))
+ENVIRONMENT = (
+    ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+    ("OMP_NUM_THREADS", "1"),
+    ("VLLM_CPU_KVCACHE_SPACE", "1"),
+    ("TOKENIZERS_PARALLELISM", "false"),
+    ("VLLM_LOGGING_LEVEL", "WARNING"),
+    ("VLLM_LOGGING_STREAM", "ext://sys.stderr"),
+)
 
 
 def configure_environment() -> None:
@@ -48,10 +61,20 @@ class EngineSettings:
     kv_blocks: int | None = None  # KV blocks per instance (vLLM's num_gpu_blocks_override); None: from memory
 
     def engine_args(self) -> dict:
-        kw = dict(model=self.model, skip_tokenizer_init=True, dtype="bfloat16", max_model_len=self.max_model_len,
-                  enforce_eager=True, seed=self.seed, max_num_seqs=self.max_num_seqs, block_size=self.block_size,
-                  max_num_batched_tokens=max(self.max_num_batched_tokens, self.max_model_len),
-                  enable_prefix_caching=True, scheduling_policy="priority", disable_log_stats=False)
+        kw = dict(
+            model=self.model,
+            skip_tokenizer_init=True,
+            dtype="bfloat16",
+            max_model_len=self.max_model_len,
+            enforce_eager=True,
+            seed=self.seed,
+            max_num_seqs=self.max_num_seqs,
+            block_size=self.block_size,
+            max_num_batched_tokens=max(self.max_num_batched_tokens, self.max_model_len),
+            enable_prefix_caching=True,
+            scheduling_policy="priority",
+            disable_log_stats=False,
+        )
         if self.dummy:
             kw["load_format"] = "dummy"
         if self.kv_blocks is not None:
@@ -109,15 +132,23 @@ class _Live:
 class VLLMInstance:
     """An inference instance on a real vLLM engine."""
 
-    def __init__(self, instance_id: int, settings: EngineSettings, emit: Callable, prompt_of: Callable[[Request], list],
-                 replay_len: Mapping[int, int] | None = None, on_tokens: Callable | None = None):
+    def __init__(
+        self,
+        instance_id: int,
+        settings: EngineSettings,
+        emit: Callable,
+        prompt_of: Callable[[Request], list],
+        replay_len: Mapping[int, int] | None = None,
+        on_tokens: Callable | None = None,
+    ):
         from vllm import EngineArgs, LLMEngine
 
         self.instance_id, self.settings, self.emit = instance_id, settings, emit
         self.prompt_of, self.replay_len, self.on_tokens = prompt_of, replay_len, on_tokens
         self._stats: dict = {}
-        self.engine = LLMEngine.from_engine_args(EngineArgs(**settings.engine_args()),
-                                                 stat_loggers=[_logger_factory(self._stats)])
+        self.engine = LLMEngine.from_engine_args(
+            EngineArgs(**settings.engine_args()), stat_loggers=[_logger_factory(self._stats)]
+        )
         cache = self.engine.vllm_config.cache_config
         self.block_size = cache.block_size
         self.capacity = int(cache.num_gpu_blocks) * self.block_size
@@ -145,10 +176,15 @@ class VLLMInstance:
         if replay:
             budget = min(budget, self.replay_len[request.request_id] - request.generated)
         prompt = list(self.prompt_of(request)) + list(request.output_ids or [])
-        params = SamplingParams(max_tokens=budget, temperature=s.temperature, top_p=s.top_p,
-                                ignore_eos=replay or not s.stop_token_ids,
-                                stop_token_ids=None if replay else list(s.stop_token_ids) or None,
-                                output_kind=RequestOutputKind.DELTA, detokenize=False)
+        params = SamplingParams(
+            max_tokens=budget,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            ignore_eos=replay or not s.stop_token_ids,
+            stop_token_ids=None if replay else list(s.stop_token_ids) or None,
+            output_kind=RequestOutputKind.DELTA,
+            detokenize=False,
+        )
         self._n += 1
         cid = f"{request.request_id}.{self._n}"
         engine_id = self.engine.add_request(cid, TokensPrompt(prompt_token_ids=prompt), params, priority=chunk.priority)
@@ -178,9 +214,19 @@ class VLLMInstance:
         spec = {}
         if self.proposer is not None:
             spec = {"spec_tried": tuple(self.proposer.tried), "spec_accepted": tuple(self.proposer.accepted_pos)}
-        return InstanceView(self.instance_id, self.capacity, used, self.reserved, running,
-                            max(0, len(self.live) - running) if sched is not None else waiting, self.alive,
-                            self.settings.max_num_seqs, self.block_size, {}, **spec)
+        return InstanceView(
+            self.instance_id,
+            self.capacity,
+            used,
+            self.reserved,
+            running,
+            max(0, len(self.live) - running) if sched is not None else waiting,
+            self.alive,
+            self.settings.max_num_seqs,
+            self.block_size,
+            {},
+            **spec,
+        )
 
     # ---- stepping ----------------------------------------------------------------------------
 
@@ -206,12 +252,23 @@ class VLLMInstance:
         self.clock += dur
         sched, it = self._stats.get("scheduler"), self._stats.get("iteration")
         sd = getattr(sched, "spec_decoding_stats", None) if sched is not None else None
-        self.steps.append(StepRecord(
-            self.instance_id, start, dur, getattr(sched, "num_running_reqs", 0), getattr(sched, "num_waiting_reqs", 0),
-            float(getattr(sched, "kv_cache_usage", 0.0)), int(getattr(it, "num_prompt_tokens", 0) or 0),
-            int(getattr(it, "num_generation_tokens", 0) or 0), ctx, int(getattr(it, "num_preempted_reqs", 0) or 0),
-            int(getattr(sd, "num_drafts", 0) or 0), int(getattr(sd, "num_draft_tokens", 0) or 0),
-            int(getattr(sd, "num_accepted_tokens", 0) or 0)))
+        self.steps.append(
+            StepRecord(
+                self.instance_id,
+                start,
+                dur,
+                getattr(sched, "num_running_reqs", 0),
+                getattr(sched, "num_waiting_reqs", 0),
+                float(getattr(sched, "kv_cache_usage", 0.0)),
+                int(getattr(it, "num_prompt_tokens", 0) or 0),
+                int(getattr(it, "num_generation_tokens", 0) or 0),
+                ctx,
+                int(getattr(it, "num_preempted_reqs", 0) or 0),
+                int(getattr(sd, "num_drafts", 0) or 0),
+                int(getattr(sd, "num_draft_tokens", 0) or 0),
+                int(getattr(sd, "num_accepted_tokens", 0) or 0),
+            )
+        )
         self._report_preemptions(outputs)
         for out in outputs:
             lv = self.live.get(out.request_id)
@@ -274,8 +331,11 @@ class VLLMInstance:
         lv = self.live.pop(cid)
         self.by_rid.pop(lv.request.request_id, None)
         self.reserved -= lv.reserved
-        self.emit(ChunkFinished(self.clock, lv.request.request_id, self.instance_id, len(lv.tokens), finished, reason,
-                                tuple(lv.tokens)))
+        self.emit(
+            ChunkFinished(
+                self.clock, lv.request.request_id, self.instance_id, len(lv.tokens), finished, reason, tuple(lv.tokens)
+            )
+        )
 
     def fail(self) -> list[int]:
         """Take the instance out (fault injection): abort everything, report each chunk as aborted."""

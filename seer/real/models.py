@@ -54,9 +54,19 @@ def _prepare_dummy(shape: str, out: Path, max_positions: int) -> None:
 
     arch, vocab, hidden, layers, heads, kv_heads, inter = DUMMY_SHAPES[shape]
     cls = Qwen2Config if arch == "qwen2" else LlamaConfig
-    cfg = cls(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-              num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
-              bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, torch_dtype="bfloat16")
+    cfg = cls(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        torch_dtype="bfloat16",
+    )
     cfg.architectures = ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"]
     cfg.save_pretrained(out)
 
@@ -86,7 +96,9 @@ def check_model(name: str) -> None:
     if name == "smollm2" or (is_dummy(name) and name.split(":", 1)[1] in DUMMY_SHAPES):
         return
     if not (os.path.isdir(name) and os.path.exists(os.path.join(name, "config.json"))):
-        raise SeerInputError(f"unknown model {name!r}: use one of {', '.join(model_names())} or a folder with config.json")
+        raise SeerInputError(
+            f"unknown model {name!r}: use one of {', '.join(model_names())} or a folder with config.json"
+        )
 
 
 def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> Path:

@@ -81,7 +81,7 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
     if spec.replay:
         trace = source
         if spec.limit:
-            keep = sorted(trace["prompt_id"].unique(), key=str)[:spec.limit]
+            keep = sorted(trace["prompt_id"].unique(), key=str)[: spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
         ro, true_len = rollout_from_trace(trace, spec.max_tokens)
         rng = np.random.default_rng(spec.seed)
@@ -123,15 +123,50 @@ def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, objec
         return method, None, None
     tokens = spec.spec_tokens if spec.speculation != "auto" else max(1, traits.max_draft_tokens)
     if method == "ngram":
-        return method, {"method": "ngram", "num_speculative_tokens": tokens, "prompt_lookup_min": 2,
-                        "prompt_lookup_max": 4}, None
+        return (
+            method,
+            {"method": "ngram", "num_speculative_tokens": tokens, "prompt_lookup_min": 2, "prompt_lookup_max": 4},
+            None,
+        )
     if method == "group":
-        return method, {"method": "custom_class", "num_speculative_tokens": tokens}, \
-            GroupDrafter(traits.drafter or DraftConfig())
+        return (
+            method,
+            {"method": "custom_class", "num_speculative_tokens": tokens},
+            GroupDrafter(traits.drafter or DraftConfig()),
+        )
     raise SeerInputError("--speculation must be auto, none, ngram or group")
 
 
+def _model_vocab(model_dir) -> int:
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SeerInputError(f"{model_dir}: unreadable model config ({exc})") from None
+    return int(cfg.get("vocab_size", 2048))
+
+
+def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
+    """The usual results plus trace.parquet, steps.parquet and run.json."""
+    result.summary.update(
+        {
+            "workload": spec.replay or spec.prompts,
+            "group": spec.group if spec.prompts else None,
+            "temperature": spec.temperature,
+            "top_p": spec.top_p,
+            "speculation_method": method,
+        }
+    )
+    result.config["run"] = json_safe(vars(spec))
+    result.save(out)
+    with atomic_path(os.path.join(out, "trace.parquet")) as tmp:
+        driver.recorded_trace().to_parquet(tmp, index=False)
+    with atomic_path(os.path.join(out, "steps.parquet")) as tmp:
+        driver.steps_frame().to_parquet(tmp, index=False)
+    write_text_atomic(os.path.join(out, "run.json"), json.dumps(json_safe(vars(spec)), indent=2))
+
+
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
+    """One real rollout as `seer run` describes it; returns its summary (results written under `out`)."""
     from seer.core import traits_of
     from seer.policies import make_policy
     from seer.real.drafter import proposer_for
@@ -145,35 +180,40 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     if traits.needs_oracle and not spec.replay:
         raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
     model_dir = prepare_model(spec.model)
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SeerInputError(f"{model_dir}: unreadable model config ({exc})")
-    ro, prompts, replay, stop = build_workload(spec, model_dir, int(cfg.get("vocab_size", 2048)), source)
+    ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir), source)
     method, speculative, drafter = speculation_settings(spec, traits)
     proposers = None
     if drafter is not None:
-        path, proposers = proposer_for(drafter)
-        speculative["model"] = path
-    settings = EngineSettings(str(model_dir), dummy=is_dummy(spec.model), max_num_seqs=spec.max_num_seqs,
-                              max_model_len=spec.max_model_len, temperature=spec.temperature, top_p=spec.top_p,
-                              seed=spec.seed, stop_token_ids=stop, speculative=speculative)
-    driver = RealDriver(ro, prompts, settings, policy, instances=spec.instances, clock=spec.clock, replay_len=replay,
-                        progress=progress, fail=spec.fail, drafter=drafter, proposers=proposers)
+        speculative["model"], proposers = proposer_for(drafter)
+    settings = EngineSettings(
+        str(model_dir),
+        dummy=is_dummy(spec.model),
+        max_num_seqs=spec.max_num_seqs,
+        max_model_len=spec.max_model_len,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        seed=spec.seed,
+        stop_token_ids=stop,
+        speculative=speculative,
+    )
+    driver = RealDriver(
+        ro,
+        prompts,
+        settings,
+        policy,
+        instances=spec.instances,
+        clock=spec.clock,
+        replay_len=replay,
+        progress=progress,
+        fail=spec.fail,
+        drafter=drafter,
+        proposers=proposers,
+    )
     try:
         result = driver.run()
     finally:
         driver.shutdown()
     if (driver.completions > 1).any():
         raise RuntimeError("a sample completed more than once")
-    result.summary.update({"workload": spec.replay or spec.prompts, "group": spec.group if spec.prompts else None,
-                           "temperature": spec.temperature, "top_p": spec.top_p,
-                           "speculation_method": method})
-    result.config["run"] = json_safe(vars(spec))
-    result.save(out)
-    with atomic_path(os.path.join(out, "trace.parquet")) as tmp:
-        driver.recorded_trace().to_parquet(tmp, index=False)
-    with atomic_path(os.path.join(out, "steps.parquet")) as tmp:
-        driver.steps_frame().to_parquet(tmp, index=False)
-    write_text_atomic(os.path.join(out, "run.json"), json.dumps(json_safe(vars(spec)), indent=2))
+    _save(driver, result, spec, method, out)
     return result.summary

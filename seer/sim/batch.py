@@ -63,7 +63,9 @@ class InstanceStats:
     spec_request_steps: int = 0  # request-steps with a draft budget
     spec_drafted_tokens: int = 0
     spec_accepted_tokens: int = 0
-    spec_by_request: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # per rid: steps, drafted, accepted
+    spec_by_request: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 3), np.int64)
+    )  # per rid: steps, drafted, accepted
 
 
 class Running:

@@ -29,8 +29,15 @@ if TYPE_CHECKING:
     from seer.sim.costmodel import CostModel
 
 
-def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, max_num_seqs: int,
-                         max_num_batched_tokens: int, tokens_per_step: int = 1) -> dict:
+def makespan_lower_bound(
+    cm: CostModel,
+    prompt_len,
+    output_len,
+    instances: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    tokens_per_step: int = 1,
+) -> dict:
     """Both bounds and their max, in seconds."""
     k = float(max(1, tokens_per_step))
     p = np.asarray(prompt_len, dtype=np.float64)
@@ -44,8 +51,12 @@ def makespan_lower_bound(cm: CostModel, prompt_len, output_len, instances: int, 
     # decode step j (1..L-1) of a request runs over ctx = p + j - 1 cached tokens
     ctx_sum = (dec * p + dec * (dec - 1) / 2).sum()
     logit = cm.logit_time()
-    busy = (math.ceil(n_dec / (max_num_seqs * k)) * a0 + n_all * g_per_token + n_dec * logit
-            + cm.beta * (n_dec + ctx_sum) / k)
+    busy = (
+        math.ceil(n_dec / (max_num_seqs * k)) * a0
+        + n_all * g_per_token
+        + n_dec * logit
+        + cm.beta * (n_dec + ctx_sum) / k
+    )
     work_bound = busy / instances
     steps = np.ceil(dec / k)
     i = int(np.argmax(cm.decode_span(1, p, steps))) if len(p) else 0

@@ -42,7 +42,16 @@ def fit_errors(df: pd.DataFrame, fits: dict[str, Coefficients]) -> pd.DataFrame:
     out = []
     for cm, q, ctx, logits, secs, kind, model in profile_rows(df):
         pred = CostModel(cm.shape, cm.hw, cm.par, fits[family_of(cm.shape)]).step_time(q, ctx, logits)
-        out.append({"model": model, "kind": kind, "batch": len(q) if kind != "prefill" else 1, "ctx": int(ctx[0]),
-                    "q_len": int(q[0]), "measured_ms": secs * 1e3, "predicted_ms": pred * 1e3,
-                    "ape": abs(pred - secs) / secs})
+        out.append(
+            {
+                "model": model,
+                "kind": kind,
+                "batch": len(q) if kind != "prefill" else 1,
+                "ctx": int(ctx[0]),
+                "q_len": int(q[0]),
+                "measured_ms": secs * 1e3,
+                "predicted_ms": pred * 1e3,
+                "ape": abs(pred - secs) / secs,
+            }
+        )
     return pd.DataFrame(out)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from seer.errors import SeerInputError
 from seer.presets import load_preset
-from seer.sim.costmodel import CostModel
 from seer.sim.config import InstanceConfig
+from seer.sim.costmodel import CostModel
 from seer.sim.shapes import Hardware, Parallelism, model_shape
 
 GIB = 1024**3
@@ -50,8 +50,13 @@ class ClusterConfig:
         return model_shape(self.model)
 
     def hardware(self) -> Hardware:
-        return Hardware(name=self.gpu, memory_gib=self.gpu_memory_gib, link_gbps=self.link_gbps,
-                        network_gbps=self.network_gbps, pool_gbps=self.pool_gbps)
+        return Hardware(
+            name=self.gpu,
+            memory_gib=self.gpu_memory_gib,
+            link_gbps=self.link_gbps,
+            network_gbps=self.network_gbps,
+            pool_gbps=self.pool_gbps,
+        )
 
     def parallelism(self) -> Parallelism:
         return Parallelism(tp=self.tp, dp=self.dp)
@@ -81,8 +86,12 @@ class ClusterConfig:
 
     def instance_config(self) -> InstanceConfig:
         return InstanceConfig(
-            kv_capacity_tokens=self.kv_capacity(), block_size=self.block_size, max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens, prefix_cache=self.prefix_cache, kv_mode=self.kv_mode,
+            kv_capacity_tokens=self.kv_capacity(),
+            block_size=self.block_size,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            prefix_cache=self.prefix_cache,
+            kv_mode=self.kv_mode,
             pool_bytes_per_s=self.pool_gbps * 1e9 * self.tp * self.dp,
         )
 

@@ -67,8 +67,9 @@ class StepTimeModel(Protocol):
     beta: float
     kv_bytes_per_token: float  # bytes of KV per token, for global-pool transfers
 
-    def step_time_sums(self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float,
-                       logits: float | None = None) -> float: ...
+    def step_time_sums(
+        self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float, logits: float | None = None
+    ) -> float: ...
 
     def alpha(self, batch): ...
 
@@ -76,8 +77,15 @@ class StepTimeModel(Protocol):
 
     def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int: ...
 
-    def lower_bound(self, prompt_len: Sequence[int], output_len: Sequence[int], instances: int, max_num_seqs: int,
-                    max_num_batched_tokens: int, tokens_per_step: int = 1) -> dict | None: ...
+    def lower_bound(
+        self,
+        prompt_len: Sequence[int],
+        output_len: Sequence[int],
+        instances: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        tokens_per_step: int = 1,
+    ) -> dict | None: ...
 
     def describe(self) -> dict: ...
 
@@ -118,8 +126,13 @@ class AffineDecode:
 class CostModel(AffineDecode):
     """Step times of one instance running `shape` on `par.gpus` GPUs of kind `hw`."""
 
-    def __init__(self, shape: ModelShape, hw: Hardware = Hardware(), par: Parallelism = Parallelism(),
-                 coef: Coefficients | None = None):
+    def __init__(
+        self,
+        shape: ModelShape,
+        hw: Hardware = Hardware(),
+        par: Parallelism = Parallelism(),
+        coef: Coefficients | None = None,
+    ):
         self.shape, self.hw, self.par = shape, hw, par
         self.coef = coef or fitted_coefficients(family_of(shape))
         g = par.gpus
@@ -152,10 +165,14 @@ class CostModel(AffineDecode):
         t = 0.0
         if par.tp > 1:
             ring = 2.0 * (par.tp - 1) / par.tp
-            t = t + 2 * s.layers * (hw.allreduce_latency_us * 1e-6 + tokens * s.hidden * 2 * ring / (hw.link_gbps * 1e9))
+            t = t + 2 * s.layers * (
+                hw.allreduce_latency_us * 1e-6 + tokens * s.hidden * 2 * ring / (hw.link_gbps * 1e9)
+            )
         if par.dp > 1 and s.n_experts:
             per_rank = tokens / par.dp
-            t = t + 2 * s.moe_layers * (hw.allreduce_latency_us * 1e-6 + per_rank * s.top_k * s.hidden * 2 / (hw.network_gbps * 1e9))
+            t = t + 2 * s.moe_layers * (
+                hw.allreduce_latency_us * 1e-6 + per_rank * s.top_k * s.hidden * 2 / (hw.network_gbps * 1e9)
+            )
         return t
 
     def features(self, q, ctx, logits=None) -> np.ndarray:
@@ -169,70 +186,104 @@ class CostModel(AffineDecode):
         tokens = q.sum()
         logits = tokens if logits is None else logits
         multi = q > 1  # verification / prefill rows: unfused attention materialises fp32 scores
-        return np.array([
-            1.0,
-            float(self.shape.layers),
-            self.weight_read_bytes(tokens) / self.bw,
-            ((ctx + q).sum() * self._kvb) / self.bw,
-            (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak,
-            (q * (ctx + (q + 1) / 2)).sum() * self._apf / self.peak,
-            (q * (ctx + q) * multi).sum() * self._score_bytes / self.bw,
-        ])
+        return np.array(
+            [
+                1.0,
+                float(self.shape.layers),
+                self.weight_read_bytes(tokens) / self.bw,
+                ((ctx + q).sum() * self._kvb) / self.bw,
+                (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak,
+                (q * (ctx + (q + 1) / 2)).sum() * self._apf / self.peak,
+                (q * (ctx + q) * multi).sum() * self._score_bytes / self.bw,
+            ]
+        )
 
     def step_time(self, q, ctx, logits=None) -> float:
         """Seconds for one step over sequences with `q` new and `ctx` cached tokens each."""
         q = np.asarray(q, dtype=np.float64)
         ctx = np.asarray(ctx, dtype=np.float64)
         multi = q > 1
-        return self.step_time_sums(float(q.sum()), float((ctx + q).sum()), float((q * (ctx + (q + 1) / 2)).sum()),
-                                   float((q * (ctx + q))[multi].sum()), logits)
+        return self.step_time_sums(
+            float(q.sum()),
+            float((ctx + q).sum()),
+            float((q * (ctx + (q + 1) / 2)).sum()),
+            float((q * (ctx + q))[multi].sum()),
+            logits,
+        )
 
-    def step_time_sums(self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float,
-                       logits: float | None = None) -> float:
+    def step_time_sums(
+        self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float, logits: float | None = None
+    ) -> float:
         """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs."""
         c = self.coef
         logits = tokens if logits is None else logits
-        return (c.overhead_s + c.layer_overhead_s * self.shape.layers
-                + c.weights * self.weight_read_bytes(tokens) / self.bw
-                + c.kv * kv_tokens * self._kvb / self.bw
-                + c.linear * (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak
-                + c.attention * attn_pairs * self._apf / self.peak
-                + c.scores * score_pairs * self._score_bytes / self.bw
-                + self.comm_s(tokens))
+        return (
+            c.overhead_s
+            + c.layer_overhead_s * self.shape.layers
+            + c.weights * self.weight_read_bytes(tokens) / self.bw
+            + c.kv * kv_tokens * self._kvb / self.bw
+            + c.linear * (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak
+            + c.attention * attn_pairs * self._apf / self.peak
+            + c.scores * score_pairs * self._score_bytes / self.bw
+            + self.comm_s(tokens)
+        )
 
     def alpha(self, batch) -> np.ndarray | float:
         """Context-independent part of a decode step of `batch` sequences (vectorised over batch)."""
         b = np.asarray(batch, dtype=np.float64)
         c = self.coef
-        t = (c.overhead_s + c.layer_overhead_s * self.shape.layers + c.weights * self.weight_read_bytes(b) / self.bw
-             + c.linear * b * (self._lin_per_token + self._logit_flops) / self.peak + self.beta * b + self.comm_s(b))
+        t = (
+            c.overhead_s
+            + c.layer_overhead_s * self.shape.layers
+            + c.weights * self.weight_read_bytes(b) / self.bw
+            + c.linear * b * (self._lin_per_token + self._logit_flops) / self.peak
+            + self.beta * b
+            + self.comm_s(b)
+        )
         return t if t.ndim else float(t)
 
     def token_time(self, tokens: float) -> float:
         """Step time that depends only on the number of tokens in the step (no logits, no context)."""
         c = self.coef
-        return float(c.overhead_s + c.layer_overhead_s * self.shape.layers
-                     + c.weights * self.weight_read_bytes(tokens) / self.bw
-                     + c.linear * tokens * self._lin_per_token / self.peak + self.comm_s(tokens))
+        return float(
+            c.overhead_s
+            + c.layer_overhead_s * self.shape.layers
+            + c.weights * self.weight_read_bytes(tokens) / self.bw
+            + c.linear * tokens * self._lin_per_token / self.peak
+            + self.comm_s(tokens)
+        )
 
     def logit_time(self) -> float:
         """Seconds of logit FLOPs per sampled position."""
         return self.coef.linear * self._logit_flops / self.peak
 
-    def lower_bound(self, prompt_len, output_len, instances: int, max_num_seqs: int, max_num_batched_tokens: int,
-                    tokens_per_step: int = 1) -> dict:
+    def lower_bound(
+        self,
+        prompt_len,
+        output_len,
+        instances: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        tokens_per_step: int = 1,
+    ) -> dict:
         from seer.sim.bounds import makespan_lower_bound
 
-        return makespan_lower_bound(self, prompt_len, output_len, instances, max_num_seqs, max_num_batched_tokens,
-                                    tokens_per_step)
+        return makespan_lower_bound(
+            self, prompt_len, output_len, instances, max_num_seqs, max_num_batched_tokens, tokens_per_step
+        )
 
     def prefill_time(self, tokens: int, cached: int = 0) -> float:
         """One sequence's prefill of `tokens` new tokens over `cached` cached ones, in one step."""
         return self.step_time([tokens], [cached], logits=1)
 
     def describe(self) -> dict:
-        return {"model": self.shape.name, "gpus": self.par.gpus, "tp": self.par.tp, "dp": self.par.dp,
-                "coefficients": asdict(self.coef)}
+        return {
+            "model": self.shape.name,
+            "gpus": self.par.gpus,
+            "tp": self.par.tp,
+            "dp": self.par.dp,
+            "coefficients": asdict(self.coef),
+        }
 
 
 def fit_coefficients(rows: list[tuple[CostModel, np.ndarray, np.ndarray, float | None, float]]) -> Coefficients:

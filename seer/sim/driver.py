@@ -10,7 +10,7 @@ import simpy
 
 from seer.core import DraftConfig, Policy, describe_policy
 from seer.loop import ContractLoop, nan_bounds
-from seer.metrics import RolloutResult, summarize
+from seer.metrics import RolloutResult, events_frame, summarize
 from seer.sim.cluster import ClusterConfig
 from seer.sim.config import SimulationError
 from seer.sim.instance import SimInstance
@@ -24,8 +24,9 @@ def step_profile(cost):
 
     def profile(batch: int, q: int, ctx: float) -> float:
         b, q = float(batch), float(q)
-        return float(cost.step_time_sums(b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2),
-                                         b * q * (ctx + q) if q > 1 else 0.0))
+        return float(
+            cost.step_time_sums(b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2), b * q * (ctx + q) if q > 1 else 0.0)
+        )
 
     return profile
 
@@ -37,9 +38,18 @@ def _token_lists(trace: pd.DataFrame, column: str) -> bool:
 class SimDriver(ContractLoop):
     """Runs one rollout of a trace on a simulated cluster under a policy."""
 
-    def __init__(self, trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
-                 progress: bool | None = None, tick_s: float | None = None, spec_seed: int = 0,
-                 spec_horizon: int = 16, cost=None):
+    def __init__(
+        self,
+        trace: pd.DataFrame,
+        cluster: ClusterConfig,
+        policy: Policy,
+        exact: bool = False,
+        progress: bool | None = None,
+        tick_s: float | None = None,
+        spec_seed: int = 0,
+        spec_horizon: int = 16,
+        cost=None,
+    ):
         rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens)
         super().__init__(rollout, policy)
         self.cluster, self.exact, self.progress_enabled = cluster, exact, progress
@@ -50,8 +60,12 @@ class SimDriver(ContractLoop):
         self.provide(self.true_len, step_profile(self.cost))
         self.spec = self._speculation_source(trace, self.traits.drafter, spec_seed)
         self.drafting = self.spec
-        self.engines = [SimInstance(self.env, i, self.cost, icfg, self.true_len, self.emit, exact, spec=self.spec,
-                                    spec_horizon=spec_horizon) for i in range(cluster.instances)]
+        self.engines = [
+            SimInstance(
+                self.env, i, self.cost, icfg, self.true_len, self.emit, exact, spec=self.spec, spec_horizon=spec_horizon
+            )
+            for i in range(cluster.instances)
+        ]
         self.tick_s = tick_s if tick_s is not None else self.traits.tick_s
 
     @property
@@ -67,8 +81,10 @@ class SimDriver(ContractLoop):
             need = req.prompt_len + self.true_len[req.request_id]
             if need > cap:
                 pid, sid = req.key
-                raise SimulationError(f"prompt {pid!r} sample {sid}: needs {need:,} tokens of KV, more than an "
-                                      f"instance of cluster {self.cluster.name} holds ({cap:,})")
+                raise SimulationError(
+                    f"prompt {pid!r} sample {sid}: needs {need:,} tokens of KV, more than an "
+                    f"instance of cluster {self.cluster.name} holds ({cap:,})"
+                )
 
     def _speculation_source(self, trace: pd.DataFrame, config: DraftConfig | None, seed: int):
         """Exact replay when the trace has output token ids, else the parametric acceptance model."""
@@ -104,25 +120,38 @@ class SimDriver(ContractLoop):
         self.check_done()
         return self._result(time.perf_counter() - wall)
 
-    def _result(self, wall_s: float) -> RolloutResult:
-        df = self.ledger.frame()
-        rows = [(inst.instance_id, t, kv, running, waiting) for inst in self.engines
-                for t, kv, running, waiting in inst.stats.timeline]
-        cap = self.engines[0].view().kv_capacity_tokens
+    def _timeline(self, cap: int) -> pd.DataFrame:
+        rows = [(i.instance_id, t, kv, run, wait) for i in self.engines for t, kv, run, wait in i.stats.timeline]
         timeline = pd.DataFrame(rows, columns=["instance", "t", "kv_used_tokens", "running", "waiting"])
         timeline["kv_usage"] = timeline["kv_used_tokens"] / cap
-        per_step = 1 + int(self.traits.max_draft_tokens) if self.spec is not None else 1
-        bound = self.cost.lower_bound(df["prompt_len"], df["output_len"], self.cluster.instances,
-                                      self.cluster.max_num_seqs, self.cluster.max_num_batched_tokens, per_step) \
-            or nan_bounds()
+        return timeline
+
+    def _bounds(self, df: pd.DataFrame, per_step: int) -> dict:
+        cl = self.cluster
+        bound = self.cost.lower_bound(
+            df["prompt_len"], df["output_len"], cl.instances, cl.max_num_seqs, cl.max_num_batched_tokens, per_step
+        )
+        return bound or nan_bounds()
+
+    def _result(self, wall_s: float) -> RolloutResult:
+        df = self.ledger.frame()
         stats = [i.stats for i in self.engines]
+        cap = self.engines[0].view().kv_capacity_tokens
+        per_step = 1 + int(self.traits.max_draft_tokens) if self.spec is not None else 1
+        bound = self._bounds(df, per_step)
         extra = {
-            "policy": self.policy.name, "cluster": self.cluster.name, "mode": "exact" if self.exact else "fast",
-            "wall_s": wall_s, "steps": int(sum(s.steps for s in stats)), "epochs": int(sum(s.epochs for s in stats)),
+            "policy": self.policy.name,
+            "cluster": self.cluster.name,
+            "mode": "exact" if self.exact else "fast",
+            "wall_s": wall_s,
+            "steps": int(sum(s.steps for s in stats)),
+            "epochs": int(sum(s.epochs for s in stats)),
             "recomputed_tokens": int(sum(s.recomputed_tokens for s in stats)),
             "migrations": int(df["migrations"].sum()),
-            "work_bound_s": float(bound["work_bound_s"]), "longest_request_s": float(bound["longest_request_s"]),
-            "kv_capacity_tokens": cap, "bound_tokens_per_step": per_step,
+            "work_bound_s": float(bound["work_bound_s"]),
+            "longest_request_s": float(bound["longest_request_s"]),
+            "kv_capacity_tokens": cap,
+            "bound_tokens_per_step": per_step,
         }
         if self.spec is not None:
             per = sum(s.spec_by_request for s in stats)
@@ -130,13 +159,21 @@ class SimDriver(ContractLoop):
             for col, k in (("spec_steps", 0), ("spec_drafted", 1), ("spec_accepted", 2)):
                 df[col] = per[order, k]
             extra.update(self._speculation_summary())
-        events = pd.DataFrame([(t, inst.instance_id, kind, rid) for inst in self.engines for t, kind, rid in inst.stats.events],
-                              columns=["t", "instance", "kind", "request_id"]).sort_values("t", kind="stable").reset_index(drop=True)
-        summary = summarize(df, [s.busy_s for s in stats], float(bound["lower_bound_s"]), self.ledger.total_preemptions,
-                            extra, preempt_times=events.loc[events.kind == "preempt", "t"])
-        config = {"cluster": self.cluster.describe(), "cost_model": self.cost.describe(),
-                  "policy": describe_policy(self.policy)}
-        return RolloutResult(df, timeline, summary, config, events)
+        events = events_frame((t, i.instance_id, kind, rid) for i in self.engines for t, kind, rid in i.stats.events)
+        summary = summarize(
+            df,
+            [s.busy_s for s in stats],
+            float(bound["lower_bound_s"]),
+            self.ledger.total_preemptions,
+            extra,
+            preempt_times=events.loc[events.kind == "preempt", "t"],
+        )
+        config = {
+            "cluster": self.cluster.describe(),
+            "cost_model": self.cost.describe(),
+            "policy": describe_policy(self.policy),
+        }
+        return RolloutResult(df, self._timeline(cap), summary, config, events)
 
     def _speculation_summary(self) -> dict:
         st = [i.stats for i in self.engines]
@@ -159,7 +196,14 @@ class SimDriver(ContractLoop):
         }
 
 
-def simulate(trace: pd.DataFrame, cluster: ClusterConfig, policy: Policy, exact: bool = False,
-             progress: bool | None = None, spec_seed: int = 0, cost=None) -> RolloutResult:
+def simulate(
+    trace: pd.DataFrame,
+    cluster: ClusterConfig,
+    policy: Policy,
+    exact: bool = False,
+    progress: bool | None = None,
+    spec_seed: int = 0,
+    cost=None,
+) -> RolloutResult:
     """Run one rollout in the simulator (`cost`: a step-time model other than the cluster's own)."""
     return SimDriver(trace, cluster, policy, exact=exact, progress=progress, spec_seed=spec_seed, cost=cost).run()

@@ -54,8 +54,9 @@ def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:
     return lo
 
 
-def run_epoch(env: simpy.Environment, wake: simpy.Event, steps: int, total: float,
-              cut: Callable[[float], tuple[int, float]]):
+def run_epoch(
+    env: simpy.Environment, wake: simpy.Event, steps: int, total: float, cut: Callable[[float], tuple[int, float]]
+):
     """Wait out an epoch of `steps` steps lasting `total` seconds; a wake-up cuts it short, but the step in
     flight completes. `cut(elapsed)` gives (steps completed by then, in-flight one included; its end offset).
     Returns (steps taken, seconds taken)."""
@@ -81,8 +82,9 @@ class SpecEpoch:
     k: int
 
 
-def plan_spec_epoch(rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int,
-                    cost) -> SpecEpoch | None:
+def plan_spec_epoch(
+    rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int, cost
+) -> SpecEpoch | None:
     """Cut a speculation plan at the first chunk end and at the first step whose blocks do not fit, and price
     its steps; None when not even one step fits in KV."""
     adv = plan.advance
@@ -102,17 +104,22 @@ def plan_spec_epoch(rs: Running, plan, remaining: np.ndarray, horizon: int, bloc
         return None
     qk, ck = q[:, :k], ctx[:, :k]
     qf = qk.astype(np.float64)
-    dur = cost.step_time_sums(qf.sum(axis=0), (ck + qk).sum(axis=0).astype(np.float64),
-                              (qf * (ck + (qf + 1) / 2)).sum(axis=0),
-                              np.where(qk > 1, qf * (ck + qf), 0.0).sum(axis=0))
+    dur = cost.step_time_sums(
+        qf.sum(axis=0),
+        (ck + qk).sum(axis=0).astype(np.float64),
+        (qf * (ck + (qf + 1) / 2)).sum(axis=0),
+        np.where(qk > 1, qf * (ck + qf), 0.0).sum(axis=0),
+    )
     return SpecEpoch(plan, C, blocks, np.cumsum(np.broadcast_to(dur, (k,))), k)
 
 
 def spec_steps_within(cum_s: np.ndarray, k: int) -> Callable[[float], tuple[int, float]]:
     """`run_epoch`'s cut for a speculative epoch."""
+
     def cut(elapsed: float) -> tuple[int, float]:
         j = min(int(np.searchsorted(cum_s, elapsed, side="right")) + 1, k)
         return j, float(cum_s[j - 1])
+
     return cut
 
 

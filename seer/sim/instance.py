@@ -23,12 +23,26 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import simpy
 
-from seer.core import Chunk, ChunkFinished, FinishReason, InstanceIdle, InstanceView, Request, RequestPreempted, \
-    worst_case_kv
+from seer.core import (
+    Chunk,
+    ChunkFinished,
+    FinishReason,
+    InstanceIdle,
+    InstanceView,
+    Request,
+    RequestPreempted,
+    worst_case_kv,
+)
 from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
 from seer.sim.config import InstanceConfig, SimulationError  # noqa: F401  (SimulationError re-exported)
-from seer.sim.epochs import count_spec_steps, epoch_avail, fast_epoch_length, plan_spec_epoch, run_epoch, \
-    spec_steps_within
+from seer.sim.epochs import (
+    count_spec_steps,
+    epoch_avail,
+    fast_epoch_length,
+    plan_spec_epoch,
+    run_epoch,
+    spec_steps_within,
+)
 from seer.sim.kv import KVMemory
 from seer.sim.step_scheduler import StepScheduler
 
@@ -36,9 +50,18 @@ from seer.sim.step_scheduler import StepScheduler
 class SimInstance:
     """One inference instance behind the `Engine` protocol, advancing in SimPy time."""
 
-    def __init__(self, env: simpy.Environment, instance_id: int, cost, cfg: InstanceConfig,
-                 true_output_len: Mapping[int, int], emit: Callable, exact: bool = False, spec=None,
-                 spec_horizon: int = 16):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        instance_id: int,
+        cost,
+        cfg: InstanceConfig,
+        true_output_len: Mapping[int, int],
+        emit: Callable,
+        exact: bool = False,
+        spec=None,
+        spec_horizon: int = 16,
+    ):
         self.env, self.instance_id, self.cost, self.cfg = env, instance_id, cost, cfg
         self.spec = spec
         self.spec_horizon = max(1, spec_horizon)
@@ -55,8 +78,9 @@ class SimInstance:
         self.reserved = 0
         self.alive = True
         self.stats = InstanceStats()
-        self.scheduler = StepScheduler(instance_id, cfg, self.kv, self.run_set, self.waiting, self.stats,
-                                       self._preempted)
+        self.scheduler = StepScheduler(
+            instance_id, cfg, self.kv, self.run_set, self.waiting, self.stats, self._preempted
+        )
         self._aborts: list[int] = []
         self._wake: simpy.Event | None = None
         self._arrivals = 0
@@ -82,8 +106,17 @@ class SimInstance:
             reason = FinishReason.EOS
         else:
             reason = FinishReason.CHUNK
-        seq = Seq(request.request_id, chunk.priority, self._arrivals, request.context_len, stop, final, reason,
-                  chunk.max_new_tokens, gen0=request.generated)
+        seq = Seq(
+            request.request_id,
+            chunk.priority,
+            self._arrivals,
+            request.context_len,
+            stop,
+            final,
+            reason,
+            chunk.max_new_tokens,
+            gen0=request.generated,
+        )
         self._arrivals += 1
         self.seqs[seq.rid] = seq
         self.reserved += self._worst_case(seq)
@@ -119,12 +152,24 @@ class SimInstance:
         if self.spec is not None:
             if self._spec_view is None:
                 n = int(np.flatnonzero(self.stats.spec_tried).max() + 1) if self.stats.spec_tried.any() else 0
-                self._spec_view = {"spec_tried": tuple(self.stats.spec_tried[:n].tolist()),
-                                   "spec_accepted": tuple(self.stats.spec_accepted[:n].tolist())}
+                self._spec_view = {
+                    "spec_tried": tuple(self.stats.spec_tried[:n].tolist()),
+                    "spec_accepted": tuple(self.stats.spec_accepted[:n].tolist()),
+                }
             spec = self._spec_view
-        return InstanceView(self.instance_id, self.kv.capacity_blocks * bs, self.kv.held * bs, self.reserved,
-                            len(self.run_set), len(self.waiting) + len(self.loading), self.alive,
-                            self.cfg.max_num_seqs, self.cfg.block_size, cached, **spec)
+        return InstanceView(
+            self.instance_id,
+            self.kv.capacity_blocks * bs,
+            self.kv.held * bs,
+            self.reserved,
+            len(self.run_set),
+            len(self.waiting) + len(self.loading),
+            self.alive,
+            self.cfg.max_num_seqs,
+            self.cfg.block_size,
+            cached,
+            **spec,
+        )
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -137,8 +182,9 @@ class SimInstance:
         return self._wake
 
     def _record(self) -> None:
-        self.stats.timeline.append((self.env.now, self.kv.held * self.cfg.block_size, len(self.run_set),
-                                    len(self.waiting) + len(self.loading)))
+        self.stats.timeline.append(
+            (self.env.now, self.kv.held * self.cfg.block_size, len(self.run_set), len(self.waiting) + len(self.loading))
+        )
 
     def _worst_case(self, seq: Seq) -> int:
         return worst_case_kv(seq.ctx0, seq.max_new, self.cfg.block_size)
@@ -259,13 +305,18 @@ class SimInstance:
         comp = rs.computed[idx]
         logits = int((comp + n >= rs.ctx0[idx] + rs.produced[idx]).sum())
         multi = n > 1
-        dur = self.cost.step_time_sums(float(n.sum()), float((comp + n).sum()), float((n * (comp + (n + 1) / 2)).sum()),
-                                       float((n * (comp + n))[multi].sum()), logits)
+        dur = self.cost.step_time_sums(
+            float(n.sum()),
+            float((comp + n).sum()),
+            float((n * (comp + (n + 1) / 2)).sum()),
+            float((n * (comp + n))[multi].sum()),
+            logits,
+        )
         yield self.env.timeout(dur)
         self.stats.busy_s += dur
         self.stats.steps += 1
         rs.computed[idx] += n
-        rs.produced[idx] += (rs.computed[idx] >= rs.ctx0[idx] + rs.produced[idx])
+        rs.produced[idx] += rs.computed[idx] >= rs.ctx0[idx] + rs.produced[idx]
         self._commit_rows()
 
     def _decode_epoch(self, steps: int):
@@ -298,13 +349,15 @@ class SimInstance:
         # a row advances >= 1 token a step, so the first chunk end comes within min(remaining) steps
         horizon = max(1, min(horizon, int(remaining.min())))
         plan = self.spec.plan(rs.rid, rs.gen0 + rs.produced, remaining, gammas, horizon)
-        epoch = plan_spec_epoch(rs, plan, remaining, horizon, self.cfg.block_size, epoch_avail(self.kv, self.waiting),
-                                self.cost)
+        epoch = plan_spec_epoch(
+            rs, plan, remaining, horizon, self.cfg.block_size, epoch_avail(self.kv, self.waiting), self.cost
+        )
         if epoch is None:
             return False
         self.stats.epochs += 1
-        j, _dur = yield from run_epoch(self.env, self._new_wake(), epoch.k, float(epoch.cum_s[-1]),
-                                       spec_steps_within(epoch.cum_s, epoch.k))
+        j, _dur = yield from run_epoch(
+            self.env, self._new_wake(), epoch.k, float(epoch.cum_s[-1]), spec_steps_within(epoch.cum_s, epoch.k)
+        )
         took = np.minimum(epoch.advance_cum[:, j - 1], remaining)
         rs.computed += took
         rs.produced += took

@@ -56,7 +56,11 @@ class ModelShape:
         h = self.hidden
         if self.attention == "mla":
             qk = self.qk_nope_dim + self.rope_dim
-            q = (h * self.q_lora_rank + self.q_lora_rank * self.q_heads * qk) if self.q_lora_rank else h * self.q_heads * qk
+            q = (
+                (h * self.q_lora_rank + self.q_lora_rank * self.q_heads * qk)
+                if self.q_lora_rank
+                else h * self.q_heads * qk
+            )
             kv_a = h * (self.kv_lora_rank + self.rope_dim)
             kv_b = self.kv_lora_rank * self.q_heads * (self.qk_nope_dim + self.v_head_dim)
             o = self.q_heads * self.v_head_dim * h
@@ -81,7 +85,9 @@ class ModelShape:
 
     def active_params_per_token(self) -> float:
         """Parameters one token multiplies through (FLOPs = 2 x this), lm_head excluded."""
-        return self.always_read_params() - self.vocab * self.hidden + self.expert_params() * self.top_k * self.moe_layers
+        return (
+            self.always_read_params() - self.vocab * self.hidden + self.expert_params() * self.top_k * self.moe_layers
+        )
 
     def experts_touched(self, tokens):
         """Expected distinct routed experts per MoE layer touched by `tokens` tokens (uniform top-k routing)."""

@@ -42,8 +42,13 @@ class Plan:
 class ExactReplay:
     """Exact acceptance from recorded output tokens and the project's group drafter."""
 
-    def __init__(self, config: DraftConfig, outputs: Mapping[int, Sequence[int]], group_of: Mapping[int, int],
-                 prompts: Mapping[int, Sequence[int]] | None = None):
+    def __init__(
+        self,
+        config: DraftConfig,
+        outputs: Mapping[int, Sequence[int]],
+        group_of: Mapping[int, int],
+        prompts: Mapping[int, Sequence[int]] | None = None,
+    ):
         self.config = config
         self.drafter = GroupDrafter(config)
         self.outputs = {rid: list(map(int, toks)) for rid, toks in outputs.items()}
@@ -72,20 +77,23 @@ class ExactReplay:
     def _context(self, rid: int, g: int) -> list[int]:
         m, out = self.config.max_match, self.outputs[rid]
         if g >= m:
-            return out[g - m:g]
+            return out[g - m : g]
         gid = self.drafter.group_of(rid)
         prompt = self.prompts.get(gid, [])
-        return prompt[max(0, len(prompt) - (m - g)):] + out[:g]
+        return prompt[max(0, len(prompt) - (m - g)) :] + out[:g]
 
-    def plan(self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray,
-             horizon: int) -> Plan:
+    def plan(
+        self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
+    ) -> Plan:
         B = len(rids)
         b = np.zeros((B, horizon), np.int64)
         d = np.zeros((B, horizon), np.int64)
         a = np.zeros((B, horizon), np.int64)
         adv = np.zeros((B, horizon), np.int64)
         propose = self.drafter.propose
-        for r, (rid, g, left, gam) in enumerate(zip(rids.tolist(), generated.tolist(), remaining.tolist(), gammas.tolist())):
+        for r, (rid, g, left, gam) in enumerate(
+            zip(rids.tolist(), generated.tolist(), remaining.tolist(), gammas.tolist())
+        ):
             out = self.outputs[rid]
             for s in range(horizon):
                 if left <= 0:
@@ -94,7 +102,7 @@ class ExactReplay:
                 acc = 0
                 if budget > 0:
                     draft = propose(rid, self._context(rid, g), budget, budget)
-                    acc = accepted_length(draft, out[g:g + budget])
+                    acc = accepted_length(draft, out[g : g + budget])
                     b[r, s], d[r, s], a[r, s] = budget, len(draft), acc
                     if self.check is not None and acc:
                         self.check.append((rid, g, tuple(draft.tokens), acc))
@@ -107,8 +115,13 @@ class ExactReplay:
 class ParametricAcceptance:
     """Geometric acceptance alpha(n)**i for length-only traces (a model; see the module docstring)."""
 
-    def __init__(self, group_of: Mapping[int, int], alpha_table: Sequence[tuple[float, float]] = TABLE2_ALPHA,
-                 seed: int = 0, scope: str = "group"):
+    def __init__(
+        self,
+        group_of: Mapping[int, int],
+        alpha_table: Sequence[tuple[float, float]] = TABLE2_ALPHA,
+        seed: int = 0,
+        scope: str = "group",
+    ):
         n = max(group_of) + 1 if group_of else 0
         self.group = np.array([group_of[r] for r in range(n)], dtype=np.int64)
         sizes = np.bincount(self.group) if n else np.zeros(0, np.int64)
@@ -125,9 +138,13 @@ class ParametricAcceptance:
         self.rng = np.random.default_rng(seed)
         self.own_only = scope == "own"
         pts = ", ".join(f"n={x:g}: {y:.3f}" for x, y in alpha_table)
-        who = "n = 0 (scope own: no group references)" if self.own_only else "n = other group responses finished or ahead"
-        self.label = (f"parametric model (trace has no output_ids): draft token i accepted with probability "
-                      f"alpha(n)^i, {who}; alpha {pts}")
+        who = (
+            "n = 0 (scope own: no group references)" if self.own_only else "n = other group responses finished or ahead"
+        )
+        self.label = (
+            f"parametric model (trace has no output_ids): draft token i accepted with probability "
+            f"alpha(n)^i, {who}; alpha {pts}"
+        )
 
     def commit(self, rid: int, generated: int) -> None:
         self.generated[rid] = generated
@@ -147,8 +164,9 @@ class ParametricAcceptance:
         n = ahead.sum(axis=1)
         return np.interp(n, self.xs, self.alphas)
 
-    def plan(self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray,
-             horizon: int) -> Plan:
+    def plan(
+        self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
+    ) -> Plan:
         B = len(rids)
         gmax = int(gammas.max()) if B else 0
         alpha = self.alpha(rids, generated)

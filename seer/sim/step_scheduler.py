@@ -28,8 +28,16 @@ class StepScheduler:
     reports it).
     """
 
-    def __init__(self, instance_id: int, cfg: InstanceConfig, kv: KVMemory, run_set: Running, waiting: list[Seq],
-                 stats: InstanceStats, on_preempted: Callable[[Seq], None]):
+    def __init__(
+        self,
+        instance_id: int,
+        cfg: InstanceConfig,
+        kv: KVMemory,
+        run_set: Running,
+        waiting: list[Seq],
+        stats: InstanceStats,
+        on_preempted: Callable[[Seq], None],
+    ):
         self.instance_id, self.cfg, self.kv = instance_id, cfg, kv
         self.run_set, self.waiting, self.stats = run_set, waiting, stats
         self.on_preempted = on_preempted
@@ -43,7 +51,8 @@ class StepScheduler:
         if blocks_for(target, self.cfg.block_size) > self.kv.capacity_blocks:
             raise SimulationError(
                 f"request {rid} needs {target:,} tokens of KV, more than instance {self.instance_id} holds "
-                f"({self.kv.capacity_blocks * self.cfg.block_size:,})")
+                f"({self.kv.capacity_blocks * self.cfg.block_size:,})"
+            )
 
     def admission_need(self, seq: Seq, budget: int) -> tuple[int, int, int, int]:
         """(hit tokens, new tokens this step, extra blocks, cached blocks reused) to admit `seq` now."""
@@ -157,4 +166,3 @@ class StepScheduler:
             admit_n.append(q)
             budget -= q
         return admitted, admit_n
-

@@ -32,11 +32,15 @@ def _replay(out: list[int], prompt: list[int], gamma: int, propose) -> tuple[int
         budget = min(gamma, L - g - 1)
         a = 0
         if budget > 0:
-            draft = propose(prompt + out[:g] if g < 64 else out[g - 64:g], g, budget)
+            draft = propose(prompt + out[:g] if g < 64 else out[g - 64 : g], g, budget)
             if len(draft):
                 drafts += 1
                 drafted += len(draft)
-                a = accepted_length(draft, out[g:g + budget]) if hasattr(draft, "parents") else _prefix(draft, out[g:g + budget])
+                a = (
+                    accepted_length(draft, out[g : g + budget])
+                    if hasattr(draft, "parents")
+                    else _prefix(draft, out[g : g + budget])
+                )
         accepted += a
         g += 1 + a
         steps += 1
@@ -69,9 +73,19 @@ def _sample_groups(trace: pd.DataFrame, groups: int, samples: int, seed: int) ->
     return work
 
 
-def acceptance_table(trace: pd.DataFrame, refs: Sequence[int] = (0, 1, 5, 15), topk: Sequence[int] = (1, 2, 4),
-                     gamma: int = 8, groups: int = 20, samples: int = 16, min_prob: float = 0.1, max_match: int = 8,
-                     ngram: tuple[int, int] = (1, 4), seed: int = 0, progress: bool | None = None) -> list[dict]:
+def acceptance_table(
+    trace: pd.DataFrame,
+    refs: Sequence[int] = (0, 1, 5, 15),
+    topk: Sequence[int] = (1, 2, 4),
+    gamma: int = 8,
+    groups: int = 20,
+    samples: int = 16,
+    min_prob: float = 0.1,
+    max_match: int = 8,
+    ngram: tuple[int, int] = (1, 4),
+    seed: int = 0,
+    progress: bool | None = None,
+) -> list[dict]:
     """Rows {drafter, refs, topk, tau, accepted_per_draft, ...} for every (n, k) and the n-gram baseline.
 
     groups / samples: how many groups (random, by `seed`; 0 = all) and samples per group (the first ones;
@@ -81,44 +95,73 @@ def acceptance_table(trace: pd.DataFrame, refs: Sequence[int] = (0, 1, 5, 15), t
     if gamma < 1 or any(k < 1 for k in topk) or any(n < 0 for n in refs):
         raise SeerInputError("need --gamma >= 1, --topk values >= 1 and --refs values >= 0")
     work = _sample_groups(trace, groups, samples, seed)
-    acc = {}  # (drafter, n, k) -> [steps, drafts, drafted, accepted, tokens, requests, n_effective]
+    acc: dict = {}  # (drafter, n, k) -> [steps, drafts, drafted, accepted, tokens, requests, n_effective]
     total = sum(len(outs) for outs, _ in work)
     bar = tqdm(total=total, desc="replaying drafts", unit="req", disable=None if progress is None else not progress)
     try:
         for outs, prompt in work:
-            G = len(outs)
-            for j, out in enumerate(outs):
-                for n in refs:
-                    n_eff = min(n, G - 1)
-                    index = SuffixIndex(max_match)
-                    if prompt:
-                        index.extend(_PROMPT, prompt)
-                    index.extend(_OWN, out)
-                    for r in range(1, n_eff + 1):
-                        index.extend(_OWN + r, outs[(j + r) % G])
-                    for k in topk:
-                        def propose(ctx, g, budget, index=index, k=k):
-                            return index.draft(ctx, budget, budget * k, k, min_prob, visible={_OWN: g})
-                        res = _replay(out, prompt, gamma, propose)
-                        row = acc.setdefault(("group-suffix", n, k), [0, 0, 0, 0, 0, 0, n_eff])
-                        for i, v in enumerate(res + (len(out), 1)):
-                            row[i] += v
-                        row[6] = min(row[6], n_eff)
-                res = _replay(out, prompt, gamma, lambda ctx, g, budget: ngram_propose(prompt + out[:g], budget, *ngram))
-                row = acc.setdefault(("ngram", 0, 1), [0, 0, 0, 0, 0, 0, 0])
-                for i, v in enumerate(res + (len(out), 1)):
-                    row[i] += v
+            for j in range(len(outs)):
+                _replay_request(acc, outs, j, prompt, refs, topk, gamma, min_prob, max_match, ngram)
                 bar.update(1)
     finally:
         bar.close()
-    rows = []
-    for (drafter, n, k), (steps, drafts, drafted, accepted, tokens, requests, n_eff) in acc.items():
-        rows.append({
-            "drafter": drafter, "refs": n, "refs_used": n_eff, "topk": k, "gamma": gamma,
-            "tau": tokens / steps if steps else float("nan"),
-            "accepted_per_draft": accepted / drafts if drafts else 0.0,
-            "accepted_per_step": accepted / steps if steps else 0.0,
-            "drafted_per_draft": drafted / drafts if drafts else 0.0,
-            "steps": steps, "drafts": drafts, "accepted": accepted, "tokens": tokens, "requests": requests,
-        })
-    return rows
+    return [_row(key, counts, gamma) for key, counts in acc.items()]
+
+
+def _add(acc: dict, key: tuple, res: tuple, tokens: int, n_eff: int) -> None:
+    row = acc.setdefault(key, [0, 0, 0, 0, 0, 0, n_eff])
+    for i, v in enumerate(res + (tokens, 1)):
+        row[i] += v
+    row[6] = min(row[6], n_eff)
+
+
+def _replay_request(
+    acc: dict,
+    outs: list,
+    j: int,
+    prompt: list,
+    refs,
+    topk,
+    gamma: int,
+    min_prob: float,
+    max_match: int,
+    ngram: tuple[int, int],
+) -> None:
+    """Replay request j of a group against every (n references, top-k) drafter and the n-gram baseline."""
+    out, G = outs[j], len(outs)
+    for n in refs:
+        n_eff = min(n, G - 1)
+        index = SuffixIndex(max_match)
+        if prompt:
+            index.extend(_PROMPT, prompt)
+        index.extend(_OWN, out)
+        for r in range(1, n_eff + 1):
+            index.extend(_OWN + r, outs[(j + r) % G])
+        for k in topk:
+
+            def propose(ctx, g, budget, index=index, k=k):
+                return index.draft(ctx, budget, budget * k, k, min_prob, visible={_OWN: g})
+
+            _add(acc, ("group-suffix", n, k), _replay(out, prompt, gamma, propose), len(out), n_eff)
+    res = _replay(out, prompt, gamma, lambda ctx, g, budget: ngram_propose(prompt + out[:g], budget, *ngram))
+    _add(acc, ("ngram", 0, 1), res, len(out), 0)
+
+
+def _row(key: tuple, counts: list, gamma: int) -> dict:
+    (drafter, n, k), (steps, drafts, drafted, accepted, tokens, requests, n_eff) = key, counts
+    return {
+        "drafter": drafter,
+        "refs": n,
+        "refs_used": n_eff,
+        "topk": k,
+        "gamma": gamma,
+        "tau": tokens / steps if steps else float("nan"),
+        "accepted_per_draft": accepted / drafts if drafts else 0.0,
+        "accepted_per_step": accepted / steps if steps else 0.0,
+        "drafted_per_draft": drafted / drafts if drafts else 0.0,
+        "steps": steps,
+        "drafts": drafts,
+        "accepted": accepted,
+        "tokens": tokens,
+        "requests": requests,
+    }

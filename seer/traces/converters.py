@@ -175,11 +175,16 @@ def convert_table(path: str, fmt: str, mapping: Mapping[str, str] | None = None)
     except FileNotFoundError:
         raise TraceError(path, "no such file")
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TraceError(path, f"not a readable {fmt.upper()} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        raise TraceError(
+            path, f"not a readable {fmt.upper()} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        )
     mapping = dict(mapping or {})
     absent = [src for src in mapping.values() if src not in raw.columns]
     if absent:
-        raise TraceError(path, f"mapped source column(s) not in the file: {', '.join(absent)} (found: {', '.join(map(str, raw.columns))})")
+        raise TraceError(
+            path,
+            f"mapped source column(s) not in the file: {', '.join(absent)} (found: {', '.join(map(str, raw.columns))})",
+        )
     out = pd.DataFrame(index=raw.index)
     for col in list(REQUIRED) + list(OPTIONAL):
         src = mapping.get(col, col)
@@ -192,7 +197,9 @@ def convert_table(path: str, fmt: str, mapping: Mapping[str, str] | None = None)
     return out
 
 
-def convert(path: str, source: str, mapping: Mapping[str, str] | None = None, prompts: str | None = None) -> pd.DataFrame:
+def convert(
+    path: str, source: str, mapping: Mapping[str, str] | None = None, prompts: str | None = None
+) -> pd.DataFrame:
     """Dispatch to the converter for `source`."""
     if source == "tot":
         return convert_tot(path, prompts=prompts)

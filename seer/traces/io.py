@@ -110,6 +110,25 @@ def _check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -
     df[col] = numeric.astype("int64")
 
 
+def _check_token_lists(path: str, df: pd.DataFrame) -> None:
+    """Token-list columns hold lists of ids as long as their length column; normalised to int64 arrays."""
+    for col, length_col in TOKEN_LENGTH_OF.items():
+        if col not in df.columns:
+            continue
+        cells = df[col].tolist()
+        lengths = df[length_col].to_numpy()
+        for i, cell in enumerate(cells):
+            if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+                raise TraceError(path, "token list is empty (null)", row=i + 1, column=col)
+            if isinstance(cell, str):
+                raise TraceError(path, "expected a list of token ids, got a string", row=i + 1, column=col)
+            if len(cell) != lengths[i]:
+                raise TraceError(
+                    path, f"has {len(cell)} tokens but {length_col} is {lengths[i]}", row=i + 1, column=col
+                )
+        df[col] = [np.asarray(c, dtype=np.int64) for c in cells]
+
+
 def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
     """Check a trace against the schema and return it with normalised dtypes.
 
@@ -119,11 +138,15 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
         raise TraceError(path, "the trace has no rows")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise TraceError(path, f"missing required column(s): {', '.join(missing)} (found: {', '.join(map(str, df.columns))})")
+        raise TraceError(
+            path, f"missing required column(s): {', '.join(missing)} (found: {', '.join(map(str, df.columns))})"
+        )
     df = df.reset_index(drop=True).copy()
     nulls = df["prompt_id"].isna()
     if nulls.any():
-        raise TraceError(path, "prompt_id is empty", row=int(np.flatnonzero(nulls.to_numpy())[0]) + 1, column="prompt_id")
+        raise TraceError(
+            path, "prompt_id is empty", row=int(np.flatnonzero(nulls.to_numpy())[0]) + 1, column="prompt_id"
+        )
     for col in INT_COLUMNS:
         if col in df.columns:
             _check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
@@ -144,21 +167,7 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
             row=i + 1,
             column="sample_id",
         )
-    for col, length_col in TOKEN_LENGTH_OF.items():
-        if col not in df.columns:
-            continue
-        cells = df[col].tolist()
-        lengths = df[length_col].to_numpy()
-        for i, cell in enumerate(cells):
-            if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-                raise TraceError(path, "token list is empty (null)", row=i + 1, column=col)
-            if isinstance(cell, str):
-                raise TraceError(path, "expected a list of token ids, got a string", row=i + 1, column=col)
-            if len(cell) != lengths[i]:
-                raise TraceError(
-                    path, f"has {len(cell)} tokens but {length_col} is {lengths[i]}", row=i + 1, column=col
-                )
-        df[col] = [np.asarray(c, dtype=np.int64) for c in cells]
+    _check_token_lists(path, df)
     if "max_tokens" in df.columns:
         over = df["output_len"] > df["max_tokens"]
         if over.any():

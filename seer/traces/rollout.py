@@ -34,8 +34,9 @@ def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Ro
                 req.max_tokens = int(caps[i])
             out = int(outs[i])
             if out > req.max_tokens:
-                raise SeerInputError(f"prompt {pid!r} sample {keys[i][1]}: output_len {out} exceeds max_tokens "
-                                     f"{req.max_tokens}")
+                raise SeerInputError(
+                    f"prompt {pid!r} sample {keys[i][1]}: output_len {out} exceeds max_tokens {req.max_tokens}"
+                )
             # an engine always samples at least one token
             true_len[req.request_id] = max(1, out)
     return ro, true_len

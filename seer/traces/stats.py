@@ -24,7 +24,14 @@ import pandas as pd
 from tqdm import tqdm
 
 SUMMARY_KEYS = (
-    "groups", "samples", "mean_len", "eta2", "within_cv", "across_cv", "rho_first_max_rest", "straggler_share",
+    "groups",
+    "samples",
+    "mean_len",
+    "eta2",
+    "within_cv",
+    "across_cv",
+    "rho_first_max_rest",
+    "straggler_share",
 )
 
 
@@ -115,11 +122,15 @@ def ngram_sharing(df: pd.DataFrame, n: int = 4, seed: int = 0, progress: bool | 
     group_ids = list(dict.fromkeys(multi["prompt_id"]))
     if len(group_ids) < 2:
         return math.nan, math.nan
-    grams = {gid: [_ngram_codes(ids, n) for ids in sub["output_ids"]] for gid, sub in multi.groupby("prompt_id", sort=False)}
+    grams = {
+        gid: [_ngram_codes(ids, n) for ids in sub["output_ids"]] for gid, sub in multi.groupby("prompt_id", sort=False)
+    }
     rng = np.random.default_rng(seed)
     union = {gid: np.unique(np.concatenate(lst)) if lst else np.empty(0, np.uint64) for gid, lst in grams.items()}
     own, other = [], []
-    for gi, gid in enumerate(tqdm(group_ids, desc="n-gram sharing", unit="group", disable=None if progress is None else not progress)):
+    for gi, gid in enumerate(
+        tqdm(group_ids, desc="n-gram sharing", unit="group", disable=None if progress is None else not progress)
+    ):
         lst = grams[gid]
         # count, per n-gram, how many responses of the group contain it; "in another response" = count >= 2
         allg = np.concatenate(lst) if lst else np.empty(0, np.uint64)

@@ -109,7 +109,11 @@ def synthesize(cfg: SynthConfig) -> pd.DataFrame:
         mu = _bisect(lambda m: _stats(lengths(m, sa, se))[0], cfg.mean_len, -30.0, math.log(cap) + 10.0)
     x = lengths(mu, sa, se)
     mean, eta2, within = _stats(x)
-    for name, got, want, tol in (("mean_len", mean, cfg.mean_len, 0.02 * cfg.mean_len), ("eta2", eta2, cfg.eta2, 0.03), ("within_cv", within, cfg.within_cv, 0.03)):
+    for name, got, want, tol in (
+        ("mean_len", mean, cfg.mean_len, 0.02 * cfg.mean_len),
+        ("eta2", eta2, cfg.eta2, 0.03),
+        ("within_cv", within, cfg.within_cv, 0.03),
+    ):
         if not abs(got - want) <= tol:  # NaN (all lengths equal) counts as a miss
             warnings.warn(f"synth: {name} target {want:g} not reachable with these knobs; got {got:.4g}", stacklevel=2)
 

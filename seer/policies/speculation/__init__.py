@@ -5,5 +5,16 @@ from seer.policies.speculation.mba import AcceptanceStats, best_gamma, mba, t_sd
 from seer.policies.speculation.ngram import ngram_propose
 from seer.policies.speculation.suffix import Draft, SuffixIndex, accepted_length
 
-__all__ = ["SCOPES", "AcceptanceStats", "Draft", "DraftConfig", "GroupDrafter", "SuffixIndex", "accepted_length",
-           "best_gamma", "mba", "ngram_propose", "t_sd"]
+__all__ = [
+    "SCOPES",
+    "AcceptanceStats",
+    "Draft",
+    "DraftConfig",
+    "GroupDrafter",
+    "SuffixIndex",
+    "accepted_length",
+    "best_gamma",
+    "mba",
+    "ngram_propose",
+    "t_sd",
+]

@@ -98,13 +98,17 @@ class GroupDrafter:
             self._prompts.pop(gid, None)
             self._index.pop(("group", gid), None)
 
-    def propose_group(self, group_id: int, context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
+    def propose_group(
+        self, group_id: int, context: Sequence[int], max_depth: int, max_tokens: int | None = None
+    ) -> Draft:
         """A draft from a group's index when the asking request is not known (vLLM passes no request ids)."""
         idx = self._index.get(("group", group_id))
         if idx is None or max_depth <= 0:
             return EMPTY
         c = self.config
-        return idx.draft(context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences)
+        return idx.draft(
+            context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences
+        )
 
     def propose(self, request_id: int, context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
         """A draft for the request whose current context (prompt + output so far, or at least its last
@@ -113,11 +117,13 @@ class GroupDrafter:
             return EMPTY
         c = self.config
         key, _sid = self._where[request_id]
-        best = self._index[key].draft(context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match,
-                                      max_occurrences=c.max_occurrences)
+        best = self._index[key].draft(
+            context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences
+        )
         if self._global is not None:
-            other = self._global.draft(context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match,
-                                       max_occurrences=c.max_occurrences)
+            other = self._global.draft(
+                context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences
+            )
             if other.score > best.score:
                 best = other
         return best

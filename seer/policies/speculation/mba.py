@@ -24,7 +24,7 @@ BENEFITS = ("marginal", "paper")
 
 def expected_tokens(beta: Sequence[float], gamma: int) -> float:
     """Tokens a sequence advances per step with `gamma` draft tokens (bonus token included)."""
-    return 1.0 + float(sum(beta[1:gamma + 1]))
+    return 1.0 + float(sum(beta[1 : gamma + 1]))
 
 
 def t_sd(batch: int, gamma: int, beta: Sequence[float], step_time: StepTime, draft_time_s: float = 0.0) -> float:
@@ -33,8 +33,9 @@ def t_sd(batch: int, gamma: int, beta: Sequence[float], step_time: StepTime, dra
     return cost / expected_tokens(beta, gamma)
 
 
-def best_gamma(batch: int, beta: Sequence[float], step_time: StepTime, gamma_max: int = 8,
-               draft_time_s: float = 0.0) -> int:
+def best_gamma(
+    batch: int, beta: Sequence[float], step_time: StepTime, gamma_max: int = 8, draft_time_s: float = 0.0
+) -> int:
     """argmin over g in 0..gamma_max of T_SD(batch, g); ties go to the smaller g."""
     best, best_t = 0, t_sd(batch, 0, beta, step_time, draft_time_s)
     for g in range(1, gamma_max + 1):
@@ -44,8 +45,16 @@ def best_gamma(batch: int, beta: Sequence[float], step_time: StepTime, gamma_max
     return best
 
 
-def mba(n_probes: int, n_others: int, beta: Sequence[float], step_time: StepTime, gamma_max: int = 8,
-        lam: float = 2.0, benefit: str = "marginal", draft_time_s: float = 0.0) -> tuple[int, int]:
+def mba(
+    n_probes: int,
+    n_others: int,
+    beta: Sequence[float],
+    step_time: StepTime,
+    gamma_max: int = 8,
+    lam: float = 2.0,
+    benefit: str = "marginal",
+    draft_time_s: float = 0.0,
+) -> tuple[int, int]:
     """(gamma for probes, gamma for the others) by Seer's Algorithm 1. `beta[0]` must be 1."""
     if benefit not in BENEFITS:
         raise ValueError(f"benefit must be one of {BENEFITS}")

@@ -15,10 +15,10 @@ def ngram_propose(context: Sequence[int], k: int, min_n: int = 1, max_n: int = 4
     if k <= 0 or n_ctx < 2:
         return []
     for n in range(min(max_n, n_ctx - 1), min_n - 1, -1):
-        pattern = list(context[n_ctx - n:])
+        pattern = list(context[n_ctx - n :])
         first = pattern[0]
         # scan earlier start positions from the most recent
         for start in range(n_ctx - n - 1, -1, -1):
-            if context[start] == first and list(context[start:start + n]) == pattern:
-                return list(context[start + n:start + n + k])
+            if context[start] == first and list(context[start : start + n]) == pattern:
+                return list(context[start + n : start + n + k])
     return []

@@ -13,8 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from seer.core import ChunkFinished, ClusterView, Dispatch, DraftConfig, Event, PolicyTraits, RolloutStarted, \
-    SetSpeculation, Tick
+from seer.core import (
+    ChunkFinished,
+    ClusterView,
+    Dispatch,
+    DraftConfig,
+    Event,
+    PolicyTraits,
+    RolloutStarted,
+    SetSpeculation,
+    Tick,
+)
 from seer.core.traits import SCOPES
 from seer.policies.config import param
 from seer.policies.divided import ContextConfig, ContextPolicy
@@ -30,8 +39,9 @@ class SeerConfig(ContextConfig):
     gamma: int = param(4, "speculation=fixed: draft tokens per step")
     gamma_max: int = param(8, "MBA: largest draft budget per sequence")
     lam: float = param(2.0, "MBA: priority factor of probes (lambda)")
-    benefit: str = param("marginal", "MBA: benefit of one more draft token (marginal, or the paper's literal rule)",
-                         BENEFITS)
+    benefit: str = param(
+        "marginal", "MBA: benefit of one more draft token (marginal, or the paper's literal rule)", BENEFITS
+    )
     scope: str = param("group", "drafts come from the request's own text, its group's, or all groups'", SCOPES)
     topk: int = param(1, "draft branches kept per depth (1 = linear drafts)")
     min_prob: float = param(0.1, "drop draft tokens whose path probability is below this")
@@ -55,8 +65,9 @@ class SeerConfig(ContextConfig):
         return out
 
     def draft_config(self) -> DraftConfig:
-        return DraftConfig(scope=self.scope, max_match=self.max_match, min_match=self.min_match,
-                           min_prob=self.min_prob, topk=self.topk)
+        return DraftConfig(
+            scope=self.scope, max_match=self.max_match, min_match=self.min_match, min_prob=self.min_prob, topk=self.topk
+        )
 
 
 class SeerPolicy(ContextPolicy):
@@ -76,8 +87,13 @@ class SeerPolicy(ContextPolicy):
     def __init__(self, config: SeerConfig | None = None, **params):
         super().__init__(config, **params)
         c = self.cfg
-        self.speculation, self.gamma, self.gamma_max, self.lam, self.benefit = \
-            c.speculation, c.gamma, c.gamma_max, c.lam, c.benefit
+        self.speculation, self.gamma, self.gamma_max, self.lam, self.benefit = (
+            c.speculation,
+            c.gamma,
+            c.gamma_max,
+            c.lam,
+            c.benefit,
+        )
         self.draft_time_s, self.tick_s, self.prior_alpha = c.draft_time_s, c.tick_s, c.prior_alpha
         self.drafter_config = c.draft_config() if c.speculation != "off" else None
         self._profile: StepProfile | None = None
@@ -92,8 +108,12 @@ class SeerPolicy(ContextPolicy):
 
     @property
     def traits(self) -> PolicyTraits:
-        return PolicyTraits(needs_step_profile=True, tick_s=self.tick_s, drafter=self.drafter_config,
-                            max_draft_tokens=self.max_draft_tokens)
+        return PolicyTraits(
+            needs_step_profile=True,
+            tick_s=self.tick_s,
+            drafter=self.drafter_config,
+            max_draft_tokens=self.max_draft_tokens,
+        )
 
     @property
     def max_draft_tokens(self) -> int:
@@ -126,7 +146,9 @@ class SeerPolicy(ContextPolicy):
         if isinstance(event, Tick):
             n = max((len(iv.spec_tried) for iv in view.instances), default=0)
             tried = [sum(iv.spec_tried[i] for iv in view.instances if i < len(iv.spec_tried)) for i in range(n)]
-            accepted = [sum(iv.spec_accepted[i] for iv in view.instances if i < len(iv.spec_accepted)) for i in range(n)]
+            accepted = [
+                sum(iv.spec_accepted[i] for iv in view.instances if i < len(iv.spec_accepted)) for i in range(n)
+            ]
             self.acceptance.update(tried, accepted)
             touched = set(self._running_on)
         return actions + self._budgets(view, touched)
@@ -155,8 +177,16 @@ class SeerPolicy(ContextPolicy):
                 def step_time(b: int, g: int) -> float:
                     return profile(b, 1 + g, ctx)
 
-                g_h, g_l = mba(min(len(probes), batch), batch - min(len(probes), batch), beta, step_time,
-                               self.gamma_max, self.lam, self.benefit, self.draft_time_s)
+                g_h, g_l = mba(
+                    min(len(probes), batch),
+                    batch - min(len(probes), batch),
+                    beta,
+                    step_time,
+                    self.gamma_max,
+                    self.lam,
+                    self.benefit,
+                    self.draft_time_s,
+                )
             key = (g_h, g_l, probes if g_h != g_l else None)
             if self._last_budgets.get(inst) == key:
                 continue

@@ -22,8 +22,8 @@ cannot make a wrong token accepted.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 
 _P = (1 << 61) - 1
 _B = 1_000_003
@@ -174,12 +174,17 @@ class SuffixIndex:
 
     # ---- lookup --------------------------------------------------------------------------------
 
-    def match(self, context: Sequence[int], visible: Mapping[int, int] | None = None, min_match: int = 1,
-              max_occurrences: int | None = None) -> tuple[int, list[tuple[list[int], int, int]]]:
+    def match(
+        self,
+        context: Sequence[int],
+        visible: Mapping[int, int] | None = None,
+        min_match: int = 1,
+        max_occurrences: int | None = None,
+    ) -> tuple[int, list[tuple[list[int], int, int]]]:
         """Longest suffix of `context` (length in [min_match, max_match]) that occurs with a visible
         continuation. Returns (match length, [(sequence, start of continuation, visible length)]), the most
         recently appended occurrences first, at most `max_occurrences` of them."""
-        tail = _ints(context[-self.max_match:] if len(context) > self.max_match else context)
+        tail = _ints(context[-self.max_match :] if len(context) > self.max_match else context)
         hashes = _hashes(tail, self.max_match)
         dead = self.dead
         cap = max_occurrences or 1 << 62
@@ -191,16 +196,29 @@ class SuffixIndex:
                 found = ((seq, pos, len(seq)) for seq, pos, _sid in reversed(entries) if pos < len(seq))
             else:
                 vis = visible or {}
-                found = ((seq, pos, lim) for seq, pos, sid in reversed(entries) if sid not in dead
-                         for lim in (min(len(seq), vis.get(sid, len(seq))),) if pos < lim)
+                found = (
+                    (seq, pos, lim)
+                    for seq, pos, sid in reversed(entries)
+                    if sid not in dead
+                    for lim in (min(len(seq), vis.get(sid, len(seq))),)
+                    if pos < lim
+                )
             occ = list(islice(found, cap))
             if occ:
                 return m, occ
         return 0, []
 
-    def draft(self, context: Sequence[int], max_depth: int, max_tokens: int | None = None, topk: int = 1,
-              min_prob: float = 0.1, min_match: int = 1, visible: Mapping[int, int] | None = None,
-              max_occurrences: int | None = 16) -> Draft:
+    def draft(
+        self,
+        context: Sequence[int],
+        max_depth: int,
+        max_tokens: int | None = None,
+        topk: int = 1,
+        min_prob: float = 0.1,
+        min_match: int = 1,
+        visible: Mapping[int, int] | None = None,
+        max_occurrences: int | None = 16,
+    ) -> Draft:
         """Draft up to `max_depth` tokens deep (and `max_tokens` in total, default max_depth * topk).
 
         Frequencies are counted over the `max_occurrences` most recent occurrences of the matched pattern
@@ -213,8 +231,9 @@ class SuffixIndex:
         return build_draft(occ, m, max_depth, max_depth * topk if max_tokens is None else max_tokens, topk, min_prob)
 
 
-def build_draft(occ: list[tuple[list[int], int, int]], match_len: int, max_depth: int, max_tokens: int,
-                topk: int, min_prob: float) -> Draft:
+def build_draft(
+    occ: list[tuple[list[int], int, int]], match_len: int, max_depth: int, max_tokens: int, topk: int, min_prob: float
+) -> Draft:
     """Frequency-scored draft tree from the continuations of a matched pattern (see the module docstring)."""
     tokens: list[int] = []
     parents: list[int] = []
@@ -235,7 +254,7 @@ def build_draft(occ: list[tuple[list[int], int, int]], match_len: int, max_depth
             if not groups:
                 break
             if len(groups) == 1:
-                (tok, sub), = groups.items()
+                ((tok, sub),) = groups.items()
             else:
                 tok, sub = max(groups.items(), key=lambda kv: (len(kv[1]), -kv[0]))
             prob *= len(sub) / len(members)
@@ -263,7 +282,7 @@ def build_draft(occ: list[tuple[list[int], int, int]], match_len: int, max_depth
                     cands.append((-p, node, tok, sub))
         cands.sort(key=lambda c: (c[0], c[1], c[2]))
         beams = []
-        for negp, node, tok, sub in cands[:min(topk, max_tokens - len(tokens))]:
+        for negp, node, tok, sub in cands[: min(topk, max_tokens - len(tokens))]:
             tokens.append(tok)
             parents.append(node)
             probs.append(-negp)

@@ -61,15 +61,15 @@ class Setup:
         name: str | None = None,
     ) -> "Setup":
         """A trace (a file or a frame) on a cluster preset name, TOML path or config."""
+        if not isinstance(cluster, ClusterConfig):  # the small input first: a bad one fails before a big read
+            cluster = load_cluster(cluster, instances=instances)
+        elif instances is not None:
+            cluster = dataclasses.replace(cluster, instances=instances)
         if not isinstance(trace, pd.DataFrame):
             from seer.traces.io import load_trace
 
             name = name or os.path.splitext(os.path.basename(str(trace)))[0]
             trace = load_trace(trace)
-        if not isinstance(cluster, ClusterConfig):
-            cluster = load_cluster(cluster, instances=instances)
-        elif instances is not None:
-            cluster = dataclasses.replace(cluster, instances=instances)
         return cls(trace, cluster, name or "trace")
 
     def with_trace(self, trace: pd.DataFrame) -> "Setup":

@@ -11,28 +11,11 @@ same policy, instances and engine limits, and three errors are reported separate
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pandas as pd
 
 from seer.errors import SeerInputError
-from seer.metrics import RolloutResult
-
-
-def _load(run_dir: str) -> tuple[dict, pd.DataFrame, pd.DataFrame, RolloutResult]:
-    need = ["run.json", "steps.parquet", "trace.parquet", "summary.json", "requests.parquet"]
-    missing = [f for f in need if not os.path.exists(os.path.join(run_dir, f))]
-    if missing:
-        raise SeerInputError(
-            f"{run_dir}: not a recorded run (missing {', '.join(missing)}); record one with `seer run`"
-        )
-    with open(os.path.join(run_dir, "run.json")) as fh:
-        spec = json.load(fh)
-    steps = pd.read_parquet(os.path.join(run_dir, "steps.parquet"))
-    trace = pd.read_parquet(os.path.join(run_dir, "trace.parquet"))
-    return spec, steps, trace, RolloutResult.load(run_dir)
+from seer.runs import load_run
 
 
 def step_features(steps: pd.DataFrame):
@@ -47,7 +30,8 @@ def fidelity(run_dir: str, progress: bool | None = None) -> dict:
     from seer.sim.cluster import ClusterConfig
     from seer.sim.costmodel import LinearStepModel
 
-    spec, steps, trace, real = _load(run_dir)
+    recorded = load_run(run_dir)
+    spec, steps, trace, real = recorded.raw, recorded.steps, recorded.trace, recorded.result
     steps = steps[(steps["prompt_tokens"] + steps["generation_tokens"]) > 0]
     if len(steps) < 8:
         raise SeerInputError(f"{run_dir}: only {len(steps)} measured steps, too few to fit a step-time model")

@@ -1,34 +1,154 @@
-"""Atomic file output: a failed command never leaves a partial file behind."""
+"""Atomic output: a failed or interrupted command never leaves a partial file, or a folder mixing two runs.
+
+Files are written to a hidden temporary sibling (`.NAME.PID.XXXX.tmp`) and renamed into place; result folders
+are built whole in a hidden temporary sibling folder and swapped in (`atomic_dir`). Leftovers of a run that was
+killed (its process is gone) are removed by the next write to the same place. Outputs get the permissions the
+umask allows, as files created by `open` do.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from seer.errors import SeerInputError
+
+RESULT_MARKERS = ("summary.json", "compare.json", "bench.json", "run.json", "sweep.parquet")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(parent: Path, name: str) -> None:
+    """Remove `.NAME.PID.*.tmp` leftovers whose writing process no longer exists."""
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            parts = entry.name.split(".")
+            if not (entry.name.startswith(f".{name}.") and entry.name.endswith(".tmp") and len(parts) >= 4):
+                continue
+            pid = parts[-3]
+            if pid.isdigit() and not _alive(int(pid)):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+
+
+def _parent_of(target: Path) -> tuple[Path, list[Path]]:
+    """The target's folder, created when missing; returns it and the folders created (deepest last)."""
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise SeerInputError(f"{parent}: exists and is not a folder")
+    created = [p for p in [parent, *parent.parents] if not p.exists()][::-1]
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SeerInputError(f"{target}: cannot create its folder ({exc.strerror or exc})") from None
+    clean_stale(parent, target.name)
+    return parent, created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Undo the folders a failed write created (only those still empty)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise SeerInputError(f"{target}: is a folder, not a file")
+    parent, created = _parent_of(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        _remove_empty(created)
+        raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(created)
         raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _replaceable(target: Path) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise SeerInputError(f"{target}: exists and is not a folder")
+    names = {p.name for p in target.iterdir()}
+    if names and not names & set(RESULT_MARKERS):
+        raise SeerInputError(f"{target}: exists and does not hold seer results; choose another output folder")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` whole, so the result
+    folder is the complete earlier one, the complete new one, or (for an instant) absent. An existing `path` must
+    be empty or hold seer results (it is replaced, never merged)."""
+    target = Path(path)
+    _replaceable(target)
+    parent, created = _parent_of(target)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        _remove_empty(created)
+        raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+            os.replace(target, old / "old")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+
+
+def inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path` resolved, refused unless it lies inside `folder` (command-line text must never steer a write out)."""
+    root, p = Path(folder).resolve(), Path(path).resolve()
+    if p != root and root not in p.parents:
+        raise SeerInputError(f"{path}: would be written outside {folder}")
+    return Path(path)
 
 
 def json_safe(obj):

@@ -15,11 +15,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.fileio import atomic_dir, json_safe
 
 SUMMARY_KEYS = (
     "makespan_s",
@@ -57,17 +58,19 @@ class RolloutResult:
     events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["t", "instance", "kind", "request_id"]))
 
     def save(self, out_dir: str | os.PathLike) -> None:
-        """requests.parquet, timeline.parquet, events.parquet, summary.json (each written atomically)."""
-        os.makedirs(out_dir, exist_ok=True)
-        with atomic_path(os.path.join(out_dir, "events.parquet")) as tmp:
-            self.events.to_parquet(tmp, index=False)
-        with atomic_path(os.path.join(out_dir, "requests.parquet")) as tmp:
-            self.requests.to_parquet(tmp, index=False)
-        with atomic_path(os.path.join(out_dir, "timeline.parquet")) as tmp:
-            self.timeline.to_parquet(tmp, index=False)
-        write_text_atomic(
-            os.path.join(out_dir, "summary.json"),
-            json.dumps({"summary": json_safe(self.summary), "config": json_safe(self.config)}, indent=2),
+        """requests.parquet, timeline.parquet, events.parquet and summary.json in `out_dir`, which is replaced
+        whole (see `seer.fileio.atomic_dir`)."""
+        with atomic_dir(out_dir) as tmp:
+            self.write_into(tmp)
+
+    def write_into(self, folder: str | os.PathLike) -> None:
+        """The four files into an existing folder (one being built by `atomic_dir`)."""
+        folder = Path(folder)
+        self.events.to_parquet(folder / "events.parquet", index=False)
+        self.requests.to_parquet(folder / "requests.parquet", index=False)
+        self.timeline.to_parquet(folder / "timeline.parquet", index=False)
+        (folder / "summary.json").write_text(
+            json.dumps({"summary": json_safe(self.summary), "config": json_safe(self.config)}, indent=2)
         )
 
     @classmethod
@@ -85,6 +88,19 @@ class RolloutResult:
 
 
 EVENT_COLUMNS = ["t", "instance", "kind", "request_id"]
+
+
+def mean_running(timeline: pd.DataFrame, makespan: float) -> float:
+    """Time-weighted mean of running requests per instance over the rollout (each timeline row holds until
+    the instance's next row, the last until the makespan)."""
+    if makespan <= 0 or not len(timeline):
+        return 0.0
+    total, instances = 0.0, 0
+    for _, g in timeline.sort_values(["instance", "t"], kind="stable").groupby("instance"):
+        t = np.append(g["t"].to_numpy(np.float64), makespan)
+        total += float((np.clip(np.diff(t), 0, None) * g["running"].to_numpy(np.float64)).sum())
+        instances += 1
+    return total / (makespan * instances)
 
 
 def events_frame(rows) -> pd.DataFrame:

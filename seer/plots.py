@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 COLUMN_IN = 3.4
 POLICY_COLORS = {
     "verl": "#7f7f7f",
+    "verl-lb": "#aaaaaa",
     "least-loaded": "#bcbd22",
     "divided": "#1f77b4",
     "context": "#2ca02c",
@@ -228,6 +229,34 @@ def parity(rows: Sequence[Mapping]) -> plt.Figure:
     ax.set_xlabel("real makespan (s)")
     ax.set_ylabel("simulated makespan (s)")
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.tight_layout()
+    return fig
+
+
+def robustness_heatmap(table: pd.DataFrame, value: str = "x_verl") -> plt.Figure:
+    """Throughput x verl per policy (rows) and workload @ instances (columns), annotated.
+    table: workload, instances, policy, and `value`."""
+    t = table.copy()
+    t["cell"] = t["workload"] + " @" + t["instances"].astype(str)
+    cells = list(dict.fromkeys(t["cell"]))
+    policies = list(dict.fromkeys(t["policy"]))
+    grid = t.pivot_table(index="policy", columns="cell", values=value, aggfunc="first").reindex(
+        index=policies, columns=cells
+    )
+    fig, ax = plt.subplots(figsize=(max(COLUMN_IN, 0.42 * len(cells) + 1.5), 0.38 * len(policies) + 1.6))
+    vals = grid.to_numpy(dtype=np.float64)
+    span = max(0.05, float(np.nanmax(np.abs(np.log(vals))))) if np.isfinite(vals).any() else 1.0
+    im = ax.imshow(np.log(vals), cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
+    for (i, j), v in np.ndenumerate(vals):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5)
+    ax.set_xticks(range(len(cells)), cells, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(policies)), policies, fontsize=7)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    ticks = np.linspace(-span, span, 5)
+    cbar.set_ticks(ticks, labels=[f"{np.exp(x):.2f}" for x in ticks], fontsize=6)
+    cbar.set_label("throughput × verl", fontsize=7)
+    ax.set_title("Throughput × verl per workload and load (instances)", fontsize=8)
     fig.tight_layout()
     return fig
 

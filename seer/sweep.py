@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import tomllib
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -147,8 +148,22 @@ def run_cell(cell: dict) -> dict:
     return row
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: the worker is killed when its parent dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _run_local(todo: list[dict], workers: int | None) -> Iterable[tuple[dict, dict]]:
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
         for cell, row in zip(todo, pool.map(run_cell, todo)):
             yield cell, row
 
@@ -169,19 +184,34 @@ def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
             yield refs[ref], ray.get(ref)
 
 
+def _kept_cell(path: str) -> dict | None:
+    """A finished cell's row, or None when there is none or it is damaged (it is then computed again)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            row = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError, OSError):
+        warnings.warn(f"{path}: damaged cell result; computing it again", stacklevel=2)
+        return None
+    return row if isinstance(row, dict) else None
+
+
 def run_sweep(
     config_path: str, out: str, use_ray: bool = False, workers: int | None = None, progress: bool | None = None
 ) -> pd.DataFrame:
     cfg = load_config(config_path)
     grid = cells(cfg)
     store = os.path.join(out, "cells")
-    os.makedirs(store, exist_ok=True)
+    try:
+        os.makedirs(store, exist_ok=True)
+    except OSError as exc:
+        raise SeerInputError(f"{store}: cannot create the sweep's cell folder ({exc.strerror or exc})") from None
     done = {}
     for cell in grid:
-        path = os.path.join(store, cell_key(cell) + ".json")
-        if os.path.exists(path):
-            with open(path) as fh:
-                done[cell_key(cell)] = json.load(fh)
+        row = _kept_cell(os.path.join(store, cell_key(cell) + ".json"))
+        if row is not None:
+            done[cell_key(cell)] = row
     todo = [c for c in grid if cell_key(c) not in done]
     use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
     bar = tqdm(

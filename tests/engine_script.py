@@ -1,4 +1,5 @@
-"""One script of submits, aborts and steps for any `Engine`, and the adapters that drive each kind.
+"""Engines and loops for tests: one script of submits, aborts and steps for any `Engine` (and the adapters that
+drive each kind), a step-based fake engine, and a hand-driven harness for policy decisions.
 
 The conformance tests (`test_engine_conformance.py`, and the vLLM case in `test_real_backend.py`) run the same
 script on the simulated instance, the fake engine and a real vLLM instance and compare what they report.
@@ -11,13 +12,17 @@ from dataclasses import dataclass, field
 from seer.core import (
     Chunk,
     ChunkFinished,
+    Dispatch,
     FinishReason,
+    Group,
     InstanceIdle,
     InstanceView,
     Request,
     RequestPreempted,
+    Rollout,
     worst_case_kv,
 )
+from seer.loop import ContractLoop
 
 # request id -> (prompt tokens, true output length)
 REQUESTS = {0: (4, 3), 1: (6, 10), 2: (5, 30), 3: (3, 5), 4: (4, 6)}
@@ -173,3 +178,75 @@ class FakeLoop:
             self._fake_now = max(getattr(self, "_fake_now", 0.0), engine.clock)
             engine.step()
         raise AssertionError("the fake rollout did not end")
+
+
+class ManualEngine:
+    """An instance whose KV capacity the test sets; its chunks finish when the test says so."""
+
+    alive = True
+
+    def __init__(self, capacity, instance_id=0):
+        self.instance_id = instance_id
+        self.capacity, self.reserved = capacity, 0
+        self.held: dict[int, int] = {}
+
+    def submit(self, chunk, request):
+        self.held[chunk.request_id] = request.context_len + chunk.max_new_tokens
+        self.reserved += self.held[chunk.request_id]
+
+    def abort(self, request_id):
+        raise AssertionError("no policy under test aborts")
+
+    def set_speculation(self, budgets, default=0):
+        pass
+
+    def view(self):
+        return InstanceView(self.instance_id, self.capacity, 0, self.reserved, len(self.held), 0)
+
+
+class Harness(ContractLoop):
+    """The contract loop over a `ManualEngine`: the test finishes chunks by hand and sees what the policy did."""
+
+    def __init__(self, policy, groups, capacity=10**9, max_tokens=1000, prompt=10, instances=1):
+        ro = Rollout()
+        for gid, size in enumerate(groups):
+            ro.add_group(Group(gid, prompt if isinstance(prompt, int) else prompt[gid], max_tokens, size))
+        super().__init__(ro, policy)
+        self.ro = ro
+        self.engines = [ManualEngine(capacity, i) for i in range(instances)]
+        self.log: list[Dispatch] = []
+        self.t = 0.0
+
+    @property
+    def now(self):
+        return self.t
+
+    capacity = property(lambda self: self.engines[0].capacity, lambda self, v: setattr(self.engines[0], "capacity", v))
+    reserved = property(lambda self: self.engines[0].reserved, lambda self, v: setattr(self.engines[0], "reserved", v))
+
+    def act(self, actions):
+        self.log.extend(a for a in actions or () if isinstance(a, Dispatch))
+        super().act(actions)
+
+    def apply(self, actions):
+        """Apply actions the test obtained from the policy directly; returns them."""
+        self.act(actions)
+        return actions
+
+    def _since(self, call):
+        n = len(self.log)
+        call()
+        return self.log[n:]
+
+    def start(self):
+        return self._since(super().start)
+
+    def finish(self, rid, new_tokens, done, budget=None):
+        """Chunk `rid` ends after `new_tokens` tokens (the request with it when `done`); returns the dispatches."""
+        self.t += 1.0
+        eng = self.engines[self.ro.requests[rid].instance]
+        eng.reserved -= eng.held.pop(rid)
+        ev = ChunkFinished(
+            self.t, rid, eng.instance_id, new_tokens, done, FinishReason.EOS if done else FinishReason.CHUNK
+        )
+        return self._since(lambda: self.emit(ev))

@@ -84,7 +84,7 @@ ALLOWED = {
     "core": ("seer.core",),
     "policies": ("seer.core", "seer.errors", "seer.policies"),
     "loop": ("seer.core", "seer.errors", "seer.metrics", "seer.fileio", "seer.loop"),
-    "traces": ("seer.core", "seer.errors", "seer.fileio", "seer.presets", "seer.traces"),
+    "traces": ("seer.core", "seer.errors", "seer.fileio", "seer.presets", "seer.schema", "seer.traces"),
 }
 FORBIDDEN = {
     "sim": ("seer.real", "seer.cli", "seer.experiment", "seer.fidelity", "seer.figures", "seer.sweep"),

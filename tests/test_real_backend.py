@@ -279,3 +279,14 @@ def test_vllm_preemptions_are_reported_as_events(tiny_model):
     assert pre and all(e.request_id in reqs for e in pre)
     assert sorted(e.request_id for e in done) == [0, 1, 2, 3] and all(e.finished and e.new_tokens == 60 for e in done)
     assert sum(s.preempted for s in inst.steps) == len(pre)  # vLLM's own per-step count agrees
+
+
+@pytest.mark.parametrize("name, arch", [("smollm2", "LlamaForCausalLM"), ("dummy:tiny", "Qwen2ForCausalLM")])
+def test_prepared_models_name_their_architecture(name, arch):
+    """Other loaders (veRL's, for one) refuse a config.json without architectures."""
+    from transformers import AutoConfig
+
+    from seer.real.models import prepare_model
+
+    cfg = AutoConfig.from_pretrained(str(prepare_model(name)))
+    assert cfg.architectures == [arch]

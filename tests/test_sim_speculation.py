@@ -133,10 +133,63 @@ def test_speculation_invariants(work, exact):
     trace, cluster, policy = work
     res = simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
     got = res.requests.set_index(["prompt_id", "sample_id"])["output_len"].sort_index()
-    want = trace.set_index(["prompt_id", "sample_id"])["output_len"].clip(lower=1).sort_index()
+    want = trace.set_index(["prompt_id", "sample_id"])["output_len"].sort_index()
     assert got.tolist() == want.tolist()
     assert (res.timeline["kv_used_tokens"] <= cluster.kv_capacity()).all()
     assert res.summary["makespan_s"] >= res.summary["lower_bound_s"] * (1 - 1e-9)
     again = simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
     assert again.summary["makespan_s"] == res.summary["makespan_s"]
     assert again.requests["finish_s"].tolist() == res.requests["finish_s"].tolist()
+
+
+def _brute_ceiling(out, sibs, gamma):
+    res = []
+    for g in range(len(out)):
+        a, budget = 0, max(0, min(gamma, len(out) - 1 - g))
+        while a < budget:
+            gram, k = tuple(out[g : g + a + 1]), a + 1
+            elsewhere = any(tuple(s[i : i + k]) == gram for s in sibs for i in range(len(s) - k + 1))
+            earlier = any(tuple(out[i : i + k]) == gram for i in range(0, g - k + 1))
+            if not (elsewhere or earlier):
+                break
+            a += 1
+        res.append(a)
+    return res
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    out=st.lists(st.integers(0, 2), min_size=1, max_size=30),
+    gamma=st.integers(1, 6),
+    sibs=st.lists(st.lists(st.integers(0, 2), max_size=20), max_size=3),
+)
+def test_acceptance_ceiling_is_the_longest_copyable_continuation(out, gamma, sibs):
+    import numpy as np
+
+    from seer.sim.spec_bound import _gram_hashes, acceptance_ceiling, least_steps
+
+    arr = np.asarray(out)
+    own = _gram_hashes(arr, gamma)
+    text = [
+        np.unique(
+            np.concatenate([own[k]] + [_gram_hashes(np.asarray(s, np.int64), gamma)[k] for s in sibs]),
+            return_counts=True,
+        )
+        for k in range(gamma)
+    ]
+    ceiling = acceptance_ceiling(arr, text, own, gamma)
+    assert ceiling.tolist() == _brute_ceiling(out, sibs, gamma)
+    # the fewest steps, by breadth-first search over positions
+    L, frontier, steps = len(out), {1}, 0
+    while L > 1 and L not in frontier and max(frontier) < L:
+        frontier = {min(L, g + 1 + a) for g in frontier for a in range(int(ceiling[g]) + 1)}
+        steps += 1
+    assert least_steps(5, ceiling, gamma)[0] == steps
+
+
+def test_exact_replay_bound_is_at_least_the_gamma_ceiling():
+    trace = token_trace(4, groups=3, G=4)
+    res = simulate(trace, small_cluster(), make_policy("seer"), progress=False).summary
+    assert res["lower_bound_s"] >= res["lower_bound_gamma_s"] * (1 - 1e-12)
+    assert res["makespan_s"] >= res["lower_bound_s"] and "drafter's best case" in res["bound"]
+    assert res["efficiency"] >= res["efficiency_gamma"]

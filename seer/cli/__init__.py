@@ -17,8 +17,16 @@ from seer.cli import info_cmds, real_cmds, sim_cmds, study_cmds, trace_cmds
 from seer.errors import SeerInputError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a wrong flag is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="seer", description="Rollout scheduling for synchronous LLM RL: traces, simulation, real engines."
     )
     parser.add_argument("--version", action="version", version=f"seer {__version__}")
@@ -40,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SeerInputError as exc:
         print(f"seer: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder that cannot be read or written: one line too
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"seer: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seer: interrupted", file=sys.stderr)

@@ -43,6 +43,22 @@ def int_at_least(low: int):
     return parse
 
 
+def number_in(low: float, high: float, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] ((low, high] with `low_open`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def int_list(text: str, flag: str, low: int = 0) -> list[int]:
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from seer.cli.common import int_at_least, print_json
+from seer.cli.common import int_at_least, number_in, print_json
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
 
@@ -25,9 +25,12 @@ def _fail_spec(text: str | None):
         return None
     inst, _sep, at = text.partition("@")
     try:
-        return int(inst), float(at)
+        where, when = int(inst), float(at)
     except ValueError:
         raise SeerInputError(f"--fail takes INSTANCE@SECONDS (e.g. 1@2.5), not {text!r}") from None
+    if where < 0 or not when >= 0 or when == float("inf"):
+        raise SeerInputError(f"--fail {text}: the instance must be >= 0 and the time a finite number >= 0")
+    return where, when
 
 
 def cmd_run(args) -> int:
@@ -35,6 +38,9 @@ def cmd_run(args) -> int:
 
     if args.engine != "vllm":
         raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
+    fail = _fail_spec(args.fail)
+    if fail is not None and fail[0] >= args.instances:
+        raise SeerInputError(f"--fail {args.fail}: there are only {args.instances} instances (0..{args.instances - 1})")
     spec = RunSpec(
         model=args.model,
         prompts=args.prompts,
@@ -53,7 +59,7 @@ def cmd_run(args) -> int:
         spec_tokens=args.spec_tokens,
         seed=args.seed,
         chunk_size=args.chunk_size,
-        fail=_fail_spec(args.fail),
+        fail=fail,
     )
     summary = run_rollout(spec, args.out, progress=True)
     if args.json:
@@ -118,8 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="context", help="scheduling policy, NAME[:KEY=VALUE...] (default context)")
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies")
     p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="generation cap (default 512)")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--temperature", type=number_in(0, 100), default=0.7, help="sampling temperature (default 0.7)")
+    p.add_argument("--top-p", type=number_in(0, 1, low_open=True), default=0.95, help="nucleus sampling (default 0.95)")
     p.add_argument(
         "--clock",
         choices=["virtual", "wall"],

@@ -10,7 +10,7 @@ import os
 from seer.cli.common import int_at_least, print_json, safe_name, setup_from_args, shared_policy_params, workload_args
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
-from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.fileio import atomic_dir, inside, json_safe
 
 
 def cmd_simulate(args) -> int:
@@ -31,7 +31,7 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _iterations(args, setup, names: list[str], shared: dict, out: str) -> list[dict]:
+def _iterations(args, setup, names: list[str], shared: dict, out) -> list[dict]:
     """Every policy over RL iterations; writes iterations.parquet and trained_lengths.parquet."""
     import pandas as pd
 
@@ -46,12 +46,9 @@ def _iterations(args, setup, names: list[str], shared: dict, out: str) -> list[d
         tables.append(table)
         lengths[spec] = trained
         summaries.append(iterations_summary(spec, table, trained, requests))
-    with atomic_path(os.path.join(out, "iterations.parquet")) as tmp:
-        pd.concat(tables, ignore_index=True).to_parquet(tmp, index=False)
-    with atomic_path(os.path.join(out, "trained_lengths.parquet")) as tmp:
-        pd.DataFrame(
-            [(p, int(x)) for p, arr in lengths.items() for x in arr], columns=["policy", "output_len"]
-        ).to_parquet(tmp, index=False)
+    pd.concat(tables, ignore_index=True).to_parquet(os.path.join(out, "iterations.parquet"), index=False)
+    trained = pd.DataFrame([(p, int(x)) for p, arr in lengths.items() for x in arr], columns=["policy", "output_len"])
+    trained.to_parquet(os.path.join(out, "trained_lengths.parquet"), index=False)
     return summaries
 
 
@@ -64,28 +61,44 @@ def cmd_compare(args) -> int:
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not names:
         raise SeerInputError(f"--policies names no policy: {args.policies!r}")
+    folders = [safe_name(p) for p in names]
+    twice = sorted({p for p, f in zip(names, folders) if folders.count(f) > 1})
+    if twice:
+        raise SeerInputError(
+            f"--policies lists {', '.join(map(repr, twice))} more than once (or under names that make the same folder)"
+        )
     shared = shared_policy_params(args)
     policies = [make_policy(p, shared) for p in names]  # fail on a bad spec before loading or running anything
     setup = setup_from_args(args)
+    over_iterations = args.iterations > 1 or ("partial" in names and args.preset)
+    if over_iterations and setup.synth is None:
+        raise SeerInputError("--iterations needs --preset (each iteration draws fresh groups from its generator)")
     out = args.out or os.path.join("out", "compare", safe_name(setup.name))
-    if args.iterations > 1 or ("partial" in names and args.preset):
-        summaries = _iterations(args, setup, names, shared, out)
-    else:
-        summaries = []
-        for spec, policy in zip(names, policies):
-            result = run(setup, policy, exact=args.exact, progress=None)
-            result.save(os.path.join(out, safe_name(spec)))
-            summaries.append({**result.summary, "policy": spec})
-    rows = compare_table(summaries)
-    write_text_atomic(os.path.join(out, "compare.json"), json.dumps(json_safe(rows), indent=2))
-    with atomic_path(os.path.join(out, "compare.parquet")) as tmp:
-        pd.DataFrame(rows).drop(columns=["mode"], errors="ignore").to_parquet(tmp, index=False)
+    with atomic_dir(out) as tmp:  # the folder is replaced whole: never a mix of two runs
+        if over_iterations:
+            summaries = _iterations(args, setup, names, shared, tmp)
+        else:
+            summaries = []
+            for spec, folder, policy in zip(names, folders, policies):
+                result = run(setup, policy, exact=args.exact, progress=None)
+                result.write_into(_subfolder(tmp, folder))
+                summaries.append({**result.summary, "policy": spec})
+        rows = compare_table(summaries)
+        (tmp / "compare.json").write_text(json.dumps(json_safe(rows), indent=2))
+        pd.DataFrame(rows).drop(columns=["mode"], errors="ignore").to_parquet(tmp / "compare.parquet", index=False)
     if args.json:
         print_json(rows)
         return 0
     _print_compare(setup, rows, args.iterations)
     print(f"results: {out}/ (compare.json, compare.parquet, one folder per policy)")
     return 0
+
+
+def _subfolder(root, name: str):
+    """A new folder `name` inside `root` (refused if the name would lead outside it)."""
+    path = inside(root, os.path.join(root, name))
+    path.mkdir()
+    return path
 
 
 def _print_compare(setup, rows: list[dict], iterations: int) -> None:

@@ -6,9 +6,9 @@ import argparse
 import json
 import os
 
-from seer.cli.common import int_at_least, int_list, print_json
+from seer.cli.common import int_at_least, int_list, number_in, print_json
 from seer.errors import SeerInputError
-from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.fileio import atomic_dir, json_safe
 
 
 def cmd_spec_bench(args) -> int:
@@ -32,9 +32,9 @@ def cmd_spec_bench(args) -> int:
     )
     name = os.path.splitext(os.path.basename(args.trace))[0]
     out = args.out or os.path.join("out", "spec-bench", name)
-    write_text_atomic(os.path.join(out, "bench.json"), json.dumps(json_safe(rows), indent=2))
-    with atomic_path(os.path.join(out, "bench.parquet")) as tmp:
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
+    with atomic_dir(out) as tmp:
+        (tmp / "bench.json").write_text(json.dumps(json_safe(rows), indent=2))
+        pd.DataFrame(rows).to_parquet(tmp / "bench.parquet", index=False)
     if args.json:
         print_json(rows)
         return 0
@@ -63,11 +63,17 @@ def cmd_spec_bench(args) -> int:
 
 def cmd_figures(args) -> int:
     from seer.figures import PRESETS, make_figures
+    from seer.presets import presets as known
+    from seer.runs import check_run_dir
 
     presets = [p.strip() for p in (args.presets or ",".join(PRESETS)).split(",") if p.strip()]
+    bad = [p for p in presets if p not in known()]
+    if not presets or bad:  # checked before anything is computed or written
+        raise SeerInputError(
+            f"--presets: unknown {', '.join(map(repr, bad)) or 'empty list'}; known: {', '.join(known())}"
+        )
     for run in args.run or ():
-        if not os.path.isdir(run):
-            raise SeerInputError(f"{run}: no such run folder")
+        check_run_dir(run)
     files = make_figures(args.out, presets=presets, prompts=args.prompts, runs=args.run or (), progress=True)
     print(f"wrote {len(files)} files to {args.out}/")
     if not args.run:
@@ -113,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="groups to replay, drawn at random (default 20, as the paper; 0 = all)",
     )
     p.add_argument("--samples", type=int_at_least(0), default=16, help="samples per group (default 16; 0 = all)")
-    p.add_argument("--min-prob", type=float, default=0.1, help="draft probability cut-off (default 0.1)")
+    p.add_argument("--min-prob", type=number_in(0, 1), default=0.1, help="draft probability cut-off (default 0.1)")
     p.add_argument("--max-match", type=int_at_least(1), default=8, help="longest context suffix matched (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed for the group sample (default 0)")
     p.add_argument("--out", help="result folder (default out/spec-bench/TRACE)")

@@ -38,5 +38,9 @@ def print_summary(title: str, s: dict) -> None:
             f"{s['spec_accepted_tokens']:,} of {s['spec_drafted_tokens']:,} draft tokens accepted"
         )
         rows["acceptance"] = s["speculation"]
-        rows["lower bound"] += f"; allows {s['bound_tokens_per_step']} tokens per step"
+        rows["lower bound"] += f"; {s.get('bound', 'strict')}"
+        if math.isfinite(s.get("efficiency_expected", math.nan)):
+            rows["bound at expected acceptance"] = (
+                f"{s['lower_bound_expected_s']:,.1f} s (efficiency {100 * s['efficiency_expected']:.1f}%; not strict)"
+            )
     print_table(title, rows)

@@ -10,15 +10,17 @@ from collections.abc import Mapping
 
 from seer.core import Policy
 from seer.errors import SeerInputError
-from seer.policies.baselines import LeastLoadedPolicy, VerlPolicy
+from seer.policies.baselines import LeastLoadedPolicy, VerlLBPolicy, VerlPolicy
 from seer.policies.config import ConfiguredPolicy, PolicyConfig
-from seer.policies.divided import ContextPolicy, DividedPolicy, OraclePolicy
+from seer.policies.context import ContextPolicy
+from seer.policies.divided import DividedPolicy, OraclePolicy
 from seer.policies.partial import PartialRolloutPolicy
 from seer.policies.speculation.policy import SeerPolicy
 from seer.policies.streamrl import StreamRLOraclePolicy
 
 POLICIES: dict[str, tuple[type[ConfiguredPolicy], str]] = {
     "verl": (VerlPolicy, "veRL baseline: whole groups round-robin over instances at the start, vLLM batching inside"),
+    "verl-lb": (VerlLBPolicy, "veRL's current router: each sample to the replica with the fewest in-flight requests"),
     "least-loaded": (LeastLoadedPolicy, "request-level dispatch to the instance with most free KV, no chunking"),
     "divided": (DividedPolicy, "divided rollout: chunks of chunk_size tokens, placed only where worst-case KV fits"),
     "context": (ContextPolicy, "divided + context-aware scheduling (Seer Alg. 2): probes first, then longest estimate"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass
 
@@ -48,6 +49,40 @@ class VerlPolicy(ConfiguredPolicy):
             inst = live[k % len(live)]
             for rid in view.members[gid]:
                 actions.append(Dispatch(rid, inst, view.requests[rid].max_tokens, prio))
+        return actions
+
+
+class VerlLBPolicy(ConfiguredPolicy):
+    """veRL's current router: every sample is its own request (siblings scatter), sent when the rollout starts
+    to the replica with the fewest requests in flight (ties: the lowest id); each runs to completion with the
+    engine batching and preempting on its own. A chunk a failed replica returns goes to the least loaded live one.
+    """
+
+    name = "verl-lb"
+    Config = VerlConfig
+
+    def on_event(self, event: Event, view: ClusterView) -> list:
+        prio = self.cfg.priority
+        if isinstance(event, RolloutStarted):
+            rids = [rid for gid in sorted(view.groups) for rid in view.members[gid]]
+        elif (
+            isinstance(event, ChunkFinished)
+            and not event.finished
+            and view.requests[event.request_id].state is RequestState.WAITING
+        ):
+            rids = [event.request_id]
+        else:
+            return []
+        load = {iv.instance_id: iv.in_flight for iv in view.instances if iv.alive}
+        if not load:
+            return []
+        heap = [(n, i) for i, n in load.items()]
+        heapq.heapify(heap)
+        actions = []
+        for rid in rids:
+            n, inst = heapq.heappop(heap)
+            actions.append(Dispatch(rid, inst, view.requests[rid].remaining_budget, prio))
+            heapq.heappush(heap, (n + 1, inst))
         return actions
 
 

@@ -1,4 +1,5 @@
-"""Divided rollout and the schedulers built on it: `divided`, `context` (Seer Algorithm 2) and `oracle`.
+"""Divided rollout (`divided`) and the template the other divided-family schedulers fill in (`context` in
+`seer.policies.context`, and `oracle` here).
 
 Groups are split into requests and requests into chunks of at most `chunk_size` new tokens. After each
 chunk the request returns to the buffer. A chunk is dispatched only to an instance where its worst-case KV
@@ -11,11 +12,11 @@ next event.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import deque
 from dataclasses import dataclass
 
 from seer.core import ChunkFinished, ClusterView, Dispatch, Event, PolicyTraits, RequestState, RolloutStarted
+from seer.policies.admission import Admission
 from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
 from seer.policies.placement import PLACEMENTS, LoadBook, Placement
 
@@ -26,11 +27,27 @@ class DividedConfig(PolicyConfig):
     placement: str = param("most-free", "instance choice: most free KV, or cached-prefix affinity", PLACEMENTS)
     imbalance_threshold: int = param(32, "cache-aware: in-flight spread below which affinity decides")
     affinity_margin: int = param(512, "cache-aware: cached-token gap above which a KV pull is counted")
+    admission: str = param(
+        "adaptive",
+        "chunk budgets: adaptive to free KV and waiting demand, or the paper's "
+        "fixed worst case (chunk_size every time)",
+        ("adaptive", "worst-case"),
+    )
+    max_chunks: int = param(
+        64,
+        "adaptive: chunks a request is cut into at most while KV is scarce (its smallest "
+        "budget is max_tokens / max_chunks)",
+    )
+    backfill: bool = param(
+        True,
+        "adaptive: when the next request fits nowhere, keep the emptiest instance for it "
+        "and fill the rest with the smallest waiting requests",
+    )
 
     def problems(self) -> list[str]:
         out = []
-        if self.chunk_size < 1:
-            out.append("chunk_size must be >= 1")
+        if self.chunk_size < 1 or self.max_chunks < 1:
+            out.append("chunk_size and max_chunks must be >= 1")
         if self.imbalance_threshold < 0 or self.affinity_margin < 0:
             out.append("imbalance_threshold and affinity_margin must be >= 0")
         return out
@@ -47,8 +64,10 @@ class DividedPolicy(ConfiguredPolicy):
         c = self.cfg
         self.chunk_size = c.chunk_size
         self.placement = Placement(c.placement, c.imbalance_threshold, c.affinity_margin)
+        self.admission = Admission(c.admission, c.chunk_size, c.max_chunks, c.backfill)
         self._fifo: deque[int] = deque()
         self._waiting: set[int] = set()
+        self._pass_in_flight = 0  # requests in flight during the current dispatch pass
 
     # ---- ordering hooks (overridden by context / oracle) ---------------------------------------
 
@@ -62,6 +81,9 @@ class DividedPolicy(ConfiguredPolicy):
         while self._fifo and self._fifo[0] not in self._waiting:
             self._fifo.popleft()
         return self._fifo[0] if self._fifo else None
+
+    def _chunk_ended(self, event: ChunkFinished, view: ClusterView) -> None:
+        pass
 
     def _finished(self, event: ChunkFinished, view: ClusterView) -> None:
         pass
@@ -77,11 +99,13 @@ class DividedPolicy(ConfiguredPolicy):
     def on_event(self, event: Event, view: ClusterView) -> list:
         if isinstance(event, RolloutStarted):
             self._waiting = set()
+            self.admission.reset()
             self._start(view)
             for gid in sorted(view.groups):
                 for rid in view.members[gid]:
                     self._buffer(rid, view)
         elif isinstance(event, ChunkFinished):
+            self._chunk_ended(event, view)
             if event.finished:
                 self._finished(event, view)
             elif view.requests[event.request_id].state is RequestState.WAITING:
@@ -92,35 +116,56 @@ class DividedPolicy(ConfiguredPolicy):
 
     def _buffer(self, rid: int, view: ClusterView) -> None:
         self._waiting.add(rid)
+        self.admission.entered(view.requests[rid])
         self._enter(rid, view)
 
     def _fill(self, view: ClusterView) -> list:
         book = LoadBook.of(view)
-        capacity = max(iv.kv_capacity_tokens for iv in view.instances if iv.alive)
+        if not book.free:
+            return []
+        capacity = max(book.capacity.values())
+        target = self.admission.pass_budget(book, len(self._waiting))
+        self._pass_in_flight = sum(book.in_flight.values())
         actions = []
         while self._waiting:
             rid = self._peek(view)
             if rid is None:
                 break
-            req = view.requests[rid]
-            # cap the chunk so its worst case fits an empty instance (the request itself always does)
-            budget = max(1, min(self.chunk_size, req.remaining_budget, capacity - req.context_len))
-            inst = self.placement.choose(book, rid, req.context_len, budget)
-            if inst is None:
-                break  # no available instance this cycle; the request stays buffered
-            self._waiting.discard(rid)
+            placed = self.admission.place(book, self.placement, view.requests[rid], target, capacity)
+            if placed is None:  # no available instance this cycle for the head; it stays buffered
+                if self.admission.backfill:
+                    actions += self._backfill(view, book, target, capacity, rid)
+                break
             self._dispatched(rid)
-            book.take(inst, req.context_len, budget)
-            actions.append(Dispatch(rid, inst, budget, self._priority(rid, view)))
+            actions.append(self._dispatch(view, book, rid, *placed))
         return actions
 
+    def _dispatch(self, view: ClusterView, book: LoadBook, rid: int, inst: int, budget: int) -> Dispatch:
+        req = view.requests[rid]
+        self._waiting.discard(rid)
+        self.admission.left(req)
+        book.take(inst, req.context_len, budget)
+        self._pass_in_flight += 1
+        return Dispatch(rid, inst, budget, self._priority(rid, view))
 
-@dataclass(frozen=True)
-class ContextConfig(DividedConfig):
-    starvation_every: int = param(32, "every n-th non-probe pick serves the longest-waiting request (0: never)")
-
-    def problems(self) -> list[str]:
-        return super().problems() + (["starvation_every must be >= 0"] if self.starvation_every < 0 else [])
+    def _backfill(self, view: ClusterView, book: LoadBook, target: int, capacity: int, head: int) -> list:
+        """Keep the emptiest instance for the blocked head; fill the others with the smallest waiting requests."""
+        held = max(book.free, key=lambda i: (book.free[i], -i))
+        kept = (book.free.pop(held), book.in_flight.pop(held))
+        actions = []
+        candidates = self.admission.candidates(self._waiting)
+        try:
+            for rid in candidates:
+                if rid == head or not book.free:
+                    continue
+                placed = self.admission.place(book, self.placement, view.requests[rid], target, capacity)
+                if placed is None:
+                    break  # every other candidate is larger
+                actions.append(self._dispatch(view, book, rid, *placed))
+        finally:
+            candidates.close()
+            book.free[held], book.in_flight[held] = kept
+        return actions
 
 
 @dataclass(frozen=True)
@@ -128,114 +173,6 @@ class OracleConfig(DividedConfig):
     by: str = param(
         "remaining", "order by true tokens still to generate, or by true final length", ("remaining", "total")
     )
-
-
-class ContextPolicy(DividedPolicy):
-    """Context-aware scheduling (Seer Algorithm 2) on divided rollout.
-
-    One probe per group (its first sample). Probes go first, shortest-generated-first. Every other request
-    is ordered longest-estimate-first by its group's L̂ = the longest finished response of the group, or
-    `max_tokens` while none has finished; ties go to the lower group id, then FIFO. Anti-starvation: every
-    `starvation_every`-th non-probe pick (default 32) takes instead the request that has waited longest
-    in the buffer. Probes are dispatched with engine priority 0, others with 1.
-    """
-
-    name = "context"
-    Config = ContextConfig
-
-    def __init__(self, config: ContextConfig | None = None, **params):
-        super().__init__(config, **params)
-        self.starvation_every = self.cfg.starvation_every
-        self.estimate: dict[int, int] = {}
-        self.finished_max: dict[int, int] = {}
-        self.probe_of: dict[int, int] = {}
-        self._probes: list = []
-        self._groups: list = []
-        self._group_queue: dict[int, deque] = {}
-        self._entry = itertools.count()
-        self._entered: dict[int, int] = {}
-        self._oldest: deque = deque()
-        self._picks = 0
-        self.starvation_picks = 0
-        self._last_rule = ""
-
-    def _start(self, view: ClusterView) -> None:
-        self.estimate = {gid: g.max_tokens for gid, g in view.groups.items()}
-        self.finished_max = {}
-        self.probe_of = {gid: view.members[gid][0] for gid in view.groups if view.members[gid]}
-        self._probes, self._groups = [], []
-        self._group_queue = {gid: deque() for gid in view.groups}
-        self._oldest = deque()
-        self._picks = self.starvation_picks = 0
-
-    def is_probe(self, rid: int, view: ClusterView) -> bool:
-        return self.probe_of.get(view.requests[rid].group_id) == rid
-
-    def _enter(self, rid: int, view: ClusterView) -> None:
-        n = next(self._entry)
-        self._entered[rid] = n
-        self._oldest.append((n, rid))
-        req = view.requests[rid]
-        if self.is_probe(rid, view):
-            heapq.heappush(self._probes, (req.generated, rid))
-        else:
-            q = self._group_queue[req.group_id]
-            q.append(rid)
-            if len(q) == 1:
-                heapq.heappush(self._groups, (-self.estimate[req.group_id], req.group_id))
-
-    def _finished(self, event: ChunkFinished, view: ClusterView) -> None:
-        req = view.requests[event.request_id]
-        gid = req.group_id
-        self.finished_max[gid] = max(self.finished_max.get(gid, 0), req.generated)
-        new = self.finished_max[gid]
-        if new != self.estimate[gid]:
-            self.estimate[gid] = new
-            if self._group_queue[gid]:
-                heapq.heappush(self._groups, (-new, gid))  # older entries for gid are skipped as stale
-
-    def _peek(self, view: ClusterView) -> int | None:
-        """The next request by Algorithm 2's order; records which rule picked it in `_last_rule`, which
-        `_dispatched` reads when the pick is placed."""
-        while self._probes and (
-            self._probes[0][1] not in self._waiting or view.requests[self._probes[0][1]].generated != self._probes[0][0]
-        ):
-            heapq.heappop(self._probes)  # stale: dispatched, or re-entered with more tokens
-        if self._probes:
-            self._last_rule = "probe"
-            return self._probes[0][1]
-        if self.starvation_every and self._picks and self._picks % self.starvation_every == 0:
-            while self._oldest and (
-                self._oldest[0][1] not in self._waiting or self._entered.get(self._oldest[0][1]) != self._oldest[0][0]
-            ):
-                self._oldest.popleft()
-            if self._oldest:
-                self._last_rule = "starvation"
-                return self._oldest[0][1]
-        while self._groups:
-            neg, gid = self._groups[0]
-            q = self._group_queue[gid]
-            while q and q[0] not in self._waiting:
-                q.popleft()
-            if not q:
-                heapq.heappop(self._groups)
-            elif -neg != self.estimate[gid]:
-                heapq.heapreplace(self._groups, (-self.estimate[gid], gid))
-            else:
-                self._last_rule = "lfs"
-                return q[0]
-        return None
-
-    def _dispatched(self, rid: int) -> None:
-        if self._last_rule == "probe":
-            heapq.heappop(self._probes)
-            return
-        self._picks += 1
-        if self._last_rule == "starvation":
-            self.starvation_picks += 1
-
-    def _priority(self, rid: int, view: ClusterView) -> int:
-        return 0 if self.is_probe(rid, view) else 1
 
 
 class OraclePolicy(DividedPolicy):

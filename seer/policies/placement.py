@@ -19,6 +19,7 @@ class LoadBook:
     limit: dict[int, int] = field(default_factory=dict)
     block: dict[int, int] = field(default_factory=dict)
     cached: dict[int, object] = field(default_factory=dict)
+    capacity: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, view: ClusterView) -> "LoadBook":
@@ -32,6 +33,7 @@ class LoadBook:
             book.limit[i] = iv.max_num_seqs or 1 << 30
             book.block[i] = max(1, iv.block_size)
             book.cached[i] = iv.cached_prefix_tokens
+            book.capacity[i] = iv.kv_capacity_tokens
         return book
 
     def fits(self, i: int, context: int, budget: int) -> bool:
@@ -61,6 +63,17 @@ class Placement:
             raise ValueError(f"placement must be 'most-free' or 'cache-aware', not {self.rule!r}")
 
     def choose(self, book: LoadBook, request_id: int, context: int, budget: int) -> int | None:
+        if self.rule == "most-free":
+            # the instance with the most free KV among those with a free slot: if it does not fit, none does
+            # (unless block sizes differ between instances: then scan them all)
+            open_ = [i for i in book.free if book.in_flight[i] < book.limit[i]]
+            if not open_:
+                return None
+            best = max(open_, key=lambda i: (book.free[i], -i))
+            if book.fits(best, context, budget):
+                return best
+            if len(set(book.block.values())) == 1:
+                return None
         fit = [i for i in book.free if book.fits(i, context, budget)]
         if not fit:
             return None

@@ -21,7 +21,7 @@ import pandas as pd
 from seer.core import Chunk, Policy, Rollout, describe_policy
 from seer.errors import SeerInputError
 from seer.loop import ContractLoop
-from seer.metrics import RolloutResult, events_frame, summarize
+from seer.metrics import RolloutResult, events_frame, mean_running, summarize
 from seer.real.engine import EngineSettings, VLLMInstance, configure_environment
 
 CLOCKS = ("virtual", "wall")
@@ -220,8 +220,10 @@ class RealDriver(ContractLoop):
             extra,
             preempt_times=events.loc[events.kind == "preempt", "t"],
         )
+        timeline = self._timeline(steps, cap)
+        summary["mean_running"] = mean_running(timeline, summary["makespan_s"])
         config = {"engine": dict(vars(self.settings)), "policy": describe_policy(self.policy)}
-        return RolloutResult(df, self._timeline(steps, cap), summary, config, events)
+        return RolloutResult(df, timeline, summary, config, events)
 
     def recorded_trace(self, with_prompt_ids: bool = True) -> pd.DataFrame:
         """The run as a trace in the project's schema (replayable in the simulator)."""

@@ -27,6 +27,7 @@ DUMMY_SHAPES = {
     "smollm2": ("llama", 49152, 576, 30, 9, 3, 1536),
 }
 MARKER = ".seer-model.json"
+FORMAT = 2  # bumped when prepared folders change (2: config.json names the architecture); older ones are rebuilt
 
 
 def models_dir() -> Path:
@@ -87,8 +88,16 @@ def _prepare_smollm2(out: Path) -> None:
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
     cfg["torch_dtype"] = "bfloat16"
+    cfg["architectures"] = [type(model).__name__]  # GGUF loading leaves it empty; loaders (veRL's) need it
     (out / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
     tok.save_pretrained(out)
+
+
+def _prepared(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MARKER).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_model(name: str) -> None:
@@ -107,7 +116,7 @@ def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> 
     if name != "smollm2" and not is_dummy(name):
         return Path(name)  # a user's own HF folder
     final = models_dir() / name.replace(":", "-")
-    if (final / MARKER).exists() and not force:
+    if _prepared(final) and not force:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
@@ -116,7 +125,7 @@ def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> 
             _prepare_smollm2(tmp)
         else:
             _prepare_dummy(name.split(":", 1)[1], tmp, max_positions)
-        return _publish(tmp, final, {"name": name})
+        return _publish(tmp, final, {"name": name, "format": FORMAT})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,7 +10,7 @@ import numpy as np
 
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
-from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.fileio import atomic_dir, json_safe
 from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import rollout_from_trace
 
@@ -157,12 +157,11 @@ def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
         }
     )
     result.config["run"] = json_safe(vars(spec))
-    result.save(out)
-    with atomic_path(os.path.join(out, "trace.parquet")) as tmp:
-        driver.recorded_trace().to_parquet(tmp, index=False)
-    with atomic_path(os.path.join(out, "steps.parquet")) as tmp:
-        driver.steps_frame().to_parquet(tmp, index=False)
-    write_text_atomic(os.path.join(out, "run.json"), json.dumps(json_safe(vars(spec)), indent=2))
+    with atomic_dir(out) as tmp:  # replaced whole: never a mix of two runs
+        result.write_into(tmp)
+        driver.recorded_trace().to_parquet(tmp / "trace.parquet", index=False)
+        driver.steps_frame().to_parquet(tmp / "steps.parquet", index=False)
+        (tmp / "run.json").write_text(json.dumps(json_safe(vars(spec)), indent=2))
 
 
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:

@@ -36,7 +36,7 @@ def makespan_lower_bound(
     instances: int,
     max_num_seqs: int,
     max_num_batched_tokens: int,
-    tokens_per_step: int = 1,
+    tokens_per_step: float = 1,
 ) -> dict:
     """Both bounds and their max, in seconds."""
     k = float(max(1, tokens_per_step))
@@ -61,4 +61,38 @@ def makespan_lower_bound(
     steps = np.ceil(dec / k)
     i = int(np.argmax(cm.decode_span(1, p, steps))) if len(p) else 0
     longest = float(cm.decode_span(1, p[i], steps[i])) if len(p) else 0.0
+    return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}
+
+
+def makespan_lower_bound_steps(
+    cm: CostModel,
+    prompt_len,
+    output_len,
+    steps,
+    kv_terms,
+    instances: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+) -> dict:
+    """The same bounds when each request's decode work is known only as a minimum: `steps[r]` decode or verify
+    steps at least, and `kv_terms[r]` at least the sum over them of (context + 1) tokens of KV read. With one
+    token per step these are L - 1 and sum_j (p + j), and the bound equals `makespan_lower_bound`'s."""
+    p = np.asarray(prompt_len, dtype=np.float64)
+    L = np.maximum(np.asarray(output_len, dtype=np.float64), 1.0)
+    S = np.asarray(steps, dtype=np.float64)
+    C = np.asarray(kv_terms, dtype=np.float64)
+    n_dec = float((L - 1.0).sum())
+    n_all = n_dec + float(p.sum())
+    a0 = cm.token_time(0.0)
+    t_max = float(max(max_num_batched_tokens, max_num_seqs))
+    g_per_token = (cm.token_time(t_max) - a0) / t_max
+    busy = (
+        math.ceil(float(S.sum()) / max_num_seqs) * a0
+        + n_all * g_per_token
+        + n_dec * cm.logit_time()
+        + cm.beta * float(C.sum())
+    )
+    # a verify step of one sequence costs at least its plain decode step at the same context
+    longest = float((S * cm.alpha(1) + cm.beta * (C - S)).max()) if len(S) else 0.0
+    work_bound = busy / instances
     return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from seer.errors import SeerInputError
 from seer.presets import load_preset
+from seer.schema import check_types
 from seer.sim.config import InstanceConfig
 from seer.sim.costmodel import CostModel
 from seer.sim.shapes import Hardware, Parallelism, model_shape
@@ -44,6 +45,37 @@ class ClusterConfig:
     network_gbps: float = 50.0
     pool_gbps: float = 50.0  # per GPU, into the global KV pool
     kv_capacity_tokens: int | None = None  # set to override the memory arithmetic
+
+    def __post_init__(self):
+        problems = check_types(self)
+        if not problems:
+            problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        out = []
+        for key in ("instances", "tp", "dp", "block_size", "max_num_seqs", "max_tokens"):
+            if getattr(self, key) < 1:
+                out.append(f"{key} must be >= 1, not {getattr(self, key)}")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            out.append(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
+            )
+        for key in ("gpu_memory_gib", "link_gbps", "network_gbps", "pool_gbps"):
+            if not getattr(self, key) > 0:
+                out.append(f"{key} must be > 0, not {getattr(self, key)}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            out.append(f"gpu_memory_utilization must be in (0, 1], not {self.gpu_memory_utilization}")
+        if self.activation_reserve_gib < 0:
+            out.append(f"activation_reserve_gib must be >= 0, not {self.activation_reserve_gib}")
+        if self.kv_mode not in ("local", "pool"):
+            out.append(f"kv_mode must be 'local' or 'pool', not {self.kv_mode!r}")
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < self.block_size:
+            out.append(
+                f"kv_capacity_tokens must be at least one block ({self.block_size}), not {self.kv_capacity_tokens}"
+            )
+        return out
 
     @property
     def shape(self):
@@ -103,29 +135,43 @@ class ClusterConfig:
 
 
 def _read_preset(name_or_path: str) -> tuple[str, dict]:
-    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+    if name_or_path.endswith(".toml") or os.sep in name_or_path or os.path.exists(name_or_path):
         if not os.path.exists(name_or_path):
             raise SeerInputError(f"{name_or_path}: no such cluster file")
+        if os.path.isdir(name_or_path):
+            raise SeerInputError(f"{name_or_path}: is a folder, not a cluster file")
         try:
             with open(name_or_path, "rb") as fh:
-                return os.path.basename(name_or_path)[:-5], tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise SeerInputError(f"{name_or_path}: invalid TOML ({exc})")
+                return os.path.basename(name_or_path).removesuffix(".toml"), tomllib.load(fh)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SeerInputError(f"{name_or_path}: invalid TOML ({exc})") from None
     return name_or_path, load_preset(name_or_path)
 
 
 def load_cluster(name_or_path: str, **overrides) -> ClusterConfig:
     """The [cluster] table of a preset name or TOML path, with keyword overrides (None = keep)."""
     name, data = _read_preset(name_or_path)
-    table = dict(data.get("cluster") or {})
-    if not table:
-        raise SeerInputError(f"preset {name_or_path!r} has no [cluster] table")
-    known = {f.name for f in dataclasses.fields(ClusterConfig)}
-    unknown = set(table) - known
+    table = data.get("cluster")
+    if not isinstance(table, dict) or not table:
+        raise SeerInputError(f"{name_or_path}: no [cluster] table")
+    table = dict(table)
+    known = [f.name for f in dataclasses.fields(ClusterConfig)]
+    unknown = set(table) - set(known)
     if unknown:
-        raise SeerInputError(f"preset {name_or_path!r}: unknown cluster key(s) {', '.join(sorted(unknown))}")
+        raise SeerInputError(
+            f"{name_or_path}: unknown [cluster] key(s) {', '.join(sorted(unknown))}; valid: {', '.join(known)}"
+        )
+    if "model" not in table:
+        raise SeerInputError(f"{name_or_path}: [cluster] needs a model (see `seer presets`)")
     table.setdefault("name", name)
     table.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = ClusterConfig(**table)
+    try:
+        cfg = ClusterConfig(**table)
+    except ValueError as exc:
+        raise SeerInputError(f"{name_or_path}: [cluster] {exc}") from None
     model_shape(cfg.model)  # fail early on an unknown model
+    try:
+        cfg.kv_capacity()
+    except SeerInputError as exc:
+        raise SeerInputError(f"{name_or_path}: {exc}") from None
     return cfg

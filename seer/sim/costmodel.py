@@ -84,7 +84,18 @@ class StepTimeModel(Protocol):
         instances: int,
         max_num_seqs: int,
         max_num_batched_tokens: int,
-        tokens_per_step: int = 1,
+        tokens_per_step: float = 1,
+    ) -> dict | None: ...
+
+    def lower_bound_steps(
+        self,
+        prompt_len: Sequence[int],
+        output_len: Sequence[int],
+        steps: Sequence[int],
+        kv_terms: Sequence[int],
+        instances: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
     ) -> dict | None: ...
 
     def describe(self) -> dict: ...
@@ -264,12 +275,21 @@ class CostModel(AffineDecode):
         instances: int,
         max_num_seqs: int,
         max_num_batched_tokens: int,
-        tokens_per_step: int = 1,
+        tokens_per_step: float = 1,
     ) -> dict:
         from seer.sim.bounds import makespan_lower_bound
 
         return makespan_lower_bound(
             self, prompt_len, output_len, instances, max_num_seqs, max_num_batched_tokens, tokens_per_step
+        )
+
+    def lower_bound_steps(
+        self, prompt_len, output_len, steps, kv_terms, instances: int, max_num_seqs: int, max_num_batched_tokens: int
+    ) -> dict:
+        from seer.sim.bounds import makespan_lower_bound_steps
+
+        return makespan_lower_bound_steps(
+            self, prompt_len, output_len, steps, kv_terms, instances, max_num_seqs, max_num_batched_tokens
         )
 
     def prefill_time(self, tokens: int, cached: int = 0) -> float:
@@ -324,6 +344,9 @@ class LinearStepModel(AffineDecode):
         self.kv_bytes_per_token = float(kv_bytes_per_token)
 
     def lower_bound(self, *args, **kwargs) -> None:
+        return None
+
+    def lower_bound_steps(self, *args, **kwargs) -> None:
         return None
 
     def step_time_sums(self, tokens, kv_tokens, attn_pairs, score_pairs, logits=None):

@@ -10,10 +10,11 @@ import simpy
 
 from seer.core import DraftConfig, Policy, describe_policy
 from seer.loop import ContractLoop, nan_bounds
-from seer.metrics import RolloutResult, events_frame, summarize
+from seer.metrics import RolloutResult, events_frame, mean_running, summarize
 from seer.sim.cluster import ClusterConfig
 from seer.sim.config import SimulationError
 from seer.sim.instance import SimInstance
+from seer.sim.spec_bound import speculative_minimums
 from seer.sim.speculation import ExactReplay, ParametricAcceptance
 from seer.traces.rollout import rollout_from_trace
 
@@ -52,6 +53,9 @@ class SimDriver(ContractLoop):
     ):
         rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens)
         super().__init__(rollout, policy)
+        # an empty recorded response still takes its prefill step and samples its end token, which is not counted
+        empty = trace.loc[trace["output_len"] == 0, ["prompt_id", "sample_id"]]
+        self.empty = {(p, int(s)) for p, s in zip(empty["prompt_id"], empty["sample_id"])}
         self.cluster, self.exact, self.progress_enabled = cluster, exact, progress
         self.env = simpy.Environment()
         self.cost = cost if cost is not None else cluster.cost_model()
@@ -126,19 +130,51 @@ class SimDriver(ContractLoop):
         timeline["kv_usage"] = timeline["kv_used_tokens"] / cap
         return timeline
 
-    def _bounds(self, df: pd.DataFrame, per_step: int) -> dict:
+    def _bounds(self, df: pd.DataFrame) -> tuple[dict, dict]:
+        """(the bound efficiency is measured against, extra summary fields). With speculation the strict bound
+        lets every step advance 1 + gamma_max tokens; with exact replay a tighter strict one allows only what the
+        drafter's text could at best have accepted (`seer.sim.spec_bound`); the parametric model adds an
+        indicative bound at its best expected acceptance (labelled: not strict)."""
         cl = self.cluster
-        bound = self.cost.lower_bound(
-            df["prompt_len"], df["output_len"], cl.instances, cl.max_num_seqs, cl.max_num_batched_tokens, per_step
-        )
-        return bound or nan_bounds()
+        args = (df["prompt_len"], df["output_len"], cl.instances, cl.max_num_seqs, cl.max_num_batched_tokens)
+        if self.spec is None:
+            return self.cost.lower_bound(*args) or nan_bounds(), {"bound_tokens_per_step": 1}
+        gamma = int(self.traits.max_draft_tokens)
+        ceiling = self.cost.lower_bound(*args, 1 + gamma) or nan_bounds()
+        extra = {"bound_tokens_per_step": 1 + gamma, "lower_bound_gamma_s": float(ceiling["lower_bound_s"])}
+        if isinstance(self.spec, ExactReplay):
+            reqs = self.rollout.requests
+            steps, kv = speculative_minimums(
+                self.spec.outputs,
+                {r: q.prompt_len for r, q in reqs.items()},
+                {r: q.group_id for r, q in reqs.items()},
+                self.spec.prompts,
+                self.spec.config.scope,
+                gamma,
+            )
+            order = df["request_id"].tolist()
+            best = self.cost.lower_bound_steps(
+                df["prompt_len"], df["output_len"], [steps[r] for r in order], [kv[r] for r in order], *args[2:]
+            )
+            if best is not None:  # both are lower bounds: keep the larger of each
+                best = {k: max(best[k], ceiling[k]) for k in best}
+                extra["bound"] = "strict: the drafter's best case on the recorded tokens"
+                return best, extra
+        if isinstance(self.spec, ParametricAcceptance):
+            k = self.spec.expected_advance(gamma)
+            expected = self.cost.lower_bound(*args, k) or nan_bounds()
+            extra["lower_bound_expected_s"] = float(expected["lower_bound_s"])
+        extra["bound"] = "strict: every step may advance 1 + gamma_max tokens"
+        return ceiling, extra
 
     def _result(self, wall_s: float) -> RolloutResult:
         df = self.ledger.frame()
+        if self.empty:
+            keys = list(zip(df["prompt_id"], df["sample_id"]))
+            df.loc[[k in self.empty for k in keys], "output_len"] = 0
         stats = [i.stats for i in self.engines]
         cap = self.engines[0].view().kv_capacity_tokens
-        per_step = 1 + int(self.traits.max_draft_tokens) if self.spec is not None else 1
-        bound = self._bounds(df, per_step)
+        bound, bound_extra = self._bounds(df)
         extra = {
             "policy": self.policy.name,
             "cluster": self.cluster.name,
@@ -148,10 +184,11 @@ class SimDriver(ContractLoop):
             "epochs": int(sum(s.epochs for s in stats)),
             "recomputed_tokens": int(sum(s.recomputed_tokens for s in stats)),
             "migrations": int(df["migrations"].sum()),
+            "chunks": int(df["chunks"].sum()),
             "work_bound_s": float(bound["work_bound_s"]),
             "longest_request_s": float(bound["longest_request_s"]),
             "kv_capacity_tokens": cap,
-            "bound_tokens_per_step": per_step,
+            **bound_extra,
         }
         if self.spec is not None:
             per = sum(s.spec_by_request for s in stats)
@@ -168,12 +205,17 @@ class SimDriver(ContractLoop):
             extra,
             preempt_times=events.loc[events.kind == "preempt", "t"],
         )
+        timeline = self._timeline(cap)
+        summary["mean_running"] = mean_running(timeline, summary["makespan_s"])
+        for key in ("gamma", "expected"):
+            if f"lower_bound_{key}_s" in summary and summary["makespan_s"] > 0:
+                summary[f"efficiency_{key}"] = summary[f"lower_bound_{key}_s"] / summary["makespan_s"]
         config = {
             "cluster": self.cluster.describe(),
             "cost_model": self.cost.describe(),
             "policy": describe_policy(self.policy),
         }
-        return RolloutResult(df, self._timeline(cap), summary, config, events)
+        return RolloutResult(df, timeline, summary, config, events)
 
     def _speculation_summary(self) -> dict:
         st = [i.stats for i in self.engines]

@@ -88,6 +88,9 @@ class SimInstance:
         if spec is not None:
             self.stats.spec_by_request = np.zeros((max(true_output_len, default=-1) + 1, 3), np.int64)
         self._spec_view: dict | None = None
+        self._view: tuple | None = (
+            None  # (state key, InstanceView): policies read views far more often than they change
+        )
         self.process = env.process(self._run())
 
     # ---- Engine protocol ---------------------------------------------------------------------
@@ -146,6 +149,20 @@ class SimInstance:
             self._poke()  # an epoch planned with the old budgets is cut short
 
     def view(self) -> InstanceView:
+        key = (
+            self.kv.version,
+            self.reserved,
+            len(self.run_set),
+            len(self.waiting),
+            len(self.loading),
+            self.alive,
+            self._spec_view is None,
+        )
+        if self._view is None or self._view[0] != key:
+            self._view = (key, self._build_view())
+        return self._view[1]
+
+    def _build_view(self) -> InstanceView:
         cached = {rid: tok for rid, (tok, _b) in self.kv.cache.items()} if self.kv.prefix_cache else {}
         bs = self.cfg.block_size
         spec = {}
@@ -217,7 +234,10 @@ class SimInstance:
             for queue in (self.waiting, self.loading):
                 if seq in queue:
                     queue.remove(seq)
-            self._finish(seq, FinishReason.ABORT, finished=False)
+            if seq.produced >= seq.stop:  # the chunk ended in the step the abort waited for: it is not aborted
+                self._finish(seq, seq.reason, seq.final)
+            else:
+                self._finish(seq, FinishReason.ABORT, finished=False)
         self._aborts.clear()
 
     def _promote_loaded(self) -> None:

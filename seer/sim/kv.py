@@ -24,6 +24,7 @@ class KVMemory:
     held: int = 0
     cache: OrderedDict = field(default_factory=OrderedDict)  # request_id -> (tokens, blocks)
     cached_blocks: int = 0
+    version: int = 0  # bumped by every change, so views of this memory can be cached
 
     @property
     def free(self) -> int:
@@ -38,18 +39,16 @@ class KVMemory:
         """Take n blocks, evicting cached prefixes (LRU) if needed. False (and no change) if impossible."""
         if n > self.available():
             return False
+        self.version += 1
         while n > self.free:
             _, (_, blocks) = self.cache.popitem(last=False)
             self.cached_blocks -= blocks
         self.held += n
         return True
 
-    def release(self, n: int) -> None:
-        self.held -= n
-        assert self.held >= 0
-
     def keep_prefix(self, request_id: int, tokens: int, blocks: int) -> None:
         """Move a leaving sequence's blocks into the cache instead of freeing them."""
+        self.version += 1
         self.held -= blocks
         if not self.prefix_cache or tokens <= 0:
             return
@@ -62,6 +61,7 @@ class KVMemory:
         entry = self.cache.pop(request_id, None)
         if entry is None:
             return 0, 0
+        self.version += 1
         tokens, blocks = entry
         self.cached_blocks -= blocks
         self.held += blocks
@@ -70,6 +70,7 @@ class KVMemory:
     def drop_prefix(self, request_id: int) -> None:
         entry = self.cache.pop(request_id, None)
         if entry is not None:
+            self.version += 1
             self.cached_blocks -= entry[1]
 
     def cached_tokens(self, request_id: int) -> int:

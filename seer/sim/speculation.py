@@ -149,6 +149,12 @@ class ParametricAcceptance:
     def commit(self, rid: int, generated: int) -> None:
         self.generated[rid] = generated
 
+    def expected_advance(self, gamma: int) -> float:
+        """Tokens per verify step at the model's best acceptance and `gamma` drafts: (1 - a^(g+1)) / (1 - a).
+        An expectation, not a ceiling: a draw can accept every draft token."""
+        a = float(np.interp(0, self.xs, self.alphas)) if self.own_only else float(self.alphas.max())
+        return (1 - a ** (gamma + 1)) / (1 - a) if a < 1 else float(gamma + 1)
+
     def commit_many(self, rids: np.ndarray, generated: np.ndarray) -> None:
         self.generated[rids] = generated
 

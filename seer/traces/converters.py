@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
+from seer.traces.io import read_csv_table, read_jsonl_table
 from seer.traces.schema import OPTIONAL, REQUIRED
 from seer.traces.tokenizer import encode_batch
 
@@ -170,15 +171,9 @@ def convert_table(path: str, fmt: str, mapping: Mapping[str, str] | None = None)
     Without `sample_id`, samples are numbered in file order within each prompt; without `prompt_id`,
     every row is its own single-sample group.
     """
-    try:
-        raw = pd.read_csv(path) if fmt == "csv" else pd.read_json(path, lines=True)
-    except FileNotFoundError:
-        raise TraceError(path, "no such file")
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TraceError(
-            path, f"not a readable {fmt.upper()} file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        )
     mapping = dict(mapping or {})
+    # ids keep the type the file gives them ("007" stays text); CSV text ids become integers only when all are
+    raw = read_csv_table(path, (mapping.get("prompt_id", "prompt_id"),)) if fmt == "csv" else read_jsonl_table(path)
     absent = [src for src in mapping.values() if src not in raw.columns]
     if absent:
         raise TraceError(

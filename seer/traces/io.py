@@ -39,37 +39,78 @@ def _read_raw(path: str, fmt: str) -> tuple[pd.DataFrame, dict]:
         meta = {}
         raw_meta = (table.schema.metadata or {}).get(META_KEY)
         if raw_meta:
-            meta = json.loads(raw_meta)
+            try:
+                meta = json.loads(raw_meta)
+            except (ValueError, UnicodeDecodeError):
+                raise TraceError(path, "its seer metadata is not JSON") from None
+            if not isinstance(meta, dict):
+                raise TraceError(path, "its seer metadata is not a JSON object")
         return table.to_pandas(), meta
     if fmt == "csv":
-        try:
-            df = pd.read_csv(path, dtype={c: str for c in TOKEN_COLUMNS}, keep_default_na=True)
-        except pd.errors.EmptyDataError:
-            raise TraceError(path, "the file is empty")
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise TraceError(path, f"not a readable CSV file ({_first_line(exc)})")
-        for col in TOKEN_COLUMNS:
-            if col in df.columns:
-                df[col] = [_parse_token_cell(path, i + 1, col, v) for i, v in enumerate(df[col])]
-        return df, {}
+        return read_csv_table(path), {}
     if fmt == "jsonl":
-        rows = []
-        try:
-            with open(path, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise TraceError(path, f"invalid JSON ({exc.msg})", row=lineno)
-                    if not isinstance(obj, dict):
-                        raise TraceError(path, "each line must be a JSON object", row=lineno)
-                    rows.append(obj)
-        except UnicodeDecodeError as exc:
-            raise TraceError(path, f"not UTF-8 text ({_first_line(exc)})")
-        return pd.DataFrame(rows), {}
+        return read_jsonl_table(path), {}
     raise AssertionError(fmt)
+
+
+def read_jsonl_table(path: str) -> pd.DataFrame:
+    """One JSON object per line, values kept as JSON typed them (an id "007" stays a string)."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(path, f"invalid JSON ({exc.msg})", row=lineno) from None
+                if not isinstance(obj, dict):
+                    raise TraceError(path, "each line must be a JSON object", row=lineno)
+                rows.append(obj)
+    except UnicodeDecodeError as exc:
+        raise TraceError(path, f"not UTF-8 text ({_first_line(exc)})") from None
+    if not rows:
+        raise TraceError(path, "the file has no rows")
+    return pd.DataFrame(rows)
+
+
+def read_csv_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) -> pd.DataFrame:
+    """A CSV with one header line; every row must have as many fields as the header. Id columns are read as
+    text and become integers only when every value is written as one (so "007" and "7" stay apart)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise TraceError(path, "the file is empty")
+            for lineno, fields in enumerate(reader, 1):
+                if fields and len(fields) != len(header):
+                    raise TraceError(path, f"has {len(fields)} fields, the header has {len(header)}", row=lineno)
+        df = pd.read_csv(
+            path, dtype={c: str for c in TOKEN_COLUMNS + tuple(id_columns)}, keep_default_na=True, index_col=False
+        )
+    except pd.errors.EmptyDataError:
+        raise TraceError(path, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+        raise TraceError(path, f"not a readable CSV file ({_first_line(exc)})") from None
+    for col in id_columns:
+        if col in df.columns:
+            df[col] = _canonical_ids(df[col])
+    for col in TOKEN_COLUMNS:
+        if col in df.columns:
+            df[col] = [_parse_token_cell(path, i + 1, col, v) for i, v in enumerate(df[col])]
+    return df
+
+
+def _canonical_ids(col: pd.Series) -> pd.Series:
+    """Text ids as integers when every one is written as an integer ("12", "-3"), else unchanged."""
+    values = col.dropna()
+    if len(values) and all(v.lstrip("-").isdigit() and str(int(v)) == v for v in values):
+        return col.map(lambda v: int(v) if isinstance(v, str) else v)
+    return col
 
 
 def _show(value) -> str:
@@ -94,8 +135,16 @@ def _parse_token_cell(path: str, row: int, col: str, value):
         raise TraceError(path, "token ids must be integers separated by spaces", row=row, column=col)
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -> None:
     values = df[col]
+    if values.dtype == bool or values.dtype == object:
+        flags = values.map(lambda v: isinstance(v, (bool, np.bool_)))
+        if flags.any():
+            i = int(np.flatnonzero(flags.to_numpy())[0])
+            raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna()
     as_float = numeric.astype("float64")
@@ -107,7 +156,63 @@ def _check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -
     if low.any():
         i = int(np.flatnonzero(low.to_numpy())[0])
         raise TraceError(path, f"expected an integer >= {minimum}, got {_show(values.iloc[i])}", row=i + 1, column=col)
+    # a float or uint64 column can hold values that do not fit int64
+    if numeric.dtype == np.int64:
+        high = pd.Series(False, index=numeric.index)
+    elif numeric.dtype.kind == "u":
+        high = numeric > np.uint64(INT64_MAX)
+    else:
+        high = numeric.astype("float64") >= 2.0**63
+    if high.any():
+        i = int(np.flatnonzero(high.to_numpy())[0])
+        raise TraceError(path, f"{_show(values.iloc[i])} does not fit a 64-bit integer", row=i + 1, column=col)
     df[col] = numeric.astype("int64")
+
+
+def _check_ids(path: str, df: pd.DataFrame) -> None:
+    """prompt_id: one scalar type per trace, integers or strings (never lists, floats or booleans)."""
+    ids = df["prompt_id"]
+    if ids.dtype.kind in "iu":  # integer columns (Parquet, CSV): only the range can be wrong
+        df["prompt_id"] = _checked_int64(path, ids)
+        return
+    kinds = ids.map(
+        lambda v: (
+            "int"
+            if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+            else "str"
+            if isinstance(v, str)
+            else type(v).__name__
+        )
+    )
+    bad = ~kinds.isin(["int", "str"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TraceError(
+            path, f"an id must be an integer or a string, not {_show(ids.iloc[i])}", row=i + 1, column="prompt_id"
+        )
+    if kinds.nunique() > 1:
+        i = int(np.flatnonzero((kinds != kinds.iloc[0]).to_numpy())[0])
+        raise TraceError(
+            path,
+            f"ids mix integers and strings ({_show(ids.iloc[0])} and {_show(ids.iloc[i])}): use one type",
+            row=i + 1,
+            column="prompt_id",
+        )
+    if kinds.iloc[0] == "int":
+        df["prompt_id"] = _checked_int64(path, ids)
+
+
+def _checked_int64(path: str, ids: pd.Series) -> pd.Series:
+    if ids.dtype == np.int64:
+        return ids
+    if ids.dtype.kind == "u":
+        high = ids > np.uint64(INT64_MAX)
+    else:
+        high = ids.map(lambda v: not -INT64_MAX - 1 <= int(v) <= INT64_MAX)
+    if high.any():
+        i = int(np.flatnonzero(high.to_numpy())[0])
+        raise TraceError(path, f"{_show(ids.iloc[i])} does not fit a 64-bit integer", row=i + 1, column="prompt_id")
+    return ids.astype("int64")
 
 
 def _check_token_lists(path: str, df: pd.DataFrame) -> None:
@@ -120,8 +225,10 @@ def _check_token_lists(path: str, df: pd.DataFrame) -> None:
         for i, cell in enumerate(cells):
             if cell is None or (isinstance(cell, float) and math.isnan(cell)):
                 raise TraceError(path, "token list is empty (null)", row=i + 1, column=col)
-            if isinstance(cell, str):
-                raise TraceError(path, "expected a list of token ids, got a string", row=i + 1, column=col)
+            if isinstance(cell, str) or not hasattr(cell, "__len__"):
+                raise TraceError(path, f"expected a list of token ids, got {_show(cell)}", row=i + 1, column=col)
+            if not all(isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in cell):
+                raise TraceError(path, "token ids must be integers", row=i + 1, column=col)
             if len(cell) != lengths[i]:
                 raise TraceError(
                     path, f"has {len(cell)} tokens but {length_col} is {lengths[i]}", row=i + 1, column=col
@@ -147,6 +254,7 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
         raise TraceError(
             path, "prompt_id is empty", row=int(np.flatnonzero(nulls.to_numpy())[0]) + 1, column="prompt_id"
         )
+    _check_ids(path, df)
     for col in INT_COLUMNS:
         if col in df.columns:
             _check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
@@ -187,13 +295,13 @@ def load_trace(path: str | os.PathLike, with_meta: bool = False):
     Returns the DataFrame, or (DataFrame, metadata dict) with `with_meta=True`.
     """
     path = str(path)
-    fmt = format_of(path)
-    if fmt is None:
-        raise TraceError(path, "unknown trace format: use .parquet, .csv or .jsonl")
     if not os.path.exists(path):
         raise TraceError(path, "no such file")
     if os.path.isdir(path):
         raise TraceError(path, "is a directory, not a trace file")
+    fmt = format_of(path)
+    if fmt is None:
+        raise TraceError(path, "unknown trace format: use .parquet, .csv or .jsonl")
     if os.path.getsize(path) == 0:
         raise TraceError(path, "the file is empty")
     df, meta = _read_raw(path, fmt)
@@ -221,6 +329,14 @@ def save_trace(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping | None =
                 table = table.replace_schema_metadata(merged)
             pq.write_table(table, tmp)
         elif fmt == "csv":
+            if (df["prompt_id"] == "").any():
+                i = int(np.flatnonzero((df["prompt_id"] == "").to_numpy())[0])
+                raise TraceError(
+                    path,
+                    "an empty prompt_id cannot be written to CSV (it reads back as missing)",
+                    row=i + 1,
+                    column="prompt_id",
+                )
             out = df.copy()
             for col in TOKEN_COLUMNS:
                 if col in out.columns:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from seer.errors import SeerInputError
 from seer.presets import load_preset
+from seer.schema import check_types
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class SynthConfig:
     seed: int = 0
 
     def check(self) -> None:
-        problems = []
+        problems = check_types(self)
+        if problems:
+            raise SeerInputError("synth: " + "; ".join(problems))
         if self.prompts < 1:
             problems.append("prompts must be >= 1")
         if self.group_size < 2:
@@ -62,7 +65,12 @@ def preset_config(name: str, **overrides) -> SynthConfig:
     if unknown:
         raise SeerInputError(f"preset {name}: unknown workload key(s) {', '.join(sorted(unknown))}")
     workload.update({k: v for k, v in overrides.items() if v is not None})
-    return SynthConfig(**workload)
+    cfg = SynthConfig(**workload)
+    try:
+        cfg.check()
+    except SeerInputError as exc:
+        raise SeerInputError(f"preset {name}: {str(exc).removeprefix('synth: ')}") from None
+    return cfg
 
 
 def _stats(x: np.ndarray) -> tuple[float, float, float]:

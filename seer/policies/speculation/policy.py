@@ -26,7 +26,7 @@ from seer.core import (
 )
 from seer.core.traits import SCOPES
 from seer.policies.config import param
-from seer.policies.divided import ContextConfig, ContextPolicy
+from seer.policies.context import ContextConfig, ContextPolicy
 from seer.policies.speculation.mba import BENEFITS, AcceptanceStats, mba
 
 StepProfile = Callable[[int, int, float], float]  # (batch, tokens per sequence, mean context) -> seconds

@@ -1,0 +1,109 @@
+"""Admission for divided rollout: how much KV a chunk reserves, and what runs when the next request does not fit.
+
+A chunk is placed only where its worst case (context + budget, in whole blocks) fits beside everything already
+promised on that instance, so no engine ever preempts. The rule decides the budget:
+
+- "worst-case" (Seer as printed): every chunk gets `chunk_size` tokens. Simple, but when KV is the constraint,
+  reserving context + 8K for every running request keeps far fewer of them running than vLLM would.
+- "adaptive" (default): each dispatch pass shares the free KV over the requests waiting for it (at most as many as
+  the free concurrency slots, plus one per instance for how the shares pack into instances, each rounded up to a
+  block): budget ~ (free KV - their contexts) / their number, at most `chunk_size` and at
+  least a request's floor, max_tokens / `max_chunks` (so no request is cut into more than about `max_chunks`
+  chunks, which bounds the cost of chunk boundaries). Chunks are large while memory is plentiful and shrink as
+  contexts grow, so concurrency stays close to what the memory can hold (Seer's "maximum concurrency that avoids
+  preemption"); a request whose chunk ends waits in the buffer with its KV in the global pool, and resumes at the
+  cost of a pool transfer. A request that does not fit at the pass's budget gets what the emptiest instance has
+  left, down to its floor.
+
+Backfill (adaptive only): when the request at the head of the policy's order fits nowhere, the emptiest instance
+is kept for it and the rest of the free KV goes to the waiting requests with the smallest contexts, instead of
+ending the pass with memory unused.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+
+from seer.core import Request
+from seer.policies.placement import LoadBook, Placement
+
+RULES = ("adaptive", "worst-case")
+
+
+class Admission:
+    """Chunk budgets and placement for one divided-family policy, with the waiting requests' aggregates."""
+
+    def __init__(self, rule: str, chunk_size: int, max_chunks: int, backfill: bool):
+        self.rule, self.chunk_size, self.backfill = rule, chunk_size, backfill and rule == "adaptive"
+        self.max_chunks = max_chunks
+        self.reset()
+
+    def floor(self, req: Request) -> int:
+        """The smallest budget a request's chunk gets (adaptive admission)."""
+        return max(1, min(self.chunk_size, req.remaining_budget, -(-req.max_tokens // self.max_chunks)))
+
+    def reset(self) -> None:
+        self.waiting_ctx = 0  # context tokens of the buffered requests
+        self._by_context: list = []  # (context, entry, rid): backfill candidates, smallest first
+        self._entry: dict[int, int] = {}
+        self._seq = itertools.count()
+
+    def entered(self, req: Request) -> None:
+        self.waiting_ctx += req.context_len
+        if self.backfill:
+            n = next(self._seq)
+            self._entry[req.request_id] = n
+            heapq.heappush(self._by_context, (req.context_len, n, req.request_id))
+
+    def left(self, req: Request) -> None:
+        self.waiting_ctx -= req.context_len
+        self._entry.pop(req.request_id, None)
+
+    def pass_budget(self, book: LoadBook, waiting: int) -> int:
+        """The chunk budget of this dispatch pass (see the module docstring)."""
+        if self.rule == "worst-case":
+            return self.chunk_size
+        free = sum(max(0, f) for f in book.free.values())
+        open_ = [i for i in book.free if book.in_flight[i] < book.limit[i]]
+        slots = sum(book.limit[i] - book.in_flight[i] for i in open_)
+        n = min(waiting, slots)
+        if n <= 0:
+            return self.chunk_size
+        # whole blocks per chunk, and one chunk's worth per instance left for how the shares pack into instances
+        block = max(book.block.values())
+        share = (free - n * (self.waiting_ctx / waiting + block)) / (n + min(len(open_), n // 8))
+        return int(max(1, min(self.chunk_size, share)))
+
+    def place(
+        self, book: LoadBook, placement: Placement, req: Request, target: int, capacity: int
+    ) -> tuple[int, int] | None:
+        """(instance, budget) for the request's next chunk, or None when it fits nowhere now."""
+        if self.rule == "adaptive":
+            target = max(target, self.floor(req))
+        # the request itself always fits an empty instance: cap its chunk so the worst case does too
+        budget = max(1, min(target, req.remaining_budget, capacity - req.context_len))
+        inst = placement.choose(book, req.request_id, req.context_len, budget)
+        if inst is None and self.rule == "adaptive" and book.free:
+            smaller = min(budget, max(book.free.values()) - req.context_len)
+            if smaller >= self.floor(req):
+                budget = smaller
+                inst = placement.choose(book, req.request_id, req.context_len, budget)
+        return None if inst is None else (inst, budget)
+
+    def candidates(self, waiting: set[int]) -> Iterator[int]:
+        """Waiting requests by ascending context (for backfill). Those not dispatched meanwhile are put back
+        when the generator is closed."""
+        popped = []
+        try:
+            while self._by_context:
+                item = heapq.heappop(self._by_context)
+                _ctx, n, rid = item
+                if rid in waiting and self._entry.get(rid) == n:  # else stale: dispatched or re-entered since
+                    popped.append(item)
+                    yield rid
+        finally:
+            for item in popped:
+                if item[2] in waiting and self._entry.get(item[2]) == item[1]:
+                    heapq.heappush(self._by_context, item)

@@ -1,0 +1,51 @@
+"""Typed input records: a dataclass's field annotations are its schema.
+
+`check_types` refuses a field value of the wrong type (TOML and JSON are typed, so nothing is coerced, except an
+integer where a number is expected), naming the field. Ranges are each record's own `problems()`. Callers add
+where the record came from (a file, a flag) to the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+
+
+def type_name(tp) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
+    return name + (" (or absent)" if type(None) in typing.get_args(tp) else "")
+
+
+def _matches(value, tp) -> bool:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True  # other annotations are not checked here
+
+
+def check_types(record) -> list[str]:
+    """Problems with the types of a dataclass's fields (integers in float fields are converted to float)."""
+    hints = typing.get_type_hints(type(record))
+    problems = []
+    for f in dataclasses.fields(record):
+        value, tp = getattr(record, f.name), hints[f.name]
+        if not _matches(value, tp):
+            problems.append(f"{f.name} must be {type_name(tp)}, not {value!r}")
+        elif tp is float and isinstance(value, int):
+            object.__setattr__(record, f.name, float(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{f.name} must be finite, not {value!r}")
+    return problems

@@ -1,0 +1,367 @@
+"""Bad input, through every command: exit status 2, one line on stderr naming what is wrong, no traceback, and
+nothing written. Plus malformed traces generated at random, and result folders under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seer.cli import main
+from seer.errors import SeerInputError
+from seer.traces.io import validate_trace
+
+GOOD = "prompt_id,sample_id,prompt_len,output_len\n" + "".join(
+    f"{p},{s},20,{30 + p + s}\n" for p in range(3) for s in range(2)
+)
+ROW = {"prompt_id": 0, "sample_id": 0, "prompt_len": 5, "output_len": 3}
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def _cluster(**change) -> str:
+    text = (files("seer.presets") / "moonlight.toml").read_text()
+    lines = [ln for ln in text.splitlines() if not any(ln.startswith(f"{k} ") for k in change)]
+    at = lines.index("[cluster]") + 1
+    return "\n".join(lines[:at] + [f"{k} = {v}" for k, v in change.items() if v is not None] + lines[at:]) + "\n"
+
+
+# name -> file content (text, or a callable writing the file at a path)
+FILES = {
+    "good.csv": GOOD,
+    "empty.csv": "",
+    "header.csv": "prompt_id,sample_id,prompt_len,output_len\n",
+    "trace.txt": GOOD,
+    "missing_col.csv": "prompt_id,sample_id,prompt_len\n0,0,5\n",
+    "negative.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,5,-3\n",
+    "float.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,5,2.5\n",
+    "nan.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,5,\n",
+    "huge.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,5,99999999999999999999999\n",
+    "bool.jsonl": _jsonl([{**ROW, "output_len": True}]),
+    "list_id.jsonl": _jsonl([{**ROW, "prompt_id": [1, 2]}]),
+    "mixed_ids.jsonl": _jsonl([ROW, {**ROW, "prompt_id": "a"}]),
+    "float_id.jsonl": _jsonl([{**ROW, "prompt_id": 1.5}]),
+    "dup.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,5,3\n0,0,5,4\n",
+    "ragged.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,5,3,4,4,4\n",
+    "badline.jsonl": _jsonl([ROW]) + "not json\n",
+    "notobject.jsonl": "[1, 2]\n",
+    "tokens_short.jsonl": _jsonl([{**ROW, "output_ids": [1, 2]}]),
+    "tokens_text.jsonl": _jsonl([{**ROW, "output_ids": "1 2 3"}]),
+    "tokens_float.jsonl": _jsonl([{**ROW, "output_ids": [1, 2.5, 3]}]),
+    "over_max.csv": "prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,5,30,20\n",
+    "max0.csv": "prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,5,0,0\n",
+    "latin1.jsonl": b'{"prompt_id": "\xe9", "sample_id": 0, "prompt_len": 5, "output_len": 3}\n',
+    "garbage.parquet": b"\x00\x01not parquet at all",
+    "bad_meta.parquet": lambda p: pq.write_table(
+        pa.Table.from_pandas(pd.DataFrame([ROW])).replace_schema_metadata({b"seer": b"{not json"}), p
+    ),
+    "uint_huge.parquet": lambda p: pq.write_table(
+        pa.table(
+            {"prompt_id": [0], "sample_id": [0], "prompt_len": [5], "output_len": pa.array([2**64 - 1], pa.uint64())}
+        ),
+        p,
+    ),
+    "c_four.toml": _cluster(instances='"four"'),
+    "c_block0.toml": _cluster(block_size=0),
+    "c_tp0.toml": _cluster(tp=0),
+    "c_seqs0.toml": _cluster(max_num_seqs=0),
+    "c_inst_float.toml": _cluster(instances=2.5),
+    "c_gib_str.toml": _cluster(gpu_memory_gib='"80"'),
+    "c_yes.toml": _cluster(prefix_cache='"yes"'),
+    "c_nomodel.toml": _cluster(model=None),
+    "c_unknown.toml": _cluster(bogus=1),
+    "c_badmodel.toml": _cluster(model='"gpt-9"'),
+    "c_kvneg.toml": _cluster(kv_capacity_tokens=-112),
+    "c_mode.toml": _cluster(kv_mode='"remote"'),
+    "c_invalid.toml": "[cluster\nmodel = 1\n",
+    "s_seed.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseed = [5]\n',
+    "s_param.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl", "context"]\n'
+    "[sweep.params]\nchunk_sise = [1]\n",
+    "s_seeds.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = ["a"]\n',
+    "s_prompts.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nprompts = "ten"\n',
+    "s_scalar.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context"]\n[sweep.params]\nchunk_size = 4096\n',
+    "s_value.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context"]\n[sweep.params]\nchunk_size = [0]\n',
+    "s_preset.toml": '[sweep]\npresets = ["nope"]\npolicies = ["verl"]\n',
+    "s_policy.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["magic"]\n',
+    "s_empty.toml": "[sweep]\npresets = []\n",
+    "s_invalid.toml": "[sweep\n",
+    "notes.txt": "a file, not a folder\n",
+}
+
+SIM = ["simulate", "--trace", "good.csv", "--cluster", "moonlight"]
+CMP = ["compare", "--trace", "good.csv", "--cluster", "moonlight"]
+CASES = [  # (arguments, words the one line must contain)
+    (["trace", "validate", "nosuch.csv"], "no such file"),
+    (["trace", "validate", "."], "directory"),
+    (["trace", "validate", "empty.csv"], "empty"),
+    (["trace", "validate", "header.csv"], "no rows"),
+    (["trace", "validate", "trace.txt"], "unknown trace format"),
+    (["trace", "validate", "missing_col.csv"], "output_len"),
+    (["trace", "validate", "negative.csv"], "row 1"),
+    (["trace", "validate", "float.csv"], "2.5"),
+    (["trace", "validate", "nan.csv"], "output_len"),
+    (["trace", "validate", "huge.csv"], "64-bit"),
+    (["trace", "validate", "bool.jsonl"], "True"),
+    (["trace", "validate", "list_id.jsonl"], "prompt_id"),
+    (["trace", "validate", "mixed_ids.jsonl"], "mix integers and strings"),
+    (["trace", "validate", "float_id.jsonl"], "1.5"),
+    (["trace", "validate", "dup.csv"], "duplicate"),
+    (["trace", "validate", "ragged.csv"], "7 fields"),
+    (["trace", "validate", "badline.jsonl"], "row 2"),
+    (["trace", "validate", "notobject.jsonl"], "JSON object"),
+    (["trace", "validate", "tokens_short.jsonl"], "2 tokens"),
+    (["trace", "validate", "tokens_text.jsonl"], "list of token ids"),
+    (["trace", "validate", "tokens_float.jsonl"], "integers"),
+    (["trace", "validate", "over_max.csv"], "exceeds max_tokens"),
+    (["trace", "validate", "max0.csv"], "max_tokens"),
+    (["trace", "validate", "latin1.jsonl"], "UTF-8"),
+    (["trace", "validate", "garbage.parquet"], "Parquet"),
+    (["trace", "validate", "bad_meta.parquet"], "metadata"),
+    (["trace", "validate", "uint_huge.parquet"], "64-bit"),
+    (["trace", "stats", "nosuch.parquet"], "no such file"),
+    (["trace", "convert", "nosuch.json", "--from", "tot", "-o", "o.parquet"], "nosuch"),
+    (["trace", "convert", "good.csv", "--from", "csv", "--map", "prompt_id", "-o", "o.parquet"], "--map"),
+    (["trace", "synth", "-G", "1", "-o", "o.parquet"], "group_size"),
+    (["trace", "synth", "--prompt-mean", "inf", "-o", "o.parquet"], "prompt_mean"),
+    (["trace", "synth", "--preset", "nope", "-o", "o.parquet"], "unknown preset"),
+    (
+        [
+            "trace",
+            "synth",
+            "--prompts",
+            "8",
+            "-G",
+            "4",
+            "--mean-len",
+            "100",
+            "--max-tokens",
+            "1000",
+            "-o",
+            "dir.parquet",
+        ],
+        "folder",
+    ),
+    ([*SIM, "--instances", "0"], "--instances"),
+    ([*SIM, "--instances", "-1"], "--instances"),
+    ([*SIM, "--instances", "abc"], "--instances"),
+    ([*SIM, "--chunk-size", "0"], "--chunk-size"),
+    ([*SIM, "--policy", "magic"], "unknown policy 'magic'"),
+    ([*SIM, "--policy", "verl:priority=abc"], "priority"),
+    ([*SIM, "--policy", "context:chunk_sise=4"], "chunk_sise"),
+    ([*SIM, "--policy", "seer:gamma=2.5"], "gamma"),
+    ([*SIM, "--policy", "least-loaded:max_in_flight=-1"], "max_in_flight"),
+    ([*SIM, "--policy", "partial:target_groups=-1"], "target_groups"),
+    ([*SIM, "--policy", "divided:affinity_margin=/../../X"], "affinity_margin"),
+    ([*SIM, "--out", "notes.txt"], "not a folder"),
+    ([*SIM, "--out", "."], "does not hold seer results"),
+    (["simulate", "--trace", "good.csv"], "--cluster"),
+    (["simulate", "--trace", "good.csv", "--preset", "moonlight"], "exactly one"),
+    (["simulate", "--preset", "nope"], "unknown preset"),
+    (["simulate", "--trace", "good.csv", "--cluster", "."], "folder"),
+    ([*CMP, "--policies", ","], "names no policy"),
+    ([*CMP, "--policies", "verl,verl"], "more than once"),
+    (["compare", "--trace", "seer/data/gsm8k_smollm2.parquet", "--policies", "context:chunk_sise=4"], "chunk_sise"),
+    (["compare", "--preset", "moonlight", "--iterations", "0"], "--iterations"),
+    (["compare", "--trace", "good.csv", "--cluster", "moonlight", "--iterations", "2"], "--preset"),
+    (["spec", "bench", "--trace", "good.csv"], "output_ids"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--groups", "-1"], "--groups"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--max-match", "0"], "--max-match"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--min-prob", "nan"], "--min-prob"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--topk", "0"], "--topk"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--refs", "a,b"], "--refs"),
+    (["sweep", "s_seed.toml"], "seed"),
+    (["sweep", "s_param.toml"], "chunk_sise"),
+    (["sweep", "s_seeds.toml"], "seeds"),
+    (["sweep", "s_prompts.toml"], "prompts"),
+    (["sweep", "s_scalar.toml"], "list"),
+    (["sweep", "s_value.toml"], "chunk_size"),
+    (["sweep", "s_preset.toml"], "unknown preset"),
+    (["sweep", "s_policy.toml"], "unknown policy"),
+    (["sweep", "s_empty.toml"], "presets"),
+    (["sweep", "s_invalid.toml"], "TOML"),
+    (["sweep", "."], "folder"),
+    (["sweep", "nosuch.toml"], "no such"),
+    (["sweep", "s_seed.toml", "--workers", "0"], "--workers"),
+    (["fidelity", "."], "not a recorded run"),
+    (["figures", "--presets", "bogus", "--out", "figs"], "bogus"),
+    (["figures", "--run", ".", "--out", "figs"], "not a recorded run"),
+    (["run", "--model", "nope", "--replay", "good.csv", "--out", "r"], "unknown model"),
+    (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--prompts", "p.jsonl", "--out", "r"], "exactly one"),
+    (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--fail", "5@1", "--out", "r"], "only 2 instances"),
+    (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--fail", "x", "--out", "r"], "--fail"),
+    (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--temperature", "-1", "--out", "r"], "--temperature"),
+    (["run", "--model", "dummy:tiny", "--prompts", "p.jsonl", "--out", "r"], "tokenizer"),
+    (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--policy", "context:nope=1", "--out", "r"], "nope"),
+    (["policies", "magic"], "unknown policy"),
+    (["frobnicate"], "invalid choice"),
+]
+CASES += [
+    ([*SIM[:3], "--cluster", f"{name}"], word)
+    for name, word in [
+        ("c_four.toml", "instances"),
+        ("c_block0.toml", "block_size"),
+        ("c_tp0.toml", "tp"),
+        ("c_seqs0.toml", "max_num_seqs"),
+        ("c_inst_float.toml", "instances"),
+        ("c_gib_str.toml", "gpu_memory_gib"),
+        ("c_yes.toml", "prefix_cache"),
+        ("c_nomodel.toml", "model"),
+        ("c_unknown.toml", "bogus"),
+        ("c_badmodel.toml", "gpt-9"),
+        ("c_kvneg.toml", "kv_capacity_tokens"),
+        ("c_mode.toml", "kv_mode"),
+        ("c_invalid.toml", "TOML"),
+    ]
+]
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    for name, content in FILES.items():
+        path = tmp_path / name
+        if callable(content):
+            content(str(path))
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    (tmp_path / "dir.parquet").mkdir()
+    (tmp_path / "seer" / "data").mkdir(parents=True)
+    (tmp_path / "seer" / "data" / "gsm8k_smollm2.parquet").symlink_to(root / "seer" / "data" / "gsm8k_smollm2.parquet")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_there_are_enough_cases():
+    assert len(CASES) >= 60
+
+
+def run_cli(argv) -> int:
+    """The command's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("argv, word", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, word, workdir, capsys):
+    before = {p.relative_to(workdir) for p in workdir.rglob("*")}
+    code = run_cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2, (argv, err)
+    assert err.strip() and err.strip().count("\n") == 0, err
+    assert "Traceback" not in err and word in err, (word, err)
+    after = {p.relative_to(workdir) for p in workdir.rglob("*")}
+    assert after == before, sorted(map(str, after - before))
+
+
+# ---- malformed traces at random -----------------------------------------------------------
+
+cell = st.one_of(
+    st.integers(-5, 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(0, 5), max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries({"prompt_id": cell, "sample_id": cell, "prompt_len": cell, "output_len": cell}),
+        min_size=0,
+        max_size=6,
+    )
+)
+def test_the_validator_refuses_or_returns_a_clean_trace(rows):
+    df = pd.DataFrame(rows, columns=["prompt_id", "sample_id", "prompt_len", "output_len"])
+    try:
+        out = validate_trace(df, "random.jsonl")
+    except SeerInputError as exc:
+        assert str(exc).startswith("random.jsonl") and "\n" not in str(exc)
+        return
+    for col in ("sample_id", "prompt_len", "output_len"):
+        assert out[col].dtype == np.int64 and (out[col] >= 0).all()
+    assert out["prompt_id"].map(type).nunique() == 1
+    assert not out.duplicated(["prompt_id", "sample_id"]).any()
+
+
+# ---- result folders under SIGKILL ---------------------------------------------------------
+
+
+def _whole(folder: Path) -> bool:
+    """A complete simulate result: every file there and consistent with each other."""
+    names = {"requests.parquet", "timeline.parquet", "events.parquet", "summary.json"}
+    if not names <= {p.name for p in folder.iterdir()}:
+        return False
+    summary = json.loads((folder / "summary.json").read_text())["summary"]
+    return len(pd.read_parquet(folder / "requests.parquet")) == summary["requests"]
+
+
+def test_a_killed_run_leaves_the_old_result_or_none_and_the_next_run_cleans_up(tmp_path):
+    out = tmp_path / "res"
+    trace = tmp_path / "t.parquet"
+    assert (
+        main(
+            [
+                "trace",
+                "synth",
+                "--prompts",
+                "200",
+                "-G",
+                "8",
+                "--mean-len",
+                "3000",
+                "--max-tokens",
+                "16384",
+                "-o",
+                str(trace),
+            ]
+        )
+        == 0
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "seer",
+        "simulate",
+        "--trace",
+        str(trace),
+        "--cluster",
+        "moonlight",
+        "--instances",
+        "4",
+        "--out",
+        str(out),
+    ]
+    rng = np.random.default_rng(0)
+    for policy in ("verl", "least-loaded", "divided"):
+        proc = subprocess.Popen([*cmd, "--policy", policy], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(1.0, 3.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists() or _whole(out)
+    done = subprocess.run([*cmd, "--policy", "verl"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _whole(out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # leftovers removed
+    assert os.stat(out / "summary.json").st_mode & 0o044  # readable by group/others as the umask allows

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from seer.fileio import write_text_atomic
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -64,6 +66,7 @@ def main() -> None:
         print(json.dumps(one(int(size), policy, int(inst), args.out)))
         return
     rows = []
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
         inst = max(1, round(args.per_100k * size / 100_000))
         for policy in args.policies.split(","):
@@ -78,15 +81,13 @@ def main() -> None:
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
+            write_text_atomic(args.out, json.dumps(rows, indent=2))  # a long run keeps what it measured so far
             print(
                 f"{size:>9,} {policy:<10} {inst:>4} inst  simulate {row['simulate_s']:8.1f} s  "
                 f"synth {row['synth_s']:6.1f} s  peak {row['peak_rss_gib']:5.2f} GiB  "
                 f"{row['us_per_event']:7.1f} µs/event",
                 flush=True,
             )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(rows, fh, indent=2)
     print("\n| requests | instances | policy | simulate s | synth s | peak RSS GiB | events | µs per event |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -1,52 +1,54 @@
-"""Simulator fidelity against a recorded real run (`seer fidelity RUN_DIR`).
+"""The simulator against recorded real runs: `seer calibrate` and `seer fidelity`.
 
-The run's measured steps fit a step-time model of that backend (T = c0 + c_seq·sequences + c_tok·tokens +
-c_kv·KV tokens, non-negative least squares on relative error). The run's trace is then re-simulated with the
-same policy, instances and engine limits, and three errors are reported separately, because they can cancel:
-- makespan error: (simulated - real) / real;
+`calibrate(runs)` fits a `StepFit` step-time model to the measured steps of one or more runs (the terms chosen by
+held-out error). `fidelity(run, model)` re-simulates a run's trace with the same policy, instances and engine
+limits, priced by `model` (a model calibrated elsewhere: transfer) or, without one, by a model fitted to the run's
+own steps (self-fit), and reports each metric separately, because errors cancel:
+- makespan error: (simulated - real) / real; throughput error likewise (output tokens per second);
 - finish-time error: mean |simulated - real| / real over requests (matched by prompt and sample);
-- step-time MAPE: the fitted model against every measured step, in-sample and on a held-out half (the
-  model fitted to the other half).
+- step-time MAPE: the model against every measured step (for a self-fit also cross-validated);
+- preemptions: count, and the median time of a preemption as a share of the makespan, real beside simulated.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from seer.errors import SeerInputError
-from seer.runs import load_run
+from seer.runs import RecordedRun, load_run
+from seer.sim.stepfit import StepFit, measured_steps, step_features
 
 
-def step_features(steps: pd.DataFrame):
-    tokens = (steps["prompt_tokens"] + steps["generation_tokens"]).to_numpy(np.float64)
-    seqs = np.maximum(steps["running"].to_numpy(np.float64), 1.0)
-    kv = steps["context_tokens"].to_numpy(np.float64) + tokens
-    return seqs, tokens, kv
+def _measured(recorded: RecordedRun) -> pd.DataFrame:
+    steps = measured_steps(recorded.steps)
+    if len(steps) < 8:
+        raise SeerInputError(f"{recorded.path}: only {len(steps)} measured steps, too few to fit a step-time model")
+    return steps
 
 
-def fidelity(run_dir: str, progress: bool | None = None) -> dict:
+def calibrate(run_dirs: Sequence[str], terms: Sequence[str] | None = None) -> StepFit:
+    """A step model fitted to the measured steps of every run in `run_dirs` together."""
+    if not run_dirs:
+        raise SeerInputError("calibrate: name at least one run folder")
+    steps = pd.concat([_measured(load_run(d)) for d in run_dirs], ignore_index=True)
+    model = StepFit.fit(step_features(steps), steps["duration_s"].to_numpy(np.float64), terms)
+    model.meta["runs"] = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    return model
+
+
+def simulate_recorded(recorded: RecordedRun, model: StepFit, progress: bool | None = None):
+    """The run's trace simulated with its policy, instances and engine limits, priced by `model`."""
     from seer.experiment import Setup, run
     from seer.sim.cluster import ClusterConfig
-    from seer.sim.costmodel import LinearStepModel
 
-    recorded = load_run(run_dir)
-    spec, steps, trace, real = recorded.raw, recorded.steps, recorded.trace, recorded.result
-    steps = steps[(steps["prompt_tokens"] + steps["generation_tokens"]) > 0]
-    if len(steps) < 8:
-        raise SeerInputError(f"{run_dir}: only {len(steps)} measured steps, too few to fit a step-time model")
-    seqs, tokens, kv = step_features(steps)
-    y = steps["duration_s"].to_numpy(np.float64)
-    model = LinearStepModel.fit(seqs, tokens, kv, y)
-    in_mape = float(np.mean(np.abs(model.predict(seqs, tokens, kv) - y) / y))
-    half = np.arange(len(y)) % 2 == 0
-    held = LinearStepModel.fit(seqs[half], tokens[half], kv[half], y[half])
-    out_mape = float(np.mean(np.abs(held.predict(seqs[~half], tokens[~half], kv[~half]) - y[~half]) / y[~half]))
-
-    s = real.summary
+    spec, s = recorded.raw, recorded.result.summary
     cluster = ClusterConfig(
         name="fidelity",
-        model="qwen2.5-1.5b",
+        model="qwen2.5-1.5b",  # only names the roofline shape, which `model` replaces
         instances=int(spec["instances"]),
         kv_capacity_tokens=int(s["kv_capacity_tokens"]),
         block_size=32,
@@ -55,28 +57,57 @@ def fidelity(run_dir: str, progress: bool | None = None) -> dict:
         prefix_cache=True,
         max_tokens=int(spec["max_tokens"]),
     )
-    tr = trace[["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]].copy()
-    sim = run(
+    tr = recorded.trace[["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]].copy()
+    return run(
         Setup(tr, cluster, "fidelity"),
         spec["policy"],
         shared={"chunk_size": spec.get("chunk_size")},
         cost=model,
         progress=progress,
     )
-    real_ms, sim_ms = float(s["makespan_s"]), float(sim.summary["makespan_s"])
+
+
+def _preempt_share(times: np.ndarray, makespan: float) -> float | None:
+    """Median preemption time as a share of the makespan (None without preemptions)."""
+    return float(np.median(times) / makespan) if len(times) and makespan > 0 else None
+
+
+def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None = None) -> dict:
+    recorded = load_run(run_dir)
+    steps = _measured(recorded)
+    fitted = model is None
+    if fitted:
+        model = calibrate([run_dir])
+    feats, y = step_features(steps), steps["duration_s"].to_numpy(np.float64)
+    step_mape = float(np.mean(np.abs(model.predict(feats) - y) / y))
+    real = recorded.result
+    sim = simulate_recorded(recorded, model, progress)
+    real_ms, sim_ms = float(real.summary["makespan_s"]), float(sim.summary["makespan_s"])
     a = real.requests.set_index(["prompt_id", "sample_id"])["finish_s"]
     b = sim.requests.set_index(["prompt_id", "sample_id"])["finish_s"].reindex(a.index)
-    finish = float(np.mean(np.abs(b.to_numpy() - a.to_numpy()) / a.to_numpy()))
+    tokens = float(recorded.trace["output_len"].sum())
+    real_pt = np.repeat(
+        recorded.steps["t"].to_numpy(),
+        recorded.steps.get("preempted", pd.Series(0, recorded.steps.index)).to_numpy(int),
+    )
+    sim_pt = sim.events.loc[sim.events["kind"] == "preempt", "t"].to_numpy(np.float64)
     return {
         "run": run_dir,
-        "policy": spec["policy"],
-        "instances": int(spec["instances"]),
+        "policy": recorded.settings.policy,
+        "instances": recorded.settings.instances,
         "steps": int(len(y)),
+        "cost_model": "self-fit" if fitted else model.meta.get("source", "given"),
         "real_makespan_s": real_ms,
         "sim_makespan_s": sim_ms,
         "makespan_error": (sim_ms - real_ms) / real_ms,
-        "finish_time_mape": finish,
-        "step_time_mape": in_mape,
-        "step_time_mape_heldout": out_mape,
-        "step_model": model.describe()["coefficients"],
+        "throughput_error": (tokens / sim_ms - tokens / real_ms) / (tokens / real_ms),
+        "finish_time_mape": float(np.mean(np.abs(b.to_numpy() - a.to_numpy()) / a.to_numpy())),
+        "step_time_mape": step_mape,
+        "step_time_mape_heldout": model.meta.get("mape_heldout") if fitted else None,
+        "real_preemptions": int(len(real_pt)),
+        "sim_preemptions": int(sim.summary["preemptions"]),
+        "real_preempt_time_share": _preempt_share(real_pt, real_ms),
+        "sim_preempt_time_share": _preempt_share(sim_pt, sim_ms),
+        "step_model": model.coefficients,
+        "terms": list(model.meta.get("terms", [])),
     }

@@ -171,6 +171,9 @@ class EngineViews(Sequence):
             return [e.view() for e in self._engines[i]]
         return self._engines[i].view()
 
+    def __iter__(self):
+        return (e.view() for e in self._engines)
+
 
 class ContractLoop:
     """events -> policy.on_event -> actions -> engines, the same in every backend.

@@ -37,10 +37,15 @@ def shared_data() -> Path:
     return data
 
 
-def run_seer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess, as a user would."""
+def run_seer(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess, as a user would (`env`: variables added to this process's environment)."""
     return subprocess.run(
-        [sys.executable, "-m", "seer", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600
+        [sys.executable, "-m", "seer", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=600,
+        env={**os.environ, **env} if env else None,
     )
 
 

@@ -127,8 +127,18 @@ def test_seer_run_cli_records_and_fidelity_reads_it(tmp_path):
     fid = run_seer("fidelity", str(out), "--json")
     assert fid.returncode == 0, fid.stderr[-3000:]
     f = json.loads(fid.stdout)
-    assert {"makespan_error", "step_time_mape", "finish_time_mape"} <= set(f)
-    assert f["real_makespan_s"] > 0 and f["sim_makespan_s"] > 0
+    assert {"makespan_error", "step_time_mape", "finish_time_mape", "throughput_error", "real_preemptions"} <= set(f)
+    assert f["real_makespan_s"] > 0 and f["sim_makespan_s"] > 0 and f["cost_model"] == "self-fit"
+    # every step records its shape as the simulator prices it: each output token but a request's last was computed
+    steps = pd.read_parquet(out / "steps.parquet")
+    assert steps["sched_tokens"].sum() >= rec["output_len"].sum() - len(rec) + rec["prompt_len"].nunique()
+    assert (steps["sched_kv_tokens"] >= steps["sched_tokens"]).all() and (steps["logits"] <= 8).all()  # max-num-seqs
+    cal = run_seer("calibrate", str(out), "-o", str(tmp_path / "model.toml"), "--json")
+    assert cal.returncode == 0, cal.stderr[-3000:]
+    transfer = run_seer("fidelity", str(out), "--cost-model", str(tmp_path / "model.toml"), "--json")
+    assert transfer.returncode == 0, transfer.stderr[-3000:]
+    t = json.loads(transfer.stdout)
+    assert t["cost_model"].endswith("model.toml") and t["makespan_error"] == pytest.approx(f["makespan_error"])
 
 
 def test_run_bad_input_is_one_line(tmp_path):

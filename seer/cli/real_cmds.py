@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 from seer.cli.common import int_at_least, number_in, print_json
 from seer.cli.summary import print_summary
@@ -20,16 +22,19 @@ def cmd_model_prepare(args) -> int:
     return 0
 
 
-def _fail_spec(text: str | None):
+def _fault_spec(flag: str, text: str | None, instances: int):
+    """INSTANCE@SECONDS, checked against the number of instances."""
     if not text:
         return None
     inst, _sep, at = text.partition("@")
     try:
         where, when = int(inst), float(at)
     except ValueError:
-        raise SeerInputError(f"--fail takes INSTANCE@SECONDS (e.g. 1@2.5), not {text!r}") from None
+        raise SeerInputError(f"{flag} takes INSTANCE@SECONDS (e.g. 1@2.5), not {text!r}") from None
     if where < 0 or not when >= 0 or when == float("inf"):
-        raise SeerInputError(f"--fail {text}: the instance must be >= 0 and the time a finite number >= 0")
+        raise SeerInputError(f"{flag} {text}: the instance must be >= 0 and the time a finite number >= 0")
+    if where >= instances:
+        raise SeerInputError(f"{flag} {text}: there are only {instances} instances (0..{instances - 1})")
     return where, when
 
 
@@ -38,9 +43,12 @@ def cmd_run(args) -> int:
 
     if args.engine != "vllm":
         raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
-    fail = _fail_spec(args.fail)
-    if fail is not None and fail[0] >= args.instances:
-        raise SeerInputError(f"--fail {args.fail}: there are only {args.instances} instances (0..{args.instances - 1})")
+    fail = _fault_spec("--fail", args.fail, args.instances)
+    kill = _fault_spec("--kill", args.kill, args.instances)
+    if kill is not None and args.launch != "ray":
+        raise SeerInputError("--kill needs --launch ray (each engine in its own process); --fail simulates a failure")
+    if args.gpus_per_instance and args.launch != "ray":
+        raise SeerInputError("--gpus-per-instance needs --launch ray (one actor per instance, with its devices)")
     spec = RunSpec(
         model=args.model,
         prompts=args.prompts,
@@ -60,8 +68,20 @@ def cmd_run(args) -> int:
         seed=args.seed,
         chunk_size=args.chunk_size,
         fail=fail,
+        kill=kill,
+        launch=args.launch,
+        cpus_per_instance=args.cpus_per_instance,
+        gpus_per_instance=args.gpus_per_instance,
+        kv_blocks=args.kv_blocks,
     )
-    summary = run_rollout(spec, args.out, progress=True)
+    # Ray's driver thread prints worker deaths (an expected --kill among them) to stdout: keep stdout for results
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            summary = run_rollout(spec, args.out, progress=True)
+        finally:
+            ray = sys.modules.get("ray")
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
     if args.json:
         print_json(summary)
     else:
@@ -72,24 +92,59 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from seer.fidelity import calibrate
+    from seer.fileio import write_text_atomic
+    from seer.sim.stepfit import TERMS
+
+    terms = None
+    if args.terms:
+        terms = ["overhead_s"] + [t.strip() for t in args.terms.split(",") if t.strip() and t.strip() != "overhead_s"]
+        bad = [t for t in terms if t not in TERMS]
+        if bad:
+            raise SeerInputError(f"--terms: unknown term {bad[0]!r}; valid: {', '.join(TERMS)}")
+    model = calibrate(args.run_dirs, terms)
+    write_text_atomic(args.output, model.to_toml())
+    if args.json:
+        print_json(model.describe())
+        return 0
+    m = model.meta
+    print(f"calibrated on {m['steps']:,} measured steps of {len(args.run_dirs)} run(s): terms {', '.join(m['terms'])}")
+    print(f"  step-time MAPE {100 * m['mape']:.1f}% (cross-validated {100 * m['mape_heldout']:.1f}%)")
+    print("  " + ", ".join(f"{k} {v:.3g}" for k, v in model.coefficients.items()))
+    print(f"model: {args.output} (use it with --cost-model in seer simulate, compare and fidelity)")
+    return 0
+
+
 def cmd_fidelity(args) -> int:
     from seer.fidelity import fidelity
+    from seer.sim.stepfit import StepFit
 
-    res = fidelity(args.run_dir)
+    model = StepFit.load(args.cost_model) if args.cost_model else None
+    res = fidelity(args.run_dir, model)
     if args.json:
         print_json(res)
         return 0
     print(f"{args.run_dir}: policy {res['policy']}, {res['instances']} instances, {res['steps']:,} measured steps")
     print(
+        f"  step model        {res['cost_model']}: " + ", ".join(f"{k} {v:.3g}" for k, v in res["step_model"].items())
+    )
+    print(
         f"  makespan          real {res['real_makespan_s']:.2f} s, simulated {res['sim_makespan_s']:.2f} s "
-        f"(error {100 * res['makespan_error']:+.1f}%)"
+        f"(error {100 * res['makespan_error']:+.1f}%; throughput {100 * res['throughput_error']:+.1f}%)"
     )
     print(f"  finish times      mean error {100 * res['finish_time_mape']:.1f}% per request")
+    held = res["step_time_mape_heldout"]
+    extra = f" (cross-validated {100 * held:.1f}%)" if held is not None else ""
+    print(f"  step times        MAPE {100 * res['step_time_mape']:.1f}%{extra}")
+    share = {
+        k: "-" if res[k] is None else f"{100 * res[k]:.0f}%"
+        for k in ("real_preempt_time_share", "sim_preempt_time_share")
+    }
     print(
-        f"  step times        MAPE {100 * res['step_time_mape']:.1f}% (held-out half "
-        f"{100 * res['step_time_mape_heldout']:.1f}%)"
+        f"  preemptions       real {res['real_preemptions']:,} (median at {share['real_preempt_time_share']} of the "
+        f"makespan), simulated {res['sim_preemptions']:,} (at {share['sim_preempt_time_share']})"
     )
-    print("  step model        " + ", ".join(f"{k} {v:.3g}" for k, v in res["step_model"].items()))
     return 0
 
 
@@ -148,7 +203,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="draft tokens per step for --speculation ngram|group (default 4; auto uses the policy's cap)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--launch",
+        choices=["inproc", "ray"],
+        default="inproc",
+        help="inproc: every engine in this process (default); ray: each engine a Ray actor in its own process, "
+        "on the cluster RAY_ADDRESS names or a local one",
+    )
+    p.add_argument("--cpus-per-instance", type=int_at_least(1), default=1, help="CPU cores per engine actor")
+    p.add_argument(
+        "--gpus-per-instance",
+        type=int_at_least(0),
+        default=0,
+        help="GPUs per engine actor, its tensor-parallel size (default 0: CPU engines)",
+    )
+    p.add_argument(
+        "--kv-blocks", type=int_at_least(1), help="KV cache blocks per instance (small values force preemption)"
+    )
     p.add_argument("--fail", help="fault injection: INSTANCE@SECONDS takes that instance out at that time")
+    p.add_argument("--kill", help="real failure: INSTANCE@SECONDS SIGKILLs that engine's process (--launch ray)")
     p.add_argument("--out", required=True, help="result folder")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
@@ -156,10 +229,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fidelity",
         help="re-simulate a recorded real run and report the simulator's errors",
-        description="Fit a step-time model to a recorded run's measured steps, re-simulate its trace "
-        "with the same policy and instances, and report makespan error, per-request "
-        "finish-time error and per-step time MAPE.",
+        description="Re-simulate a recorded run's trace with the same policy and instances, its steps "
+        "priced by a model fitted to its own measured steps (or --cost-model), and report makespan, "
+        "throughput, per-request finish-time and per-step time errors and preemptions, real beside "
+        "simulated.",
     )
     p.add_argument("run_dir", help="a folder written by `seer run`")
+    p.add_argument(
+        "--cost-model", metavar="TOML", help="a step model from `seer calibrate` on other runs (default: self-fit)"
+    )
     p.add_argument("--json", action="store_true", help="print makespan_error, step_time_mape, finish_time_mape, ...")
     p.set_defaults(func=cmd_fidelity)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit a step-time model to recorded real runs' measured steps",
+        description="Fit the simulator's step-time model to the measured steps of one or more `seer run` "
+        "folders (terms chosen by cross-validated error) and save it as TOML, for --cost-model in "
+        "seer simulate, compare and fidelity.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `seer run`")
+    p.add_argument("-o", "--output", required=True, help="the model file to write (TOML)")
+    p.add_argument("--terms", help="comma-separated terms to fit instead of choosing them (overhead_s is always kept)")
+    p.add_argument("--json", action="store_true", help="print the model as JSON")
+    p.set_defaults(func=cmd_calibrate)

@@ -13,13 +13,34 @@ from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, inside, json_safe
 
 
+def cost_model(args, setup):
+    """`--cost-model FILE`: a step model from `seer calibrate` in place of the cluster's roofline model (the
+    cluster's KV bytes per token still price global-pool transfers)."""
+    if not getattr(args, "cost_model", None):
+        return None
+    from seer.sim.stepfit import StepFit
+
+    model = StepFit.load(args.cost_model)
+    model.kv_bytes_per_token = setup.cluster.cost_model().kv_bytes_per_token
+    return model
+
+
+def cost_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cost-model",
+        metavar="TOML",
+        help="price steps with a model from `seer calibrate` (a real engine's measured steps) instead of the "
+        "cluster's roofline model; it has no lower bound, so efficiency is n/a",
+    )
+
+
 def cmd_simulate(args) -> int:
     from seer.experiment import run
     from seer.policies import make_policy
 
     policy = make_policy(args.policy, shared_policy_params(args))  # fail on a bad spec before loading anything
     setup = setup_from_args(args)
-    result = run(setup, policy, exact=args.exact, progress=None)
+    result = run(setup, policy, exact=args.exact, progress=None, cost=cost_model(args, setup))
     out = args.out or os.path.join("out", "simulate", safe_name(f"{setup.name}-{args.policy}"))
     result.save(out)
     if args.json:
@@ -73,6 +94,9 @@ def cmd_compare(args) -> int:
     over_iterations = args.iterations > 1 or ("partial" in names and args.preset)
     if over_iterations and setup.synth is None:
         raise SeerInputError("--iterations needs --preset (each iteration draws fresh groups from its generator)")
+    if over_iterations and args.cost_model:
+        raise SeerInputError("--cost-model prices one rollout; it does not combine with --iterations")
+    cost = cost_model(args, setup)
     out = args.out or os.path.join("out", "compare", safe_name(setup.name))
     with atomic_dir(out) as tmp:  # the folder is replaced whole: never a mix of two runs
         if over_iterations:
@@ -80,7 +104,7 @@ def cmd_compare(args) -> int:
         else:
             summaries = []
             for spec, folder, policy in zip(names, folders, policies):
-                result = run(setup, policy, exact=args.exact, progress=None)
+                result = run(setup, policy, exact=args.exact, progress=None, cost=cost)
                 result.write_into(_subfolder(tmp, folder))
                 summaries.append({**result.summary, "policy": spec})
         rows = compare_table(summaries)
@@ -140,6 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy", default="verl", help="scheduling policy, NAME[:KEY=VALUE...] (see `seer policies`; default verl)"
     )
+    cost_model_arg(p)
     p.add_argument("--out", help="result folder (default out/simulate/WORKLOAD-POLICY)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
@@ -163,6 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="RL iterations to run (needs --preset; partial rollout carries requests between them; the "
         "table shows per-iteration means)",
     )
+    cost_model_arg(p)
     p.add_argument("--out", help="result folder (default out/compare/WORKLOAD)")
     p.add_argument("--json", action="store_true", help="print a list of per-policy summaries as JSON")
     p.set_defaults(func=cmd_compare)

@@ -38,11 +38,15 @@ class Admission:
     def __init__(self, rule: str, chunk_size: int, max_chunks: int, backfill: bool):
         self.rule, self.chunk_size, self.backfill = rule, chunk_size, backfill and rule == "adaptive"
         self.max_chunks = max_chunks
+        self.context_share = 8
         self.reset()
 
     def floor(self, req: Request) -> int:
-        """The smallest budget a request's chunk gets (adaptive admission)."""
-        return max(1, min(self.chunk_size, req.remaining_budget, -(-req.max_tokens // self.max_chunks)))
+        """The smallest budget a request's chunk gets (adaptive admission): max_tokens / max_chunks, and an eighth
+        of its context (a longer request reserves at most 1/8 more than it holds, and is not cut into more chunks
+        than its growth needs)."""
+        least = max(-(-req.max_tokens // self.max_chunks), req.context_len // self.context_share)
+        return max(1, min(self.chunk_size, req.remaining_budget, least))
 
     def reset(self) -> None:
         self.waiting_ctx = 0  # context tokens of the buffered requests

@@ -23,8 +23,34 @@ from seer.errors import SeerInputError
 from seer.loop import ContractLoop
 from seer.metrics import RolloutResult, events_frame, mean_running, summarize
 from seer.real.engine import EngineSettings, VLLMInstance, configure_environment
+from seer.real.host import EngineLost
 
 CLOCKS = ("virtual", "wall")
+LAUNCHES = ("inproc", "ray")
+
+
+def _check_options(clock: str, launch: str, kill, drafter) -> None:
+    if clock not in CLOCKS:
+        raise SeerInputError(f"clock must be one of {', '.join(CLOCKS)}")
+    if launch not in LAUNCHES:
+        raise SeerInputError(f"launch must be one of {', '.join(LAUNCHES)}")
+    if kill is not None and launch != "ray":
+        raise SeerInputError("--kill needs --launch ray (engines in their own processes); --fail simulates it")
+    if drafter is not None and launch != "inproc":
+        raise SeerInputError("the group drafter needs --launch inproc (it shares the driver's process)")
+
+
+def _check_context(rollout: Rollout, prompts: dict, replay_len: dict | None, max_model_len: int) -> None:
+    """Every request's prompt plus output fits the model's context (and starts with no tokens held)."""
+    for req in rollout.requests.values():
+        req.output_ids = []
+        need = len(prompts[req.group_id]) + (replay_len[req.request_id] if replay_len else req.max_tokens)
+        if need > max_model_len:
+            pid, sid = req.key
+            raise SeerInputError(
+                f"prompt {pid!r} sample {sid}: prompt ({len(prompts[req.group_id])} tokens) plus "
+                f"output must fit the model context ({max_model_len}); needs {need}"
+            )
 
 
 class RealDriver(ContractLoop):
@@ -32,8 +58,11 @@ class RealDriver(ContractLoop):
 
     `prompts`: group id -> prompt token ids. `replay_len`: request id -> recorded output length (length
     replay with `ignore_eos`), or None for real generation up to EOS / max_tokens. `fail`: (instance, seconds)
-    to take an instance out mid-rollout (fault injection). `drafter`: a `GroupDrafter` fed with every token,
-    when the engines draft with the project's group drafter (`settings.speculative` names its proposer).
+    to take an instance out mid-rollout by aborting its requests (fault injection); `kill`: (instance, seconds)
+    to SIGKILL its engine's process (a real failure; needs `launch="ray"`). `launch`: "inproc" (every engine in
+    this process) or "ray" (one actor per engine, `cpus`/`gpus` each; with the wall clock they step at once).
+    `drafter`: a `GroupDrafter` fed with every token, when the engines draft with the project's group drafter
+    (`settings.speculative` names its proposer; in-process engines only).
     """
 
     def __init__(
@@ -49,31 +78,36 @@ class RealDriver(ContractLoop):
         fail: tuple[int, float] | None = None,
         drafter=None,
         proposers=None,
+        launch: str = "inproc",
+        kill: tuple[int, float] | None = None,
+        cpus: int = 1,
+        gpus: int = 0,
     ):
-        if clock not in CLOCKS:
-            raise SeerInputError(f"clock must be one of {', '.join(CLOCKS)}")
+        _check_options(clock, launch, kill, drafter)
         super().__init__(rollout, policy)
         configure_environment()
         self.prompts, self.settings = prompts, settings
-        self.clock_mode, self.replay_len, self.fail_at = clock, replay_len, fail
+        self.clock_mode, self.replay_len, self.launch = clock, replay_len, launch
+        # (seconds, instance, is a real kill), in time order
+        self.faults = sorted([(f[1], f[0], False) for f in [fail] if f] + [(k[1], k[0], True) for k in [kill] if k])
         self.progress_enabled = progress
-        for req in rollout.requests.values():
-            req.output_ids = []
-            need = len(prompts[req.group_id]) + (replay_len[req.request_id] if replay_len else req.max_tokens)
-            if need > settings.max_model_len:
-                pid, sid = req.key
-                raise SeerInputError(
-                    f"prompt {pid!r} sample {sid}: prompt ({len(prompts[req.group_id])} tokens) plus "
-                    f"output must fit the model context ({settings.max_model_len}); needs {need}"
-                )
+        _check_context(rollout, prompts, replay_len, settings.max_model_len)
         self.provide(replay_len, self._step_profile)
         self.drafting = drafter
         if drafter is not None:
             for req in rollout.requests.values():
                 drafter.add_request(req.request_id, req.group_id, prompts[req.group_id])
+        hosts = [None] * instances
+        t0 = time.perf_counter()
+        if launch == "ray":
+            from seer.real.launch import launch_actors
+
+            hosts = launch_actors(settings, instances, cpus, gpus)
         self.engines = [
-            VLLMInstance(i, settings, self.emit, self._prompt_of, replay_len, self._on_tokens) for i in range(instances)
+            VLLMInstance(i, settings, self.emit, self._prompt_of, replay_len, self._on_tokens, hosts[i])
+            for i in range(instances)
         ]
+        self.launch_s = time.perf_counter() - t0  # Ray start-up, actors and engines built
         if proposers is not None:
             for inst, prop in zip(self.engines, proposers.created[-instances:]):
                 inst.proposer = prop
@@ -123,36 +157,96 @@ class RealDriver(ContractLoop):
 
     def run(self) -> RolloutResult:
         wall = time.perf_counter()
-        next_tick = self.tick_s or math.inf
+        self._next_tick = self.tick_s or math.inf
         with self.progress(f"rollout {self.policy.name}", self.progress_enabled):
             self.start()
-            while not self.done:
-                self._report_idle()
-                busy = [i for i in self.engines if i.alive and i.has_work()]
-                if not busy:
-                    if next_tick < math.inf:  # let a timer-driven policy act
-                        self._now = max(self._now, next_tick)
-                        next_tick += self.tick_s
-                        self.tick()
-                        if any(i.has_work() for i in self.engines):
-                            continue
-                    self.check_done()
-                inst = min(busy, key=lambda i: (i.clock, i.instance_id))
-                if self.clock_mode == "wall":
-                    inst.clock = time.perf_counter() - self._t0
-                if self.fail_at is not None and inst.clock >= self.fail_at[1]:
-                    victim = self.engines[self.fail_at[0]]
-                    self.fail_at = None
-                    self._now = max(self._now, inst.clock)
-                    victim.fail()
-                    continue
-                while next_tick <= inst.clock:
-                    self._now = max(self._now, next_tick)
-                    next_tick += self.tick_s
-                    self.tick()
-                self._now = max(self._now, inst.clock)
-                inst.step()
+            if self.launch == "ray" and self.clock_mode == "wall":
+                self._run_parallel()
+            else:
+                self._run_in_turn()
         return self._result(time.perf_counter() - wall)
+
+    def _ticks_until(self, t: float) -> None:
+        while self._next_tick <= t:
+            self._now = max(self._now, self._next_tick)
+            self._next_tick += self.tick_s
+            self.tick()
+
+    def _faults_until(self, t: float) -> bool:
+        """Apply the faults due by time `t`; True when one was."""
+        hit = False
+        while self.faults and self.faults[0][0] <= t:
+            _when, i, kill = self.faults.pop(0)
+            self._now = max(self._now, t)
+            if kill:
+                self.engines[i].kill()  # noticed when the engine next answers
+            else:
+                self.engines[i].fail()
+                hit = True
+        return hit
+
+    def _idle_tick(self) -> None:
+        """Nothing runs: let a timer-driven policy act, or stop on a policy that left requests behind."""
+        if self._next_tick < math.inf:
+            self._ticks_until(max(self._now, self._next_tick))
+            if any(i.has_work() for i in self.engines):
+                return
+        self.check_done()
+
+    def _run_in_turn(self) -> None:
+        """One step at a time: the instance furthest behind (virtual clocks), or each in turn (wall clock)."""
+        while not self.done:
+            self._report_idle()
+            busy = [i for i in self.engines if i.alive and i.has_work()]
+            if not busy:
+                self._idle_tick()
+                continue
+            inst = min(busy, key=lambda i: (i.clock, i.instance_id))
+            if self.clock_mode == "wall":
+                inst.clock = time.perf_counter() - self._t0
+            if self._faults_until(inst.clock):
+                continue
+            self._ticks_until(inst.clock)
+            self._now = max(self._now, inst.clock)
+            try:
+                inst.step()
+            except EngineLost:  # its process died: the policy continues its requests elsewhere
+                inst.lost()
+
+    def _run_parallel(self) -> None:
+        """Wall clock, engines in their own processes: every busy engine steps at once, and whichever finishes
+        first is handled first (Ray's `wait`)."""
+        import ray
+
+        pending = {}
+        while not self.done:
+            now = time.perf_counter() - self._t0
+            self._faults_until(now)
+            self._ticks_until(now)
+            self._now = max(self._now, now)
+            self._report_idle()
+            for inst in self.engines:
+                if inst.alive and inst.has_work() and not inst.stepping:
+                    inst.start_step(now)
+                    pending[inst._pending] = inst
+            if not pending:
+                self._idle_tick()
+                continue
+            due = min([t for t, _i, _k in self.faults[:1]] + [self._next_tick]) - now
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, due) if due < math.inf else None)
+            for ref in ready:
+                inst = pending.pop(ref)
+                if not inst.alive:
+                    continue
+                try:
+                    result = inst.host.result(ref)
+                except EngineLost:  # the engine's process died: the policy continues its requests elsewhere
+                    self._now = max(self._now, time.perf_counter() - self._t0)
+                    inst.lost()
+                    continue
+                end = time.perf_counter() - self._t0
+                self._now = max(self._now, end)
+                inst.finish_step(result, end)
 
     def _report_idle(self) -> None:
         for inst in self.engines:
@@ -162,6 +256,14 @@ class RealDriver(ContractLoop):
     def shutdown(self) -> None:
         for inst in self.engines:
             inst.shutdown()
+        if self.launch == "ray":
+            import ray
+
+            for inst in self.engines:
+                try:
+                    ray.kill(inst.host.actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
 
     # ---- results -------------------------------------------------------------------------------
 
@@ -176,6 +278,13 @@ class RealDriver(ContractLoop):
         for col in ("running", "waiting", "kv_usage"):
             timeline[col] = steps[col]
         return timeline
+
+    def _overhead_per_step(self, wall_s: float, steps: pd.DataFrame) -> float | None:
+        """Driver time per step outside the engines' steps, in µs (stepping one at a time: virtual clocks, or
+        in-process engines on the wall clock; with actors stepping at once the engines' time overlaps)."""
+        if not len(steps) or (self.launch == "ray" and self.clock_mode == "wall"):
+            return None
+        return 1e6 * max(0.0, wall_s - float(steps["duration_s"].sum())) / len(steps)
 
     @staticmethod
     def _speculation_summary(steps: pd.DataFrame) -> dict:
@@ -209,6 +318,11 @@ class RealDriver(ContractLoop):
             "kv_capacity_tokens": cap,
             "model": self.settings.model,
             "failed_instances": [i.instance_id for i in self.engines if not i.alive],
+            "launch": self.launch,
+            "engine_startup_s": [round(float(i.startup_s), 3) for i in self.engines],
+            "launch_s": self.launch_s,
+            "driver_overhead_us_per_step": self._overhead_per_step(wall_s, steps),
+            "engine_nodes": sorted({i.node for i in self.engines}),
             **self._speculation_summary(steps),
         }
         events = events_frame((t, i.instance_id, kind, rid) for i in self.engines for t, kind, rid in i.events)

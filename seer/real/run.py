@@ -37,6 +37,11 @@ class RunSpec:
     seed: int = 0
     chunk_size: int | None = None
     fail: tuple[int, float] | None = None
+    kill: tuple[int, float] | None = None  # SIGKILL an engine's process (launch ray)
+    launch: str = "inproc"  # inproc | ray
+    cpus_per_instance: int = 1
+    gpus_per_instance: int = 0
+    kv_blocks: int | None = None
 
 
 def read_prompts(path: str, limit: int | None) -> list[str]:
@@ -129,6 +134,12 @@ def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, objec
             None,
         )
     if method == "group":
+        if spec.launch != "inproc":
+            why = "policy's drafter" if spec.speculation == "auto" else "group drafter"
+            raise SeerInputError(
+                f"the {why} shares the driver's process: it needs --launch inproc "
+                "(with --launch ray use --speculation ngram or none)"
+            )
         return (
             method,
             {"method": "custom_class", "num_speculative_tokens": tokens},
@@ -164,6 +175,18 @@ def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
         (tmp / "run.json").write_text(json.dumps(json_safe(vars(spec)), indent=2))
 
 
+def _check_kv_blocks(spec: RunSpec) -> None:
+    from seer.real.engine import EngineSettings
+
+    block = EngineSettings.block_size
+    if spec.kv_blocks is not None and (spec.kv_blocks - 1) * block < spec.max_model_len:
+        # vLLM keeps one block aside and refuses a cache that cannot hold one sequence of the model's length
+        raise SeerInputError(
+            f"--kv-blocks {spec.kv_blocks} ({block} tokens each) cannot hold one sequence of --max-model-len "
+            f"{spec.max_model_len}; use at least {-(-spec.max_model_len // block) + 1} blocks or a shorter length"
+        )
+
+
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     """One real rollout as `seer run` describes it; returns its summary (results written under `out`)."""
     from seer.core import traits_of
@@ -173,14 +196,15 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     from seer.real.engine import EngineSettings
 
     check_model(spec.model)
+    _check_kv_blocks(spec)
     policy = make_policy(spec.policy, shared={"chunk_size": spec.chunk_size})
     traits = traits_of(policy)
+    method, speculative, drafter = speculation_settings(spec, traits)
     source = read_source(spec)
     if traits.needs_oracle and not spec.replay:
         raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
     model_dir = prepare_model(spec.model)
     ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir), source)
-    method, speculative, drafter = speculation_settings(spec, traits)
     proposers = None
     if drafter is not None:
         speculative["model"], proposers = proposer_for(drafter)
@@ -194,6 +218,9 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
         seed=spec.seed,
         stop_token_ids=stop,
         speculative=speculative,
+        kv_blocks=spec.kv_blocks,
+        tensor_parallel=max(1, spec.gpus_per_instance),
+        gpu=spec.gpus_per_instance > 0,
     )
     driver = RealDriver(
         ro,
@@ -207,6 +234,10 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
         fail=spec.fail,
         drafter=drafter,
         proposers=proposers,
+        launch=spec.launch,
+        kill=spec.kill,
+        cpus=spec.cpus_per_instance,
+        gpus=spec.gpus_per_instance,
     )
     try:
         result = driver.run()

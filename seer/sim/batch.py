@@ -28,6 +28,9 @@ class Seq:
     blocks: int = 0
     pool_tokens: int = 0  # tokens fetchable from the global KV pool on admission
     ready_at: float = 0.0
+    group: int = -1  # the request's group: siblings share its prompt's cached blocks
+    prompt_len: int = 0
+    holds_prompt: bool = False  # counted among the siblings whose prompt blocks are cached here
 
     @property
     def target(self) -> int:
@@ -76,7 +79,7 @@ class Running:
     def __init__(self):
         for c in self.COLS:
             setattr(self, c, np.zeros(0, dtype=np.int64))
-        self.seqs: list[Seq] = []
+        self.seqs = np.empty(0, dtype=object)  # the Seq of each row (an object array: masks select rows fast)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -87,7 +90,9 @@ class Running:
         for c in self.COLS:
             extra = np.fromiter((getattr(s, c) for s in seqs), dtype=np.int64, count=len(seqs))
             setattr(self, c, np.concatenate([getattr(self, c), extra]))
-        self.seqs.extend(seqs)
+        added = np.empty(len(seqs), dtype=object)
+        added[:] = seqs
+        self.seqs = np.concatenate([self.seqs, added])
 
     def sync(self, idx) -> list[Seq]:
         """Write the dynamic state of rows `idx` back into their Seq objects and return them."""
@@ -107,7 +112,7 @@ class Running:
         keep = ~mask
         for c in self.COLS:
             setattr(self, c, getattr(self, c)[keep])
-        self.seqs = [s for s, k in zip(self.seqs, keep) if k]
+        self.seqs = self.seqs[keep]
         return gone
 
     @property

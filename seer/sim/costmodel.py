@@ -56,8 +56,9 @@ def fitted_coefficients(family: str) -> Coefficients:
 
 @runtime_checkable
 class StepTimeModel(Protocol):
-    """What the simulator needs of a step-time model (the roofline `CostModel`, or a `LinearStepModel` fitted to
-    a real engine's measured steps).
+    """What the simulator needs of a step-time model (the roofline `CostModel`, or a `StepFit` calibrated on a
+    real engine's measured steps). `waiting`: requests queued on the instance (a real engine's CPU cost per step
+    grows with them; the roofline model ignores it).
 
     A decode step of B sequences with cached contexts summing to S costs alpha(B) + beta * S; `decode_span` and
     `steps_within` follow from that (see `AffineDecode`). `lower_bound` returns the makespan bounds of
@@ -68,14 +69,20 @@ class StepTimeModel(Protocol):
     kv_bytes_per_token: float  # bytes of KV per token, for global-pool transfers
 
     def step_time_sums(
-        self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float, logits: float | None = None
+        self,
+        tokens: float,
+        kv_tokens: float,
+        attn_pairs: float,
+        score_pairs: float,
+        logits: float | None = None,
+        waiting: int = 0,
     ) -> float: ...
 
-    def alpha(self, batch): ...
+    def alpha(self, batch, waiting: int = 0): ...
 
-    def decode_span(self, batch: int, ctx_sum: float, steps): ...
+    def decode_span(self, batch: int, ctx_sum: float, steps, waiting: int = 0): ...
 
-    def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int: ...
+    def steps_within(self, batch: int, ctx_sum: float, seconds: float, waiting: int = 0) -> int: ...
 
     def lower_bound(
         self,
@@ -106,30 +113,30 @@ class AffineDecode:
 
     beta: float
 
-    def alpha(self, batch):
+    def alpha(self, batch, waiting: int = 0):
         raise NotImplementedError
 
-    def decode_time(self, batch: int, ctx_sum: float) -> float:
-        """One decode step of `batch` sequences whose cached contexts sum to `ctx_sum`."""
-        return float(self.alpha(batch)) + self.beta * ctx_sum
+    def decode_time(self, batch: int, ctx_sum: float, waiting: int = 0) -> float:
+        """One decode step of `batch` sequences whose cached contexts sum to `ctx_sum` (`waiting` requests queued)."""
+        return float(self.alpha(batch, waiting)) + self.beta * ctx_sum
 
-    def decode_span(self, batch: int, ctx_sum: float, steps):
+    def decode_span(self, batch: int, ctx_sum: float, steps, waiting: int = 0):
         """Total seconds of `steps` decode steps; every sequence grows by one token per step (closed form)."""
         n = np.asarray(steps, dtype=np.float64)
-        return float(self.alpha(batch)) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
+        return float(self.alpha(batch, waiting)) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
 
-    def steps_within(self, batch: int, ctx_sum: float, seconds: float) -> int:
+    def steps_within(self, batch: int, ctx_sum: float, seconds: float, waiting: int = 0) -> int:
         """Largest n with decode_span(n) <= seconds (closed-form root of the quadratic)."""
-        a, b = float(self.alpha(batch)), self.beta
+        a, b = float(self.alpha(batch, waiting)), self.beta
         if seconds <= 0:
             return 0
         # b*B/2 n^2 + (a + b*S - b*B/2) n - seconds <= 0
         qa, qb = b * batch / 2, a + b * ctx_sum - b * batch / 2
         n = seconds / qb if qa == 0 else (-qb + np.sqrt(qb * qb + 4 * qa * seconds)) / (2 * qa)
         n = int(np.floor(n + 1e-9))
-        while n > 0 and self.decode_span(batch, ctx_sum, n) > seconds * (1 + 1e-12):
+        while n > 0 and self.decode_span(batch, ctx_sum, n, waiting) > seconds * (1 + 1e-12):
             n -= 1
-        while self.decode_span(batch, ctx_sum, n + 1) <= seconds:
+        while self.decode_span(batch, ctx_sum, n + 1, waiting) <= seconds:
             n += 1
         return n
 
@@ -223,7 +230,13 @@ class CostModel(AffineDecode):
         )
 
     def step_time_sums(
-        self, tokens: float, kv_tokens: float, attn_pairs: float, score_pairs: float, logits: float | None = None
+        self,
+        tokens: float,
+        kv_tokens: float,
+        attn_pairs: float,
+        score_pairs: float,
+        logits: float | None = None,
+        waiting: int = 0,
     ) -> float:
         """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs."""
         c = self.coef
@@ -239,7 +252,7 @@ class CostModel(AffineDecode):
             + self.comm_s(tokens)
         )
 
-    def alpha(self, batch) -> np.ndarray | float:
+    def alpha(self, batch, waiting: int = 0) -> np.ndarray | float:
         """Context-independent part of a decode step of `batch` sequences (vectorised over batch)."""
         b = np.asarray(batch, dtype=np.float64)
         c = self.coef
@@ -329,49 +342,3 @@ def nnls_relative(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     coef = np.zeros(X.shape[1])
     coef[active] = sol
     return coef
-
-
-class LinearStepModel(AffineDecode):
-    """Step time fitted to a real backend's measured steps: T = c0 + c_seq * sequences + c_tok * tokens +
-    c_kv * KV tokens read. Used to re-simulate a recorded run (`seer fidelity`); `logits` (rows that sample)
-    stands in for the number of sequences in a step. It has no roofline terms, so it gives no lower bound."""
-
-    FEATURES = ("overhead_s", "per_sequence_s", "per_token_s", "per_kv_token_s")
-
-    def __init__(self, c0: float, c_seq: float, c_tok: float, c_kv: float, kv_bytes_per_token: float = 0.0):
-        self.c = (float(c0), float(c_seq), float(c_tok), float(c_kv))
-        self.beta = float(c_kv)
-        self.kv_bytes_per_token = float(kv_bytes_per_token)
-
-    def lower_bound(self, *args, **kwargs) -> None:
-        return None
-
-    def lower_bound_steps(self, *args, **kwargs) -> None:
-        return None
-
-    def step_time_sums(self, tokens, kv_tokens, attn_pairs, score_pairs, logits=None):
-        c0, c_seq, c_tok, c_kv = self.c
-        seqs = tokens if logits is None else logits
-        return c0 + c_seq * seqs + c_tok * tokens + c_kv * kv_tokens
-
-    def alpha(self, batch):
-        b = np.asarray(batch, dtype=np.float64)
-        c0, c_seq, c_tok, c_kv = self.c
-        t = c0 + (c_seq + c_tok + c_kv) * b
-        return t if t.ndim else float(t)
-
-    def describe(self) -> dict:
-        return {"model": "linear fit to measured steps", "coefficients": dict(zip(self.FEATURES, self.c))}
-
-    @staticmethod
-    def features(seqs, tokens, kv_tokens) -> np.ndarray:
-        seqs, tokens, kv_tokens = (np.asarray(x, dtype=np.float64) for x in (seqs, tokens, kv_tokens))
-        return np.stack([np.ones_like(seqs), seqs, tokens, kv_tokens], axis=-1)
-
-    @classmethod
-    def fit(cls, seqs, tokens, kv_tokens, seconds) -> "LinearStepModel":
-        """Non-negative least squares on relative error."""
-        return cls(*nnls_relative(cls.features(seqs, tokens, kv_tokens), np.asarray(seconds, dtype=np.float64)))
-
-    def predict(self, seqs, tokens, kv_tokens) -> np.ndarray:
-        return self.features(seqs, tokens, kv_tokens) @ np.array(self.c)

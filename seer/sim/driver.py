@@ -51,7 +51,7 @@ class SimDriver(ContractLoop):
         spec_horizon: int = 16,
         cost=None,
     ):
-        rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens)
+        rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens, progress)
         super().__init__(rollout, policy)
         # an empty recorded response still takes its prefill step and samples its end token, which is not counted
         empty = trace.loc[trace["output_len"] == 0, ["prompt_id", "sample_id"]]

@@ -83,7 +83,7 @@ class SpecEpoch:
 
 
 def plan_spec_epoch(
-    rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int, cost
+    rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int, cost, waiting: int = 0
 ) -> SpecEpoch | None:
     """Cut a speculation plan at the first chunk end and at the first step whose blocks do not fit, and price
     its steps; None when not even one step fits in KV."""
@@ -109,6 +109,7 @@ def plan_spec_epoch(
         (ck + qk).sum(axis=0).astype(np.float64),
         (qf * (ck + (qf + 1) / 2)).sum(axis=0),
         np.where(qk > 1, qf * (ck + qf), 0.0).sum(axis=0),
+        waiting=waiting,
     )
     return SpecEpoch(plan, C, blocks, np.cumsum(np.broadcast_to(dur, (k,))), k)
 

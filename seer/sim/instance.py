@@ -119,6 +119,8 @@ class SimInstance:
             reason,
             chunk.max_new_tokens,
             gen0=request.generated,
+            group=request.group_id,
+            prompt_len=request.prompt_len,
         )
         self._arrivals += 1
         self.seqs[seq.rid] = seq
@@ -128,10 +130,11 @@ class SimInstance:
             delay = seq.pool_tokens * self.cost.kv_bytes_per_token / self.cfg.pool_bytes_per_s
             seq.ready_at = self.env.now + delay
             self.loading.append(seq)
+            # nothing changes for the running batch until the KV arrives: wake the process only then
             self.env.timeout(delay).callbacks.append(lambda _ev: self._poke())
         else:
             self.scheduler.enqueue(seq)
-        self._poke()
+            self._poke()
 
     def abort(self, request_id: int) -> None:
         """Takes effect at the next step boundary (the step in flight completes)."""
@@ -211,6 +214,7 @@ class SimInstance:
         self.seqs.pop(seq.rid, None)
         self.reserved -= self._worst_case(seq)
         self.kv.keep_prefix(seq.rid, seq.computed, seq.blocks)
+        self.scheduler.release_prompt(seq)
         seq.blocks = 0
 
     def _finish(self, seq: Seq, reason: FinishReason, finished: bool) -> None:
@@ -331,6 +335,7 @@ class SimInstance:
             float((n * (comp + (n + 1) / 2)).sum()),
             float((n * (comp + n))[multi].sum()),
             logits,
+            len(self.waiting),
         )
         yield self.env.timeout(dur)
         self.stats.busy_s += dur
@@ -343,12 +348,13 @@ class SimInstance:
         rs = self.run_set
         B = len(rs)
         S0 = float(rs.computed.sum())
-        dur = self.cost.decode_span(B, S0, steps)
+        W = len(self.waiting)  # constant through the epoch: nothing is admitted until it ends
+        dur = self.cost.decode_span(B, S0, steps, W)
         self.stats.epochs += 1
 
         def cut(elapsed: float) -> tuple[int, float]:
-            s = min(self.cost.steps_within(B, S0, elapsed) + 1, steps)  # the step in flight completes
-            return s, self.cost.decode_span(B, S0, s)
+            s = min(self.cost.steps_within(B, S0, elapsed, W) + 1, steps)  # the step in flight completes
+            return s, self.cost.decode_span(B, S0, s, W)
 
         steps, dur = yield from run_epoch(self.env, self._new_wake(), steps, dur, cut)
         self.stats.busy_s += dur
@@ -369,9 +375,8 @@ class SimInstance:
         # a row advances >= 1 token a step, so the first chunk end comes within min(remaining) steps
         horizon = max(1, min(horizon, int(remaining.min())))
         plan = self.spec.plan(rs.rid, rs.gen0 + rs.produced, remaining, gammas, horizon)
-        epoch = plan_spec_epoch(
-            rs, plan, remaining, horizon, self.cfg.block_size, epoch_avail(self.kv, self.waiting), self.cost
-        )
+        avail, block = epoch_avail(self.kv, self.waiting), self.cfg.block_size
+        epoch = plan_spec_epoch(rs, plan, remaining, horizon, block, avail, self.cost, len(self.waiting))
         if epoch is None:
             return False
         self.stats.epochs += 1

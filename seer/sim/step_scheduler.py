@@ -26,6 +26,12 @@ class StepScheduler:
 
     `on_preempted(seq)` is called for each victim right after its KV is released (the instance counts and
     reports it).
+
+    With the prefix cache on, a request's prompt is computed once per instance for its whole group, as vLLM does:
+    a sibling admitted while another member of its group is here (or is admitted in the same step; vLLM caches a
+    block when it allocates it) starts with the prompt's full blocks computed. Each sibling still holds its own
+    copy of those blocks in the KV accounting (vLLM shares them), so KV use is over-counted by up to the shared
+    prompt blocks of each group: a conservative simplification.
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class StepScheduler:
         self.instance_id, self.cfg, self.kv = instance_id, cfg, kv
         self.run_set, self.waiting, self.stats = run_set, waiting, stats
         self.on_preempted = on_preempted
+        self.prompt_holders: dict[int, int] = {}  # group -> its members here holding the prompt's blocks
 
     def enqueue(self, seq: Seq) -> None:
         """Into the waiting queue, kept sorted by (priority, arrival)."""
@@ -61,9 +68,29 @@ class StepScheduler:
             entry = self.kv.cache.get(seq.rid)
             hit, cb = min(cached, seq.target - 1), (entry[1] if entry else 0)
         else:
-            hit, cb = min(seq.pool_tokens, seq.target - 1), 0
+            hit, cb = min(max(seq.pool_tokens, self._shared_prompt(seq)), seq.target - 1), 0
         q = min(seq.target - hit, budget)
         return hit, q, max(0, blocks_for(hit + q, self.cfg.block_size) - cb), cb
+
+    def _shared_prompt(self, seq: Seq) -> int:
+        """Prompt tokens a sibling has in the prefix cache here (full blocks; the last token is always computed)."""
+        if not self.kv.prefix_cache or seq.group < 0 or not self.prompt_holders.get(seq.group):
+            return 0
+        return (seq.prompt_len - 1) // self.cfg.block_size * self.cfg.block_size
+
+    def hold_prompt(self, seq: Seq) -> None:
+        if self.kv.prefix_cache and not seq.holds_prompt:
+            seq.holds_prompt = True
+            self.prompt_holders[seq.group] = self.prompt_holders.get(seq.group, 0) + 1
+
+    def release_prompt(self, seq: Seq) -> None:
+        if seq.holds_prompt:
+            seq.holds_prompt = False
+            left = self.prompt_holders[seq.group] - 1
+            if left:
+                self.prompt_holders[seq.group] = left
+            else:
+                del self.prompt_holders[seq.group]
 
     def can_admit_head(self, budget: int) -> bool:
         if not self.waiting or len(self.run_set) >= self.cfg.max_num_seqs or budget <= 0:
@@ -135,6 +162,7 @@ class StepScheduler:
             self.stats.preemptions += 1
             self.stats.recomputed_tokens += victim.computed
             self.kv.keep_prefix(victim.rid, victim.computed, victim.blocks)
+            self.release_prompt(victim)
             victim.computed = victim.blocks = 0
             victim.pool_tokens = 0
             self.enqueue(victim)
@@ -155,8 +183,11 @@ class StepScheduler:
                 self.stats.prefix_hit_tokens += hit
             else:
                 seq.blocks = 0
-                if hit:
+                shared = min(self._shared_prompt(seq), hit)
+                self.stats.prefix_hit_tokens += shared
+                if hit > shared:
                     self.stats.pool_fetched_tokens += hit
+            self.hold_prompt(seq)
             seq.computed = hit
             seq.pool_tokens = 0
             ok = self.kv.allocate(extra)

@@ -9,12 +9,18 @@ from seer.core import Group, Rollout
 from seer.errors import SeerInputError
 
 
-def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Rollout, dict[int, int]]:
+def rollout_from_trace(
+    trace: pd.DataFrame, default_max_tokens: int, progress: bool | None = False
+) -> tuple[Rollout, dict[int, int]]:
     """Groups and requests from a trace, in (prompt, sample) order, plus each request's true length.
 
     Returns (rollout, true output length by request id); `Request.key` is the row's (prompt_id, sample_id).
+    `progress`: a bar over the rows while the rollout is built (large traces take a while).
     """
+    from tqdm import tqdm
+
     df = trace.sort_values(["prompt_id", "sample_id"], kind="stable").reset_index(drop=True)
+    bar = tqdm(total=len(df), desc="setting up", unit="req", disable=None if progress is None else not progress)
     ro = Rollout()
     true_len: dict[int, int] = {}
     has_max = "max_tokens" in df.columns
@@ -39,4 +45,6 @@ def rollout_from_trace(trace: pd.DataFrame, default_max_tokens: int) -> tuple[Ro
                 )
             # an engine always samples at least one token
             true_len[req.request_id] = max(1, out)
+        bar.update(len(reqs))
+    bar.close()
     return ro, true_len

@@ -1,0 +1,226 @@
+"""The simulator against every recorded real run: self-fit, transfer (fit on one, predict another), leave-one-out,
+and the policy ranking; writes docs/fidelity.md and docs/figures/fidelity_parity.png.
+
+    python benchmarks/fidelity_matrix.py [--data benchmarks/data/fidelity]
+
+The recordings are `seer run` folders kept small by `benchmarks/fidelity_record.py` (which re-records them).
+For each recording R: `seer calibrate R` gives model M_R; `seer fidelity R` (self-fit) gives every metric; then
+every other recording is simulated with M_R (transfer), and each recording with a model calibrated on all the
+others (leave-one-out, what a user who calibrated once would see). The policy ranking compares the real
+context/verl makespan ratio of the two recordings that differ only in policy with the simulated one, both policies
+priced by one model. Also writes out/bench/fidelity_matrix.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from seer.fidelity import calibrate, fidelity
+from seer.fileio import atomic_path, write_text_atomic
+from seer.runs import load_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "benchmarks", "data", "fidelity")
+RANKING = ("longtail-verl-4i", "longtail-context-4i")
+
+
+def pct(x) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}%"
+
+
+def describe(path: str) -> dict:
+    run = load_run(path)
+    raw, s = run.raw, run.result.summary
+    return {
+        "name": os.path.basename(path),
+        "model": raw.get("model"),
+        "generation": "replay" if raw.get("replay") else "real",
+        "policy": raw["policy"],
+        "instances": raw["instances"],
+        "requests": int(s["requests"]),
+        "max_tokens": raw["max_tokens"],
+        "kv_blocks": raw.get("kv_blocks"),
+        "kv_capacity_tokens": int(s["kv_capacity_tokens"]),
+        "steps": len(run.steps),
+        "makespan_s": float(s["makespan_s"]),
+        "preemptions": int(run.steps["preempted"].sum()) if "preempted" in run.steps else 0,
+    }
+
+
+def matrix(runs: list[str]) -> dict:
+    from tqdm import tqdm
+
+    names = [os.path.basename(r) for r in runs]
+    models = {n: calibrate([r]) for n, r in zip(names, runs)}
+    selfs, transfer, loo = {}, {}, {}
+    with tqdm(total=len(runs) * (len(runs) + 1), desc="fidelity", unit="sim") as bar:
+        for n, r in zip(names, runs):
+            selfs[n] = fidelity(r)
+            bar.update()
+            loo[n] = fidelity(r, calibrate([o for o in runs if o != r])) if len(runs) > 2 else None
+            for m in names:
+                if m != n:
+                    transfer[(m, n)] = fidelity(r, models[m])
+                bar.update()
+    ranking = None
+    if all(n in names for n in RANKING):
+        verl, ctx = (runs[names.index(n)] for n in RANKING)
+        real = selfs[RANKING[1]]["real_makespan_s"] / selfs[RANKING[0]]["real_makespan_s"]
+        ranking = {"real": real, "by_model": {}}
+        for m in names:
+            a = selfs[RANKING[0]] if m == RANKING[0] else transfer.get((m, RANKING[0])) or fidelity(verl, models[m])
+            b = selfs[RANKING[1]] if m == RANKING[1] else transfer.get((m, RANKING[1])) or fidelity(ctx, models[m])
+            ranking["by_model"][m] = b["sim_makespan_s"] / a["sim_makespan_s"]
+    return {
+        "recordings": [describe(r) for r in runs],
+        "models": {
+            n: {"terms": m.meta["terms"], **m.coefficients, "mape_heldout": m.meta["mape_heldout"]}
+            for n, m in models.items()
+        },
+        "self_fit": selfs,
+        "transfer": [{"fit_on": m, "predict": n, **v} for (m, n), v in transfer.items()],
+        "leave_one_out": loo,
+        "ranking": ranking,
+    }
+
+
+def parity_figure(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
+    for label, rows, marker in (
+        ("self-fit", list(res["self_fit"].values()), "o"),
+        ("transfer", res["transfer"], "x"),
+        ("leave-one-out", [v for v in res["leave_one_out"].values() if v], "s"),
+    ):
+        ax[0].scatter(
+            [r["real_makespan_s"] for r in rows], [r["sim_makespan_s"] for r in rows], marker=marker, label=label
+        )
+    hi = max(r["real_makespan_s"] for r in res["self_fit"].values()) * 1.15
+    ax[0].plot([0, hi], [0, hi], "k-", lw=0.8)
+    for f in (0.92, 1.08):
+        ax[0].plot([0, hi], [0, hi * f], "k:", lw=0.6)
+    ax[0].set(xlabel="real makespan (s)", ylabel="simulated makespan (s)", title="makespan (dotted: ±8%)")
+    ax[0].legend()
+    names = list(res["self_fit"])
+    errs = [
+        [
+            abs(
+                next(
+                    (t["makespan_error"] for t in res["transfer"] if t["fit_on"] == m and t["predict"] == n),
+                    res["self_fit"][n]["makespan_error"] if m == n else 0,
+                )
+            )
+            * 100
+            for n in names
+        ]
+        for m in names
+    ]
+    im = ax[1].imshow(errs, cmap="Reds", vmin=0, vmax=max(10, max(map(max, errs))))
+    ax[1].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    ax[1].set_yticks(range(len(names)), names, fontsize=7)
+    ax[1].set(xlabel="predicted recording", ylabel="calibrated on", title="|makespan error| %")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax[1].text(j, i, f"{errs[i][j]:.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax[1])
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def markdown(res: dict) -> str:
+    out = [
+        "# Fidelity: the simulator against real vLLM runs",
+        "",
+        "Regenerate with `python benchmarks/fidelity_matrix.py` (re-record the runs with "
+        "`python benchmarks/fidelity_record.py`). Each recording is a `seer run` on this 2-core CPU machine "
+        "(SmolLM2-135M on vLLM's CPU backend, one core per instance, virtual clock); `seer calibrate` fits the "
+        "step model (`seer/sim/stepfit.py`) to its measured steps and `seer fidelity` re-simulates it.",
+        "",
+        "## Recordings",
+        "",
+        "| recording | generation | policy | instances | requests | max tokens | KV tokens / instance | steps | "
+        "real makespan s | preemptions |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["recordings"]:
+        out.append(
+            f"| {r['name']} | {r['generation']} | {r['policy']} | {r['instances']} | {r['requests']:,} | "
+            f"{r['max_tokens']} | {r['kv_capacity_tokens']:,} | {r['steps']:,} | {r['makespan_s']:.1f} | "
+            f"{r['preemptions']} |"
+        )
+    out += [
+        "",
+        "## Self-fit (calibrated on the recording itself)",
+        "",
+        "| recording | terms | makespan | throughput | finish time (mean abs) | step MAPE (cross-validated) | "
+        "preemptions real / sim | median preemption at (real / sim) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, f in res["self_fit"].items():
+        share = " / ".join(
+            "—" if f[k] is None else f"{100 * f[k]:.0f}%" for k in ("real_preempt_time_share", "sim_preempt_time_share")
+        )
+        out.append(
+            f"| {n} | {', '.join(t.replace('_s', '').replace('per_', '') for t in f['terms'][1:]) or '—'} | "
+            f"{pct(f['makespan_error'])} | {pct(f['throughput_error'])} | {100 * f['finish_time_mape']:.1f}% | "
+            f"{100 * f['step_time_mape']:.1f}% ({100 * f['step_time_mape_heldout']:.1f}%) | "
+            f"{f['real_preemptions']} / {f['sim_preemptions']} | {share} |"
+        )
+    names = list(res["self_fit"])
+    out += ["", "## Transfer: makespan error, calibrated on the row, predicting the column", ""]
+    out.append("| calibrated on \\ predicts | " + " | ".join(names) + " |")
+    out.append("|---" * (len(names) + 1) + "|")
+    cell = {(t["fit_on"], t["predict"]): t for t in res["transfer"]}
+    for m in names:
+        row = [
+            f"**{pct(res['self_fit'][m]['makespan_error'])}**" if n == m else pct(cell[(m, n)]["makespan_error"])
+            for n in names
+        ]
+        out.append(f"| {m} | " + " | ".join(row) + " |")
+    worst = max(abs(t["makespan_error"]) for t in res["transfer"]) if res["transfer"] else None
+    out += ["", f"Worst transfer makespan error: {pct(worst)}."]
+    if any(res["leave_one_out"].values()):
+        out += ["", "Leave-one-out (calibrated on all the other recordings together):", ""]
+        out += ["| recording | makespan | finish time | step MAPE |", "|---|---|---|---|"]
+        for n, f in res["leave_one_out"].items():
+            fin, step = 100 * f["finish_time_mape"], 100 * f["step_time_mape"]
+            out.append(f"| {n} | {pct(f['makespan_error'])} | {fin:.1f}% | {step:.1f}% |")
+    if res["ranking"]:
+        rk = res["ranking"]
+        out += ["", "## Policy ranking", "", f"Real context/verl makespan ratio: **{rk['real']:.3f}**.", ""]
+        out += ["| both policies priced by the model of | simulated ratio | difference |", "|---|---|---|"]
+        for m, v in rk["by_model"].items():
+            out.append(f"| {m} | {v:.3f} | {v - rk['real']:+.3f} |")
+    out += ["", "![parity](figures/fidelity_parity.png)", ""]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=DATA, help="folder of recordings (default benchmarks/data/fidelity)")
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "fidelity.md"))
+    ap.add_argument("--json", default=os.path.join(ROOT, "out", "bench", "fidelity_matrix.json"))
+    args = ap.parse_args()
+    runs = sorted(
+        os.path.join(args.data, d) for d in os.listdir(args.data) if os.path.isdir(os.path.join(args.data, d))
+    )
+    if len(runs) < 2:
+        raise SystemExit(f"{args.data}: needs at least two recordings (record them with benchmarks/fidelity_record.py)")
+    res = matrix(runs)
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    write_text_atomic(args.json, json.dumps(res, indent=2, default=str))
+    parity_figure(res, os.path.join(os.path.dirname(args.doc), "figures", "fidelity_parity.png"))
+    write_text_atomic(args.doc, markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

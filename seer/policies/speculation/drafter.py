@@ -15,28 +15,36 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from seer.core.traits import SCOPES, DraftConfig
+from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
+
+Index = CompiledSuffixIndex | SuffixIndex
 
 __all__ = ["SCOPES", "DraftConfig", "GroupDrafter"]
 _PROMPT_SID = 0
 
 
 class GroupDrafter:
-    """Per-group suffix indexes with incremental appends (a request's tokens extend only its own path)."""
+    """Per-group suffix indexes with incremental appends (a request's tokens extend only its own path).
 
-    def __init__(self, config: DraftConfig = DraftConfig()):
+    `compiled` (default) uses the numba-compiled index; False the pure-Python reference, same drafts."""
+
+    def __init__(self, config: DraftConfig = DraftConfig(), compiled: bool = True):
         self.config = config
+        self.compiled = compiled
         self._prompts: dict[int, tuple[int, ...]] = {}
-        self._index: dict[tuple[str, int], SuffixIndex] = {}  # ("group", gid), or ("request", rid) for scope own
+        self._index: dict[tuple[str, int], Index] = {}  # ("group", gid), or ("request", rid) for scope own
         self._where: dict[int, tuple[tuple[str, int], int]] = {}  # request id -> (index key, sequence id)
         self._members: dict[int, int] = {}  # group id -> live requests
         self._group_of: dict[int, int] = {}
-        self._global = SuffixIndex(config.max_match) if config.scope == "global" else None
+        self._global = make_index(config.max_match, compiled) if config.scope == "global" else None
         self._cached: OrderedDict[int, None] = OrderedDict()
         self.appended = 0
+        c = config  # the draft arguments every call passes, in `SuffixIndex.draft`'s order after max_tokens
+        self._args = (c.topk, c.min_prob, c.min_match, None, c.max_occurrences)
 
-    def _new_index(self, prompt: Sequence[int]) -> SuffixIndex:
-        idx = SuffixIndex(self.config.max_match)
+    def _new_index(self, prompt: Sequence[int]) -> Index:
+        idx = make_index(self.config.max_match, self.compiled)
         if prompt:
             idx.extend(_PROMPT_SID, prompt)
         return idx
@@ -61,7 +69,7 @@ class GroupDrafter:
     def append(self, request_id: int, tokens: Iterable[int]) -> None:
         """Tokens a request just produced, in order."""
         key, sid = self._where[request_id]
-        toks = list(tokens)
+        toks = tokens if isinstance(tokens, list) else list(tokens)
         self._index[key].extend(sid, toks)
         self.appended += len(toks)
 
@@ -74,8 +82,9 @@ class GroupDrafter:
         return self._group_of.get(request_id)
 
     def tokens(self, request_id: int) -> list[int]:
+        """The tokens appended for a live request so far (a copy)."""
         key, sid = self._where[request_id]
-        return self._index[key].seqs.get(sid, [])
+        return self._index[key].sequence(sid)
 
     def finish(self, request_id: int) -> None:
         """The request is done: free what only it needed; scope "global" caches its response."""
@@ -85,7 +94,7 @@ class GroupDrafter:
         gid = self._group_of.pop(request_id)
         idx = self._index[key]
         if self._global is not None:
-            self._global.extend(request_id + 1, idx.seqs.get(sid, []))
+            self._global.extend(request_id + 1, idx.sequence(sid))
             self._cached[request_id + 1] = None
             while len(self._cached) > self.config.max_cached:
                 old, _ = self._cached.popitem(last=False)
@@ -105,25 +114,61 @@ class GroupDrafter:
         idx = self._index.get(("group", group_id))
         if idx is None or max_depth <= 0:
             return EMPTY
-        c = self.config
-        return idx.draft(
-            context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences
-        )
+        return idx.draft(context, max_depth, max_tokens, *self._args)
 
     def propose(self, request_id: int, context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
         """A draft for the request whose current context (prompt + output so far, or at least its last
         `max_match` tokens) is `context`."""
         if max_depth <= 0:
             return EMPTY
-        c = self.config
-        key, _sid = self._where[request_id]
-        best = self._index[key].draft(
-            context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences
-        )
+        best = self._index[self._where[request_id][0]].draft(context, max_depth, max_tokens, *self._args)
         if self._global is not None:
-            other = self._global.draft(
-                context, max_depth, max_tokens, c.topk, c.min_prob, c.min_match, max_occurrences=c.max_occurrences
-            )
+            other = self._global.draft(context, max_depth, max_tokens, *self._args)
             if other.score > best.score:
                 best = other
         return best
+
+    def propose_batch(
+        self,
+        request_ids: Sequence[int],
+        contexts: Sequence[Sequence[int]],
+        max_depths: Sequence[int],
+        max_tokens: Sequence[int] | None = None,
+    ) -> list[Draft]:
+        """`propose` for the many rows of one step (one kernel call per index); equal to calling it row by row."""
+        keys = [self._where[rid][0] for rid in request_ids]
+        drafts = self._by_index(keys, contexts, max_depths, max_tokens)
+        if self._global is not None:
+            others = self._global.draft_many(contexts, max_depths, max_tokens, *self._args)
+            drafts = [o if o.score > d.score else d for d, o in zip(drafts, others)]
+        return drafts
+
+    def propose_group_batch(
+        self,
+        group_ids: Sequence[int],
+        contexts: Sequence[Sequence[int]],
+        max_depths: Sequence[int],
+        max_tokens: Sequence[int] | None = None,
+    ) -> list[Draft]:
+        """`propose_group` for many rows; equal to calling it row by row."""
+        return self._by_index([("group", g) for g in group_ids], contexts, max_depths, max_tokens)
+
+    def _by_index(self, keys: list, contexts, max_depths, max_tokens) -> list[Draft]:
+        """Drafts of rows grouped by the index they draft from (rows of an unknown index get none)."""
+        rows: dict[tuple[str, int], list[int]] = {}
+        for r, key in enumerate(keys):
+            rows.setdefault(key, []).append(r)
+        drafts = [EMPTY] * len(keys)
+        for key, rs in rows.items():
+            idx = self._index.get(key)
+            if idx is None:
+                continue
+            got = idx.draft_many(
+                [contexts[r] for r in rs],
+                [max_depths[r] for r in rs],
+                None if max_tokens is None else [max_tokens[r] for r in rs],
+                *self._args,
+            )
+            for r, d in zip(rs, got):
+                drafts[r] = d
+        return drafts

@@ -62,12 +62,20 @@ class Draft:
 EMPTY = Draft()
 
 
+def linear_parents(n: int) -> tuple[int, ...]:
+    """Parents of a linear draft of n tokens, (-1, 0, ..., n - 2) (shared tuples: compared at C speed)."""
+    return _LINEAR[n] if n < len(_LINEAR) else tuple(range(-1, n - 1))
+
+
+_LINEAR = [tuple(range(-1, n - 1)) for n in range(65)]
+
+
 def accepted_length(draft: Draft, truth: Sequence[int]) -> int:
     """Draft tokens accepted against the true continuation `truth`: the longest root path of the tree that
     equals a prefix of `truth` (greedy verification of a token tree; exact replay of a recorded output)."""
     if not draft.tokens:
         return 0
-    if all(p == i - 1 for i, p in enumerate(draft.parents)):  # linear: compare prefixes
+    if draft.parents == linear_parents(len(draft.parents)):  # linear: compare prefixes
         n = 0
         for d, t in zip(draft.tokens, truth):
             if d != t:
@@ -134,6 +142,10 @@ class SuffixIndex:
 
     def __len__(self) -> int:
         return sum(len(s) for sid, s in self.seqs.items() if sid not in self.dead)
+
+    def sequence(self, sid: int) -> list[int]:
+        """The tokens of sequence `sid` (a copy; [] when unknown)."""
+        return list(self.seqs.get(sid, ()))
 
     def extend(self, sid: int, tokens: Iterable[int]) -> None:
         """Append `tokens` to sequence `sid` (a new sequence if unseen)."""
@@ -229,6 +241,25 @@ class SuffixIndex:
         if not occ:
             return EMPTY
         return build_draft(occ, m, max_depth, max_depth * topk if max_tokens is None else max_tokens, topk, min_prob)
+
+    def draft_many(
+        self,
+        contexts: Sequence[Sequence[int]],
+        max_depths: Sequence[int],
+        max_tokens: Sequence[int] | None = None,
+        topk: int = 1,
+        min_prob: float = 0.1,
+        min_match: int = 1,
+        visible: Mapping[int, int] | None = None,
+        max_occurrences: int | None = 16,
+    ) -> list[Draft]:
+        """`draft` for many contexts (row r: contexts[r], max_depths[r], max_tokens[r]), one after the other."""
+        return [
+            self.draft(
+                c, d, None if max_tokens is None else max_tokens[r], topk, min_prob, min_match, visible, max_occurrences
+            )
+            for r, (c, d) in enumerate(zip(contexts, max_depths))
+        ]
 
 
 def build_draft(

@@ -1,0 +1,215 @@
+"""The compiled suffix index against the pure-Python reference: identical drafts (tokens, tree parents, exact
+probabilities, match lengths), occurrences and hash keys on random inputs, for the index, the group drafter
+and the batched calls."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seer.policies.speculation import DraftConfig, GroupDrafter, SuffixIndex
+from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
+from seer.policies.speculation.suffix import _P
+
+settings_ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def same(ref: SuffixIndex, comp: CompiledSuffixIndex) -> None:
+    """Same sequences, same length, same hash keys (bit for bit)."""
+    for sid in ref.seqs:
+        assert comp.sequence(sid) == ref.sequence(sid)
+    assert len(comp) == len(ref)
+    comp._flush()
+    table = comp._table
+    assert set(table[table[:, 1] >= 0, 0].tolist()) == set(ref.index)
+
+
+def drafts(idx, query) -> tuple:
+    ctx, depth, max_tokens, topk, min_prob, min_match, visible, cap = query
+    d = idx.draft(ctx, depth, max_tokens, topk, min_prob, min_match, visible, cap)
+    m, occ = idx.match(ctx, visible, min_match, cap)
+    return d, m, occ
+
+
+def occurrences(ref: SuffixIndex, occ) -> list:
+    """The reference's occurrences with sequences named by id (the compiled index names them so)."""
+    sid_of = {id(s): sid for sid, s in ref.seqs.items()}
+    return [(sid_of[id(s)], start, lim) for s, start, lim in occ]
+
+
+@st.composite
+def operations(draw, tokens=None):
+    """Interleaved appends over a few sequences, removals and compactions, over a small alphabet (so that
+    matches, ties and hash-table reuse are frequent)."""
+    alphabet = tokens or list(range(draw(st.integers(2, 5))))
+    tok = st.sampled_from(alphabet)
+    op = st.one_of(
+        st.tuples(st.just("extend"), st.integers(0, 5), st.lists(tok, max_size=10)),
+        st.tuples(st.just("remove"), st.integers(0, 5), st.none()),
+        st.tuples(st.just("compact"), st.none(), st.none()),
+    )
+    return alphabet, draw(st.lists(op, max_size=25))
+
+
+@st.composite
+def queries(draw, alphabet):
+    ctx = draw(st.lists(st.sampled_from(alphabet), max_size=10))
+    depth = draw(st.integers(0, 7))
+    max_tokens = draw(st.one_of(st.none(), st.integers(0, 12)))
+    topk = draw(st.integers(1, 4))
+    min_prob = draw(st.sampled_from([0.0, 0.1, 0.25, 1 / 3, 0.5, 1.0]))
+    min_match = draw(st.integers(1, 3))
+    visible = draw(st.one_of(st.none(), st.dictionaries(st.integers(0, 6), st.integers(-1, 20), max_size=2)))
+    cap = draw(st.sampled_from([None, 0, 1, 2, 3, 16]))
+    return ctx, depth, max_tokens, topk, min_prob, min_match, visible, cap
+
+
+def apply(ops, *indexes) -> None:
+    for kind, sid, toks in ops:
+        for idx in indexes:
+            if kind == "extend":
+                idx.extend(sid, toks)
+            elif kind == "remove":
+                idx.remove(sid)
+            else:
+                idx.compact()
+
+
+@settings_
+@given(data=st.data(), max_match=st.integers(1, 6))
+def test_compiled_index_drafts_exactly_like_the_reference(data, max_match):
+    alphabet, ops = data.draw(operations())
+    ref, comp = SuffixIndex(max_match), CompiledSuffixIndex(max_match)
+    apply(ops, ref, comp)
+    same(ref, comp)
+    for _ in range(4):
+        query = data.draw(queries(alphabet))
+        (rd, rm, rocc), (cd, cm, cocc) = drafts(ref, query), drafts(comp, query)
+        assert cd == rd  # tokens, parents, probabilities (exactly) and match length
+        assert (cm, cocc) == (rm, occurrences(ref, rocc))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), max_match=st.integers(1, 5))
+def test_odd_token_ids_hash_and_collide_like_the_reference(data, max_match):
+    # -1 makes a 2-gram hash equal to a 1-gram's ((0 * B + t + 1) = t + 1); ids >= P wrap; huge ids stay exact
+    alphabet = [-1, 0, 1, 2, _P - 1, _P + 3, -(1 << 62), (1 << 62) + 7]
+    _, ops = data.draw(operations(alphabet))
+    ref, comp = SuffixIndex(max_match), CompiledSuffixIndex(max_match)
+    apply(ops, ref, comp)
+    same(ref, comp)
+    for _ in range(3):
+        query = data.draw(queries(alphabet))
+        assert drafts(comp, query)[0] == drafts(ref, query)[0]
+
+
+def test_large_index_growth_compaction_and_unlimited_occurrences():
+    # long sequences over 3 tokens: buffers, table and entries grow, segments relocate, a pattern has hundreds
+    # of occurrences (the sorting paths), removals compact
+    rng = random.Random(5)
+    ref, comp = SuffixIndex(6), CompiledSuffixIndex(6)
+    for step in range(400):
+        sid = rng.randrange(40)
+        toks = [rng.randrange(3) for _ in range(rng.randrange(1, 60))]
+        ref.extend(sid, toks)
+        comp.extend(sid, toks)
+        if step % 37 == 0:
+            ref.remove(sid - 1)
+            comp.remove(sid - 1)
+        if step % 9 == 0:  # drafts between appends: some find buffered appends that need the arrays grown
+            ctx = [rng.randrange(3) for _ in range(8)]
+            for topk, cap in ((1, None), (3, None), (1, 16), (4, 5)):
+                assert comp.draft(ctx, 8, None, topk, 0.0, 1, None, cap) == ref.draft(
+                    ctx, 8, None, topk, 0.0, 1, None, cap
+                )
+    same(ref, comp)
+    assert comp.dead == ref.dead
+
+
+@settings_
+@given(data=st.data())
+def test_draft_many_equals_drafting_row_by_row(data):
+    alphabet, ops = data.draw(operations())
+    ref, comp = SuffixIndex(4), CompiledSuffixIndex(4)
+    apply(ops, ref, comp)
+    rows = data.draw(st.lists(queries(alphabet), max_size=6))
+    topk, min_prob, min_match, visible, cap = rows[0][3:] if rows else (1, 0.1, 1, None, 16)
+    ctxs, depths, maxt = [r[0] for r in rows], [r[1] for r in rows], [r[2] or 0 for r in rows]
+    want = [ref.draft(c, d, t, topk, min_prob, min_match, visible, cap) for c, d, t in zip(ctxs, depths, maxt)]
+    assert comp.draft_many(ctxs, depths, maxt, topk, min_prob, min_match, visible, cap) == want
+    assert ref.draft_many(ctxs, depths, maxt, topk, min_prob, min_match, visible, cap) == want
+    want = [ref.draft(np.array(c, dtype=np.int32), d, None, topk) for c, d in zip(ctxs, depths)]
+    assert comp.draft_many([np.array(c, dtype=np.int32) for c in ctxs], depths, None, topk) == want
+
+
+@st.composite
+def replays(draw):
+    """A rollout: groups of requests that append and draft in random interleaving and finish."""
+    config = DraftConfig(
+        scope=draw(st.sampled_from(["own", "group", "global"])),
+        max_match=draw(st.integers(1, 5)),
+        topk=draw(st.integers(1, 3)),
+        min_prob=draw(st.sampled_from([0.0, 0.1, 0.3])),
+        max_occurrences=draw(st.sampled_from([1, 3, 16])),
+        max_cached=draw(st.integers(0, 3)),
+    )
+    steps = draw(st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(0, 3), max_size=5)), max_size=40))
+    prompts = draw(st.lists(st.lists(st.integers(0, 3), max_size=6), min_size=2, max_size=2))
+    return config, prompts, steps
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=replays())
+def test_group_drafter_compiled_equals_reference_and_batches_equal_rows(case):
+    config, prompts, steps = case
+    ref, comp = GroupDrafter(config, compiled=False), GroupDrafter(config)
+    live: dict[int, list[int]] = {}
+    finished: set[int] = set()
+    for rid, toks in steps:
+        if rid not in live and rid not in finished and len(live) < 4:
+            for d in (ref, comp):
+                d.add_request(rid, rid % 2, prompts[rid % 2])
+            live[rid] = list(prompts[rid % 2])
+        if rid not in live:
+            continue
+        ctx = live[rid][-6:]
+        assert comp.propose(rid, ctx, 4) == ref.propose(rid, ctx, 4)
+        if not toks:  # an empty step finishes the request
+            ref.finish(rid)
+            comp.finish(rid)
+            del live[rid]
+            finished.add(rid)
+            continue
+        for d in (ref, comp):
+            d.append(rid, toks)
+        live[rid] += toks
+        assert comp.tokens(rid) == ref.tokens(rid)
+    rids = list(live)
+    ctxs = [live[r][-5:] for r in rids]
+    want = [ref.propose(r, c, 3) for r, c in zip(rids, ctxs)]
+    assert comp.propose_batch(rids, ctxs, [3] * len(rids)) == want
+    assert ref.propose_batch(rids, ctxs, [3] * len(rids)) == want
+    gids = [r % 2 for r in rids] + [7]  # group 7 is unknown: no draft
+    ctxs.append([1, 2])
+    want = [ref.propose_group(g, c, 3, 2) for g, c in zip(gids, ctxs)]
+    assert comp.propose_group_batch(gids, ctxs, [3] * len(gids), [2] * len(gids)) == want
+
+
+def test_refusals():
+    comp = CompiledSuffixIndex(3)
+    with pytest.raises(ValueError):
+        CompiledSuffixIndex(0)
+    with pytest.raises(ValueError):
+        comp.draft([1], 2, min_match=0)
+    with pytest.raises(ValueError):
+        comp.draft([1], 2, max_occurrences=-1)
+    comp.extend(1, [1, 2, 3])
+    comp.extend(2, [(1 << 63) - 1])
+    with pytest.raises(ValueError):
+        comp.draft([1], 2)
+    assert comp.sequence(1) == [1, 2, 3]
+    assert isinstance(make_index(3), CompiledSuffixIndex) and isinstance(make_index(3, compiled=False), SuffixIndex)

@@ -81,8 +81,8 @@ def load_config(path: str) -> dict:
         if not isinstance(cfg.get(key), list) or not cfg[key] or not all(isinstance(v, str) for v in cfg[key]):
             raise SeerInputError(f"{path}: [sweep] needs a non-empty list of names '{key}'")
     seeds = cfg.setdefault("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(type(v) is int for v in seeds):
-        raise SeerInputError(f"{path}: [sweep] seeds must be a non-empty list of integers")
+    if not isinstance(seeds, list) or not seeds or not all(type(v) is int and v >= 0 for v in seeds):
+        raise SeerInputError(f"{path}: [sweep] seeds must be a non-empty list of integers >= 0")
     prompts = cfg.get("prompts")
     if prompts is not None and (type(prompts) is not int or prompts < 1):
         raise SeerInputError(f"{path}: [sweep] prompts must be an integer >= 1, not {prompts!r}")

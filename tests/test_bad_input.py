@@ -89,6 +89,8 @@ FILES = {
     "c_kvneg.toml": _cluster(kv_capacity_tokens=-112),
     "c_mode.toml": _cluster(kv_mode='"remote"'),
     "c_invalid.toml": "[cluster\nmodel = 1\n",
+    "c_noinst.toml": _cluster(instances=None),
+    "s_negseed.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = [-1]\n',
     "s_seed.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseed = [5]\n',
     "s_param.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl", "context"]\n'
     "[sweep.params]\nchunk_sise = [1]\n",
@@ -226,7 +228,14 @@ CASES += [
         ("c_kvneg.toml", "kv_capacity_tokens"),
         ("c_mode.toml", "kv_mode"),
         ("c_invalid.toml", "TOML"),
+        ("c_noinst.toml", "needs instances"),
     ]
+]
+CASES += [
+    (["trace", "synth", "--preset", "moonlight", "--seed", "-1", "-o", "x.parquet"], "--seed"),
+    (["simulate", "--preset", "qwen2-vl-72b", "--seed", "-1"], "--seed"),
+    (["spec", "bench", "--trace", "good.csv", "--seed", "-2"], "--seed"),
+    (["sweep", "s_negseed.toml"], "seeds"),
 ]
 
 
@@ -246,6 +255,21 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "seer" / "data" / "gsm8k_smollm2.parquet").symlink_to(root / "seer" / "data" / "gsm8k_smollm2.parquet")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`seer ... | head`: the reader going away is not an error."""
+
+    class Closed:
+        def write(self, _text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["presets"]) == 0
+    assert "error" not in capsys.readouterr().err
 
 
 def test_there_are_enough_cases():

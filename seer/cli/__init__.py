@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeerInputError as exc:
         print(f"seer: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`seer ... | head`): nothing more to say
+        return 0
     except OSError as exc:  # a file or folder that cannot be read or written: one line too
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"seer: error: {where}{exc.strerror or exc}", file=sys.stderr)
@@ -56,8 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seer: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 __all__ = ["build_parser", "main"]

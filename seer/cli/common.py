@@ -77,7 +77,9 @@ def workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="paper setup: its synthetic workload and its cluster (see `seer presets`)")
     p.add_argument("--cluster", help="cluster preset name or TOML path (default: the --preset's)")
     p.add_argument("--instances", type=int_at_least(1), help="override the number of instances")
-    p.add_argument("--seed", type=int, help="seed of the synthetic workload (default: the preset's, else 0)")
+    p.add_argument(
+        "--seed", type=int_at_least(0), help="seed of the synthetic workload (default: the preset's, else 0)"
+    )
     p.add_argument("--prompts", type=int_at_least(1), help="with --preset: number of prompts (groups) per iteration")
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies (default 8192)")
     p.add_argument("--placement", choices=["most-free", "cache-aware"], help="instance choice of divided policies")

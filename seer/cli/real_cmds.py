@@ -202,7 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=4,
         help="draft tokens per step for --speculation ngram|group (default 4; auto uses the policy's cap)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument(
         "--launch",
         choices=["inproc", "ray"],

@@ -121,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int_at_least(0), default=16, help="samples per group (default 16; 0 = all)")
     p.add_argument("--min-prob", type=number_in(0, 1), default=0.1, help="draft probability cut-off (default 0.1)")
     p.add_argument("--max-match", type=int_at_least(1), default=8, help="longest context suffix matched (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the group sample (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed for the group sample (default 0)")
     p.add_argument("--out", help="result folder (default out/spec-bench/TRACE)")
     p.add_argument("--json", action="store_true", help="print a list of {refs, topk, tau, accepted_per_draft, ...}")
     p.set_defaults(func=cmd_spec_bench)

@@ -144,7 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, help="generation cap")
     p.add_argument("--prompt-mean", type=float, help="mean prompt length (log-normal)")
     p.add_argument("--prompt-cv", type=float, help="prompt length CV (0 = all equal)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the trace statistics as JSON")
     p.set_defaults(func=cmd_synth)
 

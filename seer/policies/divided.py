@@ -165,6 +165,7 @@ class DividedPolicy(ConfiguredPolicy):
         finally:
             candidates.close()
             book.free[held], book.in_flight[held] = kept
+            book.touch(held)
         return actions
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from seer.core import ClusterView, worst_case_kv
@@ -20,6 +21,9 @@ class LoadBook:
     block: dict[int, int] = field(default_factory=dict)
     cached: dict[int, object] = field(default_factory=dict)
     capacity: dict[int, int] = field(default_factory=dict)
+    # (-free, instance), built on first use and pushed on every change; stale entries are skipped when read, so
+    # the most-free open instance costs O(log instances) per chunk instead of a scan (large clusters)
+    _heap: list | None = None
 
     @classmethod
     def of(cls, view: ClusterView) -> "LoadBook":
@@ -42,6 +46,27 @@ class LoadBook:
     def take(self, i: int, context: int, budget: int) -> None:
         self.free[i] -= worst_case_kv(context, budget, self.block[i])
         self.in_flight[i] += 1
+        self.touch(i)
+
+    def touch(self, i: int) -> None:
+        """Instance i's free KV was set (or it came back into the book): keep the heap current."""
+        if self._heap is not None and i in self.free:
+            heapq.heappush(self._heap, (-self.free[i], i))
+
+    def most_free_open(self) -> int | None:
+        """The instance with the most free KV among those with a free slot (ties: the lowest id)."""
+        if self._heap is None:
+            self._heap = [(-f, i) for i, f in self.free.items()]
+            heapq.heapify(self._heap)
+        heap = self._heap
+        while heap:
+            neg, i = heap[0]
+            # within one book an instance's slots only fill up, so a full one is dropped for good
+            if self.free.get(i) != -neg or self.in_flight[i] >= self.limit[i]:
+                heapq.heappop(heap)
+                continue
+            return i
+        return None
 
     def cached_tokens(self, i: int, request_id: int) -> int:
         return int(self.cached[i].get(request_id, 0))
@@ -66,10 +91,9 @@ class Placement:
         if self.rule == "most-free":
             # the instance with the most free KV among those with a free slot: if it does not fit, none does
             # (unless block sizes differ between instances: then scan them all)
-            open_ = [i for i in book.free if book.in_flight[i] < book.limit[i]]
-            if not open_:
+            best = book.most_free_open()
+            if best is None:
                 return None
-            best = max(open_, key=lambda i: (book.free[i], -i))
             if book.fits(best, context, budget):
                 return best
             if len(set(book.block.values())) == 1:

@@ -83,6 +83,7 @@ class StreamRLOraclePolicy(ConfiguredPolicy):
             self._order.pop(0)
             book.free[inst] -= need[inst]
             book.in_flight[inst] += len(rids)
+            book.touch(inst)
             for r in rids:
                 req = view.requests[r]
                 actions.append(Dispatch(r, inst, self._true[r] - req.generated))

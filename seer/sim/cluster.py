@@ -165,6 +165,11 @@ def load_cluster(name_or_path: str, **overrides) -> ClusterConfig:
         raise SeerInputError(f"{name_or_path}: [cluster] needs a model (see `seer presets`)")
     table.setdefault("name", name)
     table.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [
+        f.name for f in dataclasses.fields(ClusterConfig) if f.default is dataclasses.MISSING and f.name not in table
+    ]
+    if missing:
+        raise SeerInputError(f"{name_or_path}: [cluster] needs {', '.join(missing)} (see `seer presets`)")
     try:
         cfg = ClusterConfig(**table)
     except ValueError as exc:

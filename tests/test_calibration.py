@@ -3,6 +3,10 @@ simulator; and the group prompt computed once per instance under the prefix cach
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import run_seer
@@ -141,3 +145,28 @@ def test_a_group_prompt_is_computed_once_per_instance_with_the_prefix_cache():
         _idx, n = sched.schedule()
         assert n.tolist() == ([10, 2] if cache else [10, 10])  # (10 - 1) // 4 full blocks = 8 tokens shared
         assert sched.stats.prefix_hit_tokens == (8 if cache else 0)
+
+
+RECORDED = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "fidelity" / "longtail-context-4i"
+
+
+def test_calibrate_and_fidelity_on_a_committed_recording(tmp_path):
+    """A recorded vLLM run (kept small in benchmarks/data): the calibrated model predicts its own steps and the
+    re-simulated makespan within the issue's self-fit bounds' order of magnitude, and the report is complete."""
+    res = run_seer("calibrate", str(RECORDED), "-o", str(tmp_path / "m.toml"), "--json")
+    assert res.returncode == 0, res.stderr
+    fid = run_seer("fidelity", str(RECORDED), "--cost-model", str(tmp_path / "m.toml"), "--json")
+    assert fid.returncode == 0, fid.stderr
+    f = json.loads(fid.stdout)
+    assert abs(f["makespan_error"]) < 0.25 and f["step_time_mape"] < 0.5
+    assert f["real_preemptions"] >= 0 and f["sim_preemptions"] >= 0
+
+
+def test_fidelity_refuses_a_run_whose_settings_make_no_cluster(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(RECORDED, run)
+    doc = json.loads((run / "summary.json").read_text())
+    doc["summary"]["kv_capacity_tokens"] = 3
+    (run / "summary.json").write_text(json.dumps(doc))
+    res = run_seer("fidelity", str(run))
+    assert res.returncode == 2 and "no cluster the simulator can run" in res.stderr and res.stderr.count("\n") == 1

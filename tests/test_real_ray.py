@@ -121,7 +121,10 @@ def test_kill_an_engine_process_mid_rollout(policy, tmp_path, local_ray):
     assert died < summary["makespan_s"]  # engine 1 stepped before it died; engine 0 finished the work
     reqs = pd.read_parquet(out / "requests.parquet")
     assert (reqs["migrations"] > 0).any()  # what engine 1 held was continued on engine 0
-    assert (reqs.loc[reqs["finish_s"] > died, "instance"] == 0).all()
+    # a request finishing in engine 1's last step is stamped when the driver handles that step, a Ray round trip
+    # after the step's end (`died`); every later finish is engine 0's
+    late = reqs["finish_s"] > died + 0.25
+    assert late.any() and (reqs.loc[late, "instance"] == 0).all()
 
 
 def ray_address() -> str:

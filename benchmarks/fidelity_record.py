@@ -78,6 +78,25 @@ def seer(*args: str, env: dict | None = None) -> str:
     return res.stdout
 
 
+def _no_paths(value):
+    """Every absolute path in a JSON value reduced to its file name (no machine's folders in committed data)."""
+    if isinstance(value, dict):
+        return {k: _no_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(os.path.normpath(value))
+    return value
+
+
+def strip_local_paths(path: str) -> None:
+    if os.path.exists(path):
+        with open(path) as fh:
+            doc = json.load(fh)
+        with open(path, "w") as fh:
+            json.dump(_no_paths(doc), fh, indent=2)
+
+
 def keep_small(run_dir: str, dest: str) -> None:
     """The files `seer fidelity` reads, the trace without token ids."""
     tmp = dest + ".tmp"
@@ -90,11 +109,8 @@ def keep_small(run_dir: str, dest: str) -> None:
     trace.drop(columns=[c for c in ("output_ids", "prompt_ids") if c in trace]).to_parquet(
         os.path.join(tmp, "trace.parquet"), index=False
     )
-    run = json.load(open(os.path.join(tmp, "run.json")))
-    run["prompts"] = os.path.basename(run["prompts"]) if run.get("prompts") else None  # no local paths
-    run["replay"] = os.path.basename(run["replay"]) if run.get("replay") else None
-    with open(os.path.join(tmp, "run.json"), "w") as fh:
-        json.dump(run, fh, indent=2)
+    for name in ("run.json", "summary.json"):
+        strip_local_paths(os.path.join(tmp, name))
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
 

@@ -22,10 +22,9 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
+from seer_cli import seer_text as seer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "benchmarks", "data", "fidelity")
@@ -67,15 +66,6 @@ def recordings(prompts: str, longtail: str) -> dict[str, tuple[tuple[str, ...], 
             {},
         ),
     }
-
-
-def seer(*args: str, env: dict | None = None) -> str:
-    res = subprocess.run(
-        [sys.executable, "-m", "seer", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
-    )
-    if res.returncode != 0:
-        raise SystemExit(f"seer {' '.join(args)}: {res.stderr[-2000:]}")
-    return res.stdout
 
 
 def _no_paths(value):

@@ -12,17 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
+
+from seer_cli import seer_json as seer
 
 from seer.fileio import write_text_atomic
-
-
-def seer(*args: str) -> dict:
-    res = subprocess.run([sys.executable, "-m", "seer", *args, "--json"], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"seer {' '.join(args)}: {res.stderr[-2000:]}")
-    return json.loads(res.stdout)
 
 
 def main() -> None:

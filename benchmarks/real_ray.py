@@ -17,10 +17,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 
 import pandas as pd
+from seer_cli import seer_json as seer
 
 from seer.fileio import write_text_atomic
 
@@ -29,13 +28,6 @@ CONFIGS = {
     "ray-wall": ("--launch", "ray", "--clock", "wall"),
     "ray-virtual": ("--launch", "ray", "--clock", "virtual"),
 }
-
-
-def seer(*args: str) -> dict:
-    res = subprocess.run([sys.executable, "-m", "seer", *args, "--json"], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"seer {' '.join(args)}: {res.stderr[-2000:]}")
-    return json.loads(res.stdout)
 
 
 def main() -> None:

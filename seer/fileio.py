@@ -104,6 +104,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end."""
+    _replaceable(Path(path))
+
+
 def _replaceable(target: Path) -> None:
     if not target.exists():
         return

@@ -38,6 +38,7 @@ from seer.core import (
     Engine,
     Event,
     FinishReason,
+    InstanceChanges,
     Policy,
     Request,
     RequestPreempted,
@@ -188,6 +189,8 @@ class ContractLoop:
         self.ledger = RequestLedger(rollout)
         self.engines: list[Engine] = []
         self.drafting = None  # the backend's drafting state: an object with finish(request_id)
+        # set by backends whose engines mark their own changes (the simulator); None: policies read every view
+        self.changes: InstanceChanges | None = None
         self._inbox: deque[Event] = deque()
         self._delivering = False
         self._bar = None
@@ -214,7 +217,7 @@ class ContractLoop:
 
     def view(self) -> ClusterView:
         ro = self.rollout
-        return ClusterView(self.now, EngineViews(self.engines), ro.groups, ro.requests, ro.members)
+        return ClusterView(self.now, EngineViews(self.engines), ro.groups, ro.requests, ro.members, self.changes)
 
     def emit(self, event: Event) -> None:
         """The engines' callback: deliver now, or after the actions being applied when called from inside them."""
@@ -251,6 +254,7 @@ class ContractLoop:
 
     def act(self, actions) -> None:
         for action in actions or ():
+            self._mark(action)
             if isinstance(action, Dispatch):
                 self._dispatch(action)
             elif isinstance(action, Abort):
@@ -259,6 +263,16 @@ class ContractLoop:
                 self._engine(action.instance, "set speculation on").set_speculation(action.budgets, action.default)
             else:
                 raise PolicyError(f"{self.policy.name}: unknown action {action!r}")
+
+    def _mark(self, action) -> None:
+        if self.changes is None:
+            return
+        if isinstance(action, Abort):
+            inst = self.rollout.requests[action.request_id].instance
+            if inst is not None:
+                self.changes.mark(inst)
+        elif isinstance(action, (Dispatch, SetSpeculation)):
+            self.changes.mark(action.instance)
 
     def _engine(self, i: int, what: str) -> Engine:
         if not 0 <= i < len(self.engines):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,28 @@ def _cluster(**change) -> str:
     lines = [ln for ln in text.splitlines() if not any(ln.startswith(f"{k} ") for k in change)]
     at = lines.index("[cluster]") + 1
     return "\n".join(lines[:at] + [f"{k} = {v}" for k, v in change.items() if v is not None] + lines[at:]) + "\n"
+
+
+RECORDING = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "fidelity" / "gsm8k-verl-2i"
+
+
+def _damaged_run(change):
+    """A copy of a committed recording with one file changed by `change(folder)`."""
+
+    def write(path):
+        shutil.copytree(RECORDING, path)
+        change(Path(path))
+
+    return write
+
+
+def _edit_json(name, edit):
+    def change(folder):
+        data = json.loads((folder / name).read_text())
+        edit(data)
+        (folder / name).write_text(json.dumps(data))
+
+    return change
 
 
 # name -> file content (text, or a callable writing the file at a path)
@@ -103,6 +126,12 @@ FILES = {
     "s_empty.toml": "[sweep]\npresets = []\n",
     "s_invalid.toml": "[sweep\n",
     "notes.txt": "a file, not a folder\n",
+    "run_noinst": _damaged_run(_edit_json("run.json", lambda d: d.pop("instances"))),
+    "run_badjson": _damaged_run(lambda f: (f / "run.json").write_text("{bad")),
+    "run_badsteps": _damaged_run(lambda f: (f / "steps.parquet").write_bytes(b"garbage, not Parquet")),
+    "run_nocols": _damaged_run(lambda f: pd.DataFrame({"x": [1]}).to_parquet(f / "trace.parquet")),
+    "run_kv0": _damaged_run(_edit_json("summary.json", lambda d: d["summary"].update(kv_capacity_tokens=0))),
+    "run_seqs": _damaged_run(_edit_json("run.json", lambda d: d.update(max_num_seqs="many"))),
 }
 
 SIM = ["simulate", "--trace", "good.csv", "--cluster", "moonlight"]
@@ -200,6 +229,18 @@ CASES = [  # (arguments, words the one line must contain)
     (["sweep", "nosuch.toml"], "no such"),
     (["sweep", "s_seed.toml", "--workers", "0"], "--workers"),
     (["fidelity", "."], "not a recorded run"),
+    (["fidelity", "run_noinst"], "run.json lacks instances"),
+    (["fidelity", "run_badjson"], "not valid JSON"),
+    (["fidelity", "run_badsteps"], "not a readable Parquet"),
+    (["fidelity", "run_nocols"], "trace.parquet lacks column"),
+    (["fidelity", "run_kv0"], "no cluster the simulator can run"),
+    (["fidelity", "run_seqs"], "max_num_seqs"),
+    (["figures", "--run", "run_badsteps", "--out", "figs"], "not a readable Parquet"),
+    (["calibrate", "run_badsteps", "-o", "m.toml"], "not a readable Parquet"),
+    ([*SIM, "--policy", "context:pacing=inf"], "pacing must be a finite number"),
+    ([*SIM, "--policy", "seer:tick_s=nan"], "tick_s must be a finite number"),
+    ([*SIM, "--policy", "partial:over_issue=-inf"], "over_issue"),
+    ([*SIM, "--out", "notes.txt/sub"], "notes.txt: exists and is not a folder"),
     (["figures", "--presets", "bogus", "--out", "figs"], "bogus"),
     (["figures", "--run", ".", "--out", "figs"], "not a recorded run"),
     (["run", "--model", "nope", "--replay", "good.csv", "--out", "r"], "unknown model"),

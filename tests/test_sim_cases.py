@@ -117,3 +117,32 @@ def test_pool_mode_fetches_instead_of_recomputing():
     local.submit(Chunk(0, 0, 10, 20), req)
     local.env.run()
     assert local.stats.pool_fetched_tokens == 0
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_an_abort_waiting_on_the_step_that_ends_the_chunk_keeps_the_chunks_reason(exact):
+    """An abort takes effect at the next step boundary; if the chunk ended in that step, it finished (audit m7)."""
+    import simpy
+
+    from seer.core import Chunk, ChunkFinished, FinishReason, Request
+    from seer.sim.instance import SimInstance
+
+    cl = tiny(kv_capacity_tokens=1000)
+
+    def finish(abort_at: float | None):
+        env, events = simpy.Environment(), []
+        inst = SimInstance(env, 0, cl.cost_model(), cl.instance_config(), {0: 5}, events.append, exact=exact)
+        inst.submit(Chunk(0, 0, 100, 0), Request(0, 0, 0, prompt_len=20, max_tokens=100))
+        if abort_at is not None:
+            env.run(until=abort_at)
+            inst.abort(0)
+        env.run()
+        (done,) = [e for e in events if isinstance(e, ChunkFinished)]
+        return done
+
+    end = finish(None)
+    assert end.finished and end.reason is not FinishReason.ABORT
+    last = finish(end.t * (1 - 1e-6))  # inside the step that produces the last token
+    assert (last.reason, last.finished, last.new_tokens) == (end.reason, True, 5)
+    early = finish(end.t * 0.01)  # inside the first step: the request is cut short
+    assert early.reason is FinishReason.ABORT and not early.finished and early.new_tokens < 5

@@ -49,10 +49,12 @@ def test_interrupted_sweep_resumes(config, tmp_path):
     grid = cells(load_config(config))
     kept = [out / "cells" / f"{cell_key(c)}.json" for c in grid[:5]]
     stamps = [os.stat(p).st_mtime_ns for p in kept]
-    for c in grid[5:]:  # as if the sweep had been stopped after five cells
+    for c in grid[6:]:  # as if the sweep had been stopped after five cells, the sixth cut short mid-write
         (out / "cells" / f"{cell_key(c)}.json").unlink()
+    (out / "cells" / f"{cell_key(grid[5])}.json").write_text('{"makespan_s": 12')
     (out / "sweep.parquet").unlink()
-    again = run_sweep(config, str(out), workers=2, progress=False)
+    with pytest.warns(UserWarning, match="damaged cell result"):
+        again = run_sweep(config, str(out), workers=2, progress=False)
     pd.testing.assert_frame_equal(first, again)
     assert [os.stat(p).st_mtime_ns for p in kept] == stamps  # finished cells were reused, not recomputed
 

@@ -10,7 +10,7 @@ import os
 from seer.cli.common import int_at_least, print_json, safe_name, setup_from_args, shared_policy_params, workload_args
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
-from seer.fileio import atomic_dir, inside, json_safe
+from seer.fileio import atomic_dir, check_output_dir, inside, json_safe
 
 
 def cost_model(args, setup):
@@ -40,8 +40,9 @@ def cmd_simulate(args) -> int:
 
     policy = make_policy(args.policy, shared_policy_params(args))  # fail on a bad spec before loading anything
     setup = setup_from_args(args)
-    result = run(setup, policy, exact=args.exact, progress=None, cost=cost_model(args, setup))
     out = args.out or os.path.join("out", "simulate", safe_name(f"{setup.name}-{args.policy}"))
+    check_output_dir(out)  # before the simulation, not after it
+    result = run(setup, policy, exact=args.exact, progress=None, cost=cost_model(args, setup))
     result.save(out)
     if args.json:
         print_json(dict(result.summary))

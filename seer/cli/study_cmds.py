@@ -64,7 +64,7 @@ def cmd_spec_bench(args) -> int:
 def cmd_figures(args) -> int:
     from seer.figures import PRESETS, make_figures
     from seer.presets import presets as known
-    from seer.runs import check_run_dir
+    from seer.runs import load_run
 
     presets = [p.strip() for p in (args.presets or ",".join(PRESETS)).split(",") if p.strip()]
     bad = [p for p in presets if p not in known()]
@@ -73,7 +73,7 @@ def cmd_figures(args) -> int:
             f"--presets: unknown {', '.join(map(repr, bad)) or 'empty list'}; known: {', '.join(known())}"
         )
     for run in args.run or ():
-        check_run_dir(run)
+        load_run(run)  # every file read and checked before hours of figures, not after
     files = make_figures(args.out, presets=presets, prompts=args.prompts, runs=args.run or (), progress=True)
     print(f"wrote {len(files)} files to {args.out}/")
     if not args.run:

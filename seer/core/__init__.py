@@ -7,7 +7,15 @@ from seer.core.actions import Abort, Action, Dispatch, SetSpeculation
 from seer.core.events import ChunkFinished, Event, InstanceIdle, RequestPreempted, RolloutStarted, Tick
 from seer.core.kv import ceil_div, round_up, worst_case_kv
 from seer.core.model import Chunk, FinishReason, Group, Request, RequestState, Rollout
-from seer.core.protocols import ClusterView, EmitFn, Engine, InstanceView, Policy, describe_policy
+from seer.core.protocols import (
+    ClusterView,
+    EmitFn,
+    Engine,
+    InstanceChanges,
+    InstanceView,
+    Policy,
+    describe_policy,
+)
 from seer.core.traits import DraftConfig, PolicyTraits, traits_of
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "FinishReason",
     "Group",
     "InstanceIdle",
+    "InstanceChanges",
     "InstanceView",
     "Policy",
     "PolicyTraits",

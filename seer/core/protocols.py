@@ -67,12 +67,35 @@ class InstanceView:
         return self.running + self.waiting
 
 
+class InstanceChanges:
+    """Which instances' views may have changed since the policy last asked, so that a policy keeping per-instance
+    state need not read every instance on every event (large clusters).
+
+    A driver that keeps this log marks an instance on every action sent to it and the engine marks itself
+    whenever its state may have moved; `take()` returns the marked instance ids and clears them (one reader:
+    the policy). Drivers that keep no log pass `ClusterView.changes = None`, and readers then read every view.
+    """
+
+    __slots__ = ("_marked",)
+
+    def __init__(self):
+        self._marked: set[int] = set()
+
+    def mark(self, instance_id: int) -> None:
+        self._marked.add(instance_id)
+
+    def take(self) -> set[int]:
+        marked, self._marked = self._marked, set()
+        return marked
+
+
 @dataclass(frozen=True)
 class ClusterView:
     """What a policy may read: time, instances, groups with their members, and every request's observable state.
 
     `members[group_id]` is the group's request ids in sample order. Drivers pass the rollout's index; a view
-    built by hand without it gets one computed from `requests`.
+    built by hand without it gets one computed from `requests`. `changes`, when the driver keeps one, names the
+    instances whose views may have changed (see `InstanceChanges`).
     """
 
     t: float
@@ -80,6 +103,7 @@ class ClusterView:
     groups: Mapping[int, Group]
     requests: Mapping[int, Request]
     members: Mapping[int, Sequence[int]] | None = None
+    changes: InstanceChanges | None = None
 
     def __post_init__(self):
         if self.members is None:

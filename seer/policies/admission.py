@@ -69,15 +69,12 @@ class Admission:
         """The chunk budget of this dispatch pass (see the module docstring)."""
         if self.rule == "worst-case":
             return self.chunk_size
-        free = sum(max(0, f) for f in book.free.values())
-        open_ = [i for i in book.free if book.in_flight[i] < book.limit[i]]
-        slots = sum(book.limit[i] - book.in_flight[i] for i in open_)
+        free, slots = book.free_total, book.open_slots
         n = min(waiting, slots)
         if n <= 0:
             return self.chunk_size
         # whole blocks per chunk, and one chunk's worth per instance left for how the shares pack into instances
-        block = max(book.block.values())
-        share = (free - n * (self.waiting_ctx / waiting + block)) / (n + min(len(open_), n // 8))
+        share = (free - n * (self.waiting_ctx / waiting + book.max_block)) / (n + min(book.open_count, n // 8))
         return int(max(1, min(self.chunk_size, share)))
 
     def place(
@@ -90,7 +87,7 @@ class Admission:
         budget = max(1, min(target, req.remaining_budget, capacity - req.context_len))
         inst = placement.choose(book, req.request_id, req.context_len, budget)
         if inst is None and self.rule == "adaptive" and book.free:
-            smaller = min(budget, max(book.free.values()) - req.context_len)
+            smaller = min(budget, book.free[book.most_free()] - req.context_len)
             if smaller >= self.floor(req):
                 budget = smaller
                 inst = placement.choose(book, req.request_id, req.context_len, budget)

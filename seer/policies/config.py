@@ -10,6 +10,7 @@ naming the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ class PolicyConfig:
                 coerced = _coerce(hints[f.name], value)
             except (ValueError, TypeError, StopIteration):
                 raise ValueError(f"{f.name} must be {_type_name(hints[f.name])}, not {value!r}") from None
+            if isinstance(coerced, float) and not math.isfinite(coerced):
+                raise ValueError(f"{f.name} must be a finite number, not {value!r}")
             choices = f.metadata.get("choices")
             if choices and coerced not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}, not {coerced!r}")

@@ -68,6 +68,7 @@ class DividedPolicy(ConfiguredPolicy):
         self._fifo: deque[int] = deque()
         self._waiting: set[int] = set()
         self._pass_in_flight = 0  # requests in flight during the current dispatch pass
+        self._book = LoadBook()
 
     # ---- ordering hooks (overridden by context / oracle) ---------------------------------------
 
@@ -99,6 +100,7 @@ class DividedPolicy(ConfiguredPolicy):
     def on_event(self, event: Event, view: ClusterView) -> list:
         if isinstance(event, RolloutStarted):
             self._waiting = set()
+            self._book = LoadBook()
             self.admission.reset()
             self._start(view)
             for gid in sorted(view.groups):
@@ -120,12 +122,13 @@ class DividedPolicy(ConfiguredPolicy):
         self._enter(rid, view)
 
     def _fill(self, view: ClusterView) -> list:
-        book = LoadBook.of(view)
+        book = self._book
+        book.sync(view)
         if not book.free:
             return []
-        capacity = max(book.capacity.values())
+        capacity = book.max_capacity
         target = self.admission.pass_budget(book, len(self._waiting))
-        self._pass_in_flight = sum(book.in_flight.values())
+        self._pass_in_flight = book.in_flight_total
         actions = []
         while self._waiting:
             rid = self._peek(view)
@@ -150,7 +153,7 @@ class DividedPolicy(ConfiguredPolicy):
 
     def _backfill(self, view: ClusterView, book: LoadBook, target: int, capacity: int, head: int) -> list:
         """Keep the emptiest instance for the blocked head; fill the others with the smallest waiting requests."""
-        held = max(book.free, key=lambda i: (book.free[i], -i))
+        held = book.most_free()
         kept = (book.free.pop(held), book.in_flight.pop(held))
         actions = []
         candidates = self.admission.candidates(self._waiting)

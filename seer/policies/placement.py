@@ -3,65 +3,135 @@
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from seer.core import ClusterView, worst_case_kv
 
 PLACEMENTS = ("most-free", "cache-aware")
 
 
-@dataclass
 class LoadBook:
-    """Per-instance free KV and in-flight counts for one dispatch pass, updated as chunks are placed
-    (the view is a snapshot; the policy accounts for what it dispatched since)."""
+    """Per-instance free KV and in-flight counts for the divided family's dispatch passes.
 
-    free: dict[int, int] = field(default_factory=dict)
-    in_flight: dict[int, int] = field(default_factory=dict)
-    limit: dict[int, int] = field(default_factory=dict)
-    block: dict[int, int] = field(default_factory=dict)
-    cached: dict[int, object] = field(default_factory=dict)
-    capacity: dict[int, int] = field(default_factory=dict)
-    # (-free, instance), built on first use and pushed on every change; stale entries are skipped when read, so
-    # the most-free open instance costs O(log instances) per chunk instead of a scan (large clusters)
-    _heap: list | None = None
+    One book lives across passes: `sync(view)` brings it up to date with the views, re-reading only the instances
+    the view's change log names (every instance when there is no log), and `take` accounts for what the policy
+    dispatched within a pass. Totals for the pass budget and two heaps over free KV are kept as entries change,
+    so a pass costs O(changed instances + dispatches x log instances), not O(instances), on large clusters.
+    """
+
+    def __init__(self):
+        self.free: dict[int, int] = {}
+        self.in_flight: dict[int, int] = {}
+        self.limit: dict[int, int] = {}
+        self.block: dict[int, int] = {}
+        self.cached: dict[int, object] = {}
+        self.capacity: dict[int, int] = {}
+        self.max_capacity = self.max_block = 0
+        self.free_total = 0  # sum of max(0, free)
+        self.open_slots = self.open_count = 0  # free concurrency slots, and instances that have any
+        self.in_flight_total = 0
+        self._log = None
+        self._pos: dict[int, int] = {}  # instance id -> position in view.instances
+        self._touched: set[int] = set()
+        # (-free, instance) over every instance and over those with a free slot; an entry is pushed on every
+        # change and stale ones are skipped when read (and dropped in a rebuild once they dominate)
+        self._all: list = []
+        self._open: list = []
 
     @classmethod
     def of(cls, view: ClusterView) -> "LoadBook":
         book = cls()
-        for iv in view.instances:
-            if not iv.alive:
-                continue
-            i = iv.instance_id
-            book.free[i] = iv.kv_capacity_tokens - iv.kv_reserved_tokens
-            book.in_flight[i] = iv.in_flight
-            book.limit[i] = iv.max_num_seqs or 1 << 30
-            book.block[i] = max(1, iv.block_size)
-            book.cached[i] = iv.cached_prefix_tokens
-            book.capacity[i] = iv.kv_capacity_tokens
+        book.sync(view)
         return book
+
+    def sync(self, view: ClusterView) -> None:
+        """Bring the book up to date with `view` (and drop what `take` assumed since the last sync)."""
+        log, instances = view.changes, view.instances
+        if log is None or log is not self._log or len(instances) != len(self._pos):
+            self.__init__()
+            self._log = log
+            if log is not None:
+                log.take()
+            for pos, iv in enumerate(instances):
+                self._pos[iv.instance_id] = pos
+                self._read(iv)
+        else:
+            for i in sorted(log.take() | self._touched):
+                self._read(instances[self._pos[i]])
+        self._touched = set()
+        self._compact()
+
+    def _read(self, iv) -> None:
+        i = iv.instance_id
+        if not iv.alive:
+            if i in self.free:
+                self._set(i, 0, 0, 0)
+                for d in (self.free, self.in_flight, self.limit, self.block, self.cached, self.capacity):
+                    del d[i]
+                self.max_capacity = max(self.capacity.values(), default=0)
+                self.max_block = max(self.block.values(), default=0)
+            return
+        self.block[i] = max(1, iv.block_size)
+        self.cached[i] = iv.cached_prefix_tokens
+        self.capacity[i] = iv.kv_capacity_tokens
+        self.max_capacity = max(self.max_capacity, iv.kv_capacity_tokens)
+        self.max_block = max(self.max_block, self.block[i])
+        self._set(i, iv.kv_capacity_tokens - iv.kv_reserved_tokens, iv.in_flight, iv.max_num_seqs or 1 << 30)
+
+    def _set(self, i: int, free: int, in_flight: int, limit: int) -> None:
+        if i in self.free:
+            self.free_total -= max(0, self.free[i])
+            self.in_flight_total -= self.in_flight[i]
+            if self.in_flight[i] < self.limit[i]:
+                self.open_slots -= self.limit[i] - self.in_flight[i]
+                self.open_count -= 1
+        self.free[i], self.in_flight[i], self.limit[i] = free, in_flight, limit
+        self.free_total += max(0, free)
+        self.in_flight_total += in_flight
+        if in_flight < limit:
+            self.open_slots += limit - in_flight
+            self.open_count += 1
+        self.touch(i)
+
+    def _compact(self) -> None:
+        n = 2 * len(self.free) + 64
+        if len(self._all) > n or len(self._open) > n:
+            self._all = [(-f, i) for i, f in self.free.items()]
+            self._open = [(-f, i) for i, f in self.free.items() if self.in_flight[i] < self.limit[i]]
+            heapq.heapify(self._all)
+            heapq.heapify(self._open)
 
     def fits(self, i: int, context: int, budget: int) -> bool:
         return self.free[i] >= worst_case_kv(context, budget, self.block[i]) and self.in_flight[i] < self.limit[i]
 
     def take(self, i: int, context: int, budget: int) -> None:
-        self.free[i] -= worst_case_kv(context, budget, self.block[i])
-        self.in_flight[i] += 1
-        self.touch(i)
+        self._set(i, self.free[i] - worst_case_kv(context, budget, self.block[i]), self.in_flight[i] + 1, self.limit[i])
+        self._touched.add(i)
 
     def touch(self, i: int) -> None:
-        """Instance i's free KV was set (or it came back into the book): keep the heap current."""
-        if self._heap is not None and i in self.free:
-            heapq.heappush(self._heap, (-self.free[i], i))
+        """Instance i's free KV was set (or it came back into the book): keep the heaps current."""
+        if i in self.free:
+            heapq.heappush(self._all, (-self.free[i], i))
+            if self.in_flight[i] < self.limit[i]:
+                heapq.heappush(self._open, (-self.free[i], i))
+
+    def most_free(self) -> int | None:
+        """The instance with the most free KV (ties: the lowest id)."""
+        heap = self._all
+        while heap:
+            neg, i = heap[0]
+            if self.free.get(i) != -neg:
+                heapq.heappop(heap)
+                continue
+            return i
+        return None
 
     def most_free_open(self) -> int | None:
         """The instance with the most free KV among those with a free slot (ties: the lowest id)."""
-        if self._heap is None:
-            self._heap = [(-f, i) for i, f in self.free.items()]
-            heapq.heapify(self._heap)
-        heap = self._heap
+        heap = self._open
         while heap:
             neg, i = heap[0]
-            # within one book an instance's slots only fill up, so a full one is dropped for good
+            # an instance whose slots filled is pushed again when its free KV or in-flight count next changes
             if self.free.get(i) != -neg or self.in_flight[i] >= self.limit[i]:
                 heapq.heappop(heap)
                 continue

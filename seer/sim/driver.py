@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from seer.core import DraftConfig, Policy, describe_policy
+from seer.core import DraftConfig, InstanceChanges, Policy, describe_policy
 from seer.loop import ContractLoop, nan_bounds
 from seer.metrics import RolloutResult, events_frame, mean_running, summarize
 from seer.sim.cluster import ClusterConfig
@@ -64,9 +64,19 @@ class SimDriver(ContractLoop):
         self.provide(self.true_len, step_profile(self.cost))
         self.spec = self._speculation_source(trace, self.traits.drafter, spec_seed)
         self.drafting = self.spec
+        self.changes = InstanceChanges()  # the instances mark their own changes, so views are re-read only then
         self.engines = [
             SimInstance(
-                self.env, i, self.cost, icfg, self.true_len, self.emit, exact, spec=self.spec, spec_horizon=spec_horizon
+                self.env,
+                i,
+                self.cost,
+                icfg,
+                self.true_len,
+                self.emit,
+                exact,
+                spec=self.spec,
+                spec_horizon=spec_horizon,
+                changes=self.changes,
             )
             for i in range(cluster.instances)
         ]

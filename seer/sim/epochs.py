@@ -11,7 +11,7 @@ arrays, except `run_epoch`, the SimPy wait.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,17 @@ def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
                 break
             avail += blocks
     return avail
+
+
+def draft_budgets(rids: np.ndarray, budgets: Mapping[int, int], default: int, max_batched: int) -> np.ndarray:
+    """Draft budget per running row, capped so a step's tokens fit max_num_batched_tokens."""
+    B = len(rids)
+    if budgets:
+        g = np.fromiter((budgets.get(r, default) for r in rids.tolist()), np.int64, B)
+    else:
+        g = np.full(B, default, np.int64)
+    cap = (max_batched - B) // max(B, 1)
+    return np.clip(g, 0, min(cap, SPEC_POSITIONS))
 
 
 def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:
@@ -140,3 +151,20 @@ def count_spec_steps(stats: InstanceStats, rids: np.ndarray, plan, j: int) -> No
     np.add.at(per, (rids, 0), spec_rows.sum(axis=1))
     np.add.at(per, (rids, 1), d.sum(axis=1))
     np.add.at(per, (rids, 2), a.sum(axis=1))
+
+
+def marking_suspensions(process, mark: Callable[[], None]):
+    """A SimPy process generator that calls `mark` at every suspension of `process`: whatever the process
+    changed since it last resumed is then visible to readers of the instance change log."""
+    try:
+        target = next(process)
+        while True:
+            mark()
+            try:
+                value = yield target
+            except BaseException as exc:  # an interrupt: deliver it to the wrapped process
+                target = process.throw(exc)
+            else:
+                target = process.send(value)
+    except StopIteration as stop:
+        return stop.value

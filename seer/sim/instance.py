@@ -27,18 +27,21 @@ from seer.core import (
     Chunk,
     ChunkFinished,
     FinishReason,
+    InstanceChanges,
     InstanceIdle,
     InstanceView,
     Request,
     RequestPreempted,
     worst_case_kv,
 )
-from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
+from seer.sim.batch import InstanceStats, Running, Seq
 from seer.sim.config import InstanceConfig, SimulationError  # noqa: F401  (SimulationError re-exported)
 from seer.sim.epochs import (
     count_spec_steps,
+    draft_budgets,
     epoch_avail,
     fast_epoch_length,
+    marking_suspensions,
     plan_spec_epoch,
     run_epoch,
     spec_steps_within,
@@ -61,6 +64,7 @@ class SimInstance:
         exact: bool = False,
         spec=None,
         spec_horizon: int = 16,
+        changes: InstanceChanges | None = None,
     ):
         self.env, self.instance_id, self.cost, self.cfg = env, instance_id, cost, cfg
         self.spec = spec
@@ -68,7 +72,7 @@ class SimInstance:
         self.spec_budgets: Mapping[int, int] = {}
         self.spec_default = 0
         self.true_len = true_output_len
-        self.emit = emit
+        self._emit_to, self._changes = emit, changes
         self.exact = exact
         self.kv = KVMemory(cfg.kv_capacity_tokens // cfg.block_size, cfg.block_size, cfg.prefix_cache)
         self.run_set = Running()
@@ -88,10 +92,9 @@ class SimInstance:
         if spec is not None:
             self.stats.spec_by_request = np.zeros((max(true_output_len, default=-1) + 1, 3), np.int64)
         self._spec_view: dict | None = None
-        self._view: tuple | None = (
-            None  # (state key, InstanceView): policies read views far more often than they change
-        )
-        self.process = env.process(self._run())
+        self._view: tuple | None = None  # (state key, InstanceView): views are read far more often than changed
+        run = self._run() if changes is None else marking_suspensions(self._run(), self._changed)
+        self.process = env.process(run)
 
     # ---- Engine protocol ---------------------------------------------------------------------
 
@@ -197,6 +200,14 @@ class SimInstance:
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
+    def _changed(self) -> None:
+        self._changes.mark(self.instance_id)
+
+    def emit(self, event) -> None:
+        if self._changes is not None:
+            self._changes.mark(self.instance_id)
+        self._emit_to(event)
+
     def _new_wake(self) -> simpy.Event:
         self._wake = self.env.event()
         return self._wake
@@ -277,15 +288,7 @@ class SimInstance:
         return bool(rs.decoding().all())
 
     def _gammas(self) -> np.ndarray:
-        """Draft budget per running row, capped so a step's tokens fit max_num_batched_tokens."""
-        rs = self.run_set
-        B = len(rs)
-        if self.spec_budgets:
-            g = np.fromiter((self.spec_budgets.get(r, self.spec_default) for r in rs.rid.tolist()), np.int64, B)
-        else:
-            g = np.full(B, self.spec_default, np.int64)
-        cap = (self.cfg.max_num_batched_tokens - B) // max(B, 1)
-        return np.clip(g, 0, min(cap, SPEC_POSITIONS))
+        return draft_budgets(self.run_set.rid, self.spec_budgets, self.spec_default, self.cfg.max_num_batched_tokens)
 
     # ---- the process -------------------------------------------------------------------------
 

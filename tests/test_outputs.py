@@ -111,6 +111,7 @@ def test_a_killed_compare_leaves_the_earlier_result_whole(tmp_path):
 
     first = subprocess.run(cmd(traces[0]), capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
+
     def makespans():
         return [row["makespan_s"] for row in json.loads((out / "compare.json").read_text())]
 

@@ -161,3 +161,73 @@ def test_the_divided_family_reads_views_per_change_not_per_instance(policy, monk
         s = run(Setup(trace, load_cluster("moonlight", instances=instances), "x"), policy, progress=False).summary
         per_event.append(reads[0] / (s["chunks"] + s["epochs"]))
     assert max(per_event) < 1.0, per_event
+
+
+@pytest.mark.parametrize("policy", ["verl", "context"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(work=workloads(), exact=st.booleans())
+def test_group_prompt_blocks_are_held_once(policy, work, exact):
+    """KV held = every running sequence's own blocks + each group's shared prompt blocks once, with each group
+    counting exactly its running sharers, and the cache adding up, after every scheduling pass."""
+    import dataclasses
+
+    from seer.sim.step_scheduler import StepScheduler
+
+    trace, cluster = work
+    cluster = dataclasses.replace(cluster, prefix_cache=True)
+    schedule, checked = StepScheduler.schedule, [0]
+
+    def check(sched):
+        out = schedule(sched)
+        kv, seqs = sched.kv, list(sched.run_set.seqs)
+        sharers: dict[int, int] = {}
+        for seq in seqs:
+            if seq.shared:
+                sharers[seq.group] = sharers.get(seq.group, 0) + 1
+                assert seq.shared == kv.groups[seq.group][0]
+        assert sharers == {g: n for g, (_blocks, n) in kv.groups.items()}
+        own = sum(int(b) for b in sched.run_set.blocks) - sum(s.shared for s in seqs)
+        assert kv.held == own + sum(blocks for blocks, _n in kv.groups.values())
+        assert kv.cached_blocks == sum(entry[1] for entry in kv.cache.values())
+        assert 0 <= kv.held + kv.cached_blocks <= kv.capacity_blocks
+        checked[0] += 1
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StepScheduler, "schedule", check)
+        res = simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
+    got = res.requests.set_index(["prompt_id", "sample_id"])["output_len"].sort_index().tolist()
+    assert got == trace.set_index(["prompt_id", "sample_id"])["output_len"].sort_index().tolist()
+    assert checked[0] > 0
+
+
+def test_siblings_share_their_prompt_blocks_on_an_instance():
+    """Eight samples of a 1,000-token prompt on one instance: the prompt's 62 full blocks are held once."""
+    import simpy
+
+    from seer.core import Chunk, Request
+    from seer.sim.instance import SimInstance
+
+    cluster = ClusterConfig(
+        name="share",
+        model="qwen2.5-1.5b",
+        instances=1,
+        kv_capacity_tokens=16 * 2000,
+        block_size=16,
+        max_num_seqs=8,
+        max_num_batched_tokens=16384,
+        prefix_cache=True,
+        max_tokens=64,
+    )
+    env = simpy.Environment()
+    inst = SimInstance(
+        env, 0, cluster.cost_model(), cluster.instance_config(), dict.fromkeys(range(8), 64), lambda e: None
+    )
+    for rid in range(8):
+        inst.submit(Chunk(rid, 0, 64, 0), Request(rid, 0, rid, prompt_len=1000, max_tokens=64))
+    env.run(until=1e-9)
+    env.step()  # the admission step
+    blocks = [int(b) for b in inst.run_set.blocks]
+    assert len(blocks) == 8 and inst.kv.groups == {0: [62, 8]}
+    # each sample: its last 8 prompt tokens + the first output token in one block of its own, after the 62 shared
+    assert inst.kv.held == 62 + sum(b - 62 for b in blocks) < 8 * 62

@@ -30,7 +30,7 @@ class Seq:
     ready_at: float = 0.0
     group: int = -1  # the request's group: siblings share its prompt's cached blocks
     prompt_len: int = 0
-    holds_prompt: bool = False  # counted among the siblings whose prompt blocks are cached here
+    shared: int = 0  # of `blocks`, the group's prompt blocks it shares (held once per group by the KV memory)
 
     @property
     def target(self) -> int:

@@ -27,10 +27,10 @@ def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
     avail = kv.available()
     if waiting and waiting[0].rid in kv.cache:
         avail = kv.free
-        for rid, (_tok, blocks) in kv.cache.items():
+        for rid, entry in kv.cache.items():
             if rid == waiting[0].rid:
                 break
-            avail += blocks
+            avail += entry[1]
     return avail
 
 

@@ -169,7 +169,7 @@ class SimInstance:
         return self._view[1]
 
     def _build_view(self) -> InstanceView:
-        cached = {rid: tok for rid, (tok, _b) in self.kv.cache.items()} if self.kv.prefix_cache else {}
+        cached = {rid: entry[0] for rid, entry in self.kv.cache.items()} if self.kv.prefix_cache else {}
         bs = self.cfg.block_size
         spec = {}
         if self.spec is not None:
@@ -224,8 +224,7 @@ class SimInstance:
         """Remove a sequence from the instance; its KV stays in the prefix cache when enabled."""
         self.seqs.pop(seq.rid, None)
         self.reserved -= self._worst_case(seq)
-        self.kv.keep_prefix(seq.rid, seq.computed, seq.blocks)
-        self.scheduler.release_prompt(seq)
+        self.scheduler.release(seq)
         seq.blocks = 0
 
     def _finish(self, seq: Seq, reason: FinishReason, finished: bool) -> None:

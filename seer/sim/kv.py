@@ -1,4 +1,8 @@
-"""Paged KV memory of one instance: blocks held by running sequences plus an optional prefix cache."""
+"""Paged KV memory of one instance: blocks held by running sequences plus an optional prefix cache.
+
+With the prefix cache on, a group's samples on one instance share the full blocks of their prompt, as vLLM's
+refcounted blocks do: the group holds them once, each sample holds only the blocks after them.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,22 @@ class KVMemory:
     """Block accounting. `held` counts blocks of running sequences; cached blocks are free to evict.
 
     The prefix cache keeps, per request, the KV of its last context on this instance after the request
-    left (chunk end or preemption), evicted least-recently-used when blocks are needed.
+    left (chunk end or preemption), evicted least-recently-used when blocks are needed. An entry is
+    (tokens, blocks it occupies, shared prompt blocks it needs): a sample that left while siblings still held
+    the group's prompt caches only its own blocks, usable again only while the prompt is held here.
+
+    `groups[g] = [prompt blocks, samples referencing them]`: held = sum over sequences of (blocks - shared)
+    plus every live group's prompt blocks.
     """
 
     capacity_blocks: int
     block_size: int
     prefix_cache: bool = False
     held: int = 0
-    cache: OrderedDict = field(default_factory=OrderedDict)  # request_id -> (tokens, blocks)
+    cache: OrderedDict = field(default_factory=OrderedDict)  # request_id -> (tokens, blocks, shared)
     cached_blocks: int = 0
     version: int = 0  # bumped by every change, so views of this memory can be cached
+    groups: dict = field(default_factory=dict)  # group -> [prompt blocks held once, sequences sharing them]
 
     @property
     def free(self) -> int:
@@ -41,31 +51,61 @@ class KVMemory:
             return False
         self.version += 1
         while n > self.free:
-            _, (_, blocks) = self.cache.popitem(last=False)
+            _, (_, blocks, _shared) = self.cache.popitem(last=False)
             self.cached_blocks -= blocks
         self.held += n
         return True
 
-    def keep_prefix(self, request_id: int, tokens: int, blocks: int) -> None:
-        """Move a leaving sequence's blocks into the cache instead of freeing them."""
+    def keep_prefix(self, request_id: int, tokens: int, blocks: int, group: int = -1, shared: int = 0) -> None:
+        """A sequence leaves: its own blocks (and its group's prompt blocks, if it was their last sharer) go into
+        the cache instead of being freed."""
         self.version += 1
-        self.held -= blocks
+        own = blocks - shared
+        self.held -= own
+        if shared:
+            entry = self.groups[group]
+            entry[1] -= 1
+            if entry[1] == 0:  # the last sharer: the prompt blocks go with its own into its cache entry
+                del self.groups[group]
+                self.held -= entry[0]
+                own, shared = own + entry[0], 0
         if not self.prefix_cache or tokens <= 0:
             return
         self.drop_prefix(request_id)
-        self.cache[request_id] = (tokens, blocks)
-        self.cached_blocks += blocks
+        self.cache[request_id] = (tokens, own, shared)
+        self.cached_blocks += own
 
-    def take_prefix(self, request_id: int) -> tuple[int, int]:
-        """Claim a cached prefix for a returning request: (tokens, blocks), now held."""
+    def usable_prefix(self, request_id: int, group: int) -> tuple[int, int, int] | None:
+        """The cached entry of a returning request, or None when it has none or its prompt blocks are gone."""
+        entry = self.cache.get(request_id)
+        if entry is None or (entry[2] and group not in self.groups):
+            return None
+        return entry
+
+    def take_prefix(self, request_id: int) -> tuple[int, int, int]:
+        """Claim a cached prefix for a returning request: (tokens, blocks now held, shared prompt blocks)."""
         entry = self.cache.pop(request_id, None)
         if entry is None:
-            return 0, 0
+            return 0, 0, 0
         self.version += 1
-        tokens, blocks = entry
+        tokens, blocks, shared = entry
         self.cached_blocks -= blocks
         self.held += blocks
-        return tokens, blocks
+        return tokens, blocks, shared
+
+    def join(self, group: int, prompt_blocks: int) -> int:
+        """One more sequence shares its group's prompt blocks; returns the blocks that are new here (the
+        prompt's, when no sibling holds them yet; the caller allocates them)."""
+        entry = self.groups.get(group)
+        if entry is None:
+            self.groups[group] = [prompt_blocks, 1]
+            return prompt_blocks
+        entry[1] += 1
+        return 0
+
+    def sharers(self, group: int) -> int:
+        entry = self.groups.get(group)
+        return entry[1] if entry else 0
 
     def drop_prefix(self, request_id: int) -> None:
         entry = self.cache.pop(request_id, None)

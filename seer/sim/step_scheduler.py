@@ -27,11 +27,11 @@ class StepScheduler:
     `on_preempted(seq)` is called for each victim right after its KV is released (the instance counts and
     reports it).
 
-    With the prefix cache on, a request's prompt is computed once per instance for its whole group, as vLLM does:
-    a sibling admitted while another member of its group is here (or is admitted in the same step; vLLM caches a
-    block when it allocates it) starts with the prompt's full blocks computed. Each sibling still holds its own
-    copy of those blocks in the KV accounting (vLLM shares them), so KV use is over-counted by up to the shared
-    prompt blocks of each group: a conservative simplification.
+    With the prefix cache on, a request's prompt is computed and held once per instance for its whole group, as
+    vLLM's refcounted blocks do: a sibling admitted while another member of its group is here (or is admitted in
+    the same step; vLLM caches a block when it allocates it) starts with the prompt's full blocks computed and
+    shares them (`KVMemory.groups`); it allocates only the blocks after them. The first sharer allocates the
+    prompt's full blocks on admission.
     """
 
     def __init__(
@@ -47,7 +47,6 @@ class StepScheduler:
         self.instance_id, self.cfg, self.kv = instance_id, cfg, kv
         self.run_set, self.waiting, self.stats = run_set, waiting, stats
         self.on_preempted = on_preempted
-        self.prompt_holders: dict[int, int] = {}  # group -> its members here holding the prompt's blocks
 
     def enqueue(self, seq: Seq) -> None:
         """Into the waiting queue, kept sorted by (priority, arrival)."""
@@ -61,36 +60,35 @@ class StepScheduler:
                 f"({self.kv.capacity_blocks * self.cfg.block_size:,})"
             )
 
-    def admission_need(self, seq: Seq, budget: int) -> tuple[int, int, int, int]:
-        """(hit tokens, new tokens this step, extra blocks, cached blocks reused) to admit `seq` now."""
-        cached = self.kv.cached_tokens(seq.rid)
-        if cached:
-            entry = self.kv.cache.get(seq.rid)
-            hit, cb = min(cached, seq.target - 1), (entry[1] if entry else 0)
-        else:
-            hit, cb = min(max(seq.pool_tokens, self._shared_prompt(seq)), seq.target - 1), 0
-        q = min(seq.target - hit, budget)
-        return hit, q, max(0, blocks_for(hit + q, self.cfg.block_size) - cb), cb
-
-    def _shared_prompt(self, seq: Seq) -> int:
-        """Prompt tokens a sibling has in the prefix cache here (full blocks; the last token is always computed)."""
-        if not self.kv.prefix_cache or seq.group < 0 or not self.prompt_holders.get(seq.group):
+    def prompt_blocks(self, seq: Seq) -> int:
+        """Full blocks of the sequence's prompt that its group shares (the last prompt token is always computed)."""
+        if not self.kv.prefix_cache or seq.group < 0:
             return 0
-        return (seq.prompt_len - 1) // self.cfg.block_size * self.cfg.block_size
+        return (seq.prompt_len - 1) // self.cfg.block_size
 
-    def hold_prompt(self, seq: Seq) -> None:
-        if self.kv.prefix_cache and not seq.holds_prompt:
-            seq.holds_prompt = True
-            self.prompt_holders[seq.group] = self.prompt_holders.get(seq.group, 0) + 1
+    def admission_need(self, seq: Seq, budget: int) -> tuple[int, int, int, int]:
+        """(hit tokens, new tokens this step, blocks to allocate, cached blocks reclaimed) to admit `seq` now."""
+        hit, base, cb, _shared, first = self._reuse(seq)
+        q = min(seq.target - hit, budget)
+        total = blocks_for(hit + q, self.cfg.block_size)
+        if first:  # the group's first sharer here allocates the prompt's shared blocks whole
+            total = max(total, first)
+        return hit, q, max(0, total - base), cb
 
-    def release_prompt(self, seq: Seq) -> None:
-        if seq.holds_prompt:
-            seq.holds_prompt = False
-            left = self.prompt_holders[seq.group] - 1
-            if left:
-                self.prompt_holders[seq.group] = left
-            else:
-                del self.prompt_holders[seq.group]
+    def _reuse(self, seq: Seq) -> tuple[int, int, int, int, int]:
+        """What an admission of `seq` starts from: (hit tokens, blocks it has without allocating, cached blocks
+        reclaimed, group prompt blocks it shares, prompt blocks it creates as the group's first sharer)."""
+        S = self.prompt_blocks(seq)
+        live = S and self.kv.sharers(seq.group)
+        entry = self.kv.usable_prefix(seq.rid, seq.group)
+        if entry is not None:
+            tokens, cb, sh = entry
+            shared = self.kv.groups[seq.group][0] if sh else 0
+            return min(tokens, seq.target - 1), cb + shared, cb, shared, 0
+        if live:
+            shared = self.kv.groups[seq.group][0]
+            return min(max(seq.pool_tokens, shared * self.cfg.block_size), seq.target - 1), shared, 0, shared, 0
+        return min(seq.pool_tokens, seq.target - 1), 0, 0, 0, S
 
     def can_admit_head(self, budget: int) -> bool:
         if not self.waiting or len(self.run_set) >= self.cfg.max_num_seqs or budget <= 0:
@@ -149,11 +147,18 @@ class StepScheduler:
     def _preempt_for(self, need: np.ndarray) -> None:
         """Preempt the lowest-priority, newest rows until the survivors' needs fit."""
         rs = self.run_set
-        avail = self.kv.available()
+        avail, still, freed = self.kv.available(), int(need.sum()), 0
         order = rs.order_desc()
-        freed = np.cumsum(rs.blocks[order])
-        still = int(need.sum()) - np.cumsum(need[order])
-        k = int(np.argmax(still <= avail + freed)) + 1
+        left: dict[int, int] = {}  # sharers of a group not yet preempted: the last one frees the prompt blocks
+        for k, i in enumerate(order.tolist(), 1):
+            seq = rs.seqs[i]
+            freed += int(rs.blocks[i]) - seq.shared
+            if seq.shared:
+                left[seq.group] = left.get(seq.group, self.kv.sharers(seq.group)) - 1
+                freed += self.kv.groups[seq.group][0] if left[seq.group] == 0 else 0
+            still -= int(need[i])
+            if still <= avail + freed:
+                break
         if len(rs) == 1 or k >= len(rs):
             self.check_fits(int(rs.target[order[-1]] + 1), int(rs.rid[order[-1]]))
         mask = np.zeros(len(rs), dtype=bool)
@@ -161,12 +166,44 @@ class StepScheduler:
         for victim in rs.remove(mask):
             self.stats.preemptions += 1
             self.stats.recomputed_tokens += victim.computed
-            self.kv.keep_prefix(victim.rid, victim.computed, victim.blocks)
-            self.release_prompt(victim)
+            self.release(victim)
             victim.computed = victim.blocks = 0
             victim.pool_tokens = 0
             self.enqueue(victim)
             self.on_preempted(victim)
+
+    def release(self, seq: Seq) -> None:
+        """The sequence leaves the batch: its blocks (and its share of the group's prompt) go to the cache."""
+        self.kv.keep_prefix(seq.rid, seq.computed, seq.blocks, seq.group, seq.shared)
+        seq.shared = 0
+
+    def _admitted(self, seq: Seq, hit: int, extra: int) -> None:
+        """Apply an admission: reclaim the cached prefix or share the group's prompt, allocate `extra` blocks."""
+        _hit, base, cb, shared, first = self._reuse(seq)
+        if cb:
+            _tok, blocks, sh = self.kv.take_prefix(seq.rid)
+            self.stats.prefix_hit_tokens += hit
+            if sh:
+                self.kv.join(seq.group, shared)
+            elif self.prompt_blocks(seq) and not self.kv.sharers(seq.group):
+                # a whole cached context (prompt included): its prompt blocks become the group's shared ones
+                shared = min(self.prompt_blocks(seq), blocks)
+                self.kv.join(seq.group, shared)
+        else:
+            prompt_hit = min(shared * self.cfg.block_size, hit)
+            self.stats.prefix_hit_tokens += prompt_hit
+            if hit > prompt_hit:
+                self.stats.pool_fetched_tokens += hit
+            if shared or first:
+                shared = shared or first
+                self.kv.join(seq.group, shared)
+        seq.shared = shared
+        seq.blocks = base
+        seq.computed = hit
+        seq.pool_tokens = 0
+        ok = self.kv.allocate(extra)
+        assert ok
+        seq.blocks += extra
 
     def _admit(self, budget: int) -> tuple[list[Seq], list[int]]:
         """Waiting sequences admitted this step, in queue order, with their new tokens."""
@@ -177,22 +214,7 @@ class StepScheduler:
             if extra > self.kv.available() - cb:
                 break
             self.waiting.pop(0)
-            if cb:
-                _tok, blocks = self.kv.take_prefix(seq.rid)
-                seq.blocks = blocks
-                self.stats.prefix_hit_tokens += hit
-            else:
-                seq.blocks = 0
-                shared = min(self._shared_prompt(seq), hit)
-                self.stats.prefix_hit_tokens += shared
-                if hit > shared:
-                    self.stats.pool_fetched_tokens += hit
-            self.hold_prompt(seq)
-            seq.computed = hit
-            seq.pool_tokens = 0
-            ok = self.kv.allocate(extra)
-            assert ok
-            seq.blocks += extra
+            self._admitted(seq, hit, extra)
             admitted.append(seq)
             admit_n.append(q)
             budget -= q

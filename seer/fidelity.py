@@ -37,6 +37,10 @@ def calibrate(run_dirs: Sequence[str], terms: Sequence[str] | None = None) -> St
     steps = pd.concat([_measured(load_run(d)) for d in run_dirs], ignore_index=True)
     model = StepFit.fit(step_features(steps), steps["duration_s"].to_numpy(np.float64), terms)
     model.meta["runs"] = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    ref = decode_medians(steps)  # the machine's speed while calibrating, to compare the runs it will predict with
+    model.meta["reference_batch"] = [int(b) for b in ref.index]
+    model.meta["reference_median_s"] = [float(v) for v in ref["median"]]
+    model.meta["reference_steps"] = [int(v) for v in ref["n"]]
     return model
 
 
@@ -71,6 +75,42 @@ def simulate_recorded(recorded: RecordedRun, model: StepFit, progress: bool | No
     )
 
 
+def decode_medians(steps: pd.DataFrame, min_steps: int = 20) -> pd.DataFrame:
+    """Median duration of the decode-only steps of each batch size recorded at least `min_steps` times: the
+    machine's speed on identical work (columns median, n; indexed by batch size)."""
+    st = measured_steps(steps)
+    dec = st[(st["prompt_tokens"] == 0) & (st["running"] > 0)]
+    if "spec_draft_tokens" in dec:
+        dec = dec[dec["spec_draft_tokens"] == 0]
+    g = dec.groupby("running")["duration_s"]
+    out = pd.DataFrame({"median": g.median(), "n": g.size()})
+    return out[out["n"] >= min_steps]
+
+
+def speed_ratio(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, int]:
+    """How much slower b ran the same work as a (two `decode_medians` tables): the geometric mean over their common
+    batch sizes of b's median over a's, weighted by the smaller count, and the steps compared; (nan, 0) when they
+    share no batch size. No step model is involved: a ratio away from 1 is the machine (or engine) running
+    identical steps at another speed, which no model fitted to one recording can know when predicting the other."""
+    both = a.join(b, how="inner", lsuffix="_a", rsuffix="_b")
+    if both.empty:
+        return float("nan"), 0
+    w = np.minimum(both["n_a"], both["n_b"]).to_numpy(np.float64)
+    log_ratio = np.log(both["median_b"].to_numpy() / both["median_a"].to_numpy())
+    return float(np.exp((w * log_ratio).sum() / w.sum())), int(w.sum())
+
+
+def _reference(model: StepFit) -> pd.DataFrame | None:
+    """The decode medians of a model's calibration runs, kept in its meta (None for models without them)."""
+    m = model.meta
+    if not all(k in m for k in ("reference_batch", "reference_median_s", "reference_steps")):
+        return None
+    return pd.DataFrame(
+        {"median": np.asarray(m["reference_median_s"], float), "n": np.asarray(m["reference_steps"], int)},
+        index=pd.Index(np.asarray(m["reference_batch"], int), name="running"),
+    )
+
+
 def _preempt_share(times: np.ndarray, makespan: float) -> float | None:
     """Median preemption time as a share of the makespan (None without preemptions)."""
     return float(np.median(times) / makespan) if len(times) and makespan > 0 else None
@@ -95,6 +135,8 @@ def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None =
         recorded.steps.get("preempted", pd.Series(0, recorded.steps.index)).to_numpy(int),
     )
     sim_pt = sim.events.loc[sim.events["kind"] == "preempt", "t"].to_numpy(np.float64)
+    ref = None if fitted else _reference(model)
+    ratio, compared = speed_ratio(ref, decode_medians(recorded.steps)) if ref is not None else (None, 0)
     return {
         "run": run_dir,
         "policy": recorded.settings.policy,
@@ -112,6 +154,9 @@ def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None =
         "sim_preemptions": int(sim.summary["preemptions"]),
         "real_preempt_time_share": _preempt_share(real_pt, real_ms),
         "sim_preempt_time_share": _preempt_share(sim_pt, sim_ms),
+        # identical decode steps here against the calibration runs (None: self-fit, or a model without them)
+        "speed_ratio": ratio if compared else None,
+        "speed_steps": compared,
         "step_model": model.coefficients,
         "terms": list(model.meta.get("terms", [])),
     }

@@ -160,6 +160,28 @@ def test_calibrate_and_fidelity_on_a_committed_recording(tmp_path):
     f = json.loads(fid.stdout)
     assert abs(f["makespan_error"]) < 0.25 and f["step_time_mape"] < 0.5
     assert f["real_preemptions"] >= 0 and f["sim_preemptions"] >= 0
+    # the model carries its calibration's decode speeds: against its own run the machine speed is the same
+    assert f["speed_ratio"] == pytest.approx(1.0) and f["speed_steps"] > 100
+    text = run_seer("fidelity", str(RECORDED), "--cost-model", str(tmp_path / "m.toml"))
+    assert "machine speed     identical decode steps took +0.0%" in text.stdout
+
+
+def test_speed_ratio_compares_identical_steps_only():
+    import pandas as pd
+
+    from seer.fidelity import decode_medians, speed_ratio
+
+    def steps(batches, seconds, prompt=0):
+        return pd.DataFrame(
+            {"running": batches, "duration_s": seconds, "prompt_tokens": prompt, "generation_tokens": batches}
+        )
+
+    a = steps([1] * 30 + [4] * 30, [0.1] * 30 + [0.2] * 30)
+    b = steps([1] * 30 + [4] * 50 + [9] * 40, [0.11] * 30 + [0.24] * 50 + [5.0] * 40)
+    ratio, n = speed_ratio(decode_medians(a), decode_medians(b))
+    assert n == 60 and ratio == pytest.approx((1.1 * 1.2) ** 0.5)  # batch 9 is b's alone: not compared
+    prefill = steps([4] * 30, [9.0] * 30, prompt=100)  # not decode-only: never compared
+    assert speed_ratio(decode_medians(a), decode_medians(prefill)) == (pytest.approx(float("nan"), nan_ok=True), 0)
 
 
 def test_fidelity_refuses_a_run_whose_settings_make_no_cluster(tmp_path):

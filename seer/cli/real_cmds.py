@@ -134,6 +134,11 @@ def cmd_fidelity(args) -> int:
         f"(error {100 * res['makespan_error']:+.1f}%; throughput {100 * res['throughput_error']:+.1f}%)"
     )
     print(f"  finish times      mean error {100 * res['finish_time_mape']:.1f}% per request")
+    if res["speed_ratio"] is not None:
+        print(
+            f"  machine speed     identical decode steps took {100 * (res['speed_ratio'] - 1):+.1f}% of the "
+            f"calibration runs' time ({res['speed_steps']:,} steps compared); the makespan error follows it"
+        )
     held = res["step_time_mape_heldout"]
     extra = f" (cross-validated {100 * held:.1f}%)" if held is not None else ""
     print(f"  step times        MAPE {100 * res['step_time_mape']:.1f}%{extra}")

@@ -114,7 +114,9 @@ class StepFit(AffineDecode):
         lines += [f"{t} = {float(v)!r}" for t, v in zip(TERMS, self.c)]
         lines += ["", "[calibration]"]
         for k, v in self.meta.items():
-            if isinstance(v, (str, list, tuple)):  # a JSON string or list of strings is a TOML one
+            if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+                lines.append(f"{k} = {json.dumps([x if isinstance(x, int) else float(x) for x in v])}")
+            elif isinstance(v, (str, list, tuple)):  # a JSON string or list of strings is a TOML one
                 lines.append(f"{k} = {json.dumps(v if isinstance(v, str) else [str(x) for x in v])}")
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 lines.append(f"{k} = {v!r}")

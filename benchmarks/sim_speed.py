@@ -1,19 +1,23 @@
-"""Simulator speed: wall time and simulated output tokens per wall-second, per paper preset, policy verl,
-at 1x, 2x and 4x the preset's request count. Medians of --repeats runs.
+"""Simulator speed: wall time and simulated output tokens per wall-second, per paper preset and policy, at 1x, 2x
+and 4x the preset's request count. Medians of --repeats runs.
 
 Two ways to scale: `requests` adds prompts on the same cluster (more load per instance: KV thrashing grows,
 so scheduling events grow faster than requests); `cluster` scales prompts and instances together (same load
 per instance). Cost should follow scheduling events (epochs + preemptions), not generated tokens.
 
     python benchmarks/sim_speed.py [--repeats 3] [--scales 1,2,4] [--mode requests,cluster] [--presets ...]
+    python benchmarks/sim_speed.py --policies verl,context,seer --scales 1 --mode requests   # every policy
+    python benchmarks/sim_speed.py --jit   # the compiled kernels' first-call cost, cold and from the disk cache
 
-Writes out/bench/sim_speed.json.
+"events" = decode epochs + preemptions + chunks (a chunk is one dispatch and one finish). Writes
+out/bench/sim_speed.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -27,18 +31,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scales", default="1,2,4")
     ap.add_argument("--presets", default="moonlight,qwen2-vl-72b,kimi-k2")
-    ap.add_argument("--policy", default="verl")
+    ap.add_argument("--policies", default="verl", help="comma-separated policies (default verl)")
+    ap.add_argument("--jit", action="store_true", help="only measure the compiled kernels' first-call cost")
     ap.add_argument("--mode", default="requests,cluster", help="requests, cluster or both")
     ap.add_argument("--out", default="out/bench/sim_speed.json")
     args = ap.parse_args()
+    if args.jit:
+        jit_cost()
+        return
     rows = []
     print(
-        f"{'preset':<14}{'mode':>9}{'scale':>6}{'requests':>10}{'output tokens':>16}{'wall s (median)':>17}"
+        f"{'preset':<14}{'policy':>8}{'mode':>9}{'scale':>6}{'requests':>10}{'output tokens':>16}"
+        f"{'wall s (median)':>17}"
         f"{'Mtok/wall-s':>13}"
-        f"{'events':>9}{'sim makespan s':>16}{'ms/event':>10}"
+        f"{'events':>9}{'sim makespan s':>16}{'µs/event':>10}"
     )
-    for mode, name, scale in (
-        (m, n, int(x)) for m in args.mode.split(",") for n in args.presets.split(",") for x in args.scales.split(",")
+    for mode, name, scale, policy in (
+        (m, n, int(x), p)
+        for m in args.mode.split(",")
+        for n in args.presets.split(",")
+        for x in args.scales.split(",")
+        for p in args.policies.split(",")
     ):
         base = preset_config(name)
         setup = Setup.from_preset(name, prompts=base.prompts * scale)
@@ -48,11 +61,12 @@ def main() -> None:
         walls, summary = [], None
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            summary = run(setup, args.policy).summary
+            summary = run(setup, policy, progress=False).summary
             walls.append(time.perf_counter() - t0)
         wall = statistics.median(walls)
         row = {
             "preset": name,
+            "policy": policy,
             "mode": mode,
             "scale": scale,
             "instances": cluster.instances,
@@ -64,18 +78,50 @@ def main() -> None:
             "epochs": summary["epochs"],
             "steps": summary["steps"],
             "preemptions": summary["preemptions"],
+            "chunks": summary["chunks"],
+            "events": summary["epochs"] + summary["preemptions"] + summary["chunks"],
             "makespan_s": summary["makespan_s"],
-            "ms_per_event": 1e3 * wall / max(1, summary["epochs"] + summary["preemptions"]),
         }
+        row["us_per_event"] = 1e6 * wall / max(1, row["events"])
         rows.append(row)
         print(
-            f"{name:<14}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
-            f"{row['tokens_per_wall_s'] / 1e6:>13.1f}{row['epochs'] + row['preemptions']:>9,}"
-            f"{row['makespan_s']:>16,.0f}{row['ms_per_event']:>10.3f}",
+            f"{name:<14}{policy:>8}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
+            f"{row['tokens_per_wall_s'] / 1e6:>13.1f}{row['events']:>9,}"
+            f"{row['makespan_s']:>16,.0f}{row['us_per_event']:>10.1f}",
             flush=True,
         )
     write_text_atomic(args.out, json.dumps(rows, indent=2))
     print(f"wrote {args.out}")
+
+
+JIT_PROBE = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+from seer.sim import spec_kernels as k
+t1 = time.perf_counter()
+u = np.zeros((1, 1, 1)); a = np.ones(1); i = np.ones(1, np.int64); m = np.zeros((1, 1), np.int64)
+b, acc, adv = k.parametric_plan(u, a, i, i, 1)
+k.epoch_plan(adv, b, i, i, i, 16, 10)
+k.count_steps(b, acc, b, i * 0, 1, np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros((1, 3), np.int64))
+k.ahead_counts(i * 0, i, m, i * 0, np.zeros(1, bool), i)
+print(t1 - t0, time.perf_counter() - t1)
+"""
+
+
+def jit_cost() -> None:
+    """First call of every simulator kernel in a fresh process: compiled from scratch (an empty numba cache
+    directory), then loaded from that disk cache. Timed loops never include either."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("cold (compile)", "warm (disk cache)"):
+            out = subprocess.run([sys.executable, "-c", JIT_PROBE], env=env, capture_output=True, text=True, check=True)
+            imp, first = map(float, out.stdout.split())
+            print(f"{label:<18} import {imp:.2f} s, first call of the 4 kernels {first:.2f} s")
 
 
 if __name__ == "__main__":

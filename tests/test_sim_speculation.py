@@ -193,3 +193,89 @@ def test_exact_replay_bound_is_at_least_the_gamma_ceiling():
     assert res["lower_bound_s"] >= res["lower_bound_gamma_s"] * (1 - 1e-12)
     assert res["makespan_s"] >= res["lower_bound_s"] and "drafter's best case" in res["bound"]
     assert res["efficiency"] >= res["efficiency_gamma"]
+
+
+@st.composite
+def spec_batches(draw):
+    B = draw(st.integers(1, 10))
+    block = draw(st.sampled_from([1, 4, 16]))
+    computed = [draw(st.integers(1, 400)) for _ in range(B)]
+    return {
+        "B": B,
+        "horizon": draw(st.integers(1, 16)),
+        "block": block,
+        "gammas": [draw(st.integers(0, 8)) for _ in range(B)],
+        "remaining": [draw(st.integers(1, 120)) for _ in range(B)],
+        "generated": [draw(st.integers(0, 50)) for _ in range(B)],
+        "computed": computed,
+        "blocks": [-(-c // block) + draw(st.integers(0, 2)) for c in computed],
+        "avail": draw(st.integers(0, 60)),
+        "finished": draw(st.lists(st.booleans(), min_size=B, max_size=B)),
+        "seed": draw(st.integers(0, 2**31)),
+        "j": draw(st.integers(1, 16)),
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=spec_batches())
+def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
+    """Plan, epoch cut and step sums, and statistics: the numba kernels against the numpy reference, bit for bit,
+    with the same random draws."""
+    import numpy as np
+
+    from seer.sim.batch import SPEC_POSITIONS, InstanceStats
+    from seer.sim.epochs import (
+        count_spec_steps,
+        count_spec_steps_reference,
+        plan_spec_epoch,
+        plan_spec_epoch_reference,
+    )
+
+    B, H = batch["B"], batch["horizon"]
+    group_of = {r: r // 3 for r in range(B)}
+    rids = np.arange(B, dtype=np.int64)
+    gen = np.array(batch["generated"], np.int64)
+    rem = np.array(batch["remaining"], np.int64)
+    gam = np.array(batch["gammas"], np.int64)
+    plans = []
+    for method in ("plan", "plan_reference"):
+        acc = ParametricAcceptance(group_of, seed=batch["seed"])
+        for rid, done in enumerate(batch["finished"]):
+            acc.commit(rid, int(gen[rid]) + 3 * rid)
+            if done:
+                acc.finish(rid)
+        assert np.array_equal(acc.alpha(rids, gen), acc.alpha_reference(rids, gen))
+        plans.append(getattr(acc, method)(rids, gen, rem, gam, H))
+    fast, ref = plans
+    for name in ("budget", "drafted", "accepted", "advance"):
+        assert np.array_equal(getattr(fast, name), getattr(ref, name)), name
+
+    class Rows:  # what the epoch reads of the running batch
+        computed = np.array(batch["computed"], np.int64)
+        blocks = np.array(batch["blocks"], np.int64)
+
+    cost = ClusterConfig("t", "qwen2.5-7b", instances=1, kv_capacity_tokens=4096).cost_model()
+    args = (Rows, ref, rem, H, batch["block"], batch["avail"], cost, 3)
+    e_fast, e_ref = plan_spec_epoch(*args), plan_spec_epoch_reference(*args)
+    assert (e_fast is None) == (e_ref is None)
+    if e_ref is not None:
+        assert e_fast.k == e_ref.k
+        assert np.array_equal(e_fast.advance_cum, e_ref.advance_cum)
+        assert np.array_equal(e_fast.blocks, e_ref.blocks)
+        assert np.array_equal(e_fast.cum_s, e_ref.cum_s)  # the same floats, not merely close
+    j = min(batch["j"], H)
+    stats = []
+    for count in (count_spec_steps, count_spec_steps_reference):
+        s = InstanceStats()
+        s.spec_by_request = np.zeros((B, 3), np.int64)
+        count(s, rids, ref, j)
+        stats.append(s)
+    a, b = stats
+    assert np.array_equal(a.spec_tried, b.spec_tried) and np.array_equal(a.spec_accepted, b.spec_accepted)
+    assert np.array_equal(a.spec_by_request, b.spec_by_request)
+    assert (a.spec_request_steps, a.spec_drafted_tokens, a.spec_accepted_tokens) == (
+        b.spec_request_steps,
+        b.spec_drafted_tokens,
+        b.spec_accepted_tokens,
+    )
+    assert len(a.spec_tried) == SPEC_POSITIONS

@@ -19,6 +19,7 @@ import simpy
 
 from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
 from seer.sim.kv import KVMemory
+from seer.sim.spec_kernels import count_steps, epoch_plan
 
 
 def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
@@ -97,7 +98,21 @@ def plan_spec_epoch(
     rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int, cost, waiting: int = 0
 ) -> SpecEpoch | None:
     """Cut a speculation plan at the first chunk end and at the first step whose blocks do not fit, and price
-    its steps; None when not even one step fits in KV."""
+    its steps; None when not even one step fits in KV. (One compiled pass; `plan_spec_epoch_reference` is the
+    same in numpy.)"""
+    C, blocks, k, tokens, kv, attn, pairs = epoch_plan(
+        plan.advance, plan.drafted, remaining.astype(np.int64), rs.computed, rs.blocks, block_size, avail
+    )
+    if k == 0:
+        return None
+    dur = cost.step_time_sums(tokens, kv, attn, pairs, waiting=waiting)
+    return SpecEpoch(plan, C, blocks, np.cumsum(np.broadcast_to(dur, (k,))), k)
+
+
+def plan_spec_epoch_reference(
+    rs: Running, plan, remaining: np.ndarray, horizon: int, block_size: int, avail: int, cost, waiting: int = 0
+) -> SpecEpoch | None:
+    """`plan_spec_epoch` in numpy."""
     adv = plan.advance
     C = np.cumsum(adv, axis=1)
     ends = C >= remaining[:, None]
@@ -136,7 +151,18 @@ def spec_steps_within(cum_s: np.ndarray, k: int) -> Callable[[float], tuple[int,
 
 
 def count_spec_steps(stats: InstanceStats, rids: np.ndarray, plan, j: int) -> None:
-    """Add the first `j` steps of a plan to the acceptance statistics (per position, per request)."""
+    """Add the first `j` steps of a plan to the acceptance statistics (per position, per request): one compiled
+    pass; `count_spec_steps_reference` is the same in numpy."""
+    steps, drafted, accepted = count_steps(
+        plan.budget, plan.accepted, plan.drafted, rids, j, stats.spec_tried, stats.spec_accepted, stats.spec_by_request
+    )
+    stats.spec_request_steps += int(steps)
+    stats.spec_drafted_tokens += int(drafted)
+    stats.spec_accepted_tokens += int(accepted)
+
+
+def count_spec_steps_reference(stats: InstanceStats, rids: np.ndarray, plan, j: int) -> None:
+    """`count_spec_steps` in numpy."""
     b, a, d = plan.budget[:, :j], plan.accepted[:, :j], plan.drafted[:, :j]
     # position i (0-based) was tried when the budget reached it and the i before it were accepted
     tried = np.minimum(b, a + 1).ravel()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
+from seer.sim.spec_kernels import ahead_counts, parametric_plan
 
 # Table 2 (linear drafts): tau for n other in-group references, as alpha with gamma = 8 (bisection of
 # tau = (1 - a**9) / (1 - a)); see docs/speculation.md.
@@ -164,19 +165,34 @@ class ParametricAcceptance:
     def alpha(self, rids: np.ndarray, generated: np.ndarray) -> np.ndarray:
         if self.own_only:
             return np.full(len(rids), np.interp(0, self.xs, self.alphas))
+        n = ahead_counts(rids, generated, self.members, self.group, self.finished, self.generated)
+        return np.interp(n, self.xs, self.alphas)
+
+    def alpha_reference(self, rids: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        """`alpha` in numpy."""
         mem = self.members[self.group[rids]]  # B x G
         ahead = self.finished[mem] | (self.generated[mem] > generated[:, None])
         ahead &= (mem >= 0) & (mem != rids[:, None])
-        n = ahead.sum(axis=1)
-        return np.interp(n, self.xs, self.alphas)
+        return np.interp(ahead.sum(axis=1), self.xs, self.alphas)
 
     def plan(
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
-        B = len(rids)
-        gmax = int(gammas.max()) if B else 0
+        u, alpha = self._draws(rids, generated, gammas, horizon)
+        b, a, adv = parametric_plan(u, alpha, gammas.astype(np.int64), remaining.astype(np.int64), horizon)
+        return Plan(b, b.copy(), a, adv)
+
+    def _draws(self, rids, generated, gammas, horizon) -> tuple[np.ndarray, np.ndarray]:
+        gmax = int(gammas.max()) if len(rids) else 0
         alpha = self.alpha(rids, generated)
-        u = self.rng.random((B, horizon, max(gmax, 1)))
+        return self.rng.random((len(rids), horizon, max(gmax, 1))), alpha
+
+    def plan_reference(
+        self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
+    ) -> Plan:
+        """`plan` in numpy: the reference the compiled kernel must equal (same draws, same arrays)."""
+        B = len(rids)
+        u, alpha = self._draws(rids, generated, gammas, horizon)
         raw = np.cumprod(u < alpha[:, None, None], axis=2).sum(axis=2)
         b = np.repeat(gammas[:, None].astype(np.int64), horizon, axis=1)
         a = np.minimum(raw, b)
@@ -193,4 +209,5 @@ class ParametricAcceptance:
                 b[near, s], a[near, s] = bs, acc
                 adv[near, s] = np.where(live, 1 + acc, 0)
                 left -= adv[near, s]
+        assert B == len(b)
         return Plan(b, b.copy(), a, adv)

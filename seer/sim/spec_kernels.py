@@ -1,0 +1,131 @@
+"""Numba kernels of the simulator's speculative epoch: the parametric acceptance plan, the epoch's cut and step
+sums, and the acceptance statistics, each one compiled pass over the batch x horizon arrays instead of dozens of
+small numpy calls per epoch. One module because numba's disk cache only notices changes to a kernel's own file.
+
+Each kernel repeats its numpy reference (`ParametricAcceptance.plan`, `plan_spec_epoch`, `count_spec_steps`)
+operation for operation: integers are exact, and the float sums of the step model add rows in the order numpy's
+axis-0 reduction does, so results are bit-identical (tests/test_sim_speculation.py checks both on random inputs).
+The random draws stay in numpy (`rng.random`), so the stream is the reference's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def parametric_plan(u, alpha, gammas, remaining, horizon):  # pragma: no cover - compiled
+    """(budget, accepted, advance), rows x horizon: draft i of a step is accepted while u < alpha (leading run);
+    rows that may reach their chunk end within the horizon draft one short of it and stop after it."""
+    B = u.shape[0]
+    gmax = u.shape[2]
+    b = np.empty((B, horizon), np.int64)
+    a = np.empty((B, horizon), np.int64)
+    adv = np.empty((B, horizon), np.int64)
+    for r in range(B):
+        g = gammas[r]
+        near = remaining[r] <= horizon * (1 + g)
+        left = remaining[r]
+        for s in range(horizon):
+            raw = 0
+            while raw < gmax and u[r, s, raw] < alpha[r]:
+                raw += 1
+            if not near:
+                b[r, s] = g
+                a[r, s] = min(raw, g)
+                adv[r, s] = 1 + a[r, s]
+                continue
+            if left > 0:
+                bs = min(g, max(left - 1, 0))
+                acc = min(raw, bs)
+                b[r, s], a[r, s], adv[r, s] = bs, acc, 1 + acc
+            else:
+                b[r, s], a[r, s], adv[r, s] = 0, 0, 0
+            left -= adv[r, s]
+    return b, a, adv
+
+
+@njit(cache=True)
+def epoch_plan(adv, drafted, remaining, computed, blocks0, block_size, avail):  # pragma: no cover - compiled
+    """The epoch's cut and per-step sums: (advance_cum, blocks, k, tokens, kv tokens, attention pairs, score
+    pairs), the sums for the first k steps (k = 0: not one step fits in KV)."""
+    B, H = adv.shape
+    C = np.empty((B, H), np.int64)
+    blocks = np.empty((B, H), np.int64)
+    k = H
+    extra = np.zeros(H, np.int64)
+    for r in range(B):
+        c = 0
+        peak = blocks0[r]
+        ended = False
+        for s in range(H):
+            ctx = computed[r] + c  # KV cached before the step
+            c += adv[r, s]
+            C[r, s] = c
+            need = -(-(ctx + 1 + drafted[r, s]) // block_size)
+            if need > peak:
+                peak = need
+            blocks[r, s] = peak
+            extra[s] += peak - blocks0[r]
+            if not ended and c >= remaining[r]:
+                ended = True
+                if s + 1 < k:
+                    k = s + 1
+    for s in range(H):
+        if extra[s] > avail:
+            if s < k:
+                k = s
+            break
+    tokens = np.zeros(k)
+    kv = np.zeros(k)
+    attn = np.zeros(k)
+    pairs = np.zeros(k)
+    for r in range(B):  # row by row, as numpy's axis-0 sums add them
+        for s in range(k):
+            q = 1.0 + drafted[r, s]
+            ctx = computed[r] + C[r, s] - adv[r, s]
+            tokens[s] += q
+            kv[s] += ctx + (1 + drafted[r, s])
+            attn[s] += q * (ctx + (q + 1) / 2)
+            pairs[s] += q * (ctx + q) if q > 1 else 0.0
+    return C, blocks, k, tokens, kv, attn, pairs
+
+
+@njit(cache=True)
+def count_steps(budget, accepted, drafted, rids, j, tried_out, accepted_out, per):  # pragma: no cover - compiled
+    """Add the first j steps to the statistics in place; returns (request-steps with a budget, drafted,
+    accepted)."""
+    npos = tried_out.shape[0]
+    steps = 0
+    d_total = 0
+    a_total = 0
+    for r in range(budget.shape[0]):
+        rid = rids[r]
+        for s in range(j):
+            b, a = budget[r, s], accepted[r, s]
+            t = min(b, a + 1)  # position i was tried when the budget reached it and the i before were accepted
+            for i in range(min(t, npos)):
+                tried_out[i] += 1
+            for i in range(min(a, npos)):
+                accepted_out[i] += 1
+            if b > 0:
+                steps += 1
+                per[rid, 0] += 1
+            d_total += drafted[r, s]
+            a_total += a
+            per[rid, 1] += drafted[r, s]
+            per[rid, 2] += a
+    return steps, d_total, a_total
+
+
+@njit(cache=True)
+def ahead_counts(rids, generated, members, group, finished, progress):  # pragma: no cover - compiled
+    """Per row, the other members of its group that are finished or ahead of it (generated more tokens)."""
+    n = np.zeros(rids.shape[0], np.int64)
+    for r in range(rids.shape[0]):
+        rid = rids[r]
+        for m in members[group[rid]]:
+            if m >= 0 and m != rid and (finished[m] or progress[m] > generated[r]):
+                n[r] += 1
+    return n

@@ -67,7 +67,10 @@ def diagnostics(path: str) -> dict:
     mode = int(dec["running"].mode().iloc[0]) if len(dec) else 0
     same = dec.loc[dec["running"] == mode, "duration_s"]
     rows = st["logits"] if "logits" in st else st["running"]
+    prefill = st["sched_tokens"] > st["logits"] if "logits" in st else st["prompt_tokens"] > 0
     out = {
+        "prefill_step_share": float(prefill.mean()),
+        "prefill_time_share": float(st.loc[prefill, "duration_s"].sum() / st["duration_s"].sum()),
         "rows_median": float(rows.median()),
         "rows_p90": float(rows.quantile(0.9)),
         "decode_batch": mode,
@@ -107,6 +110,17 @@ def matrix(runs: list[str]) -> dict:
             a = selfs[RANKING[0]] if m == RANKING[0] else transfer.get((m, RANKING[0])) or fidelity(verl, models[m])
             b = selfs[RANKING[1]] if m == RANKING[1] else transfer.get((m, RANKING[1])) or fidelity(ctx, models[m])
             ranking["by_model"][m] = b["sim_makespan_s"] / a["sim_makespan_s"]
+        ranking["with_token_term"] = {}
+        for m in names:  # a miss: the same recording's model with the per-token term kept (prefill is priced)
+            terms = models[m].meta["terms"]
+            if abs(ranking["by_model"][m] - real) > 0.05 and "per_token_s" not in terms:
+                forced = calibrate([runs[names.index(m)]], sorted({*terms, "per_token_s"}))
+                a, b = fidelity(verl, forced), fidelity(ctx, forced)
+                ranking["with_token_term"][m] = {
+                    "ratio": b["sim_makespan_s"] / a["sim_makespan_s"],
+                    "mape_heldout": forced.meta["mape_heldout"],
+                    "selected_mape_heldout": models[m].meta["mape_heldout"],
+                }
     for v in transfer.values():  # fidelity() measured how much slower the predicted run ran identical steps
         v["speed_corrected_error"] = (1 + v["makespan_error"]) * (v["speed_ratio"] or float("nan")) - 1
     return {
@@ -293,11 +307,36 @@ def markdown(res: dict) -> str:
         "- **Preemptions** (kv-verl-2i): with the group's prompt blocks shared, the running set, the preemption "
         "count and timing (self-fit table) follow vLLM's; predicting this recording from the others is "
         "the transfer problem above.",
+        *ranking_misses(res),
         "- **Step MAPE floor.** Identical decode steps vary by the p90 / p10 ratios listed above on this shared "
         "machine; no step model gets below that noise.",
     ]
     out += ["", "![parity](figures/fidelity_parity.png)", ""]
     return "\n".join(out) + "\n"
+
+
+def ranking_misses(res: dict) -> list[str]:
+    rk = res.get("ranking") or {}
+    rec = {r["name"]: r for r in res["recordings"]}
+    out = []
+    for m, f in (rk.get("with_token_term") or {}).items():
+        share = "; ".join(
+            f"{n}: {100 * rec[n]['prefill_step_share']:.1f}% of steps, {100 * rec[n]['prefill_time_share']:.1f}% of "
+            "the time"
+            for n in RANKING
+        )
+        out.append(
+            f"- **Ranking with the {m} model** ({rk['by_model'][m]:.3f} against {rk['real']:.3f}): term selection "
+            f"left out the per-token term, which lowers that recording's held-out step error by only "
+            f"{100 * (f['selected_mape_heldout'] - f['mape_heldout']):.2f} points (under the 0.2-point gain the "
+            "stepwise selection asks for): steps with prefill are rare there and common in context's run "
+            f"({share}), so prefill is almost unpriced and context's re-prefilled chunks come out cheap. Kept, "
+            f"the same recording's model gives {f['ratio']:.3f} ({f['ratio'] - rk['real']:+.3f}). "
+            "A duration-weighted selection criterion was tried "
+            "and kept the term, but it also kept a per-waiting-request term on gsm8k-context-3i whose "
+            "extrapolation to verl's long queues broke transfer (+1561%), so per-step MAPE stays the criterion."
+        )
+    return out
 
 
 def drift_section(res: dict, names: list[str], cell: dict) -> list[str]:

@@ -260,15 +260,8 @@ def markdown(res: dict) -> str:
         )
     names = list(res["self_fit"])
     out += ["", "## Transfer: makespan error, calibrated on the row, predicting the column", ""]
-    out.append("| calibrated on \\ predicts | " + " | ".join(names) + " |")
-    out.append("|---" * (len(names) + 1) + "|")
     cell = {(t["fit_on"], t["predict"]): t for t in res["transfer"]}
-    for m in names:
-        row = [
-            f"**{pct(res['self_fit'][m]['makespan_error'])}**" if n == m else pct(cell[(m, n)]["makespan_error"])
-            for n in names
-        ]
-        out.append(f"| {m} | " + " | ".join(row) + " |")
+    out += pair_table(res, names, lambda m, n: pct(cell[(m, n)]["makespan_error"]))
     worst = max((t["makespan_error"] for t in res["transfer"]), key=abs) if res["transfer"] else None
     within = sum(abs(t["makespan_error"]) <= 0.08 for t in res["transfer"])
     out += ["", f"Worst transfer makespan error: {pct(worst)}; {within} of {len(res['transfer'])} pairs within 8%."]
@@ -315,6 +308,19 @@ def markdown(res: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def pair_table(res: dict | None, names: list[str], text) -> list[str]:
+    """A calibrated-on x predicts table: `text(m, n)` off the diagonal; on it the self-fit makespan error (bold),
+    or a dash without `res`."""
+
+    def diagonal(m: str) -> str:
+        return "—" if res is None else f"**{pct(res['self_fit'][m]['makespan_error'])}**"
+
+    out = ["| calibrated on \\ predicts | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m in names:
+        out.append(f"| {m} | " + " | ".join(diagonal(m) if n == m else text(m, n) for n in names) + " |")
+    return out
+
+
 def ranking_misses(res: dict) -> list[str]:
     rk = res.get("ranking") or {}
     rec = {r["name"]: r for r in res["recordings"]}
@@ -359,29 +365,14 @@ def drift_section(res: dict, names: list[str], cell: dict) -> list[str]:
         "recording (column) ran them than the calibration recording (row) is measured without any model "
         "(`seer.fidelity.speed_ratio`; `seer fidelity RUN --cost-model M` prints it as 'machine speed'):",
         "",
-        "| calibrated on \\ predicts | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for m in names:
-        row = ["—" if n == m else pct(cell[(m, n)]["speed_ratio"] - 1) for n in names]
-        out.append(f"| {m} | " + " | ".join(row) + " |")
-    out += [
+        *pair_table(None, names, lambda m, n: pct(cell[(m, n)]["speed_ratio"] - 1)),
         "",
         f"Over the {len(pairs)} pairs, the correlation between this drift and the transfer error beyond the "
         f"predicted recording's own self-fit error is **{corr:.2f}**: a model calibrated while the machine ran "
         "faster predicts too short, and the reverse. Scaling each transfer prediction by the measured drift "
         "(what a calibration made on the same machine state would give) leaves these makespan errors:",
         "",
-        "| calibrated on \\ predicts | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for m in names:
-        row = [
-            f"**{pct(res['self_fit'][m]['makespan_error'])}**" if n == m else pct(cell[(m, n)]["speed_corrected_error"])
-            for n in names
-        ]
-        out.append(f"| {m} | " + " | ".join(row) + " |")
-    out += [
+        *pair_table(res, names, lambda m, n: pct(cell[(m, n)]["speed_corrected_error"])),
         "",
         f"Drift-corrected, the worst pair is {pct(max(fixed, key=abs))} and "
         f"{sum(abs(f) <= 0.08 for f in fixed)} of {len(fixed)} pairs are within 8%.",

@@ -191,7 +191,6 @@ class ParametricAcceptance:
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
         """`plan` in numpy: the reference the compiled kernel must equal (same draws, same arrays)."""
-        B = len(rids)
         u, alpha = self._draws(rids, generated, gammas, horizon)
         raw = np.cumprod(u < alpha[:, None, None], axis=2).sum(axis=2)
         b = np.repeat(gammas[:, None].astype(np.int64), horizon, axis=1)
@@ -209,5 +208,4 @@ class ParametricAcceptance:
                 b[near, s], a[near, s] = bs, acc
                 adv[near, s] = np.where(live, 1 + acc, 0)
                 left -= adv[near, s]
-        assert B == len(b)
         return Plan(b, b.copy(), a, adv)

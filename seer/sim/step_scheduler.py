@@ -179,8 +179,8 @@ class StepScheduler:
 
     def _admitted(self, seq: Seq, hit: int, extra: int) -> None:
         """Apply an admission: reclaim the cached prefix or share the group's prompt, allocate `extra` blocks."""
-        _hit, base, cb, shared, first = self._reuse(seq)
-        if cb:
+        _hit, base, _cb, shared, first = self._reuse(seq)
+        if self.kv.usable_prefix(seq.rid, seq.group) is not None:  # _reuse started from the cached entry
             _tok, blocks, sh = self.kv.take_prefix(seq.rid)
             self.stats.prefix_hit_tokens += hit
             if sh:
@@ -194,8 +194,8 @@ class StepScheduler:
             self.stats.prefix_hit_tokens += prompt_hit
             if hit > prompt_hit:
                 self.stats.pool_fetched_tokens += hit
-            if shared or first:
-                shared = shared or first
+            shared = shared or first
+            if shared:
                 self.kv.join(seq.group, shared)
         seq.shared = shared
         seq.blocks = base

@@ -8,6 +8,8 @@ per instance). Cost should follow scheduling events (epochs + preemptions), not 
     python benchmarks/sim_speed.py [--repeats 3] [--scales 1,2,4] [--mode requests,cluster] [--presets ...]
     python benchmarks/sim_speed.py --policies verl,context,seer --scales 1 --mode requests   # every policy
     python benchmarks/sim_speed.py --jit   # the compiled kernels' first-call cost, cold and from the disk cache
+    python benchmarks/sim_speed.py --split --policies context,seer --presets kimi-k2 --scales 1 --mode requests
+        # also time the policy's own decisions (its `on_event`), to show what the simulator itself costs
 
 "events" = decode epochs + preemptions + chunks (a chunk is one dispatch and one finish). Writes
 out/bench/sim_speed.json.
@@ -23,6 +25,7 @@ import time
 
 from seer.experiment import Setup, run
 from seer.fileio import write_text_atomic
+from seer.policies import make_policy
 from seer.traces.synth import preset_config
 
 
@@ -34,6 +37,7 @@ def main() -> None:
     ap.add_argument("--policies", default="verl", help="comma-separated policies (default verl)")
     ap.add_argument("--jit", action="store_true", help="only measure the compiled kernels' first-call cost")
     ap.add_argument("--mode", default="requests,cluster", help="requests, cluster or both")
+    ap.add_argument("--split", action="store_true", help="also time the policy's own on_event calls")
     ap.add_argument("--out", default="out/bench/sim_speed.json")
     args = ap.parse_args()
     if args.jit:
@@ -58,11 +62,13 @@ def main() -> None:
         if mode == "cluster":
             setup = Setup.from_trace(setup.trace, setup.cluster, instances=setup.cluster.instances * scale, name=name)
         cluster = setup.cluster
-        walls, summary = [], None
+        walls, policy_s, summary = [], [], None
         for _ in range(args.repeats):
+            pol, clock = timed_policy(policy) if args.split else (policy, None)
             t0 = time.perf_counter()
-            summary = run(setup, policy, progress=False).summary
+            summary = run(setup, pol, progress=False).summary
             walls.append(time.perf_counter() - t0)
+            policy_s.append(clock[0] if clock else float("nan"))
         wall = statistics.median(walls)
         row = {
             "preset": name,
@@ -83,28 +89,53 @@ def main() -> None:
             "makespan_s": summary["makespan_s"],
         }
         row["us_per_event"] = 1e6 * wall / max(1, row["events"])
+        if args.split:
+            row["policy_s_median"] = statistics.median(policy_s)
+            row["policy_us_per_event"] = 1e6 * row["policy_s_median"] / max(1, row["events"])
         rows.append(row)
+        split = (
+            f"   policy {row['policy_s_median']:.2f} s ({row['policy_us_per_event']:.1f} µs/event)"
+            if args.split
+            else ""
+        )
         print(
             f"{name:<14}{policy:>8}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
             f"{row['tokens_per_wall_s'] / 1e6:>13.1f}{row['events']:>9,}"
-            f"{row['makespan_s']:>16,.0f}{row['us_per_event']:>10.1f}",
+            f"{row['makespan_s']:>16,.0f}{row['us_per_event']:>10.1f}" + split,
             flush=True,
         )
     write_text_atomic(args.out, json.dumps(rows, indent=2))
     print(f"wrote {args.out}")
 
 
+def timed_policy(spec: str):
+    """A fresh policy whose `on_event` calls are timed (seconds summed into the returned one-element list)."""
+    pol, clock = make_policy(spec), [0.0]
+    inner = pol.on_event
+
+    def on_event(event, view):
+        t0 = time.perf_counter()
+        try:
+            return inner(event, view)
+        finally:
+            clock[0] += time.perf_counter() - t0
+
+    pol.on_event = on_event
+    return pol, clock
+
+
 JIT_PROBE = """
 import time
 t0 = time.perf_counter()
 import numpy as np
-from seer.sim import spec_kernels as k
+from seer.sim import batch_kernels, spec_kernels as k
 t1 = time.perf_counter()
 u = np.zeros((1, 1, 1)); a = np.ones(1); i = np.ones(1, np.int64); m = np.zeros((1, 1), np.int64)
 b, acc, adv = k.parametric_plan(u, a, i, i, 1)
 k.epoch_plan(adv, b, i, i, i, 16, 10)
 k.count_steps(b, acc, b, i * 0, 1, np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros((1, 3), np.int64))
 k.ahead_counts(i * 0, i, m, i * 0, np.zeros(1, bool), i)
+batch_kernels.epoch_length(i, i * 0, i, i, 16, 0)
 print(t1 - t0, time.perf_counter() - t1)
 """
 
@@ -121,7 +152,7 @@ def jit_cost() -> None:
         for label in ("cold (compile)", "warm (disk cache)"):
             out = subprocess.run([sys.executable, "-c", JIT_PROBE], env=env, capture_output=True, text=True, check=True)
             imp, first = map(float, out.stdout.split())
-            print(f"{label:<18} import {imp:.2f} s, first call of the 4 kernels {first:.2f} s")
+            print(f"{label:<18} import {imp:.2f} s, first call of the 5 kernels {first:.2f} s")
 
 
 if __name__ == "__main__":

@@ -68,3 +68,46 @@ def test_decode_mape_within_ten_percent(shared_data):
     err = fit_errors(df, fit_profile(df))
     assert err[err.kind == "decode"].ape.mean() <= 0.10
     assert err[err.kind == "verify"].ape.mean() <= 0.15
+
+
+def _step_time_sums_formula(cm, tokens, kv_tokens, attn_pairs, score_pairs, logits=None):
+    """The step model as DESIGN.md writes it, through `weight_read_bytes` and `comm_s`."""
+    c = cm.coef
+    logits = tokens if logits is None else logits
+    return (
+        c.overhead_s
+        + c.layer_overhead_s * cm.shape.layers
+        + c.weights * cm.weight_read_bytes(tokens) / cm.bw
+        + c.kv * kv_tokens * cm._kvb / cm.bw
+        + c.linear * (tokens * cm._lin_per_token + logits * cm._logit_flops) / cm.peak
+        + c.attention * attn_pairs * cm._apf / cm.peak
+        + c.scores * score_pairs * cm._score_bytes / cm.bw
+        + cm.comm_s(tokens)
+    )
+
+
+@pytest.mark.parametrize("cluster", ["moonlight", "qwen2-vl-72b", "kimi-k2"])
+def test_inlined_step_sums_equal_the_formula_bit_for_bit(cluster):
+    """`step_time_sums` inlines the weight and collective terms for speed; it must not move one bit, for scalars
+    (the MBA profile, single steps) and arrays (speculative epochs), dense and MoE, with and without TP/EP."""
+    cms = [load_cluster(cluster).cost_model(), CostModel(model_shape("qwen2-72b"), par=Parallelism(tp=4))]
+    rng = np.random.default_rng(7)
+    for cm in cms:
+        for _ in range(300):
+            tok = float(rng.integers(1, 70000))
+            kv, attn, pairs = (float(x) for x in rng.uniform(0, 1e9, 3))
+            logits = float(rng.integers(0, 4096)) if rng.random() < 0.5 else None
+            assert cm.step_time_sums(tok, kv, attn, pairs, logits) == _step_time_sums_formula(
+                cm, tok, kv, attn, pairs, logits
+            )
+        arrays = [rng.integers(1, 5000, 16).astype(np.float64)] + [rng.uniform(0, 1e8, 16) for _ in range(3)]
+        np.testing.assert_array_equal(cm.step_time_sums(*arrays), _step_time_sums_formula(cm, *arrays))
+
+
+def test_remembered_alpha_and_scalar_span_equal_the_array_forms(cm):
+    """The simulator's scalar decode spans (a remembered alpha, Python floats) equal the vectorised form."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        B, S, n = int(rng.integers(1, 4096)), float(rng.integers(0, 10**9)), int(rng.integers(0, 5000))
+        assert cm.decode_span(B, S, n) == float(cm.decode_span(B, S, np.array([n]))[0])
+        assert cm._alpha_of(B, 0) == float(cm.alpha(B))

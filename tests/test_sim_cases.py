@@ -146,3 +146,31 @@ def test_an_abort_waiting_on_the_step_that_ends_the_chunk_keeps_the_chunks_reaso
     assert (last.reason, last.finished, last.new_tokens) == (end.reason, True, 5)
     early = finish(end.t * 0.01)  # inside the first step: the request is cut short
     assert early.reason is FinishReason.ABORT and not early.finished and early.new_tokens < 5
+
+
+def test_the_lower_bound_counts_a_shared_prompt_once():
+    """With the prefix cache, siblings share their group's prompt blocks, so the bound must not charge every
+    sibling its whole prompt: two siblings of a 17-token prompt with 16-token blocks compute 17 + 1 prompt tokens
+    at least, not 34 (hypothesis found a run that finished under the old bound)."""
+    from seer.sim.bounds import min_prefill_tokens
+
+    assert min_prefill_tokens([17, 17], [0, 0], 16) == 18
+    assert min_prefill_tokens([40, 40, 40, 9], [0, 0, 0, 1], 16) == 40 + 8 + 8 + 9
+    assert min_prefill_tokens([32, 32], [0, 0], 16) == 32 + 16  # the last token is always computed
+    cluster = ClusterConfig(
+        name="prop",
+        model="moonlight-16b-a3b",
+        instances=1,
+        activation_reserve_gib=4.0,
+        max_num_seqs=2,
+        max_num_batched_tokens=6,
+        prefix_cache=True,
+        max_tokens=400,
+        kv_capacity_tokens=128,
+    )
+    tr = pd.DataFrame({"prompt_id": [0, 0], "sample_id": [0, 1], "prompt_len": [17, 17], "output_len": [0, 0]})
+    for policy in ("verl", "least-loaded"):
+        s = simulate(tr, cluster, make_policy(policy), progress=False).summary
+        assert s["lower_bound_s"] <= s["makespan_s"] * (1 + 1e-9)
+        off = simulate(tr, dataclasses.replace(cluster, prefix_cache=False), make_policy(policy), progress=False)
+        assert off.summary["lower_bound_s"] > s["lower_bound_s"]  # without sharing the whole prompts count

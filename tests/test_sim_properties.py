@@ -1,5 +1,6 @@
 """Invariants of the simulator over random small traces and clusters."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -231,3 +232,76 @@ def test_siblings_share_their_prompt_blocks_on_an_instance():
     assert len(blocks) == 8 and inst.kv.groups == {0: [62, 8]}
     # each sample: its last 8 prompt tokens + the first output token in one block of its own, after the 62 shared
     assert inst.kv.held == 62 + sum(b - 62 for b in blocks) < 8 * 62
+
+
+@st.composite
+def running_batches(draw):
+    """A running batch in any mix of states: decoding, mid-prefill, not yet started, and a few blocks to spare."""
+    from seer.sim.batch import Running
+
+    block = draw(st.sampled_from([1, 4, 16]))
+    rows = draw(
+        st.lists(
+            st.tuples(st.integers(1, 5000), st.integers(0, 300), st.integers(0, 400), st.sampled_from(["dec", "pre"])),
+            min_size=1,
+            max_size=40,
+        )
+    )
+    rs = Running()
+    ctx0 = np.array([c for c, _, _, _ in rows], np.int64)
+    produced = np.array([p for _, p, _, _ in rows], np.int64)
+    # a decoding row has its context cached up to its last sampled token; a prefill row only part of it
+    target = ctx0 + produced
+    computed = np.array(
+        [
+            t - 1 if (kind == "dec" and p > 0) else draw(st.integers(0, t - 1))
+            for t, (_, p, _, kind) in zip(target, rows)
+        ],
+        np.int64,
+    )
+    rs._buf = np.zeros((len(Running.COLS), len(rows)), np.int64)
+    rs._objs = np.empty(len(rows), object)
+    rs._n = len(rows)
+    rs._bind()
+    rs.ctx0[:], rs.produced[:], rs.computed[:] = ctx0, produced, computed
+    rs.stop[:] = produced + 1 + np.array([left for _, _, left, _ in rows], np.int64)
+    rs.blocks[:] = -(-computed // block) + np.array(
+        draw(st.lists(st.integers(0, 3), min_size=len(rows), max_size=len(rows)))
+    )
+    return rs, block
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=running_batches(), budget=st.integers(1, 4000), avail=st.integers(0, 600))
+def test_the_compiled_batch_kernels_equal_their_numpy_reference(batch, budget, avail):
+    """Step plan, step sums (the floats the cost model reads, bit for bit), step application, a decode epoch's
+    advance and its cut: every kernel of `seer.sim.batch_kernels` against `seer.sim.batch_reference`."""
+    import copy
+
+    from seer.sim import batch_kernels as k
+    from seer.sim import batch_reference as ref
+
+    rs, block = batch
+    n, need = k.plan_tokens(rs.ctx0, rs.produced, rs.computed, rs.blocks, budget, block)
+    n_ref, need_ref = ref.plan_tokens(rs, budget, block)
+    assert n.tolist() == n_ref.tolist() and need.tolist() == need_ref.tolist()
+    assert k.all_decoding(rs.ctx0, rs.produced, rs.computed) == bool(rs.decoding().all())
+    idx = np.flatnonzero(n > 0)
+    sums, sums_ref = k.step_sums(idx, n[idx], rs.computed, rs.ctx0, rs.produced), ref.step_sums(rs, idx, n[idx])
+    assert sums == sums_ref and all(type(a) is type(b) for a, b in zip(sums, sums_ref))
+    other = copy.deepcopy(rs)
+    k.apply_step(idx, n[idx], rs.computed, rs.ctx0, rs.produced)
+    ref.apply_step(other, idx, n[idx])
+    assert rs.computed.tolist() == other.computed.tolist() and rs.produced.tolist() == other.produced.tolist()
+    steps = int(min(avail, 50))
+    again = copy.deepcopy(rs)
+    assert k.advance_decode(rs.computed, rs.produced, rs.blocks, steps, block) == ref.advance_decode(
+        again, steps, block
+    )
+    assert [c.tolist() for c in (rs.computed, rs.produced, rs.blocks)] == [
+        c.tolist() for c in (again.computed, again.produced, again.blocks)
+    ]
+    if len(rs) and (rs.stop > rs.produced).all():
+        from seer.sim.epochs import fast_epoch_length
+
+        assert fast_epoch_length(rs, block, avail) == ref.fast_epoch_length(rs, block, avail)

@@ -20,4 +20,5 @@ def round_up(tokens: int, block: int) -> int:
 
 def worst_case_kv(context_len: int, budget: int, block_size: int) -> int:
     """KV tokens a chunk may hold when it ends: its context plus its whole budget, in whole blocks."""
-    return round_up(int(context_len) + int(budget), block_size)
+    block = int(block_size)  # `round_up` written out: dispatchers call this several times per chunk
+    return -(-(int(context_len) + int(budget)) // block) * block

@@ -72,27 +72,54 @@ class InstanceStats:
 
 
 class Running:
-    """The running sequences as parallel numpy arrays (structure of arrays), in admission order."""
+    """The running sequences as parallel numpy arrays (structure of arrays), in admission order.
+
+    The columns are row views of one (columns x capacity) buffer with room to grow, so an admission writes its
+    rows in place and a departure closes the gap in place: no column is reallocated per event. Update columns
+    in place (`rs.blocks[:] = ...`, `rs.computed += ...`); an array read from a column is a view, valid until
+    the next append or remove."""
 
     COLS = ("rid", "priority", "arrival", "ctx0", "stop", "gen0", "computed", "produced", "blocks")
 
-    def __init__(self):
-        for c in self.COLS:
-            setattr(self, c, np.zeros(0, dtype=np.int64))
-        self.seqs = np.empty(0, dtype=object)  # the Seq of each row (an object array: masks select rows fast)
+    def __init__(self, capacity: int = 16):
+        self._buf = np.zeros((len(self.COLS), capacity), dtype=np.int64)
+        self._objs = np.empty(capacity, dtype=object)  # the Seq of each row (an object array: masks select fast)
+        self._n = 0
+        self._bind()
+
+    def _bind(self) -> None:
+        n = self._n
+        (
+            self.rid,
+            self.priority,
+            self.arrival,
+            self.ctx0,
+            self.stop,
+            self.gen0,
+            self.computed,
+            self.produced,
+            self.blocks,
+        ) = self._buf[:, :n]
+        self.seqs = self._objs[:n]
 
     def __len__(self) -> int:
-        return len(self.seqs)
+        return self._n
 
     def append(self, seqs: list[Seq]) -> None:
         if not seqs:
             return
-        for c in self.COLS:
-            extra = np.fromiter((getattr(s, c) for s in seqs), dtype=np.int64, count=len(seqs))
-            setattr(self, c, np.concatenate([getattr(self, c), extra]))
-        added = np.empty(len(seqs), dtype=object)
-        added[:] = seqs
-        self.seqs = np.concatenate([self.seqs, added])
+        n, m = self._n, len(seqs)
+        if n + m > self._objs.shape[0]:
+            cap = max(2 * self._objs.shape[0], n + m)
+            buf, objs = np.zeros((len(self.COLS), cap), dtype=np.int64), np.empty(cap, dtype=object)
+            buf[:, :n], objs[:n] = self._buf[:, :n], self._objs[:n]
+            self._buf, self._objs = buf, objs
+        rows = [(s.rid, s.priority, s.arrival, s.ctx0, s.stop, s.gen0, s.computed, s.produced, s.blocks) for s in seqs]
+        self._buf[:, n : n + m] = np.array(rows, dtype=np.int64).T
+        for i, seq in enumerate(seqs, n):
+            self._objs[i] = seq
+        self._n = n + m
+        self._bind()
 
     def sync(self, idx) -> list[Seq]:
         """Write the dynamic state of rows `idx` back into their Seq objects and return them."""
@@ -109,10 +136,18 @@ class Running:
         if len(idx) == 0:
             return []
         gone = self.sync(idx)
-        keep = ~mask
-        for c in self.COLS:
-            setattr(self, c, getattr(self, c)[keep])
-        self.seqs = self.seqs[keep]
+        n, buf, objs = self._n, self._buf, self._objs
+        if len(idx) == 1:  # the common case: shift the rows after it down by one
+            i = int(idx[0])
+            buf[:, i : n - 1] = buf[:, i + 1 : n]
+            objs[i : n - 1] = objs[i + 1 : n]
+        else:
+            keep = ~mask
+            buf[:, : n - len(idx)] = buf[:, :n][:, keep]
+            objs[: n - len(idx)] = objs[:n][keep]
+        objs[n - len(idx) : n] = None
+        self._n = n - len(idx)
+        self._bind()
         return gone
 
     @property

@@ -9,9 +9,11 @@ tokens a step may hold and S_max the most sequences:
     busy(all instances) >= ceil(N_dec / S_max) * A0 + N_all * g(T_max) / T_max
                            + sum over decode tokens of (logit FLOPs + beta * (ctx + 1))
 
-and makespan >= busy / instances. Independently, the longest request alone needs its L - 1 decode steps
-in sequence, each at least a batch-of-one step over its growing context. Prefill and recompute only add
-time, so both are lower bounds; the larger is reported.
+and makespan >= busy / instances. N_all counts every prompt token, or `prefill_tokens` when fewer must be
+computed (with the prefix cache, siblings share their group's prompt blocks: see `min_prefill_tokens`).
+Independently, the longest request alone needs its L - 1 decode steps in sequence, each at least a
+batch-of-one step over its growing context. Prefill and recompute only add time, so both are lower bounds;
+the larger is reported.
 
 With speculative decoding a step may advance a sequence by up to `tokens_per_step` = 1 + gamma_max tokens:
 the step count, and the per-step context terms, shrink by that factor at best (every token still needs its
@@ -37,6 +39,7 @@ def makespan_lower_bound(
     max_num_seqs: int,
     max_num_batched_tokens: int,
     tokens_per_step: float = 1,
+    prefill_tokens: float | None = None,
 ) -> dict:
     """Both bounds and their max, in seconds."""
     k = float(max(1, tokens_per_step))
@@ -44,7 +47,7 @@ def makespan_lower_bound(
     L = np.maximum(np.asarray(output_len, dtype=np.float64), 1.0)
     dec = L - 1.0
     n_dec = float(dec.sum())
-    n_all = n_dec + float(p.sum())
+    n_all = n_dec + (float(p.sum()) if prefill_tokens is None else float(prefill_tokens))
     a0 = cm.token_time(0.0)
     t_max = float(max(max_num_batched_tokens, max_num_seqs))
     g_per_token = (cm.token_time(t_max) - a0) / t_max
@@ -73,6 +76,7 @@ def makespan_lower_bound_steps(
     instances: int,
     max_num_seqs: int,
     max_num_batched_tokens: int,
+    prefill_tokens: float | None = None,
 ) -> dict:
     """The same bounds when each request's decode work is known only as a minimum: `steps[r]` decode or verify
     steps at least, and `kv_terms[r]` at least the sum over them of (context + 1) tokens of KV read. With one
@@ -82,7 +86,7 @@ def makespan_lower_bound_steps(
     S = np.asarray(steps, dtype=np.float64)
     C = np.asarray(kv_terms, dtype=np.float64)
     n_dec = float((L - 1.0).sum())
-    n_all = n_dec + float(p.sum())
+    n_all = n_dec + (float(p.sum()) if prefill_tokens is None else float(prefill_tokens))
     a0 = cm.token_time(0.0)
     t_max = float(max(max_num_batched_tokens, max_num_seqs))
     g_per_token = (cm.token_time(t_max) - a0) / t_max
@@ -96,3 +100,15 @@ def makespan_lower_bound_steps(
     longest = float((S * cm.alpha(1) + cm.beta * (C - S)).max()) if len(S) else 0.0
     work_bound = busy / instances
     return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}
+
+
+def min_prefill_tokens(prompt_len, group, block_size: int) -> float:
+    """Prompt tokens a rollout must compute at least with the prefix cache on: each group's prompt once, and
+    each further member of the group what follows the prompt's full blocks, which it may share."""
+    p = np.asarray(prompt_len, dtype=np.int64)
+    g = np.asarray(group)
+    if not len(p):
+        return 0.0
+    first = np.unique(g, return_index=True)[1]
+    rest = p - (p - 1) // block_size * block_size
+    return float(rest.sum() + (p[first] - rest[first]).sum())

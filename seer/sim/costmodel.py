@@ -19,6 +19,7 @@ tensor throughput; its lower NVLink bandwidth is in the preset).
 from __future__ import annotations
 
 import importlib.resources
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -92,6 +93,7 @@ class StepTimeModel(Protocol):
         max_num_seqs: int,
         max_num_batched_tokens: int,
         tokens_per_step: float = 1,
+        prefill_tokens: float | None = None,
     ) -> dict | None: ...
 
     def lower_bound_steps(
@@ -103,6 +105,7 @@ class StepTimeModel(Protocol):
         instances: int,
         max_num_seqs: int,
         max_num_batched_tokens: int,
+        prefill_tokens: float | None = None,
     ) -> dict | None: ...
 
     def describe(self) -> dict: ...
@@ -118,22 +121,35 @@ class AffineDecode:
 
     def decode_time(self, batch: int, ctx_sum: float, waiting: int = 0) -> float:
         """One decode step of `batch` sequences whose cached contexts sum to `ctx_sum` (`waiting` requests queued)."""
-        return float(self.alpha(batch, waiting)) + self.beta * ctx_sum
+        return self._alpha_of(batch, waiting) + self.beta * ctx_sum
+
+    def _alpha_of(self, batch: int, waiting: int) -> float:
+        """`alpha` of one integer batch, remembered: the simulator asks for the same few batch sizes at every epoch,
+        and a model's coefficients do not change after it is built."""
+        memo = self.__dict__.setdefault("_alpha_memo", {})
+        key = (int(batch), int(waiting))
+        a = memo.get(key)
+        if a is None:
+            a = memo[key] = float(self.alpha(batch, waiting))
+        return a
 
     def decode_span(self, batch: int, ctx_sum: float, steps, waiting: int = 0):
         """Total seconds of `steps` decode steps; every sequence grows by one token per step (closed form)."""
+        if isinstance(steps, (int, np.integer)):  # the simulator's case: Python floats, the same IEEE arithmetic
+            n = float(steps)
+            return self._alpha_of(batch, waiting) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
         n = np.asarray(steps, dtype=np.float64)
         return float(self.alpha(batch, waiting)) * n + self.beta * (n * ctx_sum + batch * n * (n - 1) / 2)
 
     def steps_within(self, batch: int, ctx_sum: float, seconds: float, waiting: int = 0) -> int:
         """Largest n with decode_span(n) <= seconds (closed-form root of the quadratic)."""
-        a, b = float(self.alpha(batch, waiting)), self.beta
+        a, b = self._alpha_of(batch, waiting), self.beta
         if seconds <= 0:
             return 0
         # b*B/2 n^2 + (a + b*S - b*B/2) n - seconds <= 0
         qa, qb = b * batch / 2, a + b * ctx_sum - b * batch / 2
-        n = seconds / qb if qa == 0 else (-qb + np.sqrt(qb * qb + 4 * qa * seconds)) / (2 * qa)
-        n = int(np.floor(n + 1e-9))
+        n = seconds / qb if qa == 0 else (-qb + math.sqrt(qb * qb + 4 * qa * seconds)) / (2 * qa)
+        n = int(math.floor(n + 1e-9))
         while n > 0 and self.decode_span(batch, ctx_sum, n, waiting) > seconds * (1 + 1e-12):
             n -= 1
         while self.decode_span(batch, ctx_sum, n + 1, waiting) <= seconds:
@@ -167,6 +183,16 @@ class CostModel(AffineDecode):
         c = self.coef
         # decode: T = alpha(B) + beta * sum(ctx), ctx = tokens cached before the step
         self.beta = c.kv * self._kvb / self.bw + c.attention * self._apf / self.peak
+        # constant sub-expressions of `step_time_sums`, evaluated once in the order it evaluates them
+        self._base = c.overhead_s + c.layer_overhead_s * s.layers
+        self._keep = (1.0 - s.top_k / s.n_experts) if s.n_experts else 0.0
+        lat = hw.allreduce_latency_us * 1e-6
+        self._tp_comm = None
+        if par.tp > 1:
+            self._tp_comm = (2 * s.layers, lat, s.hidden, 2.0 * (par.tp - 1) / par.tp, hw.link_gbps * 1e9)
+        self._ep_comm = None
+        if par.dp > 1 and s.n_experts:
+            self._ep_comm = (2 * s.moe_layers, lat, par.dp, s.top_k, s.hidden, hw.network_gbps * 1e9)
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -239,17 +265,27 @@ class CostModel(AffineDecode):
         waiting: int = 0,
     ) -> float:
         """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs."""
+        # `weight_read_bytes` and `comm_s` inlined, operation for operation (the MBA rule prices ~10 steps per
+        # event): tests/test_costmodel.py checks it bit for bit against the formula written with them
         c = self.coef
         logits = tokens if logits is None else logits
+        n_exp = self.shape.n_experts
+        touched = n_exp * (1.0 - self._keep**tokens) if n_exp else 0.0
+        comm = 0.0
+        if self._tp_comm is not None:
+            two_l, lat, hidden, ring, link = self._tp_comm
+            comm = comm + two_l * (lat + tokens * hidden * 2 * ring / link)
+        if self._ep_comm is not None:
+            two_moe, lat, dp, top_k, hidden, net = self._ep_comm
+            comm = comm + two_moe * (lat + tokens / dp * top_k * hidden * 2 / net)
         return (
-            c.overhead_s
-            + c.layer_overhead_s * self.shape.layers
-            + c.weights * self.weight_read_bytes(tokens) / self.bw
+            self._base
+            + c.weights * (self._always_bytes + touched * self._expert_bytes) / self.bw
             + c.kv * kv_tokens * self._kvb / self.bw
             + c.linear * (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak
             + c.attention * attn_pairs * self._apf / self.peak
             + c.scores * score_pairs * self._score_bytes / self.bw
-            + self.comm_s(tokens)
+            + comm
         )
 
     def alpha(self, batch, waiting: int = 0) -> np.ndarray | float:
@@ -281,29 +317,17 @@ class CostModel(AffineDecode):
         """Seconds of logit FLOPs per sampled position."""
         return self.coef.linear * self._logit_flops / self.peak
 
-    def lower_bound(
-        self,
-        prompt_len,
-        output_len,
-        instances: int,
-        max_num_seqs: int,
-        max_num_batched_tokens: int,
-        tokens_per_step: float = 1,
-    ) -> dict:
+    def lower_bound(self, *args, **kwargs) -> dict:
+        """`seer.sim.bounds.makespan_lower_bound` under this model (the `StepModel` protocol gives the signature)."""
         from seer.sim.bounds import makespan_lower_bound
 
-        return makespan_lower_bound(
-            self, prompt_len, output_len, instances, max_num_seqs, max_num_batched_tokens, tokens_per_step
-        )
+        return makespan_lower_bound(self, *args, **kwargs)
 
-    def lower_bound_steps(
-        self, prompt_len, output_len, steps, kv_terms, instances: int, max_num_seqs: int, max_num_batched_tokens: int
-    ) -> dict:
+    def lower_bound_steps(self, *args, **kwargs) -> dict:
+        """`seer.sim.bounds.makespan_lower_bound_steps` under this model."""
         from seer.sim.bounds import makespan_lower_bound_steps
 
-        return makespan_lower_bound_steps(
-            self, prompt_len, output_len, steps, kv_terms, instances, max_num_seqs, max_num_batched_tokens
-        )
+        return makespan_lower_bound_steps(self, *args, **kwargs)
 
     def prefill_time(self, tokens: int, cached: int = 0) -> float:
         """One sequence's prefill of `tokens` new tokens over `cached` cached ones, in one step."""

@@ -11,6 +11,7 @@ import simpy
 from seer.core import DraftConfig, InstanceChanges, Policy, describe_policy
 from seer.loop import ContractLoop, nan_bounds
 from seer.metrics import RolloutResult, events_frame, mean_running, summarize
+from seer.sim.bounds import min_prefill_tokens
 from seer.sim.cluster import ClusterConfig
 from seer.sim.config import SimulationError
 from seer.sim.instance import SimInstance
@@ -147,10 +148,14 @@ class SimDriver(ContractLoop):
         indicative bound at its best expected acceptance (labelled: not strict)."""
         cl = self.cluster
         args = (df["prompt_len"], df["output_len"], cl.instances, cl.max_num_seqs, cl.max_num_batched_tokens)
+        prefill = None
+        if cl.prefix_cache:
+            groups = [self.rollout.requests[r].group_id for r in df["request_id"]]
+            prefill = min_prefill_tokens(df["prompt_len"], groups, cl.block_size)
         if self.spec is None:
-            return self.cost.lower_bound(*args) or nan_bounds(), {"bound_tokens_per_step": 1}
+            return self.cost.lower_bound(*args, prefill_tokens=prefill) or nan_bounds(), {"bound_tokens_per_step": 1}
         gamma = int(self.traits.max_draft_tokens)
-        ceiling = self.cost.lower_bound(*args, 1 + gamma) or nan_bounds()
+        ceiling = self.cost.lower_bound(*args, 1 + gamma, prefill_tokens=prefill) or nan_bounds()
         extra = {"bound_tokens_per_step": 1 + gamma, "lower_bound_gamma_s": float(ceiling["lower_bound_s"])}
         if isinstance(self.spec, ExactReplay):
             reqs = self.rollout.requests
@@ -164,7 +169,12 @@ class SimDriver(ContractLoop):
             )
             order = df["request_id"].tolist()
             best = self.cost.lower_bound_steps(
-                df["prompt_len"], df["output_len"], [steps[r] for r in order], [kv[r] for r in order], *args[2:]
+                df["prompt_len"],
+                df["output_len"],
+                [steps[r] for r in order],
+                [kv[r] for r in order],
+                *args[2:],
+                prefill_tokens=prefill,
             )
             if best is not None:  # both are lower bounds: keep the larger of each
                 best = {k: max(best[k], ceiling[k]) for k in best}
@@ -172,7 +182,7 @@ class SimDriver(ContractLoop):
                 return best, extra
         if isinstance(self.spec, ParametricAcceptance):
             k = self.spec.expected_advance(gamma)
-            expected = self.cost.lower_bound(*args, k) or nan_bounds()
+            expected = self.cost.lower_bound(*args, k, prefill_tokens=prefill) or nan_bounds()
             extra["lower_bound_expected_s"] = float(expected["lower_bound_s"])
         extra["bound"] = "strict: every step may advance 1 + gamma_max tokens"
         return ceiling, extra

@@ -18,6 +18,7 @@ import numpy as np
 import simpy
 
 from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
+from seer.sim.batch_kernels import epoch_length
 from seer.sim.kv import KVMemory
 from seer.sim.spec_kernels import count_steps, epoch_plan
 
@@ -35,35 +36,30 @@ def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
     return avail
 
 
-def draft_budgets(rids: np.ndarray, budgets: Mapping[int, int], default: int, max_batched: int) -> np.ndarray:
-    """Draft budget per running row, capped so a step's tokens fit max_num_batched_tokens."""
+def budget_table(budgets: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The named requests' draft budgets as (sorted request ids, their budgets), for `draft_budgets`."""
+    rids = np.array(sorted(budgets), dtype=np.int64)
+    return rids, np.array([budgets[r] for r in rids.tolist()], dtype=np.int64)
+
+
+def draft_budgets(rids: np.ndarray, table: tuple[np.ndarray, np.ndarray], default: int, max_batched: int) -> np.ndarray:
+    """Draft budget per running row (the table's for the requests it names, `default` for the others), capped so
+    a step's tokens fit max_num_batched_tokens."""
     B = len(rids)
-    if budgets:
-        g = np.fromiter((budgets.get(r, default) for r in rids.tolist()), np.int64, B)
-    else:
-        g = np.full(B, default, np.int64)
+    g = np.full(B, default, np.int64)
+    named, values = table
+    if len(named):  # a binary search per row: the policy names a fraction of the rows (one probe per group)
+        pos = np.minimum(np.searchsorted(named, rids), len(named) - 1)
+        hit = named[pos] == rids
+        g[hit] = values[pos[hit]]
     cap = (max_batched - B) // max(B, 1)
-    return np.clip(g, 0, min(cap, SPEC_POSITIONS))
+    return np.minimum(np.maximum(g, 0), min(cap, SPEC_POSITIONS))  # np.clip, without its Python-level wrapper
 
 
 def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:
-    """Decode steps the batch can take before a sequence ends its chunk or new blocks stop fitting."""
-    n_finish = int((rs.stop - rs.produced).min())
-    comp, held = rs.computed, rs.blocks
-
-    def extra(k: int) -> int:
-        return int(np.maximum(-(-(comp + k) // block_size) - held, 0).sum())
-
-    if extra(n_finish) <= avail:
-        return n_finish
-    lo, hi = 0, n_finish  # extra(lo) fits, extra(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if extra(mid) <= avail:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    """Decode steps the batch can take before a sequence ends its chunk or new blocks stop fitting (one compiled
+    pass; `fast_epoch_length_reference` is the same in numpy)."""
+    return int(epoch_length(rs.stop, rs.produced, rs.computed, rs.blocks, block_size, avail))
 
 
 def run_epoch(
@@ -106,7 +102,7 @@ def plan_spec_epoch(
     if k == 0:
         return None
     dur = cost.step_time_sums(tokens, kv, attn, pairs, waiting=waiting)
-    return SpecEpoch(plan, C, blocks, np.cumsum(np.broadcast_to(dur, (k,))), k)
+    return SpecEpoch(plan, C, blocks, np.cumsum(dur if np.shape(dur) == (k,) else np.broadcast_to(dur, (k,))), k)
 
 
 def plan_spec_epoch_reference(

@@ -35,8 +35,10 @@ from seer.core import (
     worst_case_kv,
 )
 from seer.sim.batch import InstanceStats, Running, Seq
+from seer.sim.batch_kernels import advance_decode, all_decoding, apply_step, step_sums
 from seer.sim.config import InstanceConfig, SimulationError  # noqa: F401  (SimulationError re-exported)
 from seer.sim.epochs import (
+    budget_table,
     count_spec_steps,
     draft_budgets,
     epoch_avail,
@@ -71,6 +73,7 @@ class SimInstance:
         self.spec_horizon = max(1, spec_horizon)
         self.spec_budgets: Mapping[int, int] = {}
         self.spec_default = 0
+        self._budget_table = budget_table({})
         self.true_len = true_output_len
         self._emit_to, self._changes = emit, changes
         self.exact = exact
@@ -152,6 +155,7 @@ class SimInstance:
         budgets = dict(budgets)
         if budgets != self.spec_budgets or default != self.spec_default:
             self.spec_budgets, self.spec_default = budgets, int(default)
+            self._budget_table = budget_table(budgets)
             self._poke()  # an epoch planned with the old budgets is cut short
 
     def view(self) -> InstanceView:
@@ -284,10 +288,10 @@ class SimInstance:
             return False
         if self.waiting and self.scheduler.can_admit_head(self.cfg.max_num_batched_tokens - B):
             return False
-        return bool(rs.decoding().all())
+        return all_decoding(rs.ctx0, rs.produced, rs.computed)
 
     def _gammas(self) -> np.ndarray:
-        return draft_budgets(self.run_set.rid, self.spec_budgets, self.spec_default, self.cfg.max_num_batched_tokens)
+        return draft_budgets(self.run_set.rid, self._budget_table, self.spec_default, self.cfg.max_num_batched_tokens)
 
     # ---- the process -------------------------------------------------------------------------
 
@@ -328,22 +332,12 @@ class SimInstance:
     def _step(self, idx: np.ndarray, n: np.ndarray):
         """One scheduled step (prefill and/or decode rows): wait its time, then apply it."""
         rs = self.run_set
-        comp = rs.computed[idx]
-        logits = int((comp + n >= rs.ctx0[idx] + rs.produced[idx]).sum())
-        multi = n > 1
-        dur = self.cost.step_time_sums(
-            float(n.sum()),
-            float((comp + n).sum()),
-            float((n * (comp + (n + 1) / 2)).sum()),
-            float((n * (comp + n))[multi].sum()),
-            logits,
-            len(self.waiting),
-        )
+        tokens, kv, attn, pairs, logits = step_sums(idx, n, rs.computed, rs.ctx0, rs.produced)
+        dur = self.cost.step_time_sums(tokens, kv, attn, pairs, logits, len(self.waiting))
         yield self.env.timeout(dur)
         self.stats.busy_s += dur
         self.stats.steps += 1
-        rs.computed[idx] += n
-        rs.produced[idx] += rs.computed[idx] >= rs.ctx0[idx] + rs.produced[idx]
+        apply_step(idx, n, rs.computed, rs.ctx0, rs.produced)
         self._commit_rows()
 
     def _decode_epoch(self, steps: int):
@@ -361,12 +355,8 @@ class SimInstance:
         steps, dur = yield from run_epoch(self.env, self._new_wake(), steps, dur, cut)
         self.stats.busy_s += dur
         self.stats.steps += steps
-        rs.computed += steps
-        rs.produced += steps
-        new_blocks = np.maximum(-(-rs.computed // self.cfg.block_size), rs.blocks)
-        ok = self.kv.allocate(int((new_blocks - rs.blocks).sum()))
+        ok = self.kv.allocate(int(advance_decode(rs.computed, rs.produced, rs.blocks, steps, self.cfg.block_size)))
         assert ok, "fast path over-allocated KV"
-        rs.blocks = new_blocks
         self._commit_rows()
 
     def _spec_epoch(self, gammas: np.ndarray, horizon: int):
@@ -390,7 +380,7 @@ class SimInstance:
         rs.produced += took
         ok = self.kv.allocate(int((epoch.blocks[:, j - 1] - rs.blocks).sum()))
         assert ok, "speculative epoch over-allocated KV"
-        rs.blocks = epoch.blocks[:, j - 1].copy()
+        rs.blocks[:] = epoch.blocks[:, j - 1]
         self.stats.busy_s += float(epoch.cum_s[j - 1])
         self.stats.steps += j
         count_spec_steps(self.stats, rs.rid, plan, j)

@@ -97,25 +97,37 @@ def count_steps(budget, accepted, drafted, rids, j, tried_out, accepted_out, per
     """Add the first j steps to the statistics in place; returns (request-steps with a budget, drafted,
     accepted)."""
     npos = tried_out.shape[0]
+    # histograms of how far each request-step got, turned into "reached position i" counts at the end
+    tried_hist = np.zeros(npos + 1, np.int64)
+    acc_hist = np.zeros(npos + 1, np.int64)
     steps = 0
     d_total = 0
     a_total = 0
     for r in range(budget.shape[0]):
-        rid = rids[r]
+        row_steps = row_drafted = row_accepted = 0
         for s in range(j):
             b, a = budget[r, s], accepted[r, s]
             t = min(b, a + 1)  # position i was tried when the budget reached it and the i before were accepted
-            for i in range(min(t, npos)):
-                tried_out[i] += 1
-            for i in range(min(a, npos)):
-                accepted_out[i] += 1
+            tried_hist[min(t, npos)] += 1
+            acc_hist[min(a, npos)] += 1
             if b > 0:
-                steps += 1
-                per[rid, 0] += 1
-            d_total += drafted[r, s]
-            a_total += a
-            per[rid, 1] += drafted[r, s]
-            per[rid, 2] += a
+                row_steps += 1
+            row_drafted += drafted[r, s]
+            row_accepted += a
+        rid = rids[r]
+        per[rid, 0] += row_steps
+        per[rid, 1] += row_drafted
+        per[rid, 2] += row_accepted
+        steps += row_steps
+        d_total += row_drafted
+        a_total += row_accepted
+    t_run = 0
+    a_run = 0
+    for i in range(npos - 1, -1, -1):
+        t_run += tried_hist[i + 1]
+        a_run += acc_hist[i + 1]
+        tried_out[i] += t_run
+        accepted_out[i] += a_run
     return steps, d_total, a_total
 
 
@@ -125,7 +137,9 @@ def ahead_counts(rids, generated, members, group, finished, progress):  # pragma
     n = np.zeros(rids.shape[0], np.int64)
     for r in range(rids.shape[0]):
         rid = rids[r]
-        for m in members[group[rid]]:
+        g = group[rid]
+        for k in range(members.shape[1]):
+            m = members[g, k]
             if m >= 0 and m != rid and (finished[m] or progress[m] > generated[r]):
                 n[r] += 1
     return n

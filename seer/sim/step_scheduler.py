@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from seer.sim.batch import InstanceStats, Running, Seq
+from seer.sim.batch_kernels import plan_tokens
 from seer.sim.config import InstanceConfig, SimulationError
 from seer.sim.kv import KVMemory, blocks_for
 
@@ -98,20 +99,9 @@ class StepScheduler:
 
     def plan_running(self, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """New tokens per running row this step (1 per decoding row, then prefill rows in order) and the
-        extra blocks each row needs for them."""
+        extra blocks each row needs for them (one compiled pass; `seer.sim.batch_reference.plan_tokens`)."""
         rs = self.run_set
-        dec = rs.decoding()
-        n = dec.astype(np.int64)
-        left = budget - int(dec.sum())
-        if left < 0:  # more decoders than the budget: serve them in admission order
-            n[np.flatnonzero(dec)[budget:]] = 0
-            left = 0
-        for i in np.flatnonzero(~dec):
-            take = min(int(rs.ctx0[i] + rs.produced[i] - rs.computed[i]), left)
-            n[i] = take
-            left -= take
-        need = np.where(n > 0, np.maximum(-(-(rs.computed + n) // self.cfg.block_size) - rs.blocks, 0), 0)
-        return n, need
+        return plan_tokens(rs.ctx0, rs.produced, rs.computed, rs.blocks, budget, self.cfg.block_size)
 
     def schedule(self) -> tuple[np.ndarray, np.ndarray]:
         """One scheduling pass: (running row indices, new tokens of each) for the next step."""
@@ -130,7 +120,7 @@ class StepScheduler:
             if len(rs):
                 ok = self.kv.allocate(int(need.sum()))
                 assert ok
-                rs.blocks = rs.blocks + need
+                rs.blocks += need
                 budget -= int(n.sum())
         idx = np.flatnonzero(n > 0) if len(rs) else np.zeros(0, dtype=np.int64)
         ns = n[idx] if len(rs) else np.zeros(0, dtype=np.int64)

@@ -37,9 +37,12 @@ def best_gamma(
     batch: int, beta: Sequence[float], step_time: StepTime, gamma_max: int = 8, draft_time_s: float = 0.0
 ) -> int:
     """argmin over g in 0..gamma_max of T_SD(batch, g); ties go to the smaller g."""
-    best, best_t = 0, t_sd(batch, 0, beta, step_time, draft_time_s)
+    # `t_sd` written out with a running sum of beta (the policy evaluates this at every event): same arithmetic
+    best, best_t = 0, step_time(batch, 0) / expected_tokens(beta, 0)
+    tail = 0.0
     for g in range(1, gamma_max + 1):
-        t = t_sd(batch, g, beta, step_time, draft_time_s)
+        tail += beta[g]
+        t = (step_time(batch, g) + draft_time_s) / (1.0 + tail)
         if t < best_t * (1 - 1e-9):
             best, best_t = g, t
     return best

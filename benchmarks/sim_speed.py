@@ -9,7 +9,11 @@ per instance). Cost should follow scheduling events (epochs + preemptions), not 
     python benchmarks/sim_speed.py --policies verl,context,seer --scales 1 --mode requests   # every policy
     python benchmarks/sim_speed.py --jit   # the compiled kernels' first-call cost, cold and from the disk cache
     python benchmarks/sim_speed.py --split --policies context,seer --presets kimi-k2 --scales 1 --mode requests
-        # also time the policy's own decisions (its `on_event`), to show what the simulator itself costs
+        # also time the policy's own decisions (its `on_event`) and the speculative planning
+    git worktree add /tmp/before 868c219 && \
+    python benchmarks/sim_speed.py --against /tmp/before --policies verl,context,seer --presets kimi-k2 --repeats 3
+        # this tree against another checkout, run in turn (A B A B ...), each run a fresh process timing the
+        # simulation alone after a small warm-up run; medians and the median of the pair ratios
 
 "events" = decode epochs + preemptions + chunks (a chunk is one dispatch and one finish). Writes
 out/bench/sim_speed.json.
@@ -18,6 +22,7 @@ out/bench/sim_speed.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -26,6 +31,7 @@ import time
 from seer.experiment import Setup, run
 from seer.fileio import write_text_atomic
 from seer.policies import make_policy
+from seer.sim.speculation import ParametricAcceptance
 from seer.traces.synth import preset_config
 
 
@@ -38,11 +44,17 @@ def main() -> None:
     ap.add_argument("--jit", action="store_true", help="only measure the compiled kernels' first-call cost")
     ap.add_argument("--mode", default="requests,cluster", help="requests, cluster or both")
     ap.add_argument("--split", action="store_true", help="also time the policy's own on_event calls")
+    ap.add_argument("--against", help="another checkout of seer: time each policy there and here, in turn")
     ap.add_argument("--out", default="out/bench/sim_speed.json")
     args = ap.parse_args()
     if args.jit:
         jit_cost()
         return
+    if args.against:
+        against(args)
+        return
+    # load the compiled kernels (numba's disk cache) before any timed run: `--jit` reports that cost
+    run(Setup.from_preset("moonlight", prompts=8), "seer", progress=False)
     rows = []
     print(
         f"{'preset':<14}{'policy':>8}{'mode':>9}{'scale':>6}{'requests':>10}{'output tokens':>16}"
@@ -62,13 +74,15 @@ def main() -> None:
         if mode == "cluster":
             setup = Setup.from_trace(setup.trace, setup.cluster, instances=setup.cluster.instances * scale, name=name)
         cluster = setup.cluster
-        walls, policy_s, summary = [], [], None
+        walls, policy_s, spec_s, summary = [], [], [], None
         for _ in range(args.repeats):
             pol, clock = timed_policy(policy) if args.split else (policy, None)
-            t0 = time.perf_counter()
-            summary = run(setup, pol, progress=False).summary
-            walls.append(time.perf_counter() - t0)
+            with timed_speculation() as spec_clock:
+                t0 = time.perf_counter()
+                summary = run(setup, pol, progress=False).summary
+                walls.append(time.perf_counter() - t0)
             policy_s.append(clock[0] if clock else float("nan"))
+            spec_s.append(spec_clock[0] if args.split else float("nan"))
         wall = statistics.median(walls)
         row = {
             "preset": name,
@@ -89,15 +103,16 @@ def main() -> None:
             "makespan_s": summary["makespan_s"],
         }
         row["us_per_event"] = 1e6 * wall / max(1, row["events"])
+        split = ""
         if args.split:
             row["policy_s_median"] = statistics.median(policy_s)
             row["policy_us_per_event"] = 1e6 * row["policy_s_median"] / max(1, row["events"])
+            row["spec_planning_s_median"] = statistics.median(spec_s)
+            split = (
+                f"   policy {row['policy_s_median']:.2f} s ({row['policy_us_per_event']:.1f} µs/event),"
+                f" speculative planning {row['spec_planning_s_median']:.2f} s over {summary['epochs']:,} epochs"
+            )
         rows.append(row)
-        split = (
-            f"   policy {row['policy_s_median']:.2f} s ({row['policy_us_per_event']:.1f} µs/event)"
-            if args.split
-            else ""
-        )
         print(
             f"{name:<14}{policy:>8}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
             f"{row['tokens_per_wall_s'] / 1e6:>13.1f}{row['events']:>9,}"
@@ -124,6 +139,78 @@ def timed_policy(spec: str):
     return pol, clock
 
 
+@contextlib.contextmanager
+def timed_speculation():
+    """Time the simulator's speculative planning (acceptance plan, epoch cut and pricing, statistics) while the
+    block runs; yields a one-element list of seconds."""
+    import seer.sim.instance as instance
+
+    clock = [0.0]
+    names = ("plan_spec_epoch", "count_spec_steps")
+    saved = {n: getattr(instance, n) for n in names}
+    plan = ParametricAcceptance.plan
+
+    def timed(fn):
+        def call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                clock[0] += time.perf_counter() - t0
+
+        return call
+
+    try:
+        for n in names:
+            setattr(instance, n, timed(saved[n]))
+        ParametricAcceptance.plan = timed(plan)
+        yield clock
+    finally:
+        for n in names:
+            setattr(instance, n, saved[n])
+        ParametricAcceptance.plan = plan
+
+
+PAIR_PROBE = """
+import sys, time
+from seer.experiment import Setup, run
+preset, policy = sys.argv[1], sys.argv[2]
+run(Setup.from_preset(preset, prompts=8), policy, progress=False)  # compiled kernels loaded, not timed
+setup = Setup.from_preset(preset)
+t0 = time.perf_counter()
+run(setup, policy, progress=False)
+print(time.perf_counter() - t0)
+"""
+
+
+def against(args) -> None:
+    """Each policy on each preset (1x), here (A) and in the checkout `args.against` (B), alternately."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"A": here, "B": os.path.abspath(args.against)}
+    rows = []
+    print(f"A = {trees['A']}, B = {trees['B']}; simulation seconds in process, medians of {args.repeats} pairs")
+    for name in args.presets.split(","):
+        for policy in args.policies.split(","):
+            walls: dict[str, list[float]] = {"A": [], "B": []}
+            for _ in range(args.repeats):
+                for side, tree in trees.items():
+                    env = {**os.environ, "PYTHONPATH": tree}
+                    cmd = [sys.executable, "-c", PAIR_PROBE, name, policy]
+                    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
+                    walls[side].append(float(out.stdout.split()[-1]))
+            ratios = [a / b for a, b in zip(walls["A"], walls["B"])]
+            row = {"preset": name, "policy": policy, "a_s": walls["A"], "b_s": walls["B"]}
+            row["ratio_median"] = statistics.median(ratios)
+            rows.append(row)
+            a, b = statistics.median(walls["A"]), statistics.median(walls["B"])
+            print(f"{name:<14}{policy:>10}  A {a:8.2f} s   B {b:8.2f} s   A/B {row['ratio_median']:.3f}", flush=True)
+    write_text_atomic(args.out, json.dumps(rows, indent=2))
+    print(f"wrote {args.out}")
+
+
 JIT_PROBE = """
 import time
 t0 = time.perf_counter()
@@ -135,7 +222,13 @@ b, acc, adv = k.parametric_plan(u, a, i, i, 1)
 k.epoch_plan(adv, b, i, i, i, 16, 10)
 k.count_steps(b, acc, b, i * 0, 1, np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros((1, 3), np.int64))
 k.ahead_counts(i * 0, i, m, i * 0, np.zeros(1, bool), i)
-batch_kernels.epoch_length(i, i * 0, i, i, 16, 0)
+bk = batch_kernels
+bk.plan_tokens(i, i, i, i, 4, 16)
+bk.step_sums(i * 0, i, i, i, i)
+bk.apply_step(i * 0, i, i.copy(), i, i.copy())
+bk.all_decoding(i, i, i)
+bk.advance_decode(i.copy(), i.copy(), i.copy(), 1, 16)
+bk.epoch_length(i, i * 0, i, i, 16, 0)
 print(t1 - t0, time.perf_counter() - t1)
 """
 
@@ -152,7 +245,7 @@ def jit_cost() -> None:
         for label in ("cold (compile)", "warm (disk cache)"):
             out = subprocess.run([sys.executable, "-c", JIT_PROBE], env=env, capture_output=True, text=True, check=True)
             imp, first = map(float, out.stdout.split())
-            print(f"{label:<18} import {imp:.2f} s, first call of the 5 kernels {first:.2f} s")
+            print(f"{label:<18} import {imp:.2f} s, first call of the 10 kernels {first:.2f} s")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ class LoadBook:
         self._set(i, iv.kv_capacity_tokens - iv.kv_reserved_tokens, iv.in_flight, iv.max_num_seqs or 1 << 30)
 
     def _set(self, i: int, free: int, in_flight: int, limit: int) -> None:
+        if self.free.get(i) == free and self.in_flight[i] == in_flight and self.limit[i] == limit:
+            return  # unchanged (a view re-read after its KV use moved, say): the heaps already hold its entry
         if i in self.free:
             self.free_total -= max(0, self.free[i])
             self.in_flight_total -= self.in_flight[i]

@@ -110,4 +110,10 @@ def test_remembered_alpha_and_scalar_span_equal_the_array_forms(cm):
     for _ in range(200):
         B, S, n = int(rng.integers(1, 4096)), float(rng.integers(0, 10**9)), int(rng.integers(0, 5000))
         assert cm.decode_span(B, S, n) == float(cm.decode_span(B, S, np.array([n]))[0])
-        assert cm._alpha_of(B, 0) == float(cm.alpha(B))
+    # the remembered alpha is kept per (batch, waiting): a model whose step time grows with the queue sees it
+    from seer.sim.stepfit import StepFit
+
+    fit = StepFit({"overhead_s": 1e-3, "per_waiting_s": 1e-4, "per_sampled_row_s": 1e-5})
+    spans = [fit.decode_span(4, 100.0, 10, waiting=w) for w in (0, 5, 0, 5)]
+    assert spans[0] == spans[2] < spans[1] == spans[3]
+    assert spans[1] == float(fit.decode_span(4, 100.0, np.array([10]), waiting=5)[0])

@@ -157,6 +157,10 @@ def test_the_lower_bound_counts_a_shared_prompt_once():
     assert min_prefill_tokens([17, 17], [0, 0], 16) == 18
     assert min_prefill_tokens([40, 40, 40, 9], [0, 0, 0, 1], 16) == 40 + 8 + 8 + 9
     assert min_prefill_tokens([32, 32], [0, 0], 16) == 32 + 16  # the last token is always computed
+    assert min_prefill_tokens([0, 0, 0, 0], [0, 0, 0, 0], 16) == 0  # empty prompts compute nothing
+    # siblings of different lengths share at most the longest prompt's full blocks (192 tokens): the 191-token
+    # ones may compute a single token each, and the group's first member may be a short one
+    assert min_prefill_tokens([208] + [191] * 31, [0] * 32, 16) == 16 + 31 + 190
     cluster = ClusterConfig(
         name="prop",
         model="moonlight-16b-a3b",
@@ -174,3 +178,11 @@ def test_the_lower_bound_counts_a_shared_prompt_once():
         assert s["lower_bound_s"] <= s["makespan_s"] * (1 + 1e-9)
         off = simulate(tr, dataclasses.replace(cluster, prefix_cache=False), make_policy(policy), progress=False)
         assert off.summary["lower_bound_s"] > s["lower_bound_s"]  # without sharing the whole prompts count
+    # siblings of unequal prompts, and empty prompts: the bound stays under the makespan
+    wide = dataclasses.replace(cluster, max_num_seqs=64, max_num_batched_tokens=64, kv_capacity_tokens=16384)
+    for lens in ([208] + [191] * 31, [0] * 8):
+        tr = pd.DataFrame(
+            {"prompt_id": 0, "sample_id": range(len(lens)), "prompt_len": lens, "output_len": [0] * len(lens)}
+        )
+        s = simulate(tr, wide, make_policy("verl"), progress=False).summary
+        assert s["lower_bound_s"] <= s["makespan_s"] * (1 + 1e-9), lens

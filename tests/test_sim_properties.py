@@ -305,3 +305,44 @@ def test_the_compiled_batch_kernels_equal_their_numpy_reference(batch, budget, a
         from seer.sim.epochs import fast_epoch_length
 
         assert fast_epoch_length(rs, block, avail) == ref.fast_epoch_length(rs, block, avail)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(1, 4)),
+            st.tuples(st.just("bump"), st.integers(0, 50)),
+            st.tuples(st.just("remove"), st.lists(st.booleans(), min_size=0, max_size=12)),
+        ),
+        max_size=30,
+    ),
+    capacity=st.integers(1, 4),
+)
+def test_the_running_batch_buffer_equals_a_list_of_rows(ops, capacity):
+    """`Running` keeps its columns in one growable buffer and compacts it in place; against a plain list of rows,
+    after every append (growing past the capacity), in-place update and removal (one row or several)."""
+    from seer.core import FinishReason
+    from seer.sim.batch import Running, Seq
+
+    rs, model, made = Running(capacity), [], 0
+    for op, arg in ops:
+        if op == "append":
+            new = [Seq(made + i, made % 3, made + i, 10 + i, 5, False, FinishReason.CHUNK, 5) for i in range(arg)]
+            made += arg
+            rs.append(new)
+            model += new
+        elif op == "bump" and model:
+            rs.computed += arg  # columns are updated in place, as the instance does
+            rs.blocks[:] = rs.blocks + 1
+            for seq in model:
+                seq.computed, seq.blocks = seq.computed + arg, seq.blocks + 1
+        elif op == "remove" and model:
+            mask = np.array((arg + [False] * len(model))[: len(model)])
+            gone = rs.remove(mask)
+            assert gone == [s for s, m in zip(model, mask) if m]
+            model = [s for s, m in zip(model, mask) if not m]
+        assert len(rs) == len(model) and list(rs.seqs) == model
+        for col in Running.COLS:
+            assert getattr(rs, col).tolist() == [getattr(s, col) for s in model], col
+    assert all(o is None for o in rs._objs[len(rs) :])  # removed rows hold no references

@@ -107,6 +107,8 @@ def _extra_blocks(computed, held, k, block_size):  # pragma: no cover - compiled
 @njit(cache=True)
 def epoch_length(stop, produced, computed, held, block_size, avail):  # pragma: no cover - compiled
     """Decode steps before the first row ends its chunk or the new blocks stop fitting in `avail`."""
+    if stop.shape[0] == 0:  # no bounds checks here: an empty batch must not read stop[0]
+        return 0
     n_finish = stop[0] - produced[0]
     for r in range(1, stop.shape[0]):
         if stop[r] - produced[r] < n_finish:

@@ -103,12 +103,22 @@ def makespan_lower_bound_steps(
 
 
 def min_prefill_tokens(prompt_len, group, block_size: int) -> float:
-    """Prompt tokens a rollout must compute at least with the prefix cache on: each group's prompt once, and
-    each further member of the group what follows the prompt's full blocks, which it may share."""
+    """Prompt tokens a rollout must compute at least with the prefix cache on.
+
+    On an instance, a group's first member computes its whole prompt and its siblings share that prompt's full
+    blocks (never more than the full blocks of the group's longest prompt, F tokens), so member i computes at
+    least r_i = max(p_i - F, 1) (0 for an empty prompt) and the first one p_first = (p_first - r_first) + r_first.
+    Hence sum_i r_i + min_i (p_i - r_i) per group; with equal prompts, the prompt once and what follows its
+    full blocks for each further member."""
     p = np.asarray(prompt_len, dtype=np.int64)
-    g = np.asarray(group)
     if not len(p):
         return 0.0
-    first = np.unique(g, return_index=True)[1]
-    rest = p - (p - 1) // block_size * block_size
-    return float(rest.sum() + (p[first] - rest[first]).sum())
+    inv = np.unique(np.asarray(group), return_inverse=True)[1].ravel()
+    n = int(inv.max()) + 1
+    longest = np.zeros(n, np.int64)
+    np.maximum.at(longest, inv, p)
+    full = np.maximum(longest - 1, 0) // block_size * block_size
+    rest = np.where(p > 0, np.maximum(p - full[inv], 1), 0)
+    lead = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(lead, inv, p - rest)
+    return float(rest.sum() + lead.sum())

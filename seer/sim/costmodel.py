@@ -127,7 +127,7 @@ class AffineDecode:
         """`alpha` of one integer batch, remembered: the simulator asks for the same few batch sizes at every epoch,
         and a model's coefficients do not change after it is built."""
         memo = self.__dict__.setdefault("_alpha_memo", {})
-        key = (int(batch), int(waiting))
+        key = (batch, waiting)
         a = memo.get(key)
         if a is None:
             a = memo[key] = float(self.alpha(batch, waiting))

@@ -58,7 +58,7 @@ def draft_budgets(rids: np.ndarray, table: tuple[np.ndarray, np.ndarray], defaul
 
 def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:
     """Decode steps the batch can take before a sequence ends its chunk or new blocks stop fitting (one compiled
-    pass; `fast_epoch_length_reference` is the same in numpy)."""
+    pass; `seer.sim.batch_reference.fast_epoch_length` is the same in numpy)."""
     return int(epoch_length(rs.stop, rs.produced, rs.computed, rs.blocks, block_size, avail))
 
 

@@ -41,7 +41,7 @@ def best_gamma(
     best, best_t = 0, step_time(batch, 0) / expected_tokens(beta, 0)
     tail = 0.0
     for g in range(1, gamma_max + 1):
-        tail += beta[g]
+        tail += beta[g] if g < len(beta) else 0.0  # a short beta counts as zeros, as `expected_tokens`' slice does
         t = (step_time(batch, g) + draft_time_s) / (1.0 + tail)
         if t < best_t * (1 - 1e-9):
             best, best_t = g, t

@@ -161,16 +161,14 @@ def test_the_lower_bound_counts_a_shared_prompt_once():
     # siblings of different lengths share at most the longest prompt's full blocks (192 tokens): the 191-token
     # ones may compute a single token each, and the group's first member may be a short one
     assert min_prefill_tokens([208] + [191] * 31, [0] * 32, 16) == 16 + 31 + 190
-    cluster = ClusterConfig(
-        name="prop",
+    cluster = tiny(
         model="moonlight-16b-a3b",
-        instances=1,
-        activation_reserve_gib=4.0,
         max_num_seqs=2,
         max_num_batched_tokens=6,
         prefix_cache=True,
         max_tokens=400,
         kv_capacity_tokens=128,
+        block_size=16,
     )
     tr = pd.DataFrame({"prompt_id": [0, 0], "sample_id": [0, 1], "prompt_len": [17, 17], "output_len": [0, 0]})
     for policy in ("verl", "least-loaded"):

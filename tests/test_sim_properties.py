@@ -237,7 +237,8 @@ def test_siblings_share_their_prompt_blocks_on_an_instance():
 @st.composite
 def running_batches(draw):
     """A running batch in any mix of states: decoding, mid-prefill, not yet started, and a few blocks to spare."""
-    from seer.sim.batch import Running
+    from seer.core import FinishReason
+    from seer.sim.batch import Running, Seq
 
     block = draw(st.sampled_from([1, 4, 16]))
     rows = draw(
@@ -259,15 +260,15 @@ def running_batches(draw):
         ],
         np.int64,
     )
-    rs._buf = np.zeros((len(Running.COLS), len(rows)), np.int64)
-    rs._objs = np.empty(len(rows), object)
-    rs._n = len(rows)
-    rs._bind()
-    rs.ctx0[:], rs.produced[:], rs.computed[:] = ctx0, produced, computed
-    rs.stop[:] = produced + 1 + np.array([left for _, _, left, _ in rows], np.int64)
-    rs.blocks[:] = -(-computed // block) + np.array(
-        draw(st.lists(st.integers(0, 3), min_size=len(rows), max_size=len(rows)))
+    spare = draw(st.lists(st.integers(0, 3), min_size=len(rows), max_size=len(rows)))
+    blocks = -(-computed // block) + np.array(spare, np.int64)
+    rs.append(
+        [
+            Seq(i, 0, i, int(c0), int(p + 1 + left), False, FinishReason.CHUNK, int(p + 1 + left))
+            for i, (c0, p, left, _kind) in enumerate(rows)
+        ]
     )
+    rs.computed[:], rs.produced[:], rs.blocks[:] = computed, produced, blocks
     return rs, block
 
 

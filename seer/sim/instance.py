@@ -209,7 +209,7 @@ class SimInstance:
 
     def emit(self, event) -> None:
         if self._changes is not None:
-            self._changes.mark(self.instance_id)
+            self._changed()
         self._emit_to(event)
 
     def _new_wake(self) -> simpy.Event:

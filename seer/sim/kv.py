@@ -93,15 +93,13 @@ class KVMemory:
         self.held += blocks
         return tokens, blocks, shared
 
-    def join(self, group: int, prompt_blocks: int) -> int:
-        """One more sequence shares its group's prompt blocks; returns the blocks that are new here (the
-        prompt's, when no sibling holds them yet; the caller allocates them)."""
+    def join(self, group: int, prompt_blocks: int) -> None:
+        """One more sequence shares its group's prompt blocks (the first sharer's admission allocates them)."""
         entry = self.groups.get(group)
         if entry is None:
             self.groups[group] = [prompt_blocks, 1]
-            return prompt_blocks
-        entry[1] += 1
-        return 0
+        else:
+            entry[1] += 1
 
     def sharers(self, group: int) -> int:
         entry = self.groups.get(group)

@@ -217,11 +217,11 @@ t0 = time.perf_counter()
 import numpy as np
 from seer.sim import batch_kernels, spec_kernels as k
 t1 = time.perf_counter()
-u = np.zeros((1, 1, 1)); a = np.ones(1); i = np.ones(1, np.int64); m = np.zeros((1, 1), np.int64)
-b, acc, adv = k.parametric_plan(u, a, i, i, 1)
+u = np.zeros((1, 1, 1)); a = np.ones(1); i = np.ones(1, np.int64)
+b, acc, adv = k.parametric_plan(u, i * 0, i, i * 0, 1, np.zeros(1, bool), i, a, False, i, i)
 k.epoch_plan(adv, b, i, i, i, 16, 10)
 k.count_steps(b, acc, b, i * 0, 1, np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros((1, 3), np.int64))
-k.ahead_counts(i * 0, i, m, i * 0, np.zeros(1, bool), i)
+k.ahead_counts(i * 0, i, i * 0, 1, np.zeros(1, bool), i)
 bk = batch_kernels
 bk.plan_tokens(i, i, i, i, 4, 16)
 bk.step_sums(i * 0, i, i, i, i)

@@ -89,7 +89,8 @@ def _step_time_sums_formula(cm, tokens, kv_tokens, attn_pairs, score_pairs, logi
 @pytest.mark.parametrize("cluster", ["moonlight", "qwen2-vl-72b", "kimi-k2"])
 def test_inlined_step_sums_equal_the_formula_bit_for_bit(cluster):
     """`step_time_sums` inlines the weight and collective terms for speed; it must not move one bit, for scalars
-    (the MBA profile, single steps) and arrays (speculative epochs), dense and MoE, with and without TP/EP."""
+    (the MBA profile, single steps) and arrays (speculative epochs, a compiled loop: each element equals the scalar
+    formula, so a step costs the same priced alone or in an epoch), dense and MoE, with and without TP/EP."""
     cms = [load_cluster(cluster).cost_model(), CostModel(model_shape("qwen2-72b"), par=Parallelism(tp=4))]
     rng = np.random.default_rng(7)
     for cm in cms:
@@ -100,8 +101,16 @@ def test_inlined_step_sums_equal_the_formula_bit_for_bit(cluster):
             assert cm.step_time_sums(tok, kv, attn, pairs, logits) == _step_time_sums_formula(
                 cm, tok, kv, attn, pairs, logits
             )
-        arrays = [rng.integers(1, 5000, 16).astype(np.float64)] + [rng.uniform(0, 1e8, 16) for _ in range(3)]
-        np.testing.assert_array_equal(cm.step_time_sums(*arrays), _step_time_sums_formula(cm, *arrays))
+        for logits in (None, rng.integers(0, 4096, 64).astype(np.float64)):
+            arrays = [rng.integers(1, 70000, 64).astype(np.float64)] + [rng.uniform(0, 1e9, 64) for _ in range(3)]
+            got = cm.step_time_sums(*arrays, logits)
+            rows = zip(*(a.tolist() for a in arrays), logits.tolist() if logits is not None else [None] * 64)
+            np.testing.assert_array_equal(got, [_step_time_sums_formula(cm, *row) for row in rows])
+        # broadcasting, as numpy's form allowed: a scalar column beside array columns
+        np.testing.assert_array_equal(
+            cm.step_time_sums(np.array([3.0, 5.0]), 100.0, 50.0, 0.0),
+            [cm.step_time_sums(q, 100.0, 50.0, 0.0) for q in (3.0, 5.0)],
+        )
 
 
 def test_remembered_alpha_and_scalar_span_equal_the_array_forms(cm):

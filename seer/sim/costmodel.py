@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from seer.sim.cost_kernels import price_steps
 from seer.sim.shapes import Hardware, ModelShape, Parallelism
 
 COEF_KEYS = ("overhead_s", "layer_overhead_s", "weights", "kv", "linear", "attention", "scores")
@@ -193,6 +194,13 @@ class CostModel(AffineDecode):
         self._ep_comm = None
         if par.dp > 1 and s.n_experts:
             self._ep_comm = (2 * s.moe_layers, lat, par.dp, s.top_k, s.hidden, hw.network_gbps * 1e9)
+        tp, ep = self._tp_comm or (0,) * 5, self._ep_comm or (0,) * 6
+        self.price_params = np.array(
+            [self._base, c.weights, self._always_bytes, self._expert_bytes, s.n_experts, self._keep, self.bw, c.kv]
+            + [self._kvb, c.linear, self._lin_per_token, self._logit_flops, self.peak, c.attention, self._apf]
+            + [c.scores, self._score_bytes, self._tp_comm is not None, *tp, self._ep_comm is not None, *ep],
+            dtype=np.float64,
+        )  # `step_time_sums`' constants for its compiled form over arrays (`seer.sim.cost_kernels.PARAMS`)
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -267,6 +275,15 @@ class CostModel(AffineDecode):
         """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs."""
         # `weight_read_bytes` and `comm_s` inlined, operation for operation (the MBA rule prices ~10 steps per
         # event): tests/test_costmodel.py checks it bit for bit against the formula written with them
+        if isinstance(tokens, np.ndarray):  # a speculative epoch's steps: the same formula, compiled, per step
+            cols = (tokens, kv_tokens, attn_pairs, score_pairs, tokens if logits is None else logits)
+            if tokens.ndim == 1 and all(
+                type(x) is np.ndarray and x.shape == tokens.shape and x.dtype == np.float64 for x in cols
+            ):
+                return price_steps(self.price_params, *cols)
+            cols = np.broadcast_arrays(*(np.asarray(x, np.float64) for x in cols))
+            flat = [np.ascontiguousarray(x).ravel() for x in cols]
+            return price_steps(self.price_params, *flat).reshape(cols[0].shape)
         c = self.coef
         logits = tokens if logits is None else logits
         n_exp = self.shape.n_experts

@@ -15,21 +15,27 @@ from numba import njit
 
 
 @njit(cache=True)
-def parametric_plan(u, alpha, gammas, remaining, horizon):  # pragma: no cover - compiled
-    """(budget, accepted, advance), rows x horizon: draft i of a step is accepted while u < alpha (leading run);
-    rows that may reach their chunk end within the horizon draft one short of it and stop after it."""
-    B = u.shape[0]
-    gmax = u.shape[2]
+def parametric_plan(
+    u, rids, generated, slot, width, finished, progress, alpha_of_n, own_only, gammas, remaining
+):  # pragma: no cover - compiled
+    """(budget, accepted, advance), rows x horizon, for `ParametricAcceptance.plan`: draft i of a step is accepted
+    while its draw is under alpha(others ahead) (a leading run); rows that may reach their chunk end within the
+    horizon draft one short of it and stop after it. `u`: the draws, rows x horizon x draft positions. The count of
+    others ahead and the alpha lookup are in the same pass (passing numpy's Generator to a kernel costs more than
+    drawing the array outside)."""
+    B, horizon, gdraw = u.shape
     b = np.empty((B, horizon), np.int64)
     a = np.empty((B, horizon), np.int64)
     adv = np.empty((B, horizon), np.int64)
+    n = np.zeros(B, np.int64) if own_only else ahead_counts(rids, generated, slot, width, finished, progress)
     for r in range(B):
+        alpha = alpha_of_n[n[r]]
         g = gammas[r]
         near = remaining[r] <= horizon * (1 + g)
         left = remaining[r]
         for s in range(horizon):
             raw = 0
-            while raw < gmax and u[r, s, raw] < alpha[r]:
+            while raw < gdraw and u[r, s, raw] < alpha:
                 raw += 1
             if not near:
                 b[r, s] = g
@@ -132,14 +138,14 @@ def count_steps(budget, accepted, drafted, rids, j, tried_out, accepted_out, per
 
 
 @njit(cache=True)
-def ahead_counts(rids, generated, members, group, finished, progress):  # pragma: no cover - compiled
-    """Per row, the other members of its group that are finished or ahead of it (generated more tokens)."""
+def ahead_counts(rids, generated, slot, width, finished, progress):  # pragma: no cover - compiled
+    """Per row, the other members of its group that are finished or ahead of it (generated more tokens). `slot`:
+    each request's place in the group-major `finished` and `progress` arrays (a group's `width` slots in a row)."""
     n = np.zeros(rids.shape[0], np.int64)
     for r in range(rids.shape[0]):
-        rid = rids[r]
-        g = group[rid]
-        for k in range(members.shape[1]):
-            m = members[g, k]
-            if m >= 0 and m != rid and (finished[m] or progress[m] > generated[r]):
+        own = slot[rids[r]]
+        base = own - own % width
+        for m in range(base, base + width):
+            if m != own and (finished[m] or progress[m] > generated[r]):
                 n[r] += 1
     return n

@@ -127,15 +127,21 @@ class ParametricAcceptance:
         self.group = np.array([group_of[r] for r in range(n)], dtype=np.int64)
         sizes = np.bincount(self.group) if n else np.zeros(0, np.int64)
         width = int(sizes.max()) if n else 0
-        self.members = np.full((len(sizes), width), -1, np.int64)
+        # group-major slots: a group's members sit side by side, so counting the others ahead of a row reads one
+        # or two cache lines, not one per member (the count runs for every row of every speculative epoch)
+        self.width = width
+        self.slot = np.zeros(n, np.int64)
         fill = np.zeros(len(sizes), np.int64)
         for rid, gid in enumerate(self.group.tolist()):
-            self.members[gid, fill[gid]] = rid
+            self.slot[rid] = gid * width + fill[gid]
             fill[gid] += 1
-        self.generated = np.zeros(n + 1, np.int64)  # index -1 (padding) reads the extra slot
-        self.finished = np.zeros(n + 1, bool)
+        # padding slots keep 0 tokens and never finish, so they are never ahead of anyone
+        self.progress = np.zeros(len(sizes) * width, np.int64)
+        self.finished = np.zeros(len(sizes) * width, bool)
         self.xs = np.array([x for x, _ in alpha_table], float)
         self.alphas = np.array([y for _, y in alpha_table], float)
+        # alpha for every possible count of others ahead (np.interp elementwise, so the same floats)
+        self.alpha_of_n = np.interp(np.arange(width + 1), self.xs, self.alphas)
         self.rng = np.random.default_rng(seed)
         self.own_only = scope == "own"
         pts = ", ".join(f"n={x:g}: {y:.3f}" for x, y in alpha_table)
@@ -148,7 +154,7 @@ class ParametricAcceptance:
         )
 
     def commit(self, rid: int, generated: int) -> None:
-        self.generated[rid] = generated
+        self.progress[self.slot[rid]] = generated
 
     def expected_advance(self, gamma: int) -> float:
         """Tokens per verify step at the model's best acceptance and `gamma` drafts: (1 - a^(g+1)) / (1 - a).
@@ -157,34 +163,51 @@ class ParametricAcceptance:
         return (1 - a ** (gamma + 1)) / (1 - a) if a < 1 else float(gamma + 1)
 
     def commit_many(self, rids: np.ndarray, generated: np.ndarray) -> None:
-        self.generated[rids] = generated
+        self.progress[self.slot[rids]] = generated
 
     def finish(self, rid: int) -> None:
-        self.finished[rid] = True
+        self.finished[self.slot[rid]] = True
 
     def alpha(self, rids: np.ndarray, generated: np.ndarray) -> np.ndarray:
+        """Per row, the acceptance rate alpha(n) the plan uses (n from the compiled count, as in `plan`)."""
         if self.own_only:
-            return np.full(len(rids), np.interp(0, self.xs, self.alphas))
-        n = ahead_counts(rids, generated, self.members, self.group, self.finished, self.generated)
-        return np.interp(n, self.xs, self.alphas)
+            return np.full(len(rids), self.alpha_of_n[0])
+        return self.alpha_of_n[ahead_counts(rids, generated, self.slot, self.width, self.finished, self.progress)]
 
     def alpha_reference(self, rids: np.ndarray, generated: np.ndarray) -> np.ndarray:
         """`alpha` in numpy."""
-        mem = self.members[self.group[rids]]  # B x G
-        ahead = self.finished[mem] | (self.generated[mem] > generated[:, None])
-        ahead &= (mem >= 0) & (mem != rids[:, None])
+        own = self.slot[rids]
+        mem = (own - own % max(self.width, 1))[:, None] + np.arange(self.width)  # B x width: the group's slots
+        ahead = self.finished[mem] | (self.progress[mem] > generated[:, None])
+        ahead &= mem != own[:, None]
         return np.interp(ahead.sum(axis=1), self.xs, self.alphas)
 
     def plan(
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
-        u, alpha = self._draws(rids, generated, gammas, horizon)
-        b, a, adv = parametric_plan(u, alpha, gammas.astype(np.int64), remaining.astype(np.int64), horizon)
+        gdraw = max(int(gammas.max()), 1) if len(rids) else 1
+        b, a, adv = parametric_plan(
+            self.rng.random((len(rids), horizon, gdraw)),
+            rids.astype(np.int64),
+            generated.astype(np.int64),
+            self.slot,
+            self.width,
+            self.finished,
+            self.progress,
+            self.alpha_of_n,
+            self.own_only,
+            gammas.astype(np.int64),
+            remaining.astype(np.int64),
+        )
         return Plan(b, b.copy(), a, adv)
 
     def _draws(self, rids, generated, gammas, horizon) -> tuple[np.ndarray, np.ndarray]:
         gmax = int(gammas.max()) if len(rids) else 0
-        alpha = self.alpha(rids, generated)
+        alpha = (
+            np.full(len(rids), np.interp(0, self.xs, self.alphas))
+            if self.own_only
+            else self.alpha_reference(rids, generated)
+        )
         return self.rng.random((len(rids), horizon, max(gmax, 1))), alpha
 
     def plan_reference(

@@ -1,0 +1,71 @@
+"""The roofline step model over many steps in one compiled pass: a speculative epoch prices each of its verify
+steps from the step's sums (`CostModel.step_time_sums` with arrays).
+
+Every step is priced with the scalar formula, operation for operation, so a step costs the same whether it is
+priced alone or inside an epoch (numpy's vectorised `power` on AVX-512 machines differs from the C library's
+`pow` in the last bit for a few percent of inputs; this loop calls the C library's, as Python does).
+tests/test_costmodel.py checks the two bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# the order of `CostModel.price_params`
+PARAMS = (
+    "base",
+    "weights",
+    "always_bytes",
+    "expert_bytes",
+    "n_experts",
+    "keep",
+    "bw",
+    "kv",
+    "kv_bytes",
+    "linear",
+    "lin_per_token",
+    "logit_flops",
+    "peak",
+    "attention",
+    "attn_flops",
+    "scores",
+    "score_bytes",
+    "tp",
+    "two_l",
+    "tp_latency",
+    "tp_hidden",
+    "ring",
+    "link",
+    "ep",
+    "two_moe",
+    "ep_latency",
+    "dp",
+    "top_k",
+    "ep_hidden",
+    "net",
+)
+
+
+@njit(cache=True)
+def price_steps(p, tokens, kv_tokens, attn_pairs, score_pairs, logits):  # pragma: no cover - compiled
+    """Seconds of each step, from its new tokens, KV tokens read, attention and score pairs and logit rows."""
+    out = np.empty(tokens.shape[0])
+    for i in range(tokens.shape[0]):
+        t = tokens[i]
+        touched = p[4] * (1.0 - p[5] ** t) if p[4] != 0.0 else 0.0
+        comm = 0.0
+        if p[17] != 0.0:
+            comm = comm + p[18] * (p[19] + t * p[20] * 2 * p[21] / p[22])
+        if p[23] != 0.0:
+            comm = comm + p[24] * (p[25] + t / p[26] * p[27] * p[28] * 2 / p[29])
+        out[i] = (
+            p[0]
+            + p[1] * (p[2] + touched * p[3]) / p[6]
+            + p[7] * kv_tokens[i] * p[8] / p[6]
+            + p[9] * (t * p[10] + logits[i] * p[11]) / p[12]
+            + p[13] * attn_pairs[i] * p[14] / p[12]
+            + p[15] * score_pairs[i] * p[16] / p[6]
+            + comm
+        )
+    return out

@@ -215,7 +215,7 @@ JIT_PROBE = """
 import time
 t0 = time.perf_counter()
 import numpy as np
-from seer.sim import batch_kernels, spec_kernels as k
+from seer.sim import batch_kernels, cost_kernels, spec_kernels as k
 t1 = time.perf_counter()
 u = np.zeros((1, 1, 1)); a = np.ones(1); i = np.ones(1, np.int64)
 b, acc, adv = k.parametric_plan(u, i * 0, i, i * 0, 1, np.zeros(1, bool), i, a, False, i, i)
@@ -229,6 +229,8 @@ bk.apply_step(i * 0, i, i.copy(), i, i.copy())
 bk.all_decoding(i, i, i)
 bk.advance_decode(i.copy(), i.copy(), i.copy(), 1, 16)
 bk.epoch_length(i, i * 0, i, i, 16, 0)
+f = np.ones(1)
+cost_kernels.price_steps(np.ones(len(cost_kernels.PARAMS)), f, f, f, f, f)
 print(t1 - t0, time.perf_counter() - t1)
 """
 
@@ -245,7 +247,7 @@ def jit_cost() -> None:
         for label in ("cold (compile)", "warm (disk cache)"):
             out = subprocess.run([sys.executable, "-c", JIT_PROBE], env=env, capture_output=True, text=True, check=True)
             imp, first = map(float, out.stdout.split())
-            print(f"{label:<18} import {imp:.2f} s, first call of the 10 kernels {first:.2f} s")
+            print(f"{label:<18} import {imp:.2f} s, first call of the 11 kernels {first:.2f} s")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,23 @@ def test_inlined_step_sums_equal_the_formula_bit_for_bit(cluster):
         )
 
 
+@pytest.mark.parametrize("cluster", ["moonlight", "qwen2-vl-72b", "kimi-k2"])
+def test_batched_verify_profile_equals_one_call_per_q(cluster):
+    """The MBA rule reads every draft budget's step at once (`StepProfile.times`); the simulator's compiled form
+    gives the floats of one `profile(batch, q, ctx)` call per q, for the roofline model and for a plain function."""
+    from seer.core import StepProfile
+    from seer.sim.driver import CostProfile
+
+    rng = np.random.default_rng(11)
+    for cm in (load_cluster(cluster).cost_model(), CostModel(model_shape("qwen2-72b"), par=Parallelism(tp=4))):
+        prof = CostProfile(cm)
+        for _ in range(200):
+            batch, ctx, q_max = int(rng.integers(1, 2048)), float(rng.uniform(0, 1e5)), int(rng.integers(1, 17))
+            assert prof.times(batch, ctx, q_max) == [prof(batch, q, ctx) for q in range(1, q_max + 1)]
+    plain = StepProfile.of(lambda b, q, c: b * q + c)
+    assert plain.times(3, 0.5, 4) == [3.5, 6.5, 9.5, 12.5] and StepProfile.of(plain) is plain
+
+
 def test_remembered_alpha_and_scalar_span_equal_the_array_forms(cm):
     """The simulator's scalar decode spans (a remembered alpha, Python floats) equal the vectorised form."""
     rng = np.random.default_rng(3)

@@ -18,7 +18,7 @@ from seer.policies.speculation import (
     ngram_propose,
 )
 from seer.sim.cluster import load_cluster
-from seer.sim.driver import step_profile
+from seer.sim.driver import CostProfile
 
 settings_ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -222,7 +222,7 @@ def test_ngram_baseline_takes_the_longest_most_recent_match():
 
 
 def qwen_profile(ctx=500.0):
-    prof = step_profile(load_cluster("qwen2-vl-72b").cost_model())
+    prof = CostProfile(load_cluster("qwen2-vl-72b").cost_model())
     return lambda b, g: prof(b, 1 + g, ctx)
 
 

@@ -16,7 +16,7 @@ from seer.core.protocols import (
     Policy,
     describe_policy,
 )
-from seer.core.traits import DraftConfig, PolicyTraits, traits_of
+from seer.core.traits import DraftConfig, PolicyTraits, StepProfile, traits_of
 
 __all__ = [
     "Abort",
@@ -42,6 +42,7 @@ __all__ = [
     "Rollout",
     "RolloutStarted",
     "SetSpeculation",
+    "StepProfile",
     "Tick",
     "ceil_div",
     "describe_policy",

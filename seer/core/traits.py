@@ -7,6 +7,7 @@ backend's drafter to do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 SCOPES = ("own", "group", "global")
@@ -67,6 +68,28 @@ class PolicyTraits:
 
 
 NO_TRAITS = PolicyTraits()
+
+
+class StepProfile:
+    """A backend's verify-step time, what `policy.set_step_profile` receives: `profile(batch, q, ctx)` is the
+    seconds of one step in which `batch` sequences of mean cached context `ctx` each verify `q` tokens.
+
+    `times(batch, ctx, q_max)` gives the step for q = 1 .. q_max at once (a draft-budget rule prices every
+    budget at every event); a backend with a faster batched form overrides it, with the same floats."""
+
+    def __init__(self, fn: Callable[[int, int, float], float]):
+        self._fn = fn
+
+    @classmethod
+    def of(cls, profile: StepProfile | Callable[[int, int, float], float]) -> StepProfile:
+        """`profile` as a StepProfile (a plain function is wrapped)."""
+        return profile if isinstance(profile, StepProfile) else cls(profile)
+
+    def __call__(self, batch: int, q: int, ctx: float) -> float:
+        return self._fn(batch, q, ctx)
+
+    def times(self, batch: int, ctx: float, q_max: int) -> list[float]:
+        return [self(batch, q, ctx) for q in range(1, q_max + 1)]
 
 
 def traits_of(policy) -> PolicyTraits:

@@ -8,29 +8,42 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from seer.core import DraftConfig, InstanceChanges, Policy, describe_policy
+from seer.core import DraftConfig, InstanceChanges, Policy, StepProfile, describe_policy
 from seer.loop import ContractLoop, nan_bounds
 from seer.metrics import RolloutResult, events_frame, mean_running, summarize
 from seer.sim.bounds import min_prefill_tokens
 from seer.sim.cluster import ClusterConfig
 from seer.sim.config import SimulationError
+from seer.sim.cost_kernels import verify_step_times
+from seer.sim.costmodel import CostModel
 from seer.sim.instance import SimInstance
 from seer.sim.spec_bound import speculative_minimums
 from seer.sim.speculation import ExactReplay, ParametricAcceptance
 from seer.traces.rollout import rollout_from_trace
 
 
-def step_profile(cost):
+class CostProfile(StepProfile):
     """The verify-step time T(batch, q) at mean context `ctx` from a cost model: the 'offline profile' a
-    speculation policy's MBA rule reads (`set_step_profile`)."""
+    speculation policy's MBA rule reads (`set_step_profile`). For the roofline model, `times` prices every q in
+    one compiled pass (the same floats as one call per q: tests/test_costmodel.py)."""
 
-    def profile(batch: int, q: int, ctx: float) -> float:
+    def __init__(self, cost):
+        super().__init__(self._one)
+        self.cost = cost
+        self._params = cost.price_params if isinstance(cost, CostModel) else None
+
+    def _one(self, batch: int, q: int, ctx: float) -> float:
         b, q = float(batch), float(q)
         return float(
-            cost.step_time_sums(b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2), b * q * (ctx + q) if q > 1 else 0.0)
+            self.cost.step_time_sums(
+                b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2), b * q * (ctx + q) if q > 1 else 0.0
+            )
         )
 
-    return profile
+    def times(self, batch: int, ctx: float, q_max: int) -> list[float]:
+        if self._params is None:
+            return super().times(batch, ctx, q_max)
+        return verify_step_times(self._params, int(batch), float(ctx), int(q_max)).tolist()
 
 
 def _token_lists(trace: pd.DataFrame, column: str) -> bool:
@@ -62,7 +75,7 @@ class SimDriver(ContractLoop):
         self.cost = cost if cost is not None else cluster.cost_model()
         icfg = cluster.instance_config()
         self._check_fits(icfg.kv_capacity_tokens)
-        self.provide(self.true_len, step_profile(self.cost))
+        self.provide(self.true_len, CostProfile(self.cost))
         self.spec = self._speculation_source(trace, self.traits.drafter, spec_seed)
         self.drafting = self.spec
         self.changes = InstanceChanges()  # the instances mark their own changes, so views are re-read only then

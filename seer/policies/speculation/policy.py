@@ -22,6 +22,7 @@ from seer.core import (
     PolicyTraits,
     RolloutStarted,
     SetSpeculation,
+    StepProfile,
     Tick,
 )
 from seer.core.traits import SCOPES
@@ -29,7 +30,6 @@ from seer.policies.config import param
 from seer.policies.context import ContextConfig, ContextPolicy
 from seer.policies.speculation.mba import BENEFITS, AcceptanceStats, mba
 
-StepProfile = Callable[[int, int, float], float]  # (batch, tokens per sequence, mean context) -> seconds
 MODES = ("adaptive", "fixed", "off")
 
 
@@ -101,6 +101,7 @@ class SeerPolicy(ContextPolicy):
 
     def _reset_speculation(self) -> None:
         self.acceptance = AcceptanceStats(self.gamma_max, self.prior_alpha)
+        self._beta: list[float] | None = None  # acceptance.beta(), until the next update
         self._running_on: dict[int, set[int]] = {}
         self._probes_on: dict[int, set[int]] = {}
         self._last_budgets: dict[int, tuple] = {}
@@ -120,9 +121,9 @@ class SeerPolicy(ContextPolicy):
         """The largest draft budget this policy ever sets (for makespan lower bounds)."""
         return 0 if self.speculation == "off" else (self.gamma if self.speculation == "fixed" else self.gamma_max)
 
-    def set_step_profile(self, profile: StepProfile) -> None:
+    def set_step_profile(self, profile: StepProfile | Callable[[int, int, float], float]) -> None:
         """The backend's verify-step time T(batch, 1 + gamma) at a given mean context (offline profile)."""
-        self._profile = profile
+        self._profile = StepProfile.of(profile)
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -150,12 +151,15 @@ class SeerPolicy(ContextPolicy):
                 sum(iv.spec_accepted[i] for iv in view.instances if i < len(iv.spec_accepted)) for i in range(n)
             ]
             self.acceptance.update(tried, accepted)
+            self._beta = None
             touched = set(self._running_on)
         return actions + self._budgets(view, touched)
 
     def _budgets(self, view: ClusterView, instances) -> list:
         out = []
-        beta = self.acceptance.beta() if self.speculation == "adaptive" else None
+        if self.speculation == "adaptive" and self._beta is None:
+            self._beta = self.acceptance.beta()
+        beta = self._beta
         for inst in sorted(instances):
             rids = self._running_on.get(inst, ())
             probes = frozenset(self._probes_on.get(inst, ()))
@@ -173,9 +177,10 @@ class SeerPolicy(ContextPolicy):
                     raise RuntimeError("seer policy needs a step-time profile: the backend must call set_step_profile")
                 ctx = iv.kv_used_tokens / iv.running if iv.running else 0.0
                 profile = self._profile
+                times = profile.times(batch, ctx, self.gamma_max + 1)  # every budget's step, in one call
 
-                def step_time(b: int, g: int) -> float:
-                    return profile(b, 1 + g, ctx)
+                def step_time(b: int, g: int, batch=batch, ctx=ctx) -> float:
+                    return times[g] if b == batch and g < len(times) else profile(b, 1 + g, ctx)
 
                 g_h, g_l = mba(
                     min(len(probes), batch),

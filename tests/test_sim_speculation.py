@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import simpy
@@ -226,6 +228,8 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
 
     from seer.sim.batch import SPEC_POSITIONS, InstanceStats
     from seer.sim.epochs import (
+        apply_spec_epoch,
+        apply_spec_epoch_reference,
         count_spec_steps,
         count_spec_steps_reference,
         plan_spec_epoch,
@@ -266,6 +270,13 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
         assert np.array_equal(e_fast.advance_cum, e_ref.advance_cum)
         assert np.array_equal(e_fast.blocks, e_ref.blocks)
         assert np.array_equal(e_fast.cum_s, e_ref.cum_s)  # the same floats, not merely close
+        j_taken = min(batch["j"], e_ref.k)  # the epoch's first j steps applied to the rows, both ways
+        applied = []
+        for apply in (apply_spec_epoch, apply_spec_epoch_reference):
+            rows = SimpleNamespace(computed=Rows.computed.copy(), produced=gen.copy(), blocks=Rows.blocks.copy())
+            added = apply(rows, e_ref, j_taken, rem)
+            applied.append((added, rows.computed.tolist(), rows.produced.tolist(), rows.blocks.tolist()))
+        assert applied[0] == applied[1]
     j = min(batch["j"], H)
     stats = []
     for count in (count_spec_steps, count_spec_steps_reference):

@@ -68,7 +68,7 @@ class InstanceStats:
     spec_accepted_tokens: int = 0
     spec_by_request: np.ndarray = field(
         default_factory=lambda: np.zeros((0, 3), np.int64)
-    )  # per rid: steps, drafted, accepted
+    )  # per rid: steps, drafted, accepted (a simulated cluster's instances share one table)
 
 
 class Running:

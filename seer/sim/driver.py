@@ -79,6 +79,8 @@ class SimDriver(ContractLoop):
         self.spec = self._speculation_source(trace, self.traits.drafter, spec_seed)
         self.drafting = self.spec
         self.changes = InstanceChanges()  # the instances mark their own changes, so views are re-read only then
+        # speculation counts per request (steps, drafted, accepted), added to by whichever instance runs it
+        self.spec_counts = np.zeros((max(self.true_len, default=-1) + 1, 3), np.int64)
         self.engines = [
             SimInstance(
                 self.env,
@@ -91,6 +93,7 @@ class SimDriver(ContractLoop):
                 spec=self.spec,
                 spec_horizon=spec_horizon,
                 changes=self.changes,
+                spec_counts=self.spec_counts,
             )
             for i in range(cluster.instances)
         ]
@@ -224,7 +227,7 @@ class SimDriver(ContractLoop):
             **bound_extra,
         }
         if self.spec is not None:
-            per = sum(s.spec_by_request for s in stats)
+            per = self.spec_counts
             order = df["request_id"].to_numpy()
             for col, k in (("spec_steps", 0), ("spec_drafted", 1), ("spec_accepted", 2)):
                 df[col] = per[order, k]

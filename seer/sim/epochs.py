@@ -20,7 +20,7 @@ import simpy
 from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
 from seer.sim.batch_kernels import epoch_length
 from seer.sim.kv import KVMemory
-from seer.sim.spec_kernels import count_steps, epoch_plan
+from seer.sim.spec_kernels import apply_epoch, count_steps, epoch_plan
 
 
 def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
@@ -97,7 +97,7 @@ def plan_spec_epoch(
     its steps; None when not even one step fits in KV. (One compiled pass; `plan_spec_epoch_reference` is the
     same in numpy.)"""
     C, blocks, k, tokens, kv, attn, pairs = epoch_plan(
-        plan.advance, plan.drafted, remaining.astype(np.int64), rs.computed, rs.blocks, block_size, avail
+        plan.advance, plan.drafted, np.asarray(remaining, np.int64), rs.computed, rs.blocks, block_size, avail
     )
     if k == 0:
         return None
@@ -144,6 +144,22 @@ def spec_steps_within(cum_s: np.ndarray, k: int) -> Callable[[float], tuple[int,
         return j, float(cum_s[j - 1])
 
     return cut
+
+
+def apply_spec_epoch(rs: Running, epoch: SpecEpoch, j: int, remaining: np.ndarray) -> int:
+    """Advance the running rows by the epoch's first `j` steps (in place); returns the blocks they added. (One
+    compiled pass; `apply_spec_epoch_reference` is the same in numpy.)"""
+    return int(apply_epoch(epoch.advance_cum, epoch.blocks, j, remaining, rs.computed, rs.produced, rs.blocks))
+
+
+def apply_spec_epoch_reference(rs: Running, epoch: SpecEpoch, j: int, remaining: np.ndarray) -> int:
+    """`apply_spec_epoch` in numpy."""
+    took = np.minimum(epoch.advance_cum[:, j - 1], remaining)
+    rs.computed += took
+    rs.produced += took
+    added = int((epoch.blocks[:, j - 1] - rs.blocks).sum())
+    rs.blocks[:] = epoch.blocks[:, j - 1]
+    return added
 
 
 def count_spec_steps(stats: InstanceStats, rids: np.ndarray, plan, j: int) -> None:

@@ -38,6 +38,7 @@ from seer.sim.batch import InstanceStats, Running, Seq
 from seer.sim.batch_kernels import advance_decode, all_decoding, apply_step, step_sums
 from seer.sim.config import InstanceConfig, SimulationError  # noqa: F401  (SimulationError re-exported)
 from seer.sim.epochs import (
+    apply_spec_epoch,
     budget_table,
     count_spec_steps,
     draft_budgets,
@@ -67,6 +68,7 @@ class SimInstance:
         spec=None,
         spec_horizon: int = 16,
         changes: InstanceChanges | None = None,
+        spec_counts: np.ndarray | None = None,
     ):
         self.env, self.instance_id, self.cost, self.cfg = env, instance_id, cost, cfg
         self.spec = spec
@@ -92,8 +94,9 @@ class SimInstance:
         self._wake: simpy.Event | None = None
         self._arrivals = 0
         self._idle_reported = False
-        if spec is not None:
-            self.stats.spec_by_request = np.zeros((max(true_output_len, default=-1) + 1, 3), np.int64)
+        if spec is not None:  # per request; a driver passes one table to all its instances (fewer cache lines)
+            n = max(true_output_len, default=-1) + 1
+            self.stats.spec_by_request = spec_counts if spec_counts is not None else np.zeros((n, 3), np.int64)
         self._spec_view: dict | None = None
         self._view: tuple | None = None  # (state key, InstanceView): views are read far more often than changed
         run = self._run() if changes is None else marking_suspensions(self._run(), self._changed)
@@ -375,12 +378,8 @@ class SimInstance:
         j, _dur = yield from run_epoch(
             self.env, self._new_wake(), epoch.k, float(epoch.cum_s[-1]), spec_steps_within(epoch.cum_s, epoch.k)
         )
-        took = np.minimum(epoch.advance_cum[:, j - 1], remaining)
-        rs.computed += took
-        rs.produced += took
-        ok = self.kv.allocate(int((epoch.blocks[:, j - 1] - rs.blocks).sum()))
+        ok = self.kv.allocate(apply_spec_epoch(rs, epoch, j, remaining))
         assert ok, "speculative epoch over-allocated KV"
-        rs.blocks[:] = epoch.blocks[:, j - 1]
         self.stats.busy_s += float(epoch.cum_s[j - 1])
         self.stats.steps += j
         count_spec_steps(self.stats, rs.rid, plan, j)

@@ -35,8 +35,10 @@ def parametric_plan(
         left = remaining[r]
         for s in range(horizon):
             raw = 0
-            while raw < gdraw and u[r, s, raw] < alpha:
-                raw += 1
+            run = 1
+            for i in range(gdraw):  # the leading run of draws under alpha, with no branch on the (random) draws
+                run &= u[r, s, i] < alpha
+                raw += run
             if not near:
                 b[r, s] = g
                 a[r, s] = min(raw, g)
@@ -99,6 +101,19 @@ def epoch_plan(adv, drafted, remaining, computed, blocks0, block_size, avail):  
 
 
 @njit(cache=True)
+def apply_epoch(advance_cum, blocks_after, j, remaining, computed, produced, blocks):  # pragma: no cover - compiled
+    """Apply the first j steps of a planned epoch to the running rows in place; returns the blocks they added."""
+    added = 0
+    for r in range(computed.shape[0]):
+        took = min(advance_cum[r, j - 1], remaining[r])
+        computed[r] += took
+        produced[r] += took
+        added += blocks_after[r, j - 1] - blocks[r]
+        blocks[r] = blocks_after[r, j - 1]
+    return added
+
+
+@njit(cache=True)
 def count_steps(budget, accepted, drafted, rids, j, tried_out, accepted_out, per):  # pragma: no cover - compiled
     """Add the first j steps to the statistics in place; returns (request-steps with a budget, drafted,
     accepted)."""
@@ -145,7 +160,9 @@ def ahead_counts(rids, generated, slot, width, finished, progress):  # pragma: n
     for r in range(rids.shape[0]):
         own = slot[rids[r]]
         base = own - own % width
-        for m in range(base, base + width):
-            if m != own and (finished[m] or progress[m] > generated[r]):
-                n[r] += 1
+        g = generated[r]
+        c = 0
+        for m in range(base, base + width):  # no branch on whether a member is ahead: to the CPU a coin flip
+            c += finished[m] | (progress[m] > g)
+        n[r] = c - (finished[own] | (progress[own] > g))
     return n

@@ -188,18 +188,18 @@ class ParametricAcceptance:
         gdraw = max(int(gammas.max()), 1) if len(rids) else 1
         b, a, adv = parametric_plan(
             self.rng.random((len(rids), horizon, gdraw)),
-            rids.astype(np.int64),
-            generated.astype(np.int64),
+            np.asarray(rids, np.int64),
+            np.asarray(generated, np.int64),
             self.slot,
             self.width,
             self.finished,
             self.progress,
             self.alpha_of_n,
             self.own_only,
-            gammas.astype(np.int64),
-            remaining.astype(np.int64),
+            np.asarray(gammas, np.int64),
+            np.asarray(remaining, np.int64),
         )
-        return Plan(b, b.copy(), a, adv)
+        return Plan(b, b, a, adv)  # the model drafts its whole budget (read-only arrays: shared)
 
     def _draws(self, rids, generated, gammas, horizon) -> tuple[np.ndarray, np.ndarray]:
         gmax = int(gammas.max()) if len(rids) else 0

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import simpy
 from conftest import token_trace
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from seer.core import Chunk, ChunkFinished, Request
@@ -293,3 +293,28 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
         b.spec_accepted_tokens,
     )
     assert len(a.spec_tried) == SPEC_POSITIONS
+
+
+@settings(max_examples=200, deadline=None)
+@example(rids=[1, 2], named={}, default=-2, max_batched=100)  # the one-budget path: clipped at 0,
+@example(rids=[1, 2], named={}, default=12, max_batched=100)  # at the engine's draft positions,
+@example(rids=[1, 2, 3], named={}, default=4, max_batched=2)  # and at a batch that fills the token budget
+@example(rids=[1, 2], named={2: -1}, default=12, max_batched=100)
+@given(
+    rids=st.lists(st.integers(0, 60), unique=True, max_size=40),
+    named=st.dictionaries(st.integers(0, 60), st.integers(-2, 12), max_size=10),
+    default=st.integers(-2, 12),
+    max_batched=st.integers(0, 400),
+)
+def test_draft_budgets_are_the_named_or_default_budget_capped(rids, named, default, max_batched):
+    """Each running row's draft budget: the policy's for the requests it names, the default for the others, at least 0
+    and capped so a verify step of the batch fits max_num_batched_tokens (and the engine's draft positions)."""
+    import numpy as np
+
+    from seer.sim.batch import SPEC_POSITIONS
+    from seer.sim.epochs import budget_table, draft_budgets
+
+    got = draft_budgets(np.array(rids, np.int64), budget_table(named), default, max_batched)
+    cap = min((max_batched - len(rids)) // max(len(rids), 1), SPEC_POSITIONS)
+    assert got.tolist() == [min(max(named.get(r, default), 0), cap) for r in rids]
+    assert got.dtype == np.int64

@@ -46,14 +46,16 @@ def draft_budgets(rids: np.ndarray, table: tuple[np.ndarray, np.ndarray], defaul
     """Draft budget per running row (the table's for the requests it names, `default` for the others), capped so
     a step's tokens fit max_num_batched_tokens."""
     B = len(rids)
-    g = np.full(B, default, np.int64)
+    cap = min((max_batched - B) // max(B, 1), SPEC_POSITIONS)
     named, values = table
-    if len(named):  # a binary search per row: the policy names a fraction of the rows (one probe per group)
-        pos = np.minimum(np.searchsorted(named, rids), len(named) - 1)
-        hit = named[pos] == rids
-        g[hit] = values[pos[hit]]
-    cap = (max_batched - B) // max(B, 1)
-    return np.minimum(np.maximum(g, 0), min(cap, SPEC_POSITIONS))  # np.clip, without its Python-level wrapper
+    if not len(named):  # the usual case: one budget for every row
+        return np.full(B, min(max(default, 0), cap), np.int64)
+    g = np.full(B, default, np.int64)
+    # a binary search per row: the policy names a fraction of the rows (one probe per group)
+    pos = np.minimum(np.searchsorted(named, rids), len(named) - 1)
+    hit = named[pos] == rids
+    g[hit] = values[pos[hit]]
+    return np.minimum(np.maximum(g, 0), cap)  # np.clip, without its Python-level wrapper
 
 
 def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:

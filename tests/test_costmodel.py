@@ -91,9 +91,12 @@ def test_inlined_step_sums_equal_the_formula_bit_for_bit(cluster):
     """`step_time_sums` inlines the weight and collective terms for speed; it must not move one bit, for scalars
     (the MBA profile, single steps) and arrays (speculative epochs, a compiled loop: each element equals the scalar
     formula, so a step costs the same priced alone or in an epoch), dense and MoE, with and without TP/EP."""
+    from seer.sim.cost_kernels import PARAMS
+
     cms = [load_cluster(cluster).cost_model(), CostModel(model_shape("qwen2-72b"), par=Parallelism(tp=4))]
     rng = np.random.default_rng(7)
     for cm in cms:
+        assert len(cm.price_params) == len(PARAMS)  # the kernel reads the constants by position
         for _ in range(300):
             tok = float(rng.integers(1, 70000))
             kv, attn, pairs = (float(x) for x in rng.uniform(0, 1e9, 3))
@@ -125,9 +128,9 @@ def test_batched_verify_profile_equals_one_call_per_q(cluster):
         prof = CostProfile(cm)
         for _ in range(200):
             batch, ctx, q_max = int(rng.integers(1, 2048)), float(rng.uniform(0, 1e5)), int(rng.integers(1, 17))
-            assert prof.times(batch, ctx, q_max) == [prof(batch, q, ctx) for q in range(1, q_max + 1)]
+            assert prof.times(batch, q_max, ctx) == [prof(batch, q, ctx) for q in range(1, q_max + 1)]
     plain = StepProfile.of(lambda b, q, c: b * q + c)
-    assert plain.times(3, 0.5, 4) == [3.5, 6.5, 9.5, 12.5] and StepProfile.of(plain) is plain
+    assert plain.times(3, 4, 0.5) == [3.5, 6.5, 9.5, 12.5] and StepProfile.of(plain) is plain
 
 
 def test_remembered_alpha_and_scalar_span_equal_the_array_forms(cm):

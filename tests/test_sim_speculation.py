@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import simpy
 from conftest import token_trace
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from seer.core import Chunk, ChunkFinished, Request
@@ -238,11 +238,13 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
 
     B, H = batch["B"], batch["horizon"]
     ngroups = max(1, B // 3)
-    group_of = {r: (5 * r) % ngroups for r in range(B)}  # interleaved groups of unequal size (padded slots)
+    # interleaved groups of unequal size (padded slots), with ids that skip numbers (empty slot blocks)
+    group_of = {r: 3 * ((5 * r) % ngroups) + 1 for r in range(B)}
     rids = np.arange(B, dtype=np.int64)
     gen = np.array(batch["generated"], np.int64)
     rem = np.array(batch["remaining"], np.int64)
     gam = np.array(batch["gammas"], np.int64)
+    finished = batch["finished"]
     plans = []
     for method in ("plan", "plan_reference"):
         acc = ParametricAcceptance(group_of, seed=batch["seed"], scope=batch["scope"])
@@ -250,8 +252,16 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
             acc.commit(rid, int(gen[rid]) + 3 * rid)
             if done:
                 acc.finish(rid)
+        # alpha(n) from the group's definition: others in the group finished or ahead of the row
+        committed = gen + 3 * rids
+        n = [
+            sum(1 for m in range(B) if m != r and group_of[m] == group_of[r] and (finished[m] or committed[m] > gen[r]))
+            for r in range(B)
+        ]
+        expected = np.interp(n if batch["scope"] == "group" else np.zeros(B), acc.xs, acc.alphas)
+        assert np.array_equal(acc.alpha(rids, gen), expected)
         if batch["scope"] == "group":
-            assert np.array_equal(acc.alpha(rids, gen), acc.alpha_reference(rids, gen))
+            assert np.array_equal(acc.alpha_reference(rids, gen), expected)
         plans.append(getattr(acc, method)(rids, gen, rem, gam, H))
     fast, ref = plans
     for name in ("budget", "drafted", "accepted", "advance"):
@@ -298,7 +308,7 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
 @settings(max_examples=200, deadline=None)
 @example(rids=[1, 2], named={}, default=-2, max_batched=100)  # the one-budget path: clipped at 0,
 @example(rids=[1, 2], named={}, default=12, max_batched=100)  # at the engine's draft positions,
-@example(rids=[1, 2, 3], named={}, default=4, max_batched=2)  # and at a batch that fills the token budget
+@example(rids=[1, 2, 3], named={}, default=4, max_batched=3)  # and at a batch that fills the token budget
 @example(rids=[1, 2], named={2: -1}, default=12, max_batched=100)
 @given(
     rids=st.lists(st.integers(0, 60), unique=True, max_size=40),
@@ -307,6 +317,7 @@ def test_the_compiled_speculative_epoch_equals_its_numpy_reference(batch):
     max_batched=st.integers(0, 400),
 )
 def test_draft_budgets_are_the_named_or_default_budget_capped(rids, named, default, max_batched):
+    assume(max_batched >= len(rids))  # the instance speculates only on a batch that fits the token budget
     """Each running row's draft budget: the policy's for the requests it names, the default for the others, at least 0
     and capped so a verify step of the batch fits max_num_batched_tokens (and the engine's draft positions)."""
     import numpy as np
@@ -315,6 +326,8 @@ def test_draft_budgets_are_the_named_or_default_budget_capped(rids, named, defau
     from seer.sim.epochs import budget_table, draft_budgets
 
     got = draft_budgets(np.array(rids, np.int64), budget_table(named), default, max_batched)
+    # a verify step of B rows, each with 1 + budget tokens, must fit max_num_batched_tokens
     cap = min((max_batched - len(rids)) // max(len(rids), 1), SPEC_POSITIONS)
+    assert cap >= 0 and all(len(rids) * (1 + b) <= max(max_batched, len(rids)) for b in got.tolist())
     assert got.tolist() == [min(max(named.get(r, default), 0), cap) for r in rids]
     assert got.dtype == np.int64

@@ -74,7 +74,7 @@ class StepProfile:
     """A backend's verify-step time, what `policy.set_step_profile` receives: `profile(batch, q, ctx)` is the
     seconds of one step in which `batch` sequences of mean cached context `ctx` each verify `q` tokens.
 
-    `times(batch, ctx, q_max)` gives the step for q = 1 .. q_max at once (a draft-budget rule prices every
+    `times(batch, q_max, ctx)` gives the step for q = 1 .. q_max at once (a draft-budget rule prices every
     budget at every event); a backend with a faster batched form overrides it, with the same floats."""
 
     def __init__(self, fn: Callable[[int, int, float], float]):
@@ -88,7 +88,7 @@ class StepProfile:
     def __call__(self, batch: int, q: int, ctx: float) -> float:
         return self._fn(batch, q, ctx)
 
-    def times(self, batch: int, ctx: float, q_max: int) -> list[float]:
+    def times(self, batch: int, q_max: int, ctx: float) -> list[float]:
         return [self(batch, q, ctx) for q in range(1, q_max + 1)]
 
 

@@ -30,7 +30,8 @@ class CostProfile(StepProfile):
     def __init__(self, cost):
         super().__init__(self._one)
         self.cost = cost
-        self._params = cost.price_params if isinstance(cost, CostModel) else None
+        # the compiled form is the roofline model's own formula: a subclass or another model is called per q
+        self._params = cost.price_params if type(cost) is CostModel else None
 
     def _one(self, batch: int, q: int, ctx: float) -> float:
         b, q = float(batch), float(q)
@@ -40,9 +41,9 @@ class CostProfile(StepProfile):
             )
         )
 
-    def times(self, batch: int, ctx: float, q_max: int) -> list[float]:
+    def times(self, batch: int, q_max: int, ctx: float) -> list[float]:
         if self._params is None:
-            return super().times(batch, ctx, q_max)
+            return super().times(batch, q_max, ctx)
         return verify_step_times(self._params, int(batch), float(ctx), int(q_max)).tolist()
 
 

@@ -2,9 +2,10 @@
 sums, and the acceptance statistics, each one compiled pass over the batch x horizon arrays instead of dozens of
 small numpy calls per epoch. One module because numba's disk cache only notices changes to a kernel's own file.
 
-Each kernel repeats its numpy reference (`ParametricAcceptance.plan`, `plan_spec_epoch`, `count_spec_steps`)
-operation for operation: integers are exact, and the float sums of the step model add rows in the order numpy's
-axis-0 reduction does, so results are bit-identical (tests/test_sim_speculation.py checks both on random inputs).
+Each kernel repeats its numpy reference (`ParametricAcceptance.plan_reference`, `plan_spec_epoch_reference`,
+`apply_spec_epoch_reference`, `count_spec_steps_reference`) operation for operation: integers are exact, and
+the float sums of the step model add rows in the order numpy's axis-0 reduction does, so results are
+bit-identical (tests/test_sim_speculation.py checks both on random inputs).
 The random draws stay in numpy (`rng.random`), so the stream is the reference's.
 """
 
@@ -155,7 +156,8 @@ def count_steps(budget, accepted, drafted, rids, j, tried_out, accepted_out, per
 @njit(cache=True)
 def ahead_counts(rids, generated, slot, width, finished, progress):  # pragma: no cover - compiled
     """Per row, the other members of its group that are finished or ahead of it (generated more tokens). `slot`:
-    each request's place in the group-major `finished` and `progress` arrays (a group's `width` slots in a row)."""
+    each request's place in the group-major `finished` and `progress` arrays (a group's `width` slots in a row;
+    padding slots hold 0 tokens and are never finished, so with `generated` >= 0 they never count)."""
     n = np.zeros(rids.shape[0], np.int64)
     for r in range(rids.shape[0]):
         own = slot[rids[r]]

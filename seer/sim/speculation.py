@@ -124,15 +124,15 @@ class ParametricAcceptance:
         scope: str = "group",
     ):
         n = max(group_of) + 1 if group_of else 0
-        self.group = np.array([group_of[r] for r in range(n)], dtype=np.int64)
-        sizes = np.bincount(self.group) if n else np.zeros(0, np.int64)
+        group = np.array([group_of[r] for r in range(n)], dtype=np.int64)
+        sizes = np.bincount(group) if n else np.zeros(0, np.int64)
         width = int(sizes.max()) if n else 0
         # group-major slots: a group's members sit side by side, so counting the others ahead of a row reads one
         # or two cache lines, not one per member (the count runs for every row of every speculative epoch)
         self.width = width
         self.slot = np.zeros(n, np.int64)
         fill = np.zeros(len(sizes), np.int64)
-        for rid, gid in enumerate(self.group.tolist()):
+        for rid, gid in enumerate(group.tolist()):
             self.slot[rid] = gid * width + fill[gid]
             fill[gid] += 1
         # padding slots keep 0 tokens and never finish, so they are never ahead of anyone
@@ -199,7 +199,7 @@ class ParametricAcceptance:
             np.asarray(gammas, np.int64),
             np.asarray(remaining, np.int64),
         )
-        return Plan(b, b, a, adv)  # the model drafts its whole budget (read-only arrays: shared)
+        return Plan(b, b, a, adv)  # the model drafts its whole budget (nothing writes a plan: one array for both)
 
     def _draws(self, rids, generated, gammas, horizon) -> tuple[np.ndarray, np.ndarray]:
         gmax = int(gammas.max()) if len(rids) else 0

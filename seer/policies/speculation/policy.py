@@ -121,9 +121,9 @@ class SeerPolicy(ContextPolicy):
         """The largest draft budget this policy ever sets (for makespan lower bounds)."""
         return 0 if self.speculation == "off" else (self.gamma if self.speculation == "fixed" else self.gamma_max)
 
-    def set_step_profile(self, profile: StepProfile | Callable[[int, int, float], float]) -> None:
+    def set_step_profile(self, profile: StepProfile | Callable[[int, int, float], float] | None) -> None:
         """The backend's verify-step time T(batch, 1 + gamma) at a given mean context (offline profile)."""
-        self._profile = StepProfile.of(profile)
+        self._profile = None if profile is None else StepProfile.of(profile)
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -177,7 +177,7 @@ class SeerPolicy(ContextPolicy):
                     raise RuntimeError("seer policy needs a step-time profile: the backend must call set_step_profile")
                 ctx = iv.kv_used_tokens / iv.running if iv.running else 0.0
                 profile = self._profile
-                times = profile.times(batch, ctx, self.gamma_max + 1)  # every budget's step, in one call
+                times = profile.times(batch, self.gamma_max + 1, ctx)  # every budget's step, in one call
 
                 def step_time(b: int, g: int, batch=batch, ctx=ctx) -> float:
                     return times[g] if b == batch and g < len(times) else profile(b, 1 + g, ctx)

@@ -181,7 +181,8 @@ class SimInstance:
         spec = {}
         if self.spec is not None:
             if self._spec_view is None:
-                n = int(np.flatnonzero(self.stats.spec_tried).max() + 1) if self.stats.spec_tried.any() else 0
+                # positions reached never increase with i (reaching i+1 means reaching i): the nonzero ones lead
+                n = int(np.count_nonzero(self.stats.spec_tried))
                 self._spec_view = {
                     "spec_tried": tuple(self.stats.spec_tried[:n].tolist()),
                     "spec_accepted": tuple(self.stats.spec_accepted[:n].tolist()),

@@ -88,7 +88,7 @@ def _step_time_sums_formula(cm, tokens, kv_tokens, attn_pairs, score_pairs, logi
 
 @pytest.mark.parametrize("cluster", ["moonlight", "qwen2-vl-72b", "kimi-k2"])
 def test_inlined_step_sums_equal_the_formula_bit_for_bit(cluster):
-    """`step_time_sums` inlines the weight and collective terms for speed; it must not move one bit, for scalars
+    """`step_time_sums` is the formula compiled (`seer.sim.cost_kernels`); it must not move one bit, for scalars
     (the MBA profile, single steps) and arrays (speculative epochs, a compiled loop: each element equals the scalar
     formula, so a step costs the same priced alone or in an epoch), dense and MoE, with and without TP/EP."""
     from seer.sim.cost_kernels import PARAMS

@@ -1,11 +1,11 @@
-"""The roofline step model over many steps in one compiled pass: a speculative epoch prices each of its verify
-steps from the step's sums (`CostModel.step_time_sums` with arrays).
+"""The roofline step model's formula, compiled: one step (`price_step`), an epoch's steps (`price_steps`), and a
+verify step at every draft budget (`verify_step_times`, what the MBA rule reads). `CostModel.step_time_sums` calls
+it for scalars and arrays alike, so a step costs the same to the bit whether priced alone or inside an epoch.
 
-Every step is priced with the scalar formula, operation for operation, so a step costs the same whether it is
-priced alone or inside an epoch (numpy's vectorised `power` on AVX-512 machines differs from the C library's
-`pow` in the last bit for a few percent of inputs; this loop calls the C library's, as Python does).
-tests/test_costmodel.py checks the two bit for bit: were numba ever to vectorise these loops with Intel's SVML
-(when its runtime is installed), that test is what would tell.
+numpy's vectorised `power` on AVX-512 machines differs from the C library's `pow` in the last bit for a few percent
+of inputs; this code calls the C library's, as Python does. tests/test_costmodel.py checks it bit for bit against
+the formula written out in Python: were numba ever to vectorise these loops with Intel's SVML (when its runtime is
+installed), that test is what would tell.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ PARAMS = (
 
 
 @njit(cache=True)
-def _price(p, t, kv_tokens, attn_pairs, score_pairs, logits):  # pragma: no cover - compiled
+def price_step(p, t, kv_tokens, attn_pairs, score_pairs, logits):  # pragma: no cover - compiled
+    """Seconds of one step (p: `CostModel.price_params`) from its new tokens, KV tokens read, attention and score
+    pairs and logit rows."""
     touched = p[4] * (1.0 - p[5] ** t) if p[4] != 0.0 else 0.0
     comm = 0.0
     if p[17] != 0.0:
@@ -72,7 +74,7 @@ def price_steps(p, tokens, kv_tokens, attn_pairs, score_pairs, logits):  # pragm
     """Seconds of each step, from its new tokens, KV tokens read, attention and score pairs and logit rows."""
     out = np.empty(tokens.shape[0])
     for i in range(tokens.shape[0]):
-        out[i] = _price(p, tokens[i], kv_tokens[i], attn_pairs[i], score_pairs[i], logits[i])
+        out[i] = price_step(p, tokens[i], kv_tokens[i], attn_pairs[i], score_pairs[i], logits[i])
     return out
 
 
@@ -85,5 +87,5 @@ def verify_step_times(p, batch, ctx, q_max):  # pragma: no cover - compiled
     for i in range(q_max):
         q = float(i + 1)
         pairs = b * q * (ctx + q) if q > 1 else 0.0
-        out[i] = _price(p, b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2), pairs, b * q)
+        out[i] = price_step(p, b * q, b * (ctx + q), b * q * (ctx + (q + 1) / 2), pairs, b * q)
     return out

@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from seer.sim.cost_kernels import price_steps
+from seer.sim.cost_kernels import price_step, price_steps
 from seer.sim.shapes import Hardware, ModelShape, Parallelism
 
 COEF_KEYS = ("overhead_s", "layer_overhead_s", "weights", "kv", "linear", "attention", "scores")
@@ -184,23 +184,25 @@ class CostModel(AffineDecode):
         c = self.coef
         # decode: T = alpha(B) + beta * sum(ctx), ctx = tokens cached before the step
         self.beta = c.kv * self._kvb / self.bw + c.attention * self._apf / self.peak
-        # constant sub-expressions of `step_time_sums`, evaluated once in the order it evaluates them
-        self._base = c.overhead_s + c.layer_overhead_s * s.layers
-        self._keep = (1.0 - s.top_k / s.n_experts) if s.n_experts else 0.0
+        # the step model's constants in the order `seer.sim.cost_kernels.PARAMS` names them, its sub-expressions
+        # evaluated once, in the order the formula evaluates them
+        base = c.overhead_s + c.layer_overhead_s * s.layers
+        keep = (1.0 - s.top_k / s.n_experts) if s.n_experts else 0.0
         lat = hw.allreduce_latency_us * 1e-6
-        self._tp_comm = None
-        if par.tp > 1:
-            self._tp_comm = (2 * s.layers, lat, s.hidden, 2.0 * (par.tp - 1) / par.tp, hw.link_gbps * 1e9)
-        self._ep_comm = None
+        tp = (
+            (1, 2 * s.layers, lat, s.hidden, 2.0 * (par.tp - 1) / par.tp, hw.link_gbps * 1e9)
+            if par.tp > 1
+            else (0,) * 6
+        )
+        ep = (0,) * 7
         if par.dp > 1 and s.n_experts:
-            self._ep_comm = (2 * s.moe_layers, lat, par.dp, s.top_k, s.hidden, hw.network_gbps * 1e9)
-        tp, ep = self._tp_comm or (0,) * 5, self._ep_comm or (0,) * 6
+            ep = (1, 2 * s.moe_layers, lat, par.dp, s.top_k, s.hidden, hw.network_gbps * 1e9)
         self.price_params = np.array(
-            [self._base, c.weights, self._always_bytes, self._expert_bytes, s.n_experts, self._keep, self.bw, c.kv]
-            + [self._kvb, c.linear, self._lin_per_token, self._logit_flops, self.peak, c.attention, self._apf]
-            + [c.scores, self._score_bytes, self._tp_comm is not None, *tp, self._ep_comm is not None, *ep],
+            [base, c.weights, self._always_bytes, self._expert_bytes, s.n_experts, keep, self.bw, c.kv, self._kvb]
+            + [c.linear, self._lin_per_token, self._logit_flops, self.peak, c.attention, self._apf, c.scores]
+            + [self._score_bytes, *tp, *ep],
             dtype=np.float64,
-        )  # `step_time_sums`' constants for its compiled form over arrays (`seer.sim.cost_kernels.PARAMS`)
+        )
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -272,38 +274,22 @@ class CostModel(AffineDecode):
         logits: float | None = None,
         waiting: int = 0,
     ) -> float:
-        """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs."""
-        # `weight_read_bytes` and `comm_s` inlined, operation for operation (the MBA rule prices ~10 steps per
-        # event): tests/test_costmodel.py checks it bit for bit against the formula written with them
-        if isinstance(tokens, np.ndarray):  # a speculative epoch's steps: the same formula, compiled, per step
-            cols = (tokens, kv_tokens, attn_pairs, score_pairs, tokens if logits is None else logits)
-            if tokens.ndim == 1 and all(
-                type(x) is np.ndarray and x.shape == tokens.shape and x.dtype == np.float64 for x in cols
-            ):
-                return price_steps(self.price_params, *cols)
-            cols = np.broadcast_arrays(*(np.asarray(x, np.float64) for x in cols))
-            flat = [np.ascontiguousarray(x).ravel() for x in cols]
-            return price_steps(self.price_params, *flat).reshape(cols[0].shape)
-        c = self.coef
-        logits = tokens if logits is None else logits
-        n_exp = self.shape.n_experts
-        touched = n_exp * (1.0 - self._keep**tokens) if n_exp else 0.0
-        comm = 0.0
-        if self._tp_comm is not None:
-            two_l, lat, hidden, ring, link = self._tp_comm
-            comm = comm + two_l * (lat + tokens * hidden * 2 * ring / link)
-        if self._ep_comm is not None:
-            two_moe, lat, dp, top_k, hidden, net = self._ep_comm
-            comm = comm + two_moe * (lat + tokens / dp * top_k * hidden * 2 / net)
-        return (
-            self._base
-            + c.weights * (self._always_bytes + touched * self._expert_bytes) / self.bw
-            + c.kv * kv_tokens * self._kvb / self.bw
-            + c.linear * (tokens * self._lin_per_token + logits * self._logit_flops) / self.peak
-            + c.attention * attn_pairs * self._apf / self.peak
-            + c.scores * score_pairs * self._score_bytes / self.bw
-            + comm
-        )
+        """`step_time` from the batch's sums: new tokens, KV tokens read, attention and score pairs (scalars, or
+        arrays of one step each: a speculative epoch's steps)."""
+        # one formula, compiled (`seer.sim.cost_kernels`); tests/test_costmodel.py checks it bit for bit against the
+        # formula written with `weight_read_bytes` and `comm_s`, for scalars and for every element of arrays
+        if not isinstance(tokens, np.ndarray):
+            logits = tokens if logits is None else logits
+            p = self.price_params
+            return price_step(p, float(tokens), float(kv_tokens), float(attn_pairs), float(score_pairs), float(logits))
+        cols = (tokens, kv_tokens, attn_pairs, score_pairs, tokens if logits is None else logits)
+        if tokens.ndim == 1 and all(
+            type(x) is np.ndarray and x.shape == tokens.shape and x.dtype == np.float64 for x in cols
+        ):
+            return price_steps(self.price_params, *cols)
+        cols = np.broadcast_arrays(*(np.asarray(x, np.float64) for x in cols))
+        flat = [np.ascontiguousarray(x).ravel() for x in cols]
+        return price_steps(self.price_params, *flat).reshape(cols[0].shape)
 
     def alpha(self, batch, waiting: int = 0) -> np.ndarray | float:
         """Context-independent part of a decode step of `batch` sequences (vectorised over batch)."""

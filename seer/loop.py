@@ -89,7 +89,7 @@ class RequestLedger:
         rid = req.request_id
         req.state, req.instance = RequestState.RUNNING, action.instance
         req.chunks += 1
-        if np.isnan(self.first_dispatch_s[rid]):
+        if math.isnan(self.first_dispatch_s[rid]):  # np.isnan on one element costs ten times more
             self.first_dispatch_s[rid] = now
         if self.last_instance[rid] not in (-1, action.instance):
             self.migrations[rid] += 1

@@ -119,3 +119,28 @@ def test_pooled_spread_comes_from_groups_with_two_finished_responses():
 def test_max_finished_is_the_papers_estimate():
     est = GroupLengthEstimator("max-finished", {0: 4}, {0: 1000})
     assert est.finished(0, 300) == 300 and est.progressed(0, 600) == 300 and est.finished(0, 200) == 300
+
+
+def test_placement_scans_every_instance_only_while_block_sizes_differ():
+    """Most-free placement stops at the emptiest instance when every instance rounds KV to the same block size;
+    the book must notice when an instance's block size changes (incremental sync) and when it leaves."""
+    from seer.core import ClusterView, InstanceChanges, InstanceView
+    from seer.policies.placement import LoadBook, Placement
+
+    def views(block1: int, alive1: bool = True) -> list:
+        # instance 0: the most free KV (900) in blocks of 1,000, so a 510-token worst case takes 1,000; instance 1:
+        # 600 free, where that worst case takes ceil(510 / block1) blocks
+        return [
+            InstanceView(0, 1000, 0, 100, 0, 0, block_size=1000),
+            InstanceView(1, 1000, 0, 400, 0, 0, alive=alive1, block_size=block1),
+        ]
+
+    log, book, place = InstanceChanges(), LoadBook(), Placement("most-free")
+    book.sync(ClusterView(0.0, views(1000), {}, {}, {}, log))
+    assert book.uniform_blocks() and place.choose(book, 0, 10, 500) is None  # 1,000 > 600: none fits
+    log.mark(1)
+    book.sync(ClusterView(0.0, views(16), {}, {}, {}, log))
+    assert not book.uniform_blocks() and place.choose(book, 0, 10, 500) == 1  # 512 <= 600 on instance 1
+    log.mark(1)
+    book.sync(ClusterView(0.0, views(16, alive1=False), {}, {}, {}, log))
+    assert book.uniform_blocks() and place.choose(book, 0, 10, 500) is None

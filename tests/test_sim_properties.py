@@ -335,13 +335,19 @@ def test_the_running_batch_buffer_equals_a_list_of_rows(ops, capacity):
             model += new
         elif op == "bump" and model:
             rs.computed += arg  # columns are updated in place, as the instance does
-            rs.blocks[:] = rs.blocks + 1
+            rs.produced += 1
+            rs.blocks[:] = rs.blocks + 2
             for seq in model:
-                seq.computed, seq.blocks = seq.computed + arg, seq.blocks + 1
+                seq.computed, seq.produced, seq.blocks = seq.computed + arg, seq.produced + 1, seq.blocks + 2
         elif op == "remove" and model:
             mask = np.array((arg + [False] * len(model))[: len(model)])
+            leaving = [s for s, m in zip(model, mask) if m]
+            state = [(s.computed, s.produced, s.blocks) for s in leaving]
+            for seq in leaving:  # the buffer's values must be written back into the Seq objects that leave
+                seq.computed = seq.produced = seq.blocks = -1
             gone = rs.remove(mask)
-            assert gone == [s for s, m in zip(model, mask) if m]
+            assert gone == leaving
+            assert [(s.computed, s.produced, s.blocks) for s in gone] == state
             model = [s for s, m in zip(model, mask) if not m]
         assert len(rs) == len(model) and list(rs.seqs) == model
         for col in Running.COLS:

@@ -81,29 +81,37 @@ class Admission:
         self, book: LoadBook, placement: Placement, req: Request, target: int, capacity: int
     ) -> tuple[int, int] | None:
         """(instance, budget) for the request's next chunk, or None when it fits nowhere now."""
-        if self.rule == "adaptive":
-            target = max(target, self.floor(req))
+        adaptive = self.rule == "adaptive"
+        least = self.floor(req) if adaptive else 1
+        if adaptive:
+            target = max(target, least)
+        context = req.context_len
         # the request itself always fits an empty instance: cap its chunk so the worst case does too
-        budget = max(1, min(target, req.remaining_budget, capacity - req.context_len))
-        inst = placement.choose(book, req.request_id, req.context_len, budget)
-        if inst is None and self.rule == "adaptive" and book.free:
-            smaller = min(budget, book.free[book.most_free()] - req.context_len)
-            if smaller >= self.floor(req):
+        budget = max(1, min(target, req.remaining_budget, capacity - context))
+        inst = placement.choose(book, req.request_id, context, budget)
+        if inst is None and adaptive and book.free:
+            smaller = min(budget, book.free[book.most_free()] - context)
+            if smaller >= least:
                 budget = smaller
-                inst = placement.choose(book, req.request_id, req.context_len, budget)
+                inst = placement.choose(book, req.request_id, context, budget)
         return None if inst is None else (inst, budget)
 
     def candidates(self, waiting: set[int]) -> Iterator[int]:
         """Waiting requests by ascending context (for backfill). Those not dispatched meanwhile are put back
         when the generator is closed."""
-        popped = []
+        heap, popped = self._by_context, []
         try:
-            while self._by_context:
-                item = heapq.heappop(self._by_context)
+            while heap:
+                item = heap[0]
                 _ctx, n, rid = item
-                if rid in waiting and self._entry.get(rid) == n:  # else stale: dispatched or re-entered since
-                    popped.append(item)
-                    yield rid
+                if rid not in waiting or self._entry.get(rid) != n:  # stale: dispatched or re-entered since
+                    heapq.heappop(heap)
+                    continue
+                # a candidate is popped only once the caller moves past it: a backfill usually stops at its first
+                # candidate, which then stays where it is (keys are unique, so the order does not depend on this)
+                yield rid
+                heapq.heappop(heap)
+                popped.append(item)
         finally:
             for item in popped:
                 if item[2] in waiting and self._entry.get(item[2]) == item[1]:

@@ -27,6 +27,7 @@ class LoadBook:
         self.cached: dict[int, object] = {}
         self.capacity: dict[int, int] = {}
         self.max_capacity = self.max_block = 0
+        self._uniform: bool | None = None  # every instance has the same block size (None: not known since a change)
         self.free_total = 0  # sum of max(0, free)
         self.open_slots = self.open_count = 0  # free concurrency slots, and instances that have any
         self.in_flight_total = 0
@@ -68,10 +69,14 @@ class LoadBook:
                 self._set(i, 0, 0, 0)
                 for d in (self.free, self.in_flight, self.limit, self.block, self.cached, self.capacity):
                     del d[i]
+                self._uniform = None
                 self.max_capacity = max(self.capacity.values(), default=0)
                 self.max_block = max(self.block.values(), default=0)
             return
-        self.block[i] = max(1, iv.block_size)
+        block = max(1, iv.block_size)
+        if self.block.get(i) != block:
+            self.block[i] = block
+            self._uniform = None
         self.cached[i] = iv.cached_prefix_tokens
         self.capacity[i] = iv.kv_capacity_tokens
         self.max_capacity = max(self.max_capacity, iv.kv_capacity_tokens)
@@ -116,6 +121,12 @@ class LoadBook:
             heapq.heappush(self._all, (-self.free[i], i))
             if self.in_flight[i] < self.limit[i]:
                 heapq.heappush(self._open, (-self.free[i], i))
+
+    def uniform_blocks(self) -> bool:
+        """Whether every instance in the book allocates KV in blocks of the same size."""
+        if self._uniform is None:
+            self._uniform = len(set(self.block.values())) == 1
+        return self._uniform
 
     def most_free(self) -> int | None:
         """The instance with the most free KV (ties: the lowest id)."""
@@ -168,7 +179,7 @@ class Placement:
                 return None
             if book.fits(best, context, budget):
                 return best
-            if len(set(book.block.values())) == 1:
+            if book.uniform_blocks():
                 return None
         fit = [i for i in book.free if book.fits(i, context, budget)]
         if not fit:

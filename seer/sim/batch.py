@@ -71,6 +71,11 @@ class InstanceStats:
     )  # per rid: steps, drafted, accepted (a simulated cluster's instances share one table)
 
 
+def _row(s: Seq) -> tuple:
+    """A sequence's values in `Running.COLS` order."""
+    return (s.rid, s.priority, s.arrival, s.ctx0, s.stop, s.gen0, s.computed, s.produced, s.blocks)
+
+
 class Running:
     """The running sequences as parallel numpy arrays (structure of arrays), in admission order.
 
@@ -80,6 +85,7 @@ class Running:
     the next append or remove."""
 
     COLS = ("rid", "priority", "arrival", "ctx0", "stop", "gen0", "computed", "produced", "blocks")
+    _STATE = slice(COLS.index("computed"), COLS.index("blocks") + 1)  # the columns `sync` writes back
 
     def __init__(self, capacity: int = 16):
         self._buf = np.zeros((len(self.COLS), capacity), dtype=np.int64)
@@ -114,25 +120,29 @@ class Running:
             buf, objs = np.zeros((len(self.COLS), cap), dtype=np.int64), np.empty(cap, dtype=object)
             buf[:, :n], objs[:n] = self._buf[:, :n], self._objs[:n]
             self._buf, self._objs = buf, objs
-        rows = [(s.rid, s.priority, s.arrival, s.ctx0, s.stop, s.gen0, s.computed, s.produced, s.blocks) for s in seqs]
-        self._buf[:, n : n + m] = np.array(rows, dtype=np.int64).T
-        for i, seq in enumerate(seqs, n):
-            self._objs[i] = seq
+        if m == 1:  # the common case (one admission): one column written from a tuple
+            self._buf[:, n] = _row(seqs[0])
+            self._objs[n] = seqs[0]
+        else:
+            self._buf[:, n : n + m] = np.array([_row(s) for s in seqs], dtype=np.int64).T
+            for i, seq in enumerate(seqs, n):
+                self._objs[i] = seq
         self._n = n + m
         self._bind()
 
     def sync(self, idx) -> list[Seq]:
         """Write the dynamic state of rows `idx` back into their Seq objects and return them."""
         out = []
-        for i in np.atleast_1d(idx):
-            seq = self.seqs[int(i)]
-            seq.computed, seq.produced, seq.blocks = int(self.computed[i]), int(self.produced[i]), int(self.blocks[i])
+        seqs, state = self.seqs, self._buf[self._STATE, : self._n]
+        for i in np.atleast_1d(idx).tolist():
+            seq = seqs[i]
+            seq.computed, seq.produced, seq.blocks = state[:, i].tolist()
             out.append(seq)
         return out
 
     def remove(self, mask: np.ndarray) -> list[Seq]:
         """Remove rows where mask is True; return their (synced) Seq objects in order."""
-        idx = np.flatnonzero(mask)
+        idx = mask.nonzero()[0]
         if len(idx) == 0:
             return []
         gone = self.sync(idx)

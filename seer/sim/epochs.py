@@ -114,7 +114,10 @@ def plan_spec_epoch(
     if k == 0:
         return None
     dur = cost.step_time_sums(tokens, kv, attn, pairs, waiting=waiting)
-    return SpecEpoch(plan, C, blocks, np.cumsum(dur if np.shape(dur) == (k,) else np.broadcast_to(dur, (k,))), k)
+    if type(dur) is not np.ndarray or dur.shape != (k,):
+        dur = np.broadcast_to(dur, (k,))
+    # np.cumsum is this ufunc's accumulate (the same additions in the same order) behind a Python wrapper
+    return SpecEpoch(plan, C, blocks, np.add.accumulate(dur), k)
 
 
 def plan_spec_epoch_reference(

@@ -67,14 +67,16 @@ def epoch_plan(adv, drafted, remaining, computed, blocks0, block_size, avail):  
     for r in range(B):
         c = 0
         peak = blocks0[r]
+        top = peak * block_size  # tokens the peak blocks hold: a step needs more blocks only when it passes this
         ended = False
         for s in range(H):
             ctx = computed[r] + c  # KV cached before the step
             c += adv[r, s]
             C[r, s] = c
-            need = -(-(ctx + 1 + drafted[r, s]) // block_size)
-            if need > peak:
-                peak = need
+            held = ctx + 1 + drafted[r, s]
+            if held > top:  # ceil(held / block_size) > peak; a division only then (once per block, not per step)
+                peak = -(-held // block_size)
+                top = peak * block_size
             blocks[r, s] = peak
             extra[s] += peak - blocks0[r]
             if not ended and c >= remaining[r]:

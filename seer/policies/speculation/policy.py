@@ -162,7 +162,7 @@ class SeerPolicy(ContextPolicy):
         beta = self._beta
         for inst in sorted(instances):
             rids = self._running_on.get(inst, ())
-            probes = frozenset(self._probes_on.get(inst, ()))
+            probes = self._probes_on.get(inst, ())  # a set, copied below only when the budgets name the probes
             batch = len(rids)
             iv = view.instances[inst]
             cap = iv.max_num_seqs
@@ -192,10 +192,11 @@ class SeerPolicy(ContextPolicy):
                     self.benefit,
                     self.draft_time_s,
                 )
-            key = (g_h, g_l, probes if g_h != g_l else None)
+            named = frozenset(probes) if g_h != g_l else None
+            key = (g_h, g_l, named)
             if self._last_budgets.get(inst) == key:
                 continue
             self._last_budgets[inst] = key
             self.budget_log.append((view.t, inst, batch, g_h, g_l))
-            out.append(SetSpeculation(inst, {r: g_h for r in probes} if g_h != g_l else {}, g_l))
+            out.append(SetSpeculation(inst, {r: g_h for r in named} if named is not None else {}, g_l))
         return out

@@ -273,7 +273,7 @@ class SimInstance:
         if not len(rs):
             return
         done = rs.produced >= rs.stop
-        if done.any():
+        if np.count_nonzero(done):  # a third of `done.any()`'s cost (no Python-level reduction wrapper)
             for seq in rs.remove(done):
                 self._finish(seq, seq.reason, seq.final)
 
@@ -315,7 +315,7 @@ class SimInstance:
             self._record()
             if self.spec is not None and self._plain_decode_ready():
                 gammas = self._gammas()
-                if gammas.any():
+                if np.count_nonzero(gammas):
                     ran = yield from self._spec_epoch(gammas, 1 if self.exact else self.spec_horizon)
                     if ran:
                         continue

@@ -3,13 +3,16 @@ default) and the pure-Python reference, side by side with Snowflake's ArcticInfe
 trees, configured as vLLM configures it) when it is importable, on one core.
 
 Workload: the groups of a trace with token ids replayed the way a rollout feeds the drafter. All samples of
-a group advance together, one verification step each in turn: draft up to --gamma tokens from the group's
-index (scope group), accept the prefix that matches the recorded output, append the 1 + accepted tokens.
-Also timed alone: appends (every output token once). Medians of --repeats runs, the implementations
-interleaved within each repeat. The compiled index's first call (numba loads or compiles its kernels, cached
-on disk) is timed separately, before the timed loops.
+a group advance together, one verification step each: draft up to --gamma tokens from the group's index (scope
+group), accept the prefix that matches the recorded output, append the 1 + accepted tokens. Two replays
+(--replay): `row`, each sample drafts and appends in turn (a draft sees the tokens its siblings appended earlier
+in the same step); `step`, as an engine step runs: every active sample of the group drafts, in one batched call
+where the implementation has one, then each appends. Also timed alone: appends (every output token once).
+Medians of --repeats runs, the implementations interleaved within each repeat. The compiled index's first call
+(numba loads or compiles its kernels, cached on disk) is timed separately, before the timed loops.
 
     python benchmarks/drafter_speed.py [--trace cot.parquet] [--groups 20] [--repeats 5] [--impl compiled,python,arctic]
+        [--replay row,step]
 
 Without --trace it converts ../shared/data/tot/gpt-4_0.7_naive_cot_sample_100_start900_end1000.json.
 Writes out/bench/drafter_speed.json.
@@ -21,8 +24,11 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
+from typing import NoReturn
 
+from seer.errors import SeerInputError
 from seer.fileio import write_text_atomic
 from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
 from seer.traces.io import load_trace
@@ -38,12 +44,33 @@ DEFAULT_LOG = os.path.join(
 )
 
 
+REPLAYS = {
+    "row": "row by row (each sample drafts, then appends, in turn)",
+    "step": "by step (every active sample drafts in one batched call, then each appends)",
+}
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as the seer CLI answers bad input."""
+    print(f"drafter_speed.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def load_groups(path: str | None, groups: int) -> list[tuple[list[int], list[list[int]]]]:
     if path:
-        df = load_trace(path)
+        try:
+            df = load_trace(path)
+        except SeerInputError as e:
+            fail(str(e))
     else:
         from seer.traces.converters import convert
 
+        if not os.path.exists(DEFAULT_LOG):
+            where = os.path.normpath(DEFAULT_LOG)
+            fail(
+                f"no --trace given and the default ToT log is not beside this checkout ({where}); pass --trace with a "
+                "trace that has output_ids (README: seer trace convert ... --from tot)"
+            )
         df = convert(DEFAULT_LOG, "tot")
     out = []
     for _pid, sub in list(df.sort_values(["prompt_id", "sample_id"]).groupby("prompt_id", sort=True))[:groups]:
@@ -93,6 +120,104 @@ def rollout_replay(groups, gamma: int, config: DraftConfig, compiled: bool = Tru
         "steps": steps,
         "accepted": accepted,
     }
+
+
+def _context(prompt: list[int], out: list[int], pos: int, depth: int) -> list[int]:
+    """The last `depth` tokens before output position `pos` (the prompt's tail while the output is shorter)."""
+    return out[pos - depth : pos] if pos >= depth else prompt[max(0, len(prompt) - (depth - pos)) :] + out[:pos]
+
+
+def step_replay(groups, gamma: int, depth: int, start, propose_rows, accept, append, stop) -> dict:
+    """The replay as an engine step runs it: every active sample of a group drafts (one call for the group's rows),
+    then each appends its 1 + accepted tokens. A draft cannot see its siblings' tokens of the same step, so tau
+    differs from the row-by-row replay's. `start(prompt, n)` -> state, `propose_rows(state, rows, contexts, budgets)`
+    -> drafts, `accept(draft, truth)` -> accepted tokens, `append(state, i, tokens)` and `stop(state, i)` adapt an
+    implementation."""
+    appended = drafted = proposals = steps = accepted = 0
+    t0 = time.perf_counter()
+    for prompt, outs in groups:
+        state = start(prompt, len(outs))
+        g = [0] * len(outs)
+        active = list(range(len(outs)))
+        while active:
+            rows = [i for i in active if len(outs[i]) - g[i] - 1 > 0]
+            ctxs = [_context(prompt, outs[i], g[i], depth) for i in rows]
+            budgets = [min(gamma, len(outs[i]) - g[i] - 1) for i in rows]
+            drafts = dict(zip(rows, propose_rows(state, rows, ctxs, budgets))) if rows else {}
+            proposals += len(rows)
+            still = []
+            for i in active:
+                out, pos = outs[i], g[i]
+                a = 0
+                if i in drafts:
+                    draft = drafts[i]
+                    drafted += len(draft)
+                    a = accept(draft, out[pos : pos + min(gamma, len(out) - pos - 1)])
+                append(state, i, out[pos : pos + 1 + a])
+                appended += 1 + a
+                accepted += a
+                steps += 1
+                g[i] = pos + 1 + a
+                if g[i] < len(out):
+                    still.append(i)
+                else:
+                    stop(state, i)
+            active = still
+    sec = time.perf_counter() - t0
+    return {"seconds": sec, "appended": appended, "drafted": drafted, "proposals": proposals, "steps": steps}
+
+
+def seer_step_replay(groups, gamma: int, config: DraftConfig, compiled: bool = True) -> dict:
+    """`step_replay` on the group drafter: one `propose_batch` call per group and step."""
+
+    def start(prompt, n):
+        d = GroupDrafter(config, compiled=compiled)
+        for i in range(n):
+            d.add_request(i, 0, prompt)
+        return d
+
+    def propose_rows(d, rows, ctxs, budgets):
+        return d.propose_batch(rows, ctxs, budgets)
+
+    return step_replay(
+        groups,
+        gamma,
+        config.max_match,
+        start,
+        propose_rows,
+        accepted_length,
+        lambda d, i, t: d.append(i, t),
+        lambda d, i: d.finish(i),
+    )
+
+
+def arctic_step_replay(groups, gamma: int, depth: int = 24) -> dict:
+    """`step_replay` on ArcticInference's cache, configured as in `arctic_replay` (it has no batched call: vLLM's
+    suffix proposer also speculates row by row)."""
+    from arctic_inference.suffix_decoding import SuffixDecodingCache
+
+    def start(prompt, n):
+        cache = SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=10000)
+        for i in range(n):
+            cache.start_request(i, prompt)
+        return cache
+
+    def propose_rows(cache, rows, ctxs, budgets):
+        return [
+            cache.speculate(i, c, max_spec_tokens=b, max_spec_factor=1.0, min_token_prob=0.1).token_ids
+            for i, c, b in zip(rows, ctxs, budgets)
+        ]
+
+    return step_replay(
+        groups,
+        gamma,
+        depth,
+        start,
+        propose_rows,
+        prefix_match,  # a linear draft
+        lambda c, i, t: c.add_active_response(i, t),
+        lambda c, i: c.stop_request(i),
+    )
 
 
 def prefix_match(tokens, truth) -> int:
@@ -194,11 +319,22 @@ def main() -> None:
     ap.add_argument("--gamma", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--impl", default="compiled,python,arctic", help="implementations to time, comma-separated")
+    ap.add_argument(
+        "--replay",
+        default="row",
+        help="row (default): the samples of a group draft and append one after another; step: all of them draft (one "
+        "batched call), then all append, as an engine step does; or row,step",
+    )
     ap.add_argument("--out", default="out/bench/drafter_speed.json")
     args = ap.parse_args()
+    replays = [x.strip() for x in args.replay.split(",") if x.strip()]
+    if not replays or set(replays) - {"row", "step"}:
+        fail(f"--replay: {args.replay!r} is not row, step or row,step")
+    impls = [x.strip() for x in args.impl.split(",") if x.strip()]
+    if not impls or set(impls) - {"compiled", "python", "arctic"}:
+        fail(f"--impl: {args.impl!r} names none or other than compiled, python, arctic")
     groups = load_groups(args.trace, args.groups)
     config = DraftConfig(scope="group")
-    impls = [x.strip() for x in args.impl.split(",") if x.strip()]
     skipped = {}
     if "arctic" in impls and (why := arctic_available()):
         skipped["arctic"] = why
@@ -208,17 +344,20 @@ def main() -> None:
         rollout_replay(groups[:1], args.gamma, config, compiled=True)  # JIT load (or compile) out of the timings
     first_call_s = time.perf_counter() - t0
     timed = {
-        "compiled": lambda: rollout_replay(groups, args.gamma, config, compiled=True),
-        "python": lambda: rollout_replay(groups, args.gamma, config, compiled=False),
-        "arctic": lambda: arctic_replay(groups, args.gamma),
+        ("row", "compiled"): lambda: rollout_replay(groups, args.gamma, config, compiled=True),
+        ("row", "python"): lambda: rollout_replay(groups, args.gamma, config, compiled=False),
+        ("row", "arctic"): lambda: arctic_replay(groups, args.gamma),
+        ("step", "compiled"): lambda: seer_step_replay(groups, args.gamma, config, compiled=True),
+        ("step", "python"): lambda: seer_step_replay(groups, args.gamma, config, compiled=False),
+        ("step", "arctic"): lambda: arctic_step_replay(groups, args.gamma),
     }
-    runs: dict[str, list] = {k: [] for k in impls}
+    runs: dict[tuple, list] = {(r, k): [] for r in replays for k in impls}
     apps: dict[str, list] = {k: [] for k in impls if k != "arctic"}
     for _ in range(args.repeats):  # interleaved, so that machine noise hits every implementation alike
-        for k in impls:
-            runs[k].append(timed[k]())
-            if k in apps:
-                apps[k].append(appends_only(groups, config, compiled=k == "compiled"))
+        for r, k in runs:
+            runs[r, k].append(timed[r, k]())
+        for k in apps:
+            apps[k].append(appends_only(groups, config, compiled=k == "compiled"))
     result = {
         "groups": len(groups),
         "requests": sum(len(o) for _, o in groups),
@@ -226,27 +365,31 @@ def main() -> None:
         "repeats": args.repeats,
         "compiled_first_call_s": first_call_s if "compiled" in impls else None,
         "skipped": skipped,
-        "implementations": {k: summarise(runs[k], apps.get(k)) for k in impls},
+        "replays": {r: {k: summarise(runs[r, k], apps.get(k)) for k in impls} for r in replays},
     }
-    res = result["implementations"]
-    if "arctic" in res:
-        for k in res:
-            res[k]["x_arctic"] = (
-                res[k]["appended_plus_drafted_tok_per_s"] / res["arctic"]["appended_plus_drafted_tok_per_s"]
-            )
+    if "row" in replays:
+        result["implementations"] = result["replays"]["row"]  # the key earlier versions wrote
+    for res in result["replays"].values():
+        if "arctic" in res:
+            for k in res:
+                res[k]["x_arctic"] = (
+                    res[k]["appended_plus_drafted_tok_per_s"] / res["arctic"]["appended_plus_drafted_tok_per_s"]
+                )
     write_text_atomic(args.out, json.dumps(result, indent=2))
     print(
         f"{result['requests']:,} requests in {result['groups']} groups, gamma {args.gamma}; medians of {args.repeats}"
     )
     if result["compiled_first_call_s"] is not None:
         print(f"  compiled index first call (kernels loaded or compiled): {first_call_s:.2f} s, not timed below")
-    for k, r in res.items():
-        extra = f", appends alone {r['append_only_tok_per_s']:,.0f} tok/s" if "append_only_tok_per_s" in r else ""
-        ratio = f", {r['x_arctic']:.2f}x arctic" if "x_arctic" in r else ""
-        print(
-            f"  {k:<9} tau {r['tau']:.2f}: {r['appended_plus_drafted_tok_per_s']:,.0f} appended + drafted tok/s, "
-            f"{r['us_per_proposal_incl_append']:.1f} us per step{extra}{ratio}"
-        )
+    for r, res in result["replays"].items():
+        print(f"  {REPLAYS[r]}:")
+        for k, x in res.items():
+            extra = f", appends alone {x['append_only_tok_per_s']:,.0f} tok/s" if "append_only_tok_per_s" in x else ""
+            ratio = f", {x['x_arctic']:.2f}x arctic" if "x_arctic" in x else ""
+            print(
+                f"    {k:<9} tau {x['tau']:.2f}: {x['appended_plus_drafted_tok_per_s']:,.0f} appended + drafted tok/s, "
+                f"{x['us_per_proposal_incl_append']:.1f} us per step{extra}{ratio}"
+            )
     for k, why in skipped.items():
         print(f"  {k}: skipped, {why}")
     print(f"wrote {args.out}")

@@ -213,3 +213,39 @@ def test_refusals():
         comp.draft([1], 2)
     assert comp.sequence(1) == [1, 2, 3]
     assert isinstance(make_index(3), CompiledSuffixIndex) and isinstance(make_index(3, compiled=False), SuffixIndex)
+
+
+def test_the_vllm_proposer_drafts_a_step_as_row_by_row_group_drafts():
+    """The proposer vLLM builds (`seer.real.drafter`) drafts a whole step in one batched call; each row must get
+    what the group drafter proposes for it alone, and rows with nothing sampled, no tokens or an unknown prompt
+    get none (vLLM passes no request ids: a row's group is recognised by its prompt)."""
+    from types import SimpleNamespace
+
+    from seer.real.drafter import proposer_for
+
+    rng = random.Random(3)
+    prompts = {0: [5, 6, 7], 1: [9, 9, 8, 1]}
+    drafter = GroupDrafter(DraftConfig(scope="group", max_match=4))
+    outs = {}
+    for rid in range(6):
+        gid = rid % 2
+        drafter.add_request(rid, gid, prompts[gid])
+        outs[rid] = [rng.randrange(4) for _ in range(30)]
+        drafter.append(rid, outs[rid])
+    _, cls = proposer_for(drafter)
+    prop = cls(SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=3)))
+    rows = [prompts[r % 2] + outs[r][: 10 + r] for r in range(6)] + [[4, 4, 4, 4, 4], prompts[0] + [1, 2]]
+    width = max(map(len, rows))
+    ids = np.zeros((len(rows), width), np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+    sampled = [[1]] * len(rows)
+    sampled[7] = []  # a row that sampled nothing this step
+    lengths = [len(r) for r in rows]
+    got = prop.propose(sampled, lengths, ids)
+    want = [list(drafter.propose_group(r % 2, rows[r][-4:], 3, 3).tokens[:3]) for r in range(6)]
+    assert got[:6] == want and any(want)
+    assert got[6:] == [[], []]  # an unknown prompt; nothing sampled
+    assert prop.proposed == sum(map(len, want))
+    lengths[0] = 0  # a row with no tokens yet
+    assert prop.propose(sampled, lengths, ids)[0] == []

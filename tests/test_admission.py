@@ -3,6 +3,7 @@ pacing and the group length estimate."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -144,3 +145,35 @@ def test_placement_scans_every_instance_only_while_block_sizes_differ():
     log.mark(1)
     book.sync(ClusterView(0.0, views(16, alive1=False), {}, {}, {}, log))
     assert book.uniform_blocks() and place.choose(book, 0, 10, 500) is None
+
+
+def test_backfill_candidates_come_smallest_context_first_even_when_one_enters_meanwhile():
+    """`Admission.candidates` leaves a candidate in its heap until the caller moves past it; a request that
+    enters while the iteration is paused (no policy does this today) must still come out in context order."""
+    from types import SimpleNamespace
+
+    from seer.policies.admission import Admission
+
+    adm = Admission("adaptive", chunk_size=100, max_chunks=4, backfill=True)
+    waiting = set()
+
+    def enter(rid: int, context: int) -> None:
+        waiting.add(rid)
+        adm.entered(SimpleNamespace(request_id=rid, context_len=context))
+
+    enter(1, 5)
+    enter(2, 7)
+    enter(4, 9)
+    seen = []
+    for rid in itertools.islice(adm.candidates(waiting), 10):  # bounded: a broken heap could offer one forever
+        seen.append(rid)
+        if rid == 1 and 3 not in waiting:
+            enter(3, 1)
+        if rid == 2:
+            waiting.discard(2)  # dispatched
+            adm.left(SimpleNamespace(request_id=2, context_len=7))
+    assert seen == [1, 3, 2, 4]
+    gen = adm.candidates(waiting)  # closed at its first candidate: every waiting request is offered again
+    assert next(gen) == 3
+    gen.close()
+    assert list(adm.candidates(waiting)) == [3, 1, 4]

@@ -131,6 +131,7 @@ def test_the_incremental_load_book_matches_a_full_read(policy, work, instances):
         keys += ("free_total", "in_flight_total", "open_slots", "open_count")
         assert {k: getattr(book, k) for k in keys} == {k: getattr(full, k) for k in keys}
         assert (book.most_free(), book.most_free_open()) == (full.most_free(), full.most_free_open())
+        assert book.uniform_blocks() == full.uniform_blocks()
         syncs.append(view.changes is not None)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -329,7 +330,12 @@ def test_the_running_batch_buffer_equals_a_list_of_rows(ops, capacity):
     rs, model, made = Running(capacity), [], 0
     for op, arg in ops:
         if op == "append":
-            new = [Seq(made + i, made % 3, made + i, 10 + i, 5, False, FinishReason.CHUNK, 5) for i in range(arg)]
+            new = [  # every column a different value, so a column written to another's place shows
+                Seq(made + i, made % 3, 1000 + made + i, 10 + i, 5, False, FinishReason.CHUNK, 5, gen0=7 + i)
+                for i in range(arg)
+            ]
+            for seq in new:
+                seq.computed, seq.produced, seq.blocks = 3 + seq.rid, seq.rid % 5, 40 + 2 * seq.rid
             made += arg
             rs.append(new)
             model += new

@@ -110,7 +110,11 @@ class Admission:
                 # a candidate is popped only once the caller moves past it: a backfill usually stops at its first
                 # candidate, which then stays where it is (keys are unique, so the order does not depend on this)
                 yield rid
-                heapq.heappop(heap)
+                if heap and heap[0] is item:
+                    heapq.heappop(heap)
+                else:  # the caller pushed a smaller entry meanwhile (no caller does today): take this one out
+                    heap.remove(item)
+                    heapq.heapify(heap)
                 popped.append(item)
         finally:
             for item in popped:

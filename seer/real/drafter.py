@@ -54,12 +54,13 @@ class GroupProposer:
     def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None, **kwargs):
         self.calls += 1
         budget = min(self.k, self.budget)
-        drafts: list[list[int]] = [[] for _ in sampled_token_ids]
+        sampled_rows = list(sampled_token_ids)  # read twice below (vLLM passes a list)
+        drafts: list[list[int]] = [[] for _ in sampled_rows]
         if self.drafter is None or budget <= 0:
             return drafts
         m = self.drafter.config.max_match
         rows, groups, contexts = [], [], []
-        for i, sampled in enumerate(sampled_token_ids):
+        for i, sampled in enumerate(sampled_rows):
             n = int(num_tokens_no_spec[i])
             if not len(sampled) or n == 0:
                 continue

@@ -26,6 +26,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 from seer.errors import SeerInputError
@@ -44,6 +46,7 @@ DEFAULT_LOG = os.path.join(
 )
 
 
+ARCTIC_DEPTH = 24  # the pattern length vLLM's suffix proposer passes (max_tree_depth)
 REPLAYS = {
     "row": "row by row (each sample drafts, then appends, in turn)",
     "step": "by step (every active sample drafts in one batched call, then each appends)",
@@ -81,30 +84,49 @@ def load_groups(path: str | None, groups: int) -> list[tuple[list[int], list[lis
     return out
 
 
-def rollout_replay(groups, gamma: int, config: DraftConfig, compiled: bool = True) -> dict:
-    """Interleaved draft + append over every group; returns counts and seconds."""
+@dataclass(frozen=True)
+class Drafting:
+    """How `replay` drives one implementation. `start(prompt, n)` -> the state of a group of n samples;
+    `propose(state, i, context, budget)` and `propose_rows(state, rows, contexts, budgets)` -> a draft (token ids
+    or a `Draft`), one row or every row of a step; `accept(draft, truth)` -> tokens accepted; `append(state, i,
+    tokens)`; `stop(state, i)` when sample i is done."""
+
+    start: Callable
+    propose: Callable
+    propose_rows: Callable
+    accept: Callable
+    append: Callable
+    stop: Callable
+
+
+def replay(groups, gamma: int, depth: int, how: Drafting, lockstep: bool = False) -> dict:
+    """Every group replayed as a rollout feeds a drafter: each step, every active sample drafts up to `gamma` tokens
+    from the last `depth` of its context, accepts the prefix its recorded output confirms and appends 1 + accepted.
+    Row by row (default) a sample drafts and appends before the next drafts; in `lockstep` every sample of the group
+    drafts (one `propose_rows` call), then each appends. Returns counts and seconds."""
     appended = drafted = proposals = steps = accepted = 0
-    m = config.max_match
     t0 = time.perf_counter()
     for prompt, outs in groups:
-        d = GroupDrafter(config, compiled=compiled)
-        for i in range(len(outs)):
-            d.add_request(i, 0, prompt)
+        state = how.start(prompt, len(outs))
         g = [0] * len(outs)
         active = list(range(len(outs)))
         while active:
+            if lockstep:
+                rows = [i for i in active if len(outs[i]) - g[i] > 1]
+                ctxs = [_context(prompt, outs[i], g[i], depth) for i in rows]
+                budgets = [min(gamma, len(outs[i]) - g[i] - 1) for i in rows]
+                drafts = dict(zip(rows, how.propose_rows(state, rows, ctxs, budgets))) if rows else {}
             still = []
             for i in active:
                 out, pos = outs[i], g[i]
                 budget = min(gamma, len(out) - pos - 1)
                 a = 0
                 if budget > 0:
-                    ctx = out[pos - m : pos] if pos >= m else prompt[max(0, len(prompt) - (m - pos)) :] + out[:pos]
-                    draft = d.propose(i, ctx, budget)
+                    draft = drafts[i] if lockstep else how.propose(state, i, _context(prompt, out, pos, depth), budget)
                     proposals += 1
                     drafted += len(draft)
-                    a = accepted_length(draft, out[pos : pos + budget])
-                d.append(i, out[pos : pos + 1 + a])
+                    a = how.accept(draft, out[pos : pos + budget])
+                how.append(state, i, out[pos : pos + 1 + a])
                 appended += 1 + a
                 accepted += a
                 steps += 1
@@ -112,7 +134,7 @@ def rollout_replay(groups, gamma: int, config: DraftConfig, compiled: bool = Tru
                 if g[i] < len(out):
                     still.append(i)
                 else:
-                    d.finish(i)
+                    how.stop(state, i)
             active = still
     sec = time.perf_counter() - t0
     return {
@@ -130,55 +152,8 @@ def _context(prompt: list[int], out: list[int], pos: int, depth: int) -> list[in
     return out[pos - depth : pos] if pos >= depth else prompt[max(0, len(prompt) - (depth - pos)) :] + out[:pos]
 
 
-def step_replay(groups, gamma: int, depth: int, start, propose_rows, accept, append, stop) -> dict:
-    """The replay as an engine step runs it: every active sample of a group drafts (one call for the group's rows),
-    then each appends its 1 + accepted tokens. A draft cannot see its siblings' tokens of the same step, so tau
-    differs from the row-by-row replay's. `start(prompt, n)` -> state, `propose_rows(state, rows, contexts, budgets)`
-    -> drafts, `accept(draft, truth)` -> accepted tokens, `append(state, i, tokens)` and `stop(state, i)` adapt an
-    implementation."""
-    appended = drafted = proposals = steps = accepted = 0
-    t0 = time.perf_counter()
-    for prompt, outs in groups:
-        state = start(prompt, len(outs))
-        g = [0] * len(outs)
-        active = list(range(len(outs)))
-        while active:
-            rows = [i for i in active if len(outs[i]) - g[i] - 1 > 0]
-            ctxs = [_context(prompt, outs[i], g[i], depth) for i in rows]
-            budgets = [min(gamma, len(outs[i]) - g[i] - 1) for i in rows]
-            drafts = dict(zip(rows, propose_rows(state, rows, ctxs, budgets))) if rows else {}
-            proposals += len(rows)
-            still = []
-            for i in active:
-                out, pos = outs[i], g[i]
-                a = 0
-                if i in drafts:
-                    draft = drafts[i]
-                    drafted += len(draft)
-                    a = accept(draft, out[pos : pos + min(gamma, len(out) - pos - 1)])
-                append(state, i, out[pos : pos + 1 + a])
-                appended += 1 + a
-                accepted += a
-                steps += 1
-                g[i] = pos + 1 + a
-                if g[i] < len(out):
-                    still.append(i)
-                else:
-                    stop(state, i)
-            active = still
-    sec = time.perf_counter() - t0
-    return {
-        "seconds": sec,
-        "appended": appended,
-        "drafted": drafted,
-        "proposals": proposals,
-        "steps": steps,
-        "accepted": accepted,
-    }
-
-
-def seer_step_replay(groups, gamma: int, config: DraftConfig, compiled: bool = True) -> dict:
-    """`step_replay` on the group drafter: one `propose_batch` call per group and step."""
+def group_drafting(config: DraftConfig, compiled: bool = True) -> Drafting:
+    """The project's group drafter (scope group: one index per group, fed by every sample)."""
 
     def start(prompt, n):
         d = GroupDrafter(config, compiled=compiled)
@@ -186,24 +161,20 @@ def seer_step_replay(groups, gamma: int, config: DraftConfig, compiled: bool = T
             d.add_request(i, 0, prompt)
         return d
 
-    def propose_rows(d, rows, ctxs, budgets):
-        return d.propose_batch(rows, ctxs, budgets)
-
-    return step_replay(
-        groups,
-        gamma,
-        config.max_match,
+    return Drafting(
         start,
-        propose_rows,
+        lambda d, i, ctx, budget: d.propose(i, ctx, budget),
+        lambda d, rows, ctxs, budgets: d.propose_batch(rows, ctxs, budgets),
         accepted_length,
-        lambda d, i, t: d.append(i, t),
+        lambda d, i, tokens: d.append(i, tokens),
         lambda d, i: d.finish(i),
     )
 
 
-def arctic_step_replay(groups, gamma: int, depth: int = 24) -> dict:
-    """`step_replay` on ArcticInference's cache, configured as in `arctic_replay` (it has no batched call: vLLM's
-    suffix proposer also speculates row by row)."""
+def arctic_drafting(depth: int = 24) -> Drafting:
+    """ArcticInference's SuffixDecodingCache as vLLM's suffix proposer drives it: one cache per group (the siblings'
+    responses are its global cache), the last `depth` tokens as the pattern, max_spec_factor 1.0, min_token_prob
+    0.1 (vLLM's defaults). It has no batched call; vLLM's proposer also speculates row by row."""
     from arctic_inference.suffix_decoding import SuffixDecodingCache
 
     def start(prompt, n):
@@ -212,21 +183,16 @@ def arctic_step_replay(groups, gamma: int, depth: int = 24) -> dict:
             cache.start_request(i, prompt)
         return cache
 
-    def propose_rows(cache, rows, ctxs, budgets):
-        return [
-            cache.speculate(i, c, max_spec_tokens=b, max_spec_factor=1.0, min_token_prob=0.1).token_ids
-            for i, c, b in zip(rows, ctxs, budgets)
-        ]
+    def propose(cache, i, ctx, budget):
+        return cache.speculate(i, ctx, max_spec_tokens=budget, max_spec_factor=1.0, min_token_prob=0.1).token_ids
 
-    return step_replay(
-        groups,
-        gamma,
-        depth,
+    return Drafting(
         start,
-        propose_rows,
+        propose,
+        lambda cache, rows, ctxs, budgets: [propose(cache, i, c, b) for i, c, b in zip(rows, ctxs, budgets)],
         prefix_match,  # a linear draft
-        lambda c, i, t: c.add_active_response(i, t),
-        lambda c, i: c.stop_request(i),
+        lambda cache, i, tokens: cache.add_active_response(i, tokens),
+        lambda cache, i: cache.stop_request(i),
     )
 
 
@@ -237,50 +203,6 @@ def prefix_match(tokens, truth) -> int:
             break
         n += 1
     return n
-
-
-def arctic_replay(groups, gamma: int, depth: int = 24) -> dict:
-    """The same replay on ArcticInference's SuffixDecodingCache, as vLLM's suffix proposer drives it: one cache per
-    group (the siblings' responses are its global cache), the last `depth` tokens as the pattern, max_spec_factor
-    1.0, min_token_prob 0.1 (vLLM's defaults)."""
-    from arctic_inference.suffix_decoding import SuffixDecodingCache
-
-    appended = drafted = proposals = steps = accepted = 0
-    t0 = time.perf_counter()
-    for prompt, outs in groups:
-        cache = SuffixDecodingCache(max_tree_depth=depth, max_cached_requests=10000)
-        for i in range(len(outs)):
-            cache.start_request(i, prompt)
-        g = [0] * len(outs)
-        active = list(range(len(outs)))
-        while active:
-            still = []
-            for i in active:
-                out, pos = outs[i], g[i]
-                budget = min(gamma, len(out) - pos - 1)
-                a = 0
-                if budget > 0:
-                    ctx = (
-                        out[pos - depth : pos]
-                        if pos >= depth
-                        else prompt[max(0, len(prompt) - (depth - pos)) :] + out[:pos]
-                    )
-                    draft = cache.speculate(i, ctx, max_spec_tokens=budget, max_spec_factor=1.0, min_token_prob=0.1)
-                    proposals += 1
-                    drafted += len(draft.token_ids)
-                    a = prefix_match(draft.token_ids, out[pos : pos + budget])  # a linear draft
-                cache.add_active_response(i, out[pos : pos + 1 + a])
-                appended += 1 + a
-                accepted += a
-                steps += 1
-                g[i] = pos + 1 + a
-                if g[i] < len(out):
-                    still.append(i)
-                else:
-                    cache.stop_request(i)
-            active = still
-    sec = time.perf_counter() - t0
-    return {"seconds": sec, "appended": appended, "drafted": drafted, "proposals": proposals, "steps": steps}
 
 
 def appends_only(groups, config: DraftConfig, compiled: bool = True) -> tuple[float, int]:
@@ -353,16 +275,19 @@ def main() -> None:
             fail(f"--impl arctic: {why}")
     t0 = time.perf_counter()
     if "compiled" in impls:  # JIT load (or compile) out of the timings: the per-row and the batched kernels
-        rollout_replay(groups[:1], args.gamma, config, compiled=True)
-        seer_step_replay(groups[:1], args.gamma, config, compiled=True)
+        for lockstep in (False, True):
+            replay(groups[:1], args.gamma, config.max_match, group_drafting(config), lockstep)
     first_call_s = time.perf_counter() - t0
+    drafting = {
+        "compiled": lambda: group_drafting(config, compiled=True),
+        "python": lambda: group_drafting(config, compiled=False),
+        "arctic": lambda: arctic_drafting(ARCTIC_DEPTH),
+    }
+    depth = {"compiled": config.max_match, "python": config.max_match, "arctic": ARCTIC_DEPTH}
     timed = {
-        ("row", "compiled"): lambda: rollout_replay(groups, args.gamma, config, compiled=True),
-        ("row", "python"): lambda: rollout_replay(groups, args.gamma, config, compiled=False),
-        ("row", "arctic"): lambda: arctic_replay(groups, args.gamma),
-        ("step", "compiled"): lambda: seer_step_replay(groups, args.gamma, config, compiled=True),
-        ("step", "python"): lambda: seer_step_replay(groups, args.gamma, config, compiled=False),
-        ("step", "arctic"): lambda: arctic_step_replay(groups, args.gamma),
+        (r, k): (lambda r=r, k=k: replay(groups, args.gamma, depth[k], drafting[k](), lockstep=r == "step"))
+        for r in ("row", "step")
+        for k in drafting
     }
     runs: dict[tuple, list] = {(r, k): [] for r in replays for k in impls}
     apps: dict[str, list] = {k: [] for k in impls if k != "arctic"}

@@ -47,24 +47,58 @@ PARAMS = (
     "net",
 )
 
+# the positions of `PARAMS`, by name (numba reads module-level ints as compile-time constants)
+(
+    BASE,
+    WEIGHTS,
+    ALWAYS_BYTES,
+    EXPERT_BYTES,
+    N_EXPERTS,
+    KEEP,
+    BW,
+    KV,
+    KV_BYTES,
+    LINEAR,
+    LIN_PER_TOKEN,
+    LOGIT_FLOPS,
+    PEAK,
+    ATTENTION,
+    ATTN_FLOPS,
+    SCORES,
+    SCORE_BYTES,
+    TP,
+    TWO_L,
+    TP_LATENCY,
+    TP_HIDDEN,
+    RING,
+    LINK,
+    EP,
+    TWO_MOE,
+    EP_LATENCY,
+    DP,
+    TOP_K,
+    EP_HIDDEN,
+    NET,
+) = range(len(PARAMS))
+
 
 @njit(cache=True)
 def price_step(p, t, kv_tokens, attn_pairs, score_pairs, logits):  # pragma: no cover - compiled
     """Seconds of one step (p: `CostModel.price_params`) from its new tokens, KV tokens read, attention and score
     pairs and logit rows."""
-    touched = p[4] * (1.0 - p[5] ** t) if p[4] != 0.0 else 0.0
+    touched = p[N_EXPERTS] * (1.0 - p[KEEP] ** t) if p[N_EXPERTS] != 0.0 else 0.0
     comm = 0.0
-    if p[17] != 0.0:
-        comm = comm + p[18] * (p[19] + t * p[20] * 2 * p[21] / p[22])
-    if p[23] != 0.0:
-        comm = comm + p[24] * (p[25] + t / p[26] * p[27] * p[28] * 2 / p[29])
+    if p[TP] != 0.0:
+        comm = comm + p[TWO_L] * (p[TP_LATENCY] + t * p[TP_HIDDEN] * 2 * p[RING] / p[LINK])
+    if p[EP] != 0.0:
+        comm = comm + p[TWO_MOE] * (p[EP_LATENCY] + t / p[DP] * p[TOP_K] * p[EP_HIDDEN] * 2 / p[NET])
     return (
-        p[0]
-        + p[1] * (p[2] + touched * p[3]) / p[6]
-        + p[7] * kv_tokens * p[8] / p[6]
-        + p[9] * (t * p[10] + logits * p[11]) / p[12]
-        + p[13] * attn_pairs * p[14] / p[12]
-        + p[15] * score_pairs * p[16] / p[6]
+        p[BASE]
+        + p[WEIGHTS] * (p[ALWAYS_BYTES] + touched * p[EXPERT_BYTES]) / p[BW]
+        + p[KV] * kv_tokens * p[KV_BYTES] / p[BW]
+        + p[LINEAR] * (t * p[LIN_PER_TOKEN] + logits * p[LOGIT_FLOPS]) / p[PEAK]
+        + p[ATTENTION] * attn_pairs * p[ATTN_FLOPS] / p[PEAK]
+        + p[SCORES] * score_pairs * p[SCORE_BYTES] / p[BW]
         + comm
     )
 

@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from seer.sim.cost_kernels import price_step, price_steps
+from seer.sim.cost_kernels import PARAMS, price_step, price_steps
 from seer.sim.shapes import Hardware, ModelShape, Parallelism
 
 COEF_KEYS = ("overhead_s", "layer_overhead_s", "weights", "kv", "linear", "attention", "scores")
@@ -184,25 +184,38 @@ class CostModel(AffineDecode):
         c = self.coef
         # decode: T = alpha(B) + beta * sum(ctx), ctx = tokens cached before the step
         self.beta = c.kv * self._kvb / self.bw + c.attention * self._apf / self.peak
-        # the step model's constants in the order `seer.sim.cost_kernels.PARAMS` names them, its sub-expressions
+        # the step model's constants by the names `seer.sim.cost_kernels.PARAMS` gives them, its sub-expressions
         # evaluated once, in the order the formula evaluates them
-        base = c.overhead_s + c.layer_overhead_s * s.layers
-        keep = (1.0 - s.top_k / s.n_experts) if s.n_experts else 0.0
         lat = hw.allreduce_latency_us * 1e-6
-        tp = (
-            (1, 2 * s.layers, lat, s.hidden, 2.0 * (par.tp - 1) / par.tp, hw.link_gbps * 1e9)
-            if par.tp > 1
-            else (0,) * 6
+        vals = dict(
+            base=c.overhead_s + c.layer_overhead_s * s.layers,
+            weights=c.weights,
+            always_bytes=self._always_bytes,
+            expert_bytes=self._expert_bytes,
+            n_experts=s.n_experts,
+            keep=(1.0 - s.top_k / s.n_experts) if s.n_experts else 0.0,
+            bw=self.bw,
+            kv=c.kv,
+            kv_bytes=self._kvb,
+            linear=c.linear,
+            lin_per_token=self._lin_per_token,
+            logit_flops=self._logit_flops,
+            peak=self.peak,
+            attention=c.attention,
+            attn_flops=self._apf,
+            scores=c.scores,
+            score_bytes=self._score_bytes,
         )
-        ep = (0,) * 7
+        vals.update(dict.fromkeys(("tp", "two_l", "tp_latency", "tp_hidden", "ring", "link"), 0))
+        if par.tp > 1:
+            vals.update(tp=1, two_l=2 * s.layers, tp_latency=lat, tp_hidden=s.hidden, ring=2.0 * (par.tp - 1) / par.tp)
+            vals.update(link=hw.link_gbps * 1e9)
+        vals.update(dict.fromkeys(("ep", "two_moe", "ep_latency", "dp", "top_k", "ep_hidden", "net"), 0))
         if par.dp > 1 and s.n_experts:
-            ep = (1, 2 * s.moe_layers, lat, par.dp, s.top_k, s.hidden, hw.network_gbps * 1e9)
-        self.price_params = np.array(
-            [base, c.weights, self._always_bytes, self._expert_bytes, s.n_experts, keep, self.bw, c.kv, self._kvb]
-            + [c.linear, self._lin_per_token, self._logit_flops, self.peak, c.attention, self._apf, c.scores]
-            + [self._score_bytes, *tp, *ep],
-            dtype=np.float64,
-        )
+            vals.update(ep=1, two_moe=2 * s.moe_layers, ep_latency=lat, dp=par.dp, top_k=s.top_k, ep_hidden=s.hidden)
+            vals.update(net=hw.network_gbps * 1e9)
+        assert vals.keys() == set(PARAMS), set(PARAMS) ^ vals.keys()
+        self.price_params = np.array([vals[k] for k in PARAMS], dtype=np.float64)
 
     @property
     def kv_bytes_per_token(self) -> float:

@@ -95,8 +95,9 @@ class SimInstance:
         self._arrivals = 0
         self._idle_reported = False
         if spec is not None:  # per request; a driver passes one table to all its instances (fewer cache lines)
-            n = max(true_output_len, default=-1) + 1
-            self.stats.spec_by_request = spec_counts if spec_counts is not None else np.zeros((n, 3), np.int64)
+            if spec_counts is None:
+                spec_counts = np.zeros((max(true_output_len, default=-1) + 1, 3), np.int64)
+            self.stats.spec_by_request = spec_counts
         self._spec_view: dict | None = None
         self._view: tuple | None = None  # (state key, InstanceView): views are read far more often than changed
         run = self._run() if changes is None else marking_suspensions(self._run(), self._changed)

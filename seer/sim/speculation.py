@@ -159,7 +159,7 @@ class ParametricAcceptance:
     def expected_advance(self, gamma: int) -> float:
         """Tokens per verify step at the model's best acceptance and `gamma` drafts: (1 - a^(g+1)) / (1 - a).
         An expectation, not a ceiling: a draw can accept every draft token."""
-        a = float(np.interp(0, self.xs, self.alphas)) if self.own_only else float(self.alphas.max())
+        a = float(self.alpha_of_n[0]) if self.own_only else float(self.alphas.max())
         return (1 - a ** (gamma + 1)) / (1 - a) if a < 1 else float(gamma + 1)
 
     def commit_many(self, rids: np.ndarray, generated: np.ndarray) -> None:
@@ -185,9 +185,8 @@ class ParametricAcceptance:
     def plan(
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
-        gdraw = max(int(gammas.max()), 1) if len(rids) else 1
         b, a, adv = parametric_plan(
-            self.rng.random((len(rids), horizon, gdraw)),
+            self._uniforms(len(rids), gammas, horizon),
             np.asarray(rids, np.int64),
             np.asarray(generated, np.int64),
             self.slot,
@@ -201,14 +200,13 @@ class ParametricAcceptance:
         )
         return Plan(b, b, a, adv)  # the model drafts its whole budget (nothing writes a plan: one array for both)
 
+    def _uniforms(self, rows: int, gammas: np.ndarray, horizon: int) -> np.ndarray:
+        """An epoch's draws, rows x horizon x the largest budget (at least 1): the one place the stream is read."""
+        return self.rng.random((rows, horizon, max(int(gammas.max()), 1) if rows else 1))
+
     def _draws(self, rids, generated, gammas, horizon) -> tuple[np.ndarray, np.ndarray]:
-        gmax = int(gammas.max()) if len(rids) else 0
-        alpha = (
-            np.full(len(rids), np.interp(0, self.xs, self.alphas))
-            if self.own_only
-            else self.alpha_reference(rids, generated)
-        )
-        return self.rng.random((len(rids), horizon, max(gmax, 1))), alpha
+        alpha = np.full(len(rids), self.alpha_of_n[0]) if self.own_only else self.alpha_reference(rids, generated)
+        return self._uniforms(len(rids), gammas, horizon), alpha
 
     def plan_reference(
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int

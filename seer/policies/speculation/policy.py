@@ -177,16 +177,13 @@ class SeerPolicy(ContextPolicy):
                     raise RuntimeError("seer policy needs a step-time profile: the backend must call set_step_profile")
                 ctx = iv.kv_used_tokens / iv.running if iv.running else 0.0
                 profile = self._profile
-                times = profile.times(batch, self.gamma_max + 1, ctx)  # every budget's step, in one call
-
-                def step_time(b: int, g: int, batch=batch, ctx=ctx) -> float:
-                    return times[g] if b == batch and g < len(times) else profile(b, 1 + g, ctx)
-
+                # every budget's step in one call: MBA asks only for this batch (probes + others) and g <= gamma_max
+                times = profile.times(batch, self.gamma_max + 1, ctx)
                 g_h, g_l = mba(
                     min(len(probes), batch),
                     batch - min(len(probes), batch),
                     beta,
-                    step_time,
+                    lambda _batch, g: times[g],
                     self.gamma_max,
                     self.lam,
                     self.benefit,

@@ -13,7 +13,7 @@ per instance). Cost should follow scheduling events (epochs + preemptions), not 
     git worktree add /tmp/before 868c219 && \
     python benchmarks/sim_speed.py --against /tmp/before --policies verl,context,seer --presets kimi-k2 --repeats 3
         # this tree against another checkout, run in turn (A B A B ...), each run a fresh process timing the
-        # simulation alone after a small warm-up run; medians and the median of the pair ratios
+        # simulation alone after a small warm-up run; medians, the median of the pair ratios and µs per event
 
 "events" = decode epochs + preemptions + chunks (a chunk is one dispatch and one finish). Writes
 out/bench/sim_speed.json.
@@ -178,8 +178,9 @@ preset, policy = sys.argv[1], sys.argv[2]
 run(Setup.from_preset(preset, prompts=8), policy, progress=False)  # compiled kernels loaded, not timed
 setup = Setup.from_preset(preset)
 t0 = time.perf_counter()
-run(setup, policy, progress=False)
-print(time.perf_counter() - t0)
+s = run(setup, policy, progress=False).summary
+wall = time.perf_counter() - t0
+print(wall, s["epochs"] + s["preemptions"] + s.get("chunks", 0), s["makespan_s"])
 """
 
 
@@ -195,18 +196,32 @@ def against(args) -> None:
     for name in args.presets.split(","):
         for policy in args.policies.split(","):
             walls: dict[str, list[float]] = {"A": [], "B": []}
+            seen: dict[str, tuple[int, float]] = {}  # side -> (events, simulated makespan)
             for _ in range(args.repeats):
                 for side, tree in trees.items():
                     env = {**os.environ, "PYTHONPATH": tree}
                     cmd = [sys.executable, "-c", PAIR_PROBE, name, policy]
-                    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
-                    walls[side].append(float(out.stdout.split()[-1]))
+                    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
+                    if out.returncode:  # one line, as the seer CLI answers bad input
+                        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+                        print(f"sim_speed.py: {tree} could not run {policy} on {name}: {last}", file=sys.stderr)
+                        raise SystemExit(2)
+                    wall, events, makespan = out.stdout.split()[-3:]
+                    walls[side].append(float(wall))
+                    seen[side] = (int(events), float(makespan))
             ratios = [a / b for a, b in zip(walls["A"], walls["B"])]
             row = {"preset": name, "policy": policy, "a_s": walls["A"], "b_s": walls["B"]}
             row["ratio_median"] = statistics.median(ratios)
+            row["a_events"], row["b_events"] = seen["A"][0], seen["B"][0]
+            row["same_result"] = seen["A"] == seen["B"]  # the same events and makespan: the same simulation
             rows.append(row)
             a, b = statistics.median(walls["A"]), statistics.median(walls["B"])
-            print(f"{name:<14}{policy:>10}  A {a:8.2f} s   B {b:8.2f} s   A/B {row['ratio_median']:.3f}", flush=True)
+            per = f"µs/event A {1e6 * a / row['a_events']:.0f}  B {1e6 * b / row['b_events']:.0f}"
+            same = "" if row["same_result"] else "  (the trees simulate differently: events or makespan differ)"
+            print(
+                f"{name:<14}{policy:>10}  A {a:8.2f} s   B {b:8.2f} s   A/B {row['ratio_median']:.3f}   {per}{same}",
+                flush=True,
+            )
     write_text_atomic(args.out, json.dumps(rows, indent=2))
     print(f"wrote {args.out}")
 

@@ -180,7 +180,7 @@ setup = Setup.from_preset(preset)
 t0 = time.perf_counter()
 s = run(setup, policy, progress=False).summary
 wall = time.perf_counter() - t0
-print(wall, s["epochs"] + s["preemptions"] + s.get("chunks", 0), s["makespan_s"])
+print(wall, s["epochs"] + s["preemptions"] + s["chunks"], s["makespan_s"])
 """
 
 
@@ -196,7 +196,7 @@ def against(args) -> None:
     for name in args.presets.split(","):
         for policy in args.policies.split(","):
             walls: dict[str, list[float]] = {"A": [], "B": []}
-            seen: dict[str, tuple[int, float]] = {}  # side -> (events, simulated makespan)
+            seen: dict[str, set] = {"A": set(), "B": set()}  # side -> {(events, simulated makespan)} over its runs
             for _ in range(args.repeats):
                 for side, tree in trees.items():
                     env = {**os.environ, "PYTHONPATH": tree}
@@ -208,12 +208,13 @@ def against(args) -> None:
                         raise SystemExit(2)
                     wall, events, makespan = out.stdout.split()[-3:]
                     walls[side].append(float(wall))
-                    seen[side] = (int(events), float(makespan))
+                    seen[side].add((int(events), float(makespan)))
             ratios = [a / b for a, b in zip(walls["A"], walls["B"])]
             row = {"preset": name, "policy": policy, "a_s": walls["A"], "b_s": walls["B"]}
             row["ratio_median"] = statistics.median(ratios)
-            row["a_events"], row["b_events"] = seen["A"][0], seen["B"][0]
-            row["same_result"] = seen["A"] == seen["B"]  # the same events and makespan: the same simulation
+            (row["a_events"], _), (row["b_events"], _) = min(seen["A"]), min(seen["B"])
+            # every run of both trees gave the same events and makespan: the same simulation
+            row["same_result"] = len(seen["A"]) == 1 and seen["A"] == seen["B"]
             rows.append(row)
             a, b = statistics.median(walls["A"]), statistics.median(walls["B"])
             per = f"µs/event A {1e6 * a / row['a_events']:.0f}  B {1e6 * b / row['b_events']:.0f}"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from seer.policies.speculation import DraftConfig, GroupDrafter, SuffixIndex
 from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
-from seer.policies.speculation.suffix import _P
+from seer.policies.speculation.suffix import _P, EMPTY
 
 settings_ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -197,6 +197,7 @@ def test_group_drafter_compiled_equals_reference_and_batches_equal_rows(case):
     ctxs.append([1, 2])
     want = [ref.propose_group(g, c, 3, 2) for g, c in zip(gids, ctxs)]
     assert comp.propose_group_batch(gids, ctxs, [3] * len(gids), [2] * len(gids)) == want
+    assert comp.propose_group_batch([7, 7], [[1, 2], [0]], [3, 3]) == [EMPTY, EMPTY]  # rows of one unknown index
 
 
 def test_refusals():

@@ -208,17 +208,11 @@ class CompiledSuffixIndex:
         if need & kern.NEED_TABLE:
             grow["tcap"] = _pow2(4 * (meta[kern.NKEYS] + k * self.max_match))
         if need & kern.NEED_BUF:  # pack the segments into a larger buffer, leaving room for this one
-            rows = len(self._slot)
-            caps = self._slots[:rows, kern.CAP].copy()
-            caps[s] = max(2 * caps[s], self._slots[s, kern.LEN] + k, 16)
-            buf = np.zeros(max(2 * self._buf.shape[0], 2 * int(caps.sum())), np.int64)
-            at = 0
-            for r in range(rows):
-                start, ln = self._slots[r, kern.START], self._slots[r, kern.LEN]
-                buf[at : at + ln] = self._buf[start : start + ln]
-                self._slots[r, kern.START], self._slots[r, kern.CAP] = at, caps[r]
-                at += caps[r]
-            meta[kern.USED], grow["buf"] = at, buf
+            rows, slots = len(self._slot), self._slots
+            cap_s = max(2 * int(slots[s, kern.CAP]), int(slots[s, kern.LEN]) + k, 16)
+            words = int(slots[:rows, kern.CAP].sum()) - int(slots[s, kern.CAP]) + cap_s
+            buf = np.zeros(max(2 * self._buf.shape[0], 2 * words), np.int64)
+            meta[kern.USED], grow["buf"] = kern.pack_kernel(self._buf, buf, slots, rows, s, cap_s), buf
         self._regrow(**grow)
 
     def remove(self, sid: int) -> None:
@@ -357,17 +351,20 @@ class CompiledSuffixIndex:
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
         self._flush()
-        flat, spec, o = [], [], 0
-        for r, context in enumerate(contexts):
-            lo = len(flat)
-            flat += self._tail(context)
-            d = int(max_depths[r])
-            t = d * topk if max_tokens is None else int(max_tokens[r])
-            spec.append((lo, len(flat), o, d, t, 0, 0))
-            o += max(0, min(t, d * max(topk, 1))) if d > 0 else 0
-        if not spec:
+        if not len(contexts):
             return []
-        rows, work, vis = np.array(spec, dtype=np.int64), self._room(o), self._visible(visible or {})
+        mm, wide = self.max_match, max(topk, 1)
+        if max_tokens is None:
+            max_tokens = [int(d) * topk for d in max_depths]
+        # rows of (context start, end, output offset, max_depth, max_tokens, n, m), flat: one conversion
+        flat, spec, o = [], [], 0
+        for context, d, t in zip(contexts, max_depths, max_tokens, strict=True):
+            d, t, lo = int(d), int(t), len(flat)
+            flat += context[-mm:] if type(context) is list else self._tail(context)
+            spec += (lo, len(flat), o, d, t, 0, 0)
+            if d > 0 and t > 0:
+                o += min(t, d * wide)
+        rows, work, vis = _array(spec).reshape(-1, 7), self._room(o), self._visible(visible or {})
         try:
             kern.draft_batch_kernel(
                 self._heap, _array(flat), rows, int(topk), float(min_prob), int(min_match), _cap(max_occurrences)
@@ -377,12 +374,13 @@ class CompiledSuffixIndex:
         toks, probs = work[kern.W_TOK, :o].tolist(), self._probs[:o].tolist()
         pars = work[kern.W_PAR, :o].tolist() if topk > 1 else None
         out = []
-        for _, _, at, _, _, n, m in rows.tolist():
+        for at, n, m in zip(rows[:, 2].tolist(), rows[:, 5].tolist(), rows[:, 6].tolist()):
             if not m:
                 out.append(EMPTY)
                 continue
-            parents = tuple(pars[at : at + n]) if pars is not None else linear_parents(n)
-            out.append(_draft(tuple(toks[at : at + n]), parents, tuple(probs[at : at + n]), m))
+            e = at + n
+            parents = linear_parents(n) if pars is None else tuple(pars[at:e])
+            out.append(_draft(tuple(toks[at:e]), parents, tuple(probs[at:e]), m))
         return out
 
 

@@ -155,6 +155,9 @@ class GroupDrafter:
 
     def _by_index(self, keys: list, contexts, max_depths, max_tokens) -> list[Draft]:
         """Drafts of rows grouped by the index they draft from (rows of an unknown index get none)."""
+        if keys and keys.count(keys[0]) == len(keys):  # one index, as a group's rows in a step: no regrouping
+            idx = self._index.get(keys[0])
+            return [EMPTY] * len(keys) if idx is None else idx.draft_many(contexts, max_depths, max_tokens, *self._args)
         rows: dict[tuple[str, int], list[int]] = {}
         for r, key in enumerate(keys):
             rows.setdefault(key, []).append(r)

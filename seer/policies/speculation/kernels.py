@@ -161,6 +161,21 @@ def apply_pending(buf, slots, table, ent, meta, cmd, n_seg, tail):
 
 
 @njit(cache=True)
+def pack_kernel(old, new, slots, rows, s, cap_s):
+    """Copy the segments of sequence rows [0, rows) from buffer `old` into `new` back to back, each keeping its
+    capacity but row s's, which becomes cap_s; returns the words of `new` used."""
+    at = 0
+    for r in range(rows):
+        start, ln = slots[r, START], slots[r, LEN]
+        new[at : at + ln] = old[start : start + ln]
+        slots[r, START] = at
+        if r == s:
+            slots[r, CAP] = cap_s
+        at += slots[r, CAP]
+    return at
+
+
+@njit(cache=True)
 def rehash_kernel(old, new):
     """Move every key of table `old` into the (larger, empty) table `new`."""
     for i in range(old.shape[0]):

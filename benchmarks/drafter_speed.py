@@ -226,6 +226,10 @@ def arctic_available() -> str | None:
     return None
 
 
+def _rate(run: dict) -> float:
+    return (run["appended"] + run["drafted"]) / run["seconds"]
+
+
 def summarise(runs: list[dict], app: list[tuple[float, int]] | None) -> dict:
     r = runs[0]
     out = {
@@ -233,9 +237,7 @@ def summarise(runs: list[dict], app: list[tuple[float, int]] | None) -> dict:
         "drafted_tokens": r["drafted"],
         "proposals": r["proposals"],
         "tau": r["appended"] / r["steps"],
-        "appended_plus_drafted_tok_per_s": statistics.median(
-            (x["appended"] + x["drafted"]) / x["seconds"] for x in runs
-        ),
+        "appended_plus_drafted_tok_per_s": statistics.median(_rate(x) for x in runs),
         "us_per_proposal_incl_append": statistics.median(x["seconds"] / x["proposals"] * 1e6 for x in runs),
         "seconds_median": statistics.median(x["seconds"] for x in runs),
     }
@@ -307,12 +309,16 @@ def main() -> None:
     }
     if "row" in replays:
         result["implementations"] = result["replays"]["row"]  # the key earlier versions wrote
-    for res in result["replays"].values():
+    for r, res in result["replays"].items():
         if "arctic" in res:
             for k in res:
                 res[k]["x_arctic"] = (
                     res[k]["appended_plus_drafted_tok_per_s"] / res["arctic"]["appended_plus_drafted_tok_per_s"]
                 )
+                # the same ratio within each repeat (the two ran back to back), so that the machine's drift
+                # between repeats cancels: its median and range
+                pairs = [_rate(x) / _rate(a) for x, a in zip(runs[r, k], runs[r, "arctic"])]
+                res[k]["x_arctic_pairs"] = {"median": statistics.median(pairs), "min": min(pairs), "max": max(pairs)}
     write_text_atomic(args.out, json.dumps(result, indent=2))
     print(
         f"{result['requests']:,} requests in {result['groups']} groups, gamma {args.gamma}; medians of {args.repeats}"
@@ -323,7 +329,10 @@ def main() -> None:
         print(f"  {REPLAYS[r]}:")
         for k, x in res.items():
             extra = f", appends alone {x['append_only_tok_per_s']:,.0f} tok/s" if "append_only_tok_per_s" in x else ""
-            ratio = f", {x['x_arctic']:.2f}x arctic" if "x_arctic" in x else ""
+            ratio = ""
+            if "x_arctic" in x and k != "arctic":
+                p = x["x_arctic_pairs"]
+                ratio = f", {x['x_arctic']:.2f}x arctic (per repeat {p['median']:.2f}, {p['min']:.2f}-{p['max']:.2f})"
             print(
                 f"    {k:<9} tau {x['tau']:.2f}: {x['appended_plus_drafted_tok_per_s']:,.0f} appended + drafted tok/s, "
                 f"{x['us_per_proposal_incl_append']:.1f} us per step{extra}{ratio}"

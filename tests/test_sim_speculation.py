@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import simpy
@@ -13,10 +14,11 @@ from hypothesis import strategies as st
 
 from seer.core import Chunk, ChunkFinished, Request
 from seer.policies import make_policy
+from seer.policies.speculation import DraftConfig
 from seer.sim.cluster import ClusterConfig
 from seer.sim.driver import SimDriver, simulate
 from seer.sim.instance import InstanceConfig, SimInstance
-from seer.sim.speculation import ParametricAcceptance
+from seer.sim.speculation import ExactReplay, ParametricAcceptance
 
 
 def small_cluster(**kw) -> ClusterConfig:
@@ -127,6 +129,67 @@ def spec_workloads(draw):
             )
     policy = draw(st.sampled_from(["seer", "seer:speculation=fixed:gamma=3", "seer:scope=own:topk=2"]))
     return pd.DataFrame(rows), cluster, policy
+
+
+@st.composite
+def replay_states(draw):
+    """An exact replay part-way through a rollout: recorded outputs over a small alphabet (so drafts match), some
+    tokens committed, some requests finished (scope global caches them), and a batch of rows to plan."""
+    max_match = draw(st.integers(1, 5))
+    config = DraftConfig(
+        scope=draw(st.sampled_from(["own", "group", "global"])),
+        max_match=max_match,
+        min_match=draw(st.integers(1, min(2, max_match))),
+        topk=draw(st.integers(1, 3)),
+        min_prob=draw(st.sampled_from([0.0, 0.1, 0.4])),
+        max_occurrences=draw(st.sampled_from([1, 4, 16])),
+        max_cached=draw(st.integers(0, 4)),
+    )
+    n = draw(st.integers(1, 8))
+    group_of = {r: r % draw(st.integers(1, 3)) for r in range(n)}
+    outputs = {r: draw(st.lists(st.integers(0, 3), min_size=1, max_size=30)) for r in range(n)}
+    prompts = {g: draw(st.lists(st.integers(0, 3), max_size=6)) for g in set(group_of.values()) if draw(st.booleans())}
+    spec = ExactReplay(config, outputs, group_of, prompts)
+    live = []
+    for r in range(n):
+        done = draw(st.integers(0, len(outputs[r])))
+        spec.commit(r, done)
+        if done == len(outputs[r]) and draw(st.booleans()):
+            spec.finish(r)
+        elif done < len(outputs[r]):
+            live.append((r, done))
+    assume(live)
+    rows = draw(st.lists(st.sampled_from(live), min_size=1, max_size=len(live), unique=True))
+    rids = np.array([r for r, _ in rows], np.int64)
+    generated = np.array([g for _, g in rows], np.int64)
+    remaining = np.array([draw(st.integers(1, len(outputs[r]) - g)) for r, g in rows], np.int64)
+    gammas = np.array([draw(st.integers(0, 9)) for _ in rows], np.int64)
+    return spec, rids, generated, remaining, gammas, draw(st.integers(1, 6))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(state=replay_states())
+def test_the_compiled_exact_plan_equals_drafting_step_by_step(state):
+    """`ExactReplay.plan` (one compiled pass per index) against `plan_reference` (`propose` and `accepted_length`
+    per row and step): every budget, draft length, acceptance and advance."""
+    spec, *args = state
+    got, want = spec.plan(*args), spec.plan_reference(*args)
+    for name in ("budget", "drafted", "accepted", "advance"):
+        assert getattr(got, name).tolist() == getattr(want, name).tolist(), name
+
+
+def test_the_compiled_exact_plan_keeps_the_group_draft_on_a_score_tie():
+    # scope global: after a 7 the group's own text continues with 1 and the cached response of another group with
+    # 2, each with probability 1; `propose` keeps the group's draft unless the global one scores higher
+    config = DraftConfig(scope="global", max_match=1)
+    spec = ExactReplay(config, {0: [7, 1, 7, 1, 1], 1: [7, 2]}, {0: 0, 1: 1})
+    spec.commit(1, 2)
+    spec.finish(1)
+    spec.commit(0, 3)
+    args = np.array([0]), np.array([3]), np.array([2]), np.array([4]), 1
+    want = spec.plan_reference(*args)
+    assert want.accepted.tolist() == [[1]]
+    assert spec.plan(*args).accepted.tolist() == [[1]]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

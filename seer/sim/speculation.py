@@ -60,6 +60,18 @@ class ExactReplay:
             self.drafter.add_request(rid, gid, self.prompts.get(gid))
         self.label = f"exact replay of output_ids (drafter scope {config.scope}, top-{config.topk})"
         self.check: list | None = None  # tests: collect (rid, position, token) of every accepted draft token
+        # the recorded tokens flat, for the compiled plan: per request id, where its output and its group's
+        # prompt start in them and how long each is
+        n = max(self.outputs, default=-1) + 1
+        self._at = np.zeros((n, 4), np.int64)
+        out_at = np.cumsum([0] + [len(self.outputs[r]) for r in sorted(self.outputs)])
+        self._truth = np.array([t for r in sorted(self.outputs) for t in self.outputs[r]], np.int64)
+        gids = sorted(self.prompts)
+        prompt_at = dict(zip(gids, np.cumsum([0] + [len(self.prompts[g]) for g in gids]).tolist()))
+        self._prompt_tokens = np.array([t for g in gids for t in self.prompts[g]], np.int64)
+        for r, rid in enumerate(sorted(self.outputs)):
+            gid = group_of[rid]
+            self._at[rid] = out_at[r], len(self.outputs[rid]), prompt_at.get(gid, 0), len(self.prompts.get(gid, ()))
 
     def commit(self, rid: int, generated: int) -> None:
         done = self._appended.get(rid)
@@ -86,6 +98,21 @@ class ExactReplay:
     def plan(
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
+        """Every row's `horizon` steps in one compiled pass per drafter index (`plan_reference` step by step in
+        Python, which the tests' `check` hook uses)."""
+        if self.check is not None or not self.drafter.compiled:
+            return self.plan_reference(rids, generated, remaining, gammas, horizon)
+        rids = np.asarray(rids, np.int64)
+        rows = np.empty((len(rids), 7), np.int64)
+        rows[:, :4] = self._at[rids]
+        rows[:, 4], rows[:, 5], rows[:, 6] = generated, remaining, gammas
+        b, d, a, adv = self.drafter.replay(rids.tolist(), rows, self._truth, self._prompt_tokens, horizon)
+        return Plan(b, d, a, adv)
+
+    def plan_reference(
+        self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
+    ) -> Plan:
+        """`plan` with `GroupDrafter.propose` and `accepted_length`, row by row and step by step."""
         B = len(rids)
         b = np.zeros((B, horizon), np.int64)
         d = np.zeros((B, horizon), np.int64)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from seer.core.traits import SCOPES, DraftConfig
 from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
@@ -152,6 +154,25 @@ class GroupDrafter:
     ) -> list[Draft]:
         """`propose_group` for many rows; equal to calling it row by row."""
         return self._by_index([("group", g) for g in group_ids], contexts, max_depths, max_tokens)
+
+    def replay(
+        self, request_ids: Sequence[int], rows: np.ndarray, truth: np.ndarray, prompts: np.ndarray, horizon: int
+    ) -> np.ndarray:
+        """Verify steps of many requests replayed against their recorded outputs with every index frozen (the
+        compiled drafter only): `CompiledSuffixIndex.replay` once per index, rows[r] for request_ids[r]. Equal to
+        `propose(rid, context, budget, budget)` and `accepted_length` step by step, row by row."""
+        if not self.compiled:
+            raise ValueError("replay needs the compiled drafter")
+        plan = np.zeros((4, len(request_ids), horizon), np.int64)
+        by_key: dict[tuple[str, int], list[int]] = {}
+        for r, rid in enumerate(request_ids):
+            by_key.setdefault(self._where[rid][0], []).append(r)
+        c = self.config
+        for key, rs in by_key.items():
+            plan[:, rs] = self._index[key].replay(
+                self._global, truth, prompts, rows[rs], horizon, c.topk, c.min_prob, c.min_match, c.max_occurrences
+            )
+        return plan
 
     def _by_index(self, keys: list, contexts, max_depths, max_tokens) -> list[Draft]:
         """Drafts of rows grouped by the index they draft from (rows of an unknown index get none)."""

@@ -252,6 +252,30 @@ def test_acceptance_ceiling_is_the_longest_copyable_continuation(out, gamma, sib
     assert least_steps(5, ceiling, gamma)[0] == steps
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    outs=st.lists(st.lists(st.integers(0, 2), max_size=25), min_size=1, max_size=5),
+    prompt=st.lists(st.integers(0, 2), max_size=8),
+    gamma=st.integers(1, 6),
+    scope=st.sampled_from(["group", "own"]),
+)
+def test_a_groups_ceilings_at_once_are_each_members_brute_force(outs, prompt, gamma, scope):
+    """`acceptance_ceilings` for every member of a group in one pass: each member's A(g) by brute force, its text
+    the prompt plus (scope group) its siblings' whole responses."""
+    import numpy as np
+
+    from seer.sim.spec_bound import _gram_hashes, acceptance_ceilings
+
+    own = [_gram_hashes(np.asarray(o, np.int64), gamma) for o in outs]
+    prompt_grams = _gram_hashes(np.asarray(prompt, np.int64), gamma)
+    pool = own + [prompt_grams] if scope == "group" else [prompt_grams]
+    text = [[np.unique(np.concatenate([p[k] for p in pool]), return_counts=True)] for k in range(gamma)]
+    got = acceptance_ceilings([len(o) for o in outs], own, text, gamma, own_in_text=scope == "group")
+    for r, out in enumerate(outs):
+        sibs = [prompt] + ([o for i, o in enumerate(outs) if i != r] if scope == "group" else [])
+        assert got[r].tolist() == _brute_ceiling(out, sibs, gamma)
+
+
 def test_exact_replay_bound_is_at_least_the_gamma_ceiling():
     trace = token_trace(4, groups=3, G=4)
     res = simulate(trace, small_cluster(), make_policy("seer"), progress=False).summary

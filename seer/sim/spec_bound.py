@@ -52,22 +52,51 @@ def acceptance_ceiling(
     """A(g) for g = 0..L-1. `text[k-1]` = (unique hashes, counts) of the k-grams available whole (prompt,
     siblings, ...; when `own_in_text`, including this request's own output, which is subtracted again);
     `own[k-1]` = this request's k-gram hashes by position."""
-    L = len(out)
-    ok = np.ones(L, bool)
-    ceiling = np.zeros(L, np.int64)
+    return acceptance_ceilings([len(out)], [own], [[t] for t in text], gamma, own_in_text)[0]
+
+
+def acceptance_ceilings(
+    lengths: Sequence[int],
+    own: Sequence[list[np.ndarray]],
+    text: list[list[tuple[np.ndarray, np.ndarray]]],
+    gamma: int,
+    own_in_text: bool = True,
+) -> list[np.ndarray]:
+    """`acceptance_ceiling` for several requests that read the same text (a group) at once, a few numpy passes per
+    k for all of them instead of per request. Request r has `lengths[r]` tokens and k-gram hashes `own[r]`; the
+    text's k-gram counts are the sum over the tables of `text[k-1]` (unique hashes, counts)."""
+    lens = np.asarray(lengths, np.int64)
+    base = np.concatenate([[0], np.cumsum(lens)])
+    owner_of = np.repeat(np.arange(len(lens)), lens)
+    pos_of = np.arange(base[-1]) - base[owner_of]
+    ok = np.ones(base[-1], bool)  # position still copyable for every k so far
+    ceiling = np.zeros(base[-1], np.int64)
     for k in range(1, gamma + 1):
-        h = own[k - 1]
-        n = len(h)
-        if n == 0:
+        n = np.maximum(lens - k + 1, 0)  # k-grams of each request
+        if not n.any():
             break
-        keys, first, mine = np.unique(h, return_index=True, return_counts=True)
-        elsewhere = _count(*text[k - 1], h) - (_count(keys, mine, h) if own_in_text else 0) > 0
+        h = np.concatenate([own[r][k - 1] for r in range(len(lens))])
+        owner = np.repeat(np.arange(len(lens)), n)
+        pos = np.arange(len(h)) - np.repeat(np.cumsum(n) - n, n)
+        in_text = sum(_count(keys, counts, h) for keys, counts in text[k - 1])
+        # per (request, k-gram): how often it occurs in the request's own output, and where first
+        order = np.lexsort((h, owner))  # stable: a k-gram's positions stay in order
+        ho, oo = h[order], owner[order]
+        starts = np.flatnonzero(np.concatenate([[True], (ho[1:] != ho[:-1]) | (oo[1:] != oo[:-1])]))
+        run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(h))))
+        mine, first = np.empty(len(h), np.int64), np.empty(len(h), np.int64)
+        mine[order] = np.diff(np.append(starts, len(h)))[run]
+        first[order] = pos[order][starts][run]
+        elsewhere = in_text - (mine if own_in_text else 0) > 0
         # the request's own earlier text: an occurrence that ends at or before position g
-        earlier = first[np.searchsorted(keys, h)] + k <= np.arange(n)
-        ok = ok[:n] & (elsewhere | earlier)
-        ceiling[:n] += ok
-    budget = np.maximum(0, np.minimum(gamma, L - 1 - np.arange(L)))
-    return np.minimum(ceiling, budget)
+        earlier = first + k <= pos
+        step = np.zeros(base[-1], bool)  # positions past the last k-gram stay False: nothing longer fits there
+        step[base[owner] + pos] = elsewhere | earlier
+        ok &= step
+        ceiling += ok
+    budget = np.maximum(0, np.minimum(gamma, lens[owner_of] - 1 - pos_of))
+    ceiling = np.minimum(ceiling, budget)
+    return [ceiling[base[r] : base[r + 1]] for r in range(len(lens))]
 
 
 def least_steps(prompt_len: int, ceiling: np.ndarray, gamma: int) -> tuple[int, int]:
@@ -102,16 +131,23 @@ def speculative_minimums(
     arrays = {rid: np.asarray(outputs[rid], np.int64) for rid in outputs}
     own = {rid: _gram_hashes(a, gamma) for rid, a in arrays.items()}
 
-    def pooled(rids, extra=()) -> list[tuple[np.ndarray, np.ndarray]]:
-        parts = [[own[r][k] for r in rids] + [e[k] for e in extra] for k in range(gamma)]
-        return [np.unique(np.concatenate(p) if p else np.zeros(0, np.uint64), return_counts=True) for p in parts]
+    def pooled(parts: list[list[np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(unique hashes, counts) per k of the k-gram hash lists `parts` (one list of per-k arrays each)."""
+        return [
+            np.unique(np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, np.uint64), return_counts=True)
+            for k in range(gamma)
+        ]
 
-    everyone = list(outputs) if scope == "global" else []
+    # every group reads the same responses under scope global: pooled once, not once per group
+    everyone = pooled([own[r] for r in outputs]) if scope == "global" else None
     steps, kv = {}, {}
     for gid, rids in members.items():
-        prompt = [_gram_hashes(np.asarray(prompts.get(gid, ()), np.int64), gamma)]
-        text = pooled((rids if scope == "group" else []) + everyone, prompt)
-        for rid in rids:
-            ceiling = acceptance_ceiling(arrays[rid], text, own[rid], gamma, own_in_text=scope != "own")
+        prompt = _gram_hashes(np.asarray(prompts.get(gid, ()), np.int64), gamma)
+        group = pooled([own[r] for r in rids] + [prompt] if scope == "group" else [prompt])
+        text = [[group[k]] + ([everyone[k]] if everyone else []) for k in range(gamma)]
+        ceilings = acceptance_ceilings(
+            [len(arrays[r]) for r in rids], [own[r] for r in rids], text, gamma, own_in_text=scope != "own"
+        )
+        for rid, ceiling in zip(rids, ceilings):
             steps[rid], kv[rid] = least_steps(prompt_len[rid], ceiling, gamma)
     return steps, kv

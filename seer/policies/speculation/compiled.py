@@ -185,20 +185,22 @@ class CompiledSuffixIndex:
             cmd, n_seg = self._command([], (0, 0, 1, 1, 1))
             done, need, *_ = kern.draft_kernel(self._heap, cmd, 0.0)
             if need:
-                self._apply(cmd, n_seg, done)
+                self._apply(cmd, n_seg, done, need)
 
-    def _apply(self, cmd: np.ndarray, n_seg: int, done: int) -> None:
-        """Apply the appends of `cmd` from number `done` on, growing the arrays whenever one does not fit."""
+    def _apply(self, cmd: np.ndarray, n_seg: int, done: int, need: int) -> None:
+        """Apply the appends of `cmd` from number `done` on, which stopped for want of `need`: grow, then go on with
+        the rest in one call, until all are in."""
         seg = cmd.shape[0] - _TAIL - 2 * n_seg
-        at = int(sum(cmd[seg + 1 : seg + 2 * done : 2]))
-        for a in range(done, n_seg):
-            s, k = int(cmd[seg + 2 * a]), int(cmd[seg + 2 * a + 1])
-            one = np.concatenate([cmd[at : at + k], [s, k, 0, 0, 1, 1, 1, 1, 0]])  # a command: this append only
-            while need := kern.draft_kernel(self._heap, one, 0.0)[1]:
-                if need == kern.BAD_TOKEN:
-                    raise ValueError("token ids must be integers below 2**63 - 1")
-                self._grow(need, s, k)
-            at += k
+        pairs = cmd[seg : seg + 2 * n_seg]
+        at, end = int(pairs[1 : 2 * done : 2].sum()), int(pairs[1::2].sum())  # the append tokens: cmd[:end]
+        while need:
+            if need == kern.BAD_TOKEN:
+                raise ValueError("token ids must be integers below 2**63 - 1")
+            self._grow(need, int(pairs[2 * done]), int(pairs[2 * done + 1]))
+            rest = np.concatenate([cmd[at:end], pairs[2 * done :], [0, 0, 1, 1, 1, n_seg - done, 0]])  # apply only
+            applied, need = kern.draft_kernel(self._heap, rest, 0.0)[:2]
+            at += int(pairs[2 * done + 1 : 2 * (done + applied) : 2].sum())
+            done += applied
 
     def _grow(self, need: int, s: int, k: int) -> None:
         """Make room for appending k tokens to row s (what the kernel reported short)."""
@@ -317,7 +319,7 @@ class CompiledSuffixIndex:
         try:
             done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, float(min_prob))
             if need:  # an append did not fit: grow, finish the appends, then draft with nothing buffered
-                self._apply(cmd, n_seg, done)
+                self._apply(cmd, n_seg, done, need)
                 cmd = _array(ctx + [max_depth, max_tokens, topk, min_match, cap, 0, len(ctx)])
                 _, _, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, float(min_prob))
         finally:

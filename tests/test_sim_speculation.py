@@ -254,26 +254,33 @@ def test_acceptance_ceiling_is_the_longest_copyable_continuation(out, gamma, sib
 
 @settings(max_examples=200, deadline=None)
 @given(
-    outs=st.lists(st.lists(st.integers(0, 2), max_size=25), min_size=1, max_size=5),
-    prompt=st.lists(st.integers(0, 2), max_size=8),
+    groups=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2), max_size=8),  # the prompt
+            st.lists(st.lists(st.integers(0, 2), max_size=20), min_size=1, max_size=4),  # the responses
+        ),
+        min_size=1,
+        max_size=3,
+    ),
     gamma=st.integers(1, 6),
-    scope=st.sampled_from(["group", "own"]),
+    scope=st.sampled_from(["group", "own", "global"]),
 )
-def test_a_groups_ceilings_at_once_are_each_members_brute_force(outs, prompt, gamma, scope):
-    """`acceptance_ceilings` for every member of a group in one pass: each member's A(g) by brute force, its text
-    the prompt plus (scope group) its siblings' whole responses."""
-    import numpy as np
+def test_every_requests_ceiling_at_once_is_its_brute_force(groups, gamma, scope):
+    """`ceilings_by_request` (every request of every group in one pass) against each request's brute force, its
+    text the group's prompt plus its siblings' (scope group) or everyone else's (scope global) whole responses."""
+    from seer.sim.spec_bound import ceilings_by_request
 
-    from seer.sim.spec_bound import _gram_hashes, acceptance_ceilings
-
-    own = [_gram_hashes(np.asarray(o, np.int64), gamma) for o in outs]
-    prompt_grams = _gram_hashes(np.asarray(prompt, np.int64), gamma)
-    pool = own + [prompt_grams] if scope == "group" else [prompt_grams]
-    text = [[np.unique(np.concatenate([p[k] for p in pool]), return_counts=True)] for k in range(gamma)]
-    got = acceptance_ceilings([len(o) for o in outs], own, text, gamma, own_in_text=scope == "group")
-    for r, out in enumerate(outs):
-        sibs = [prompt] + ([o for i, o in enumerate(outs) if i != r] if scope == "group" else [])
-        assert got[r].tolist() == _brute_ceiling(out, sibs, gamma)
+    outputs, group_of, prompts = {}, {}, {}
+    for gid, (prompt, outs) in enumerate(groups):
+        prompts[gid] = prompt
+        for out in outs:
+            group_of[len(outputs)] = gid
+            outputs[len(outputs)] = out
+    got = ceilings_by_request(outputs, group_of, prompts, scope, gamma)
+    for rid, out in outputs.items():
+        others = [o for r, o in outputs.items() if r != rid and (scope == "global" or group_of[r] == group_of[rid])]
+        sibs = [prompts[group_of[rid]]] + (others if scope != "own" else [])
+        assert got[rid].tolist() == _brute_ceiling(out, sibs, gamma), rid
 
 
 def test_exact_replay_bound_is_at_least_the_gamma_ceiling():

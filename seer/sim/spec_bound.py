@@ -116,15 +116,15 @@ def least_steps(prompt_len: int, ceiling: np.ndarray, gamma: int) -> tuple[int, 
     return steps, int((prompt_len + g).sum())
 
 
-def speculative_minimums(
+def ceilings_by_request(
     outputs: Mapping[int, Sequence[int]],
-    prompt_len: Mapping[int, int],
     group_of: Mapping[int, int],
     prompts: Mapping[int, Sequence[int]],
     scope: str,
     gamma: int,
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Per request id: (fewest steps, least KV-read sum) with the best acceptance the drafter's text allows."""
+) -> dict[int, np.ndarray]:
+    """Per request id, A(g): what the drafter could copy under `scope` (own: the group's prompt; group: it and the
+    group's responses; global: it and every response), a group's requests in one `acceptance_ceilings` call."""
     members: dict[int, list[int]] = {}
     for rid, gid in group_of.items():
         members.setdefault(gid, []).append(rid)
@@ -140,7 +140,7 @@ def speculative_minimums(
 
     # every group reads the same responses under scope global: pooled once, not once per group
     everyone = pooled([own[r] for r in outputs]) if scope == "global" else None
-    steps, kv = {}, {}
+    found = {}
     for gid, rids in members.items():
         prompt = _gram_hashes(np.asarray(prompts.get(gid, ()), np.int64), gamma)
         group = pooled([own[r] for r in rids] + [prompt] if scope == "group" else [prompt])
@@ -148,6 +148,20 @@ def speculative_minimums(
         ceilings = acceptance_ceilings(
             [len(arrays[r]) for r in rids], [own[r] for r in rids], text, gamma, own_in_text=scope != "own"
         )
-        for rid, ceiling in zip(rids, ceilings):
-            steps[rid], kv[rid] = least_steps(prompt_len[rid], ceiling, gamma)
+        found.update(zip(rids, ceilings))
+    return found
+
+
+def speculative_minimums(
+    outputs: Mapping[int, Sequence[int]],
+    prompt_len: Mapping[int, int],
+    group_of: Mapping[int, int],
+    prompts: Mapping[int, Sequence[int]],
+    scope: str,
+    gamma: int,
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Per request id: (fewest steps, least KV-read sum) with the best acceptance the drafter's text allows."""
+    steps, kv = {}, {}
+    for rid, ceiling in ceilings_by_request(outputs, group_of, prompts, scope, gamma).items():
+        steps[rid], kv[rid] = least_steps(prompt_len[rid], ceiling, gamma)
     return steps, kv

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from seer.policies.speculation import kernels as kern
+from seer.policies.speculation.batch_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
 _UNLIMITED = 1 << 62
@@ -368,7 +369,7 @@ class CompiledSuffixIndex:
                 o += min(t, d * wide)
         rows, work, vis = _array(spec).reshape(-1, 7), self._room(o), self._visible(visible or {})
         try:
-            kern.draft_batch_kernel(
+            draft_batch_kernel(
                 self._heap, _array(flat), rows, int(topk), float(min_prob), int(min_match), _cap(max_occurrences)
             )
         finally:
@@ -384,36 +385,6 @@ class CompiledSuffixIndex:
             parents = linear_parents(n) if pars is None else tuple(pars[at:e])
             out.append(_draft(tuple(toks[at:e]), parents, tuple(probs[at:e]), m))
         return out
-
-    def replay(
-        self,
-        other: "CompiledSuffixIndex | None",
-        truth: np.ndarray,
-        prompts: np.ndarray,
-        rows: np.ndarray,
-        horizon: int,
-        topk: int = 1,
-        min_prob: float = 0.1,
-        min_match: int = 1,
-        max_occurrences: int | None = 16,
-    ) -> np.ndarray:
-        """Verify steps replayed against recorded outputs, this index (and `other`, the higher-scoring draft
-        winning) frozen: (4, rows, horizon) int64 of budget offered, tokens drafted, accepted and advance per
-        step; rows[r] as `kernels.replay_kernel` reads them. Equal to `draft` and `accepted_length` step by step."""
-        if min_match < 1:
-            raise ValueError("min_match must be >= 1")
-        plan = np.zeros((4, rows.shape[0], horizon), np.int64)
-        if not rows.shape[0]:
-            return plan
-        width = max(int(rows[:, 6].max()), 1)
-        for idx in (self, other) if other is not None else (self,):
-            idx._flush()
-            idx._room(width)
-        kern.replay_kernel(
-            self._heap, (other or self)._heap, other is not None, truth, prompts, rows, horizon, int(topk),
-            float(min_prob), int(min_match), _cap(max_occurrences), plan,
-        )  # fmt: skip
-        return plan
 
 
 def make_index(max_match: int = 8, compiled: bool = True) -> CompiledSuffixIndex | SuffixIndex:

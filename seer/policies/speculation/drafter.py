@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from seer.core.traits import SCOPES, DraftConfig
-from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
+from seer.policies.speculation.batch_kernels import replay_kernel
+from seer.policies.speculation.compiled import CompiledSuffixIndex, _cap, make_index
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
 
 Index = CompiledSuffixIndex | SuffixIndex
@@ -159,19 +160,30 @@ class GroupDrafter:
         self, request_ids: Sequence[int], rows: np.ndarray, truth: np.ndarray, prompts: np.ndarray, horizon: int
     ) -> np.ndarray:
         """Verify steps of many requests replayed against their recorded outputs with every index frozen (the
-        compiled drafter only): `CompiledSuffixIndex.replay` once per index, rows[r] for request_ids[r]. Equal to
+        compiled drafter only): (4, rows, horizon) int64 of budget offered, tokens drafted, accepted and advance
+        per step, rows[r] (as `batch_kernels.replay_kernel` reads them) for request_ids[r]. Equal to
         `propose(rid, context, budget, budget)` and `accepted_length` step by step, row by row."""
         if not self.compiled:
             raise ValueError("replay needs the compiled drafter")
+        c, other = self.config, self._global
         plan = np.zeros((4, len(request_ids), horizon), np.int64)
+        if not len(request_ids):
+            return plan
         by_key: dict[tuple[str, int], list[int]] = {}
         for r, rid in enumerate(request_ids):
             by_key.setdefault(self._where[rid][0], []).append(r)
-        c = self.config
+        width = max(int(rows[:, 6].max()), 1)  # draft budgets: the work rows must hold the longest
         for key, rs in by_key.items():
-            plan[:, rs] = self._index[key].replay(
-                self._global, truth, prompts, rows[rs], horizon, c.topk, c.min_prob, c.min_match, c.max_occurrences
-            )
+            idx = self._index[key]
+            for i in (idx, other) if other is not None else (idx,):
+                i._flush()
+                i._room(width)
+            part = np.zeros((4, len(rs), horizon), np.int64)
+            replay_kernel(
+                idx._heap, (other or idx)._heap, other is not None, truth, prompts, rows[rs], horizon, c.topk,
+                float(c.min_prob), c.min_match, _cap(c.max_occurrences), part,
+            )  # fmt: skip
+            plan[:, rs] = part
         return plan
 
     def _by_index(self, keys: list, contexts, max_depths, max_tokens) -> list[Draft]:

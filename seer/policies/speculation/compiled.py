@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from seer.policies.speculation import kernels as kern
-from seer.policies.speculation.batch_kernels import draft_batch_kernel
+from seer.policies.speculation.row_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
 _UNLIMITED = 1 << 62

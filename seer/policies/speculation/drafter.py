@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from seer.core.traits import SCOPES, DraftConfig
-from seer.policies.speculation.batch_kernels import replay_kernel
 from seer.policies.speculation.compiled import CompiledSuffixIndex, _cap, make_index
+from seer.policies.speculation.row_kernels import replay_kernel
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
 
 Index = CompiledSuffixIndex | SuffixIndex
@@ -161,7 +161,7 @@ class GroupDrafter:
     ) -> np.ndarray:
         """Verify steps of many requests replayed against their recorded outputs with every index frozen (the
         compiled drafter only): (4, rows, horizon) int64 of budget offered, tokens drafted, accepted and advance
-        per step, rows[r] (as `batch_kernels.replay_kernel` reads them) for request_ids[r]. Equal to
+        per step, rows[r] (as `row_kernels.replay_kernel` reads them) for request_ids[r]. Equal to
         `propose(rid, context, budget, budget)` and `accepted_length` step by step, row by row."""
         if not self.compiled:
             raise ValueError("replay needs the compiled drafter")

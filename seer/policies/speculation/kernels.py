@@ -1,5 +1,5 @@
 """Numba kernels of `compiled.CompiledSuffixIndex`: `suffix.SuffixIndex`'s m-gram index and `suffix.build_draft`
-over flat int64 arrays. Touch `batch_kernels.py` after changing this file: numba's cache checks a kernel's own file.
+over flat int64 arrays. Touch `row_kernels.py` after changing this file: numba's cache checks a kernel's own file.
 
 State: one int64 heap (owned and grown by the class; a kernel reports what is short, never reallocates), so a
 call passes one array, not six (passing an argument costs more than a draft's arithmetic). Its header (HDR

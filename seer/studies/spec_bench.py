@@ -18,8 +18,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError
+from seer.policies.speculation.compiled import make_index
 from seer.policies.speculation.ngram import ngram_propose
-from seer.policies.speculation.suffix import SuffixIndex, accepted_length
+from seer.policies.speculation.suffix import accepted_length
 
 _PROMPT, _OWN = 0, 1
 
@@ -131,7 +132,7 @@ def _replay_request(
     out, G = outs[j], len(outs)
     for n in refs:
         n_eff = min(n, G - 1)
-        index = SuffixIndex(max_match)
+        index = make_index(max_match)
         if prompt:
             index.extend(_PROMPT, prompt)
         index.extend(_OWN, out)

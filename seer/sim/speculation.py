@@ -40,6 +40,12 @@ class Plan:
     advance: np.ndarray
 
 
+def _flat(seqs: list[list[int]]) -> tuple[np.ndarray, list[int]]:
+    """The sequences back to back as one int64 array, and where each starts in it."""
+    starts = np.cumsum([0] + [len(x) for x in seqs[:-1]]).tolist() if seqs else []
+    return np.concatenate([np.asarray(x, np.int64) for x in seqs] + [np.zeros(0, np.int64)]), starts
+
+
 class ExactReplay:
     """Exact acceptance from recorded output tokens and the project's group drafter."""
 
@@ -62,16 +68,14 @@ class ExactReplay:
         self.check: list | None = None  # tests: collect (rid, position, token) of every accepted draft token
         # the recorded tokens flat, for the compiled plan: per request id, where its output and its group's
         # prompt start in them and how long each is
-        n = max(self.outputs, default=-1) + 1
-        self._at = np.zeros((n, 4), np.int64)
-        out_at = np.cumsum([0] + [len(self.outputs[r]) for r in sorted(self.outputs)])
-        self._truth = np.array([t for r in sorted(self.outputs) for t in self.outputs[r]], np.int64)
-        gids = sorted(self.prompts)
-        prompt_at = dict(zip(gids, np.cumsum([0] + [len(self.prompts[g]) for g in gids]).tolist()))
-        self._prompt_tokens = np.array([t for g in gids for t in self.prompts[g]], np.int64)
-        for r, rid in enumerate(sorted(self.outputs)):
+        rids, gids = sorted(self.outputs), sorted(self.prompts)
+        self._truth, out_at = _flat([self.outputs[r] for r in rids])
+        self._prompt_tokens, prompt_at = _flat([self.prompts[g] for g in gids])
+        prompt_at = dict(zip(gids, prompt_at))
+        self._at = np.zeros((max(rids, default=-1) + 1, 4), np.int64)
+        for rid, at in zip(rids, out_at):
             gid = group_of[rid]
-            self._at[rid] = out_at[r], len(self.outputs[rid]), prompt_at.get(gid, 0), len(self.prompts.get(gid, ()))
+            self._at[rid] = at, len(self.outputs[rid]), prompt_at.get(gid, 0), len(self.prompts.get(gid, ()))
 
     def commit(self, rid: int, generated: int) -> None:
         done = self._appended.get(rid)

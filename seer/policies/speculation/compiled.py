@@ -136,6 +136,13 @@ class CompiledSuffixIndex:
             self._regrow(wcap=_pow2(n))
         return self._work
 
+    def ready(self, width: int) -> np.ndarray:
+        """The heap, for a kernel that reads the index as it is now: buffered appends applied, room for `width`
+        draft tokens in the work rows (`row_kernels.replay_kernel`)."""
+        self._flush()
+        self._room(width)
+        return self._heap
+
     # ---- building ------------------------------------------------------------------------------
 
     def __len__(self) -> int:

@@ -173,15 +173,13 @@ class GroupDrafter:
         for r, rid in enumerate(request_ids):
             by_key.setdefault(self._where[rid][0], []).append(r)
         width = max(int(rows[:, 6].max()), 1)  # draft budgets: the work rows must hold the longest
+        global_heap = other.ready(width) if other is not None else None
         for key, rs in by_key.items():
-            idx = self._index[key]
-            for i in (idx, other) if other is not None else (idx,):
-                i._flush()
-                i._room(width)
+            heap = self._index[key].ready(width)
             part = np.zeros((4, len(rs), horizon), np.int64)
             replay_kernel(
-                idx._heap, (other or idx)._heap, other is not None, truth, prompts, rows[rs], horizon, c.topk,
-                float(c.min_prob), c.min_match, _cap(c.max_occurrences), part,
+                heap, heap if global_heap is None else global_heap, global_heap is not None, truth, prompts,
+                rows[rs], horizon, c.topk, float(c.min_prob), c.min_match, _cap(c.max_occurrences), part,
             )  # fmt: skip
             plan[:, rs] = part
         return plan

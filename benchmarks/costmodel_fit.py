@@ -2,7 +2,8 @@
 
     python benchmarks/costmodel_fit.py [--write]     # --write refreshes seer/presets/coefficients.toml
 
-Reads ../shared/calibration/h100_step_profile.csv (dense GQA models) and h100_moonlight_profile.csv (MLA + MoE).
+Reads benchmarks/data/calibration/h100_step_profile.csv (dense GQA models) and h100_moonlight_profile.csv (MLA +
+MoE), the H100 step profiles described in that folder's README (`--profiles DIR` reads them from elsewhere).
 """
 
 from __future__ import annotations
@@ -19,23 +20,25 @@ from seer.sim.costmodel import COEF_KEYS, family_of
 from seer.sim.shapes import model_shape
 
 ROOT = Path(__file__).resolve().parents[1]
-CAL = ROOT.parent / "shared" / "calibration"
+CAL = ROOT / "benchmarks" / "data" / "calibration"
 OUT = ROOT / "seer" / "presets" / "coefficients.toml"
 
 
-def load_profiles() -> pd.DataFrame:
-    files = [CAL / "h100_step_profile.csv", CAL / "h100_moonlight_profile.csv"]
+def load_profiles(folder: Path = CAL) -> pd.DataFrame:
+    files = [folder / "h100_step_profile.csv", folder / "h100_moonlight_profile.csv"]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        sys.exit(f"costmodel_fit: missing calibration file(s): {', '.join(missing)}")
+        print(f"costmodel_fit: missing calibration file(s): {', '.join(missing)}", file=sys.stderr)
+        sys.exit(2)
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write seer/presets/coefficients.toml")
+    ap.add_argument("--profiles", type=Path, default=CAL, help="folder of the step profiles (default: %(default)s)")
     args = ap.parse_args()
-    df = load_profiles()
+    df = load_profiles(args.profiles)
     fits = fit_profile(df)
     err = fit_errors(df, fits)
     table = err.groupby(["model", "kind"]).ape.agg(rows="size", mape="mean", max_ape="max").reset_index()

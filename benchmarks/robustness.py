@@ -26,6 +26,12 @@ import pandas as pd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("SEER_SHARED", os.path.join(ROOT, "..", "shared"))
 TOT = os.path.join(SHARED, "data", "tot")
+TOT_NOTE = (
+    "The `tot-cot` and `tot-text` workloads convert the Tree-of-Thoughts logs of github.com/princeton-nlp/"
+    "tree-of-thought-llm (`logs/game24/gpt-4_0.7_naive_cot_sample_100_start900_end1000.json`, `logs/text/"
+    "gpt-4_1.0_naive_standard_sample_10_start0_end100.json`, with `24.csv` and `data_100_random_text.txt`), read "
+    "from one folder, `$SEER_SHARED/data/tot` (default `../shared/data/tot`); without them those rows are left out."
+)
 POLICIES = ["verl", "verl-lb", "divided", "context", "context-paper", "oracle", "seer"]
 SPEC = {"context-paper": "context:admission=worst-case:estimate=max-finished:pacing=0"}  # Seer's rules as printed
 NON_ORACLE = ["verl", "verl-lb", "divided", "context", "context-paper", "seer"]
@@ -265,7 +271,7 @@ def write_doc(t: pd.DataFrame, out: str, figure: str, wall: float) -> None:
         "normalised to `verl` on the same workload and instance count; `context-paper` is `context` with the "
         "paper's rules as printed (worst-case chunk reservation, L̂ = longest finished response, always "
         "longest-first). A cell is *KV-bound* when verl preempts in it. Regret: the shortfall against the best "
-        "non-oracle policy.\n",
+        "non-oracle policy. " + TOT_NOTE + "\n",
         f"![heatmap]({os.path.relpath(figure, os.path.dirname(out))})\n",
         "## Targets\n",
         f"- KV-bound cells: {agg['kv_bound_cells']}. Geometric mean × verl over them: context "

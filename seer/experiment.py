@@ -172,6 +172,8 @@ def run_iterations(
                 "throughput_tok_s": s["throughput_tok_s"],
                 "tail_s": s["tail_s"],
                 "preemptions": s["preemptions"],
+                "migrations": s["migrations"],
+                "efficiency": s["efficiency"],
                 "groups_trained": complete,
                 "carried_requests": carried,
             }
@@ -240,8 +242,8 @@ def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requ
         "preemptions": int(round(mean.preemptions)),
         "output_tokens": int(round(mean.output_tokens)),
         "requests": int(requests),
-        "efficiency": math.nan,
-        "migrations": 0,
+        "efficiency": float(mean.efficiency),
+        "migrations": int(round(mean.migrations)),
         "trained_mean_len": float(trained.mean()) if len(trained) else math.nan,
         "trained_samples": int(len(trained)),
     }

@@ -1,4 +1,6 @@
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 from conftest import run_seer
@@ -101,3 +103,12 @@ def test_validate_reports_columns(tmp_path, capsys):
     assert main(["trace", "validate", str(out), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["valid"] and got["samples"] == 6 and "max_tokens" in got["columns"]
+
+
+def test_the_error_that_architecture_md_shows_is_the_one_seer_prints():
+    """docs/architecture.md quotes a refused policy parameter; the quote must stay what the CLI says."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text().splitlines()
+    at = next(i for i, line in enumerate(doc) if line.startswith("$ seer compare") and "chunk_sise" in line)
+    r = run_seer(*shlex.split(doc[at][len("$ seer ") :]), cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 2
+    assert r.stderr.strip() == doc[at + 1]

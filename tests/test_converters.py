@@ -35,6 +35,26 @@ def test_tot_text_gives_100_groups_of_10(shared_data):
     assert df["prompt_len"].min() > 20  # four sentences
 
 
+@pytest.mark.parametrize("layout", ["src/tot/data/24", "data/24", "logs/game24"])
+def test_a_tot_log_finds_its_prompts_where_the_tot_repository_keeps_them(tmp_path, layout):
+    """A log converted as it lies in a clone of tree-of-thought-llm (logs/game24/x.json) finds 24.csv in
+    src/tot/data/24/ (or the older data/24/, or beside the log) without --prompts."""
+    import json
+
+    log = tmp_path / "logs" / "game24" / "x.json"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps([{"idx": 1, "ys": ["4 + 4 = 8\nAnswer: 8 * 3 = 24", "Answer: 24"]}]))
+    csv = tmp_path / layout / "24.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text("Rank,Puzzles\n1,1 1 4 6\n2,1 1 11 11\n")
+    df = validate_trace(convert(str(log), "tot"))
+    assert len(df) == 2 and df["prompt_id"].tolist() == [1, 1]
+    assert load_tokenizer().decode(list(df["prompt_ids"].iloc[0])) == "1 1 11 11"
+    csv.unlink()
+    with pytest.raises(TraceError, match="prompt file"):
+        convert(str(log), "tot")
+
+
 def test_mooncake_and_azure_are_single_sample_groups(shared_data):
     mc = validate_trace(convert(str(shared_data / "mooncake" / "conversation_trace.jsonl"), "mooncake"))
     assert len(mc) == 12031 and mc["prompt_id"].nunique() == 12031 and (mc["sample_id"] == 0).all()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,21 +52,21 @@ def test_kv_capacity_arithmetic():
     assert load_cluster("qwen2-vl-72b").shape.kv_bytes_per_token == 80 * 8 * 128 * 2 * 2
 
 
-def _profiles(shared_data):
-    cal = shared_data.parent / "calibration"
+def _profiles():
+    cal = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "calibration"
     return pd.concat([pd.read_csv(cal / "h100_step_profile.csv"), pd.read_csv(cal / "h100_moonlight_profile.csv")])
 
 
-def test_committed_coefficients_are_the_fit_of_the_profiles(shared_data):
-    fits = fit_profile(_profiles(shared_data))
+def test_committed_coefficients_are_the_fit_of_the_profiles():
+    fits = fit_profile(_profiles())
     for family, coef in fits.items():
         committed = fitted_coefficients(family)
         for key in COEF_KEYS:
             assert getattr(committed, key) == pytest.approx(getattr(coef, key), rel=1e-6, abs=1e-12), (family, key)
 
 
-def test_decode_mape_within_ten_percent(shared_data):
-    df = _profiles(shared_data)
+def test_decode_mape_within_ten_percent():
+    df = _profiles()
     err = fit_errors(df, fit_profile(df))
     assert err[err.kind == "decode"].ape.mean() <= 0.10
     assert err[err.kind == "verify"].ape.mean() <= 0.15

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from conftest import run_seer
 
 from seer.metrics import SUMMARY_KEYS, RolloutResult
@@ -128,6 +129,14 @@ def test_compare_prints_one_table_and_saves_every_result(tmp_path):
         str(tmp_path / "c2"),
     )
     assert "x verl" in table.stdout and "context" in table.stdout
+    # without a verl row there is nothing to compare with: a dash, not "nan"
+    alone = run_seer(
+        "compare", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2", "--policies", "context",
+        "--out", str(tmp_path / "c3"),
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    row = next(line for line in alone.stdout.splitlines() if line.startswith("context"))
+    assert "nan" not in row and row.split()[2] == "-" and row.split()[5] == "-"
 
 
 def test_compare_partial_over_iterations(tmp_path):
@@ -155,3 +164,7 @@ def test_compare_partial_over_iterations(tmp_path):
 
     it = pd.read_parquet(tmp_path / "iterations.parquet")
     assert len(it) == 4 and (it[it.policy == "partial"].carried_requests > 0).all()
+    for p, row in rows.items():  # the compare row holds the per-iteration means, not placeholders
+        mine = it[it.policy == p]
+        assert row["migrations"] == round(mine.migrations.mean())
+        assert row["efficiency"] == pytest.approx(mine.efficiency.mean()) and 0 < row["efficiency"] <= 1

@@ -141,18 +141,22 @@ def _print_compare(setup, rows: list[dict], iterations: int) -> None:
         f"{'preempt':>9}{'migr':>8}" + (f"{'SD tau':>8}" if spec else "")
     )
     for r in rows:
-        eff = "n/a" if not math.isfinite(r["efficiency"]) else f"{100 * r['efficiency']:.0f}%"
-        tau = r.get("spec_tau", math.nan)
-        line = (
-            f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{r['speedup_vs_verl']:>8.2f}"
-            f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{100 * r['tail_reduction']:>8.0f}%{eff:>7}"
-            f"{r['preemptions']:>9,}{r['migrations']:>8,}"
+        eff = "n/a" if not _finite(r["efficiency"]) else f"{100 * r['efficiency']:.0f}%"
+        x, cut, tau = r["speedup_vs_verl"], r["tail_reduction"], r.get("spec_tau")
+        line = (  # "-" where a column has no value (no verl row to compare with, no speculation)
+            f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{f'{x:.2f}' if _finite(x) else '-':>8}"
+            f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{f'{100 * cut:.0f}%' if _finite(cut) else '-':>9}"
+            f"{eff:>7}{r['preemptions']:>9,}{r['migrations']:>8,}"
         )
         if spec:
-            line += f"{tau:>8.2f}" if tau is not None and math.isfinite(tau) else f"{'-':>8}"
+            line += f"{f'{tau:.2f}' if _finite(tau) else '-':>8}"
         print(line)
     for label in sorted({r["speculation"] for r in rows if r.get("speculation")}):
         print(f"speculation: {label}")
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -122,7 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="for csv/jsonl: take schema COLUMN from SOURCE column (repeatable)",
     )
     p.add_argument(
-        "--prompts", help="for tot: the prompt file (default: 24.csv or data_100_random_text.txt beside the log)"
+        "--prompts",
+        help="for tot: the prompt file (default: 24.csv or data_100_random_text.txt beside the log, or where a clone"
+        " of tree-of-thought-llm keeps it)",
     )
     p.add_argument("--max-tokens", type=int_at_least(1), help="set max_tokens on every row")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

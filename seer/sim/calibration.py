@@ -1,4 +1,4 @@
-"""Fitting the cost model to measured step profiles (shared/calibration/*.csv or a real backend's log)."""
+"""Fitting the cost model to measured step profiles (benchmarks/data/calibration/*.csv or a real backend's log)."""
 
 from __future__ import annotations
 

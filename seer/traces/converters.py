@@ -48,11 +48,28 @@ def _tot_task(entries: list) -> str:
     return "text"
 
 
-def _tot_prompts(path: str, task: str, prompts: str | None) -> list[str]:
+def _tot_prompt_file(path: str, task: str) -> str | None:
+    """The prompt file of a log inside a clone of tree-of-thought-llm (logs/<task>/x.json beside
+    src/tot/data/<task>/, or data/<task>/ in the repository's older layout), or next to the log."""
+    name, sub = ("24.csv", "24") if task == "game24" else ("data_100_random_text.txt", "text")
     folder = os.path.dirname(os.path.abspath(path))
-    source = prompts or os.path.join(folder, "24.csv" if task == "game24" else "data_100_random_text.txt")
-    if not os.path.exists(source):
-        raise TraceError(path, f"ToT {task} log needs its prompt file {source} (pass --prompts PATH)")
+    repo = os.path.dirname(os.path.dirname(folder))
+    for source in (
+        os.path.join(folder, name),
+        os.path.join(repo, "src", "tot", "data", sub, name),
+        os.path.join(repo, "data", sub, name),
+    ):
+        if os.path.exists(source):
+            return source
+    return None
+
+
+def _tot_prompts(path: str, task: str, prompts: str | None) -> list[str]:
+    source = prompts or _tot_prompt_file(path, task)
+    if source is None or not os.path.exists(source):
+        name = "24.csv" if task == "game24" else "data_100_random_text.txt"
+        where = source or f"{name} next to the log or in the repository's src/tot/data/"
+        raise TraceError(path, f"ToT {task} log needs its prompt file, not found: {where} (pass --prompts PATH)")
     if task == "game24":
         try:
             table = pd.read_csv(source)

@@ -165,6 +165,33 @@ def test_no_preemption_by_construction(policy, work, chunk):
     assert res.summary["makespan_s"] >= res.summary["lower_bound_s"] * (1 - 1e-9)
 
 
+class _CheckedLongest(ContextPolicy):
+    """`_longest` (a heap with lazily dropped entries) held to a scan of every group after each call."""
+
+    calls = 0
+
+    def _longest(self):
+        waiting = {g: next((r for r in q if r in self._waiting), None) for g, q in self._group_queue.items()}
+        live = [g for g, r in waiting.items() if r is not None]
+        want = waiting[min(live, key=lambda g: (-self.estimate[g], g))] if live else None
+        got = super()._longest()
+        assert got == want
+        _CheckedLongest.calls += 1
+        return got
+
+
+@pytest.mark.parametrize("params", [{}, {"pacing": 0, "estimate": "max-finished"}])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(work=workloads(), chunk=st.sampled_from([4, 16, 64]))
+def test_context_longest_first_is_the_group_with_the_largest_estimate(params, work, chunk):
+    """Longest-first picks the first waiting request of the group with the largest current estimate (ties: the
+    smaller group id), however often estimates moved up and down since entries were pushed."""
+    trace, cluster = work
+    before = _CheckedLongest.calls
+    simulate(trace, cluster, _CheckedLongest(chunk_size=chunk, **params), progress=False)
+    assert _CheckedLongest.calls > before or trace["prompt_id"].nunique() * 2 >= len(trace)
+
+
 def test_streamrl_oracle_keeps_groups_atomic():
     tr = synthesize(SynthConfig(prompts=12, group_size=4, mean_len=200, max_tokens=2000, seed=2))
     cl = ClusterConfig(name="c", model="qwen2.5-7b", instances=3, kv_capacity_tokens=8000, max_tokens=2000)

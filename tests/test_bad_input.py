@@ -86,6 +86,14 @@ FILES = {
     "tokens_short.jsonl": _jsonl([{**ROW, "output_ids": [1, 2]}]),
     "tokens_text.jsonl": _jsonl([{**ROW, "output_ids": "1 2 3"}]),
     "tokens_float.jsonl": _jsonl([{**ROW, "output_ids": [1, 2.5, 3]}]),
+    "tokens_neg.jsonl": _jsonl([{**ROW, "output_ids": [1, -100000, 3]}]),
+    "tokens_huge.jsonl": _jsonl([{**ROW, "output_ids": [1, 2**63, 3]}]),
+    "tokens_u64.parquet": lambda p: pq.write_table(
+        pa.table(
+            {**{k: [v] for k, v in ROW.items()}, "output_ids": pa.array([[1, 2**64 - 1, 3]], pa.list_(pa.uint64()))}
+        ),
+        p,
+    ),
     "over_max.csv": "prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,5,30,20\n",
     "max0.csv": "prompt_id,sample_id,prompt_len,output_len,max_tokens\n0,0,5,0,0\n",
     "latin1.jsonl": b'{"prompt_id": "\xe9", "sample_id": 0, "prompt_len": 5, "output_len": 3}\n',
@@ -147,6 +155,9 @@ CASES = [  # (arguments, words the one line must contain)
     (["trace", "validate", "float.csv"], "2.5"),
     (["trace", "validate", "nan.csv"], "output_len"),
     (["trace", "validate", "huge.csv"], "64-bit"),
+    (["trace", "validate", "tokens_neg.jsonl"], "-100000 is outside 0"),
+    (["trace", "validate", "tokens_huge.jsonl"], "9223372036854775808 is outside 0"),
+    (["trace", "validate", "tokens_u64.parquet"], "18446744073709551615 is outside 0"),
     (["trace", "validate", "bool.jsonl"], "True"),
     (["trace", "validate", "list_id.jsonl"], "prompt_id"),
     (["trace", "validate", "mixed_ids.jsonl"], "mix integers and strings"),

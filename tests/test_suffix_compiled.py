@@ -96,8 +96,9 @@ def test_compiled_index_drafts_exactly_like_the_reference(data, max_match):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), max_match=st.integers(1, 5))
 def test_odd_token_ids_hash_and_collide_like_the_reference(data, max_match):
-    # -1 makes a 2-gram hash equal to a 1-gram's ((0 * B + t + 1) = t + 1); ids >= P wrap; huge ids stay exact
-    alphabet = [-1, 0, 1, 2, _P - 1, _P + 3, -(1 << 62), (1 << 62) + 7]
+    # ids >= P wrap in the hash; huge ids, up to the largest allowed (2**63 - 2), stay exact (negative ids are
+    # refused: see test_refusals)
+    alphabet = [0, 1, 2, _P - 1, _P + 3, (1 << 62) + 7, (1 << 63) - 2]
     _, ops = data.draw(operations(alphabet))
     ref, comp = SuffixIndex(max_match), CompiledSuffixIndex(max_match)
     apply(ops, ref, comp)
@@ -213,6 +214,15 @@ def test_refusals():
     with pytest.raises(ValueError):
         comp.draft([1], 2)
     assert comp.sequence(1) == [1, 2, 3]
+    # negative ids are no vocabulary's (the kernels pad with -1): refused by both, never indexed
+    comp.extend(3, [4, -100000])
+    with pytest.raises(ValueError, match="from 0"):
+        comp.draft([4], 2)
+    assert comp.sequence(3) == [] and comp.draft([4], 2) == EMPTY
+    ref = SuffixIndex(3)
+    with pytest.raises(ValueError, match=">= 0"):
+        ref.extend(1, [4, -1])
+    assert ref.sequence(1) == [] and len(ref) == 0
     assert isinstance(make_index(3), CompiledSuffixIndex) and isinstance(make_index(3, compiled=False), SuffixIndex)
 
 

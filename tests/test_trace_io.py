@@ -31,8 +31,9 @@ def traces(draw, tokens=True):
                 "arrival_s": draw(st.floats(0, 1e4, allow_nan=False)),
             }
             if tokens:
-                row["prompt_ids"] = draw(st.lists(st.integers(0, 49151), min_size=plen, max_size=plen))
-                row["output_ids"] = draw(st.lists(st.integers(0, 49151), min_size=olen, max_size=olen))
+                ids = st.integers(0, 49151) | st.integers(0, 2**63 - 2)  # vocabularies, and ids past int32
+                row["prompt_ids"] = draw(st.lists(ids, min_size=plen, max_size=plen))
+                row["output_ids"] = draw(st.lists(ids, min_size=olen, max_size=olen))
             rows.append(row)
     return pd.DataFrame(rows)
 

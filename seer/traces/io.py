@@ -233,7 +233,26 @@ def _check_token_lists(path: str, df: pd.DataFrame) -> None:
                 raise TraceError(
                     path, f"has {len(cell)} tokens but {length_col} is {lengths[i]}", row=i + 1, column=col
                 )
-        df[col] = [np.asarray(c, dtype=np.int64) for c in cells]
+        df[col] = [_token_array(path, c, i + 1, col) for i, c in enumerate(cells)]
+
+
+def _token_array(path: str, cell, row: int, col: str) -> np.ndarray:
+    """A checked token list as int64: ids are vocabulary indices, from 0 to 2**63 - 2 (the drafter's limit)."""
+
+    def refuse(bad) -> TraceError:
+        return TraceError(
+            path, f"token id {_show(bad)} is outside 0 .. 2**63 - 2 (ids are vocabulary indices)", row=row, column=col
+        )
+
+    if isinstance(cell, np.ndarray) and cell.dtype.kind == "u" and len(cell) and cell.max() >= INT64_MAX:
+        raise refuse(int(cell.max()))  # a cast to int64 would wrap it
+    try:
+        arr = np.asarray(cell, dtype=np.int64)
+    except OverflowError:
+        raise refuse(next(int(t) for t in cell if not -INT64_MAX - 1 <= int(t) <= INT64_MAX)) from None
+    if len(arr) and (arr.min() < 0 or arr.max() == INT64_MAX):
+        raise refuse(int(arr.min()) if arr.min() < 0 else INT64_MAX)
+    return arr
 
 
 def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
@@ -349,10 +368,15 @@ def save_trace(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping | None =
 
 
 def _for_arrow(df: pd.DataFrame) -> pd.DataFrame:
+    """Token lists as int32 where every id of the column fits (half the file), else int64."""
     out = df.copy()
     for col in TOKEN_COLUMNS:
         if col in out.columns:
-            out[col] = [np.asarray(c, dtype=np.int32) for c in out[col]]
+            cells = [np.asarray(c, dtype=np.int64) for c in out[col]]
+            top = max((int(c.max()) for c in cells if len(c)), default=0)
+            low = min((int(c.min()) for c in cells if len(c)), default=0)
+            dtype = np.int32 if np.iinfo(np.int32).min <= low and top <= np.iinfo(np.int32).max else np.int64
+            out[col] = [c.astype(dtype) for c in cells]
     return out
 
 

@@ -17,7 +17,8 @@ min_match, the occurrence cap, the number of appends and the context length (arg
 one by one than to pack).
 
 Departures from the reference, stated: tokens are int64 (ids of 2**63 - 1 and beyond, or not integers, are
-refused, and since appends are buffered the refusal comes at the next lookup, which drops what was buffered),
+refused as negative ids are in both, and since appends are buffered the refusal comes at the next lookup, which
+drops what was buffered),
 `min_match` must be >= 1 (the reference indexes its hash list from the end below 1), and `match` names an
 occurrence's sequence by its id instead of handing out the live token list.
 """
@@ -57,7 +58,7 @@ def _array(cmd: list) -> np.ndarray:
     try:
         return np.array(cmd, dtype=np.int64)
     except (OverflowError, TypeError, ValueError) as e:
-        raise ValueError(f"token ids must be integers below 2**63 - 1 ({e}); buffered appends dropped") from None
+        raise ValueError(f"token ids must be integers from 0 to 2**63 - 2 ({e}); buffered appends dropped") from None
 
 
 def _cap(max_occurrences: int | None) -> int:
@@ -203,7 +204,7 @@ class CompiledSuffixIndex:
         at, end = int(pairs[1 : 2 * done : 2].sum()), int(pairs[1::2].sum())  # the append tokens: cmd[:end]
         while need:
             if need == kern.BAD_TOKEN:
-                raise ValueError("token ids must be integers below 2**63 - 1")
+                raise ValueError("token ids must be integers from 0 to 2**63 - 2")
             self._grow(need, int(pairs[2 * done]), int(pairs[2 * done + 1]))
             rest = np.concatenate([cmd[at:end], pairs[2 * done :], [0, 0, 1, 1, 1, n_seg - done, 0]])  # apply only
             applied, need = kern.draft_kernel(self._heap, rest, 0.0)[:2]

@@ -108,7 +108,7 @@ def _room(buf, slots, table, ent, meta, s, k):
 def _append(buf, slots, table, ent, meta, s, toks, lo, hi):
     """Append toks[lo:hi] to sequence row s; returns 0, or what must grow first (then nothing has changed)."""
     for i in range(lo, hi):
-        if toks[i] == BIG:  # t + 1 would wrap
+        if toks[i] == BIG or toks[i] < 0:  # t + 1 would wrap; negative ids are no vocabulary's (-1 pads)
             return BAD_TOKEN
     need = _room(buf, slots, table, ent, meta, s, hi - lo)
     if need:

@@ -149,6 +149,9 @@ class SuffixIndex:
 
     def extend(self, sid: int, tokens: Iterable[int]) -> None:
         """Append `tokens` to sequence `sid` (a new sequence if unseen)."""
+        toks = _ints(tokens)
+        if toks and min(toks) < 0:
+            raise ValueError(f"token ids must be >= 0, got {min(toks)}")
         seq = self.seqs.get(sid)
         if seq is None:
             seq = self.seqs[sid] = []
@@ -156,7 +159,7 @@ class SuffixIndex:
         hs = self._tail_hashes[sid]
         index, keep = self.index, self.max_match - 1
         pos = len(seq)
-        for t in _ints(tokens):
+        for t in toks:
             t1 = t + 1
             hs = [t1] + [(h * _B + t1) % _P for h in hs[:keep]]
             pos += 1

@@ -1,7 +1,8 @@
 """A recorded real run (the folder `seer run` writes), read and checked before anything uses it.
 
 Every problem is one line naming the folder and the file: a missing file, JSON that does not parse or lacks a
-field of the right type, a Parquet file that cannot be read or lacks a column.
+field of the right type, a Parquet file that cannot be read or lacks a column, a measured step that is not a
+finite number >= 0 (a duration must be > 0), a trace that breaks the schema, or a request the trace lacks.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
 from seer.schema import check_types
+from seer.traces.io import validate_trace
 
 RUN_FILES = ("run.json", "steps.parquet", "trace.parquet", "summary.json", "requests.parquet", "timeline.parquet")
 STEP_COLUMNS = (
@@ -108,13 +111,37 @@ def settings(run_dir: str) -> RunSettings:
     return record
 
 
+def _measured_values(run_dir: str, name: str, df: pd.DataFrame, columns: tuple[str, ...], positive=()) -> None:
+    """Measured columns are numbers, finite and >= 0 (> 0 for `positive`): a fit or a replay of anything else
+    fails far from the cause, or silently reports nonsense."""
+    for col in columns:
+        values = df[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise SeerInputError(f"{run_dir}: {name} column '{col}' holds {values.dtype}, not numbers")
+        v = values.to_numpy(dtype=float)
+        bad = ~np.isfinite(v) | ((v <= 0) if col in positive else (v < 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            need = "> 0" if col in positive else ">= 0"
+            raise SeerInputError(f"{run_dir}: {name} row {i + 1}, column '{col}': {v[i]} (must be finite and {need})")
+
+
 def load_run(run_dir: str) -> RecordedRun:
     """Every file of a run folder, checked."""
     check_run_dir(run_dir)
     steps = _parquet(run_dir, "steps.parquet", STEP_COLUMNS)
-    trace = _parquet(run_dir, "trace.parquet", TRACE_COLUMNS)
-    for name, cols in (("requests.parquet", ("prompt_id", "sample_id", "finish_s")), ("timeline.parquet", ())):
-        _parquet(run_dir, name, cols)
+    _measured_values(run_dir, "steps.parquet", steps, STEP_COLUMNS, positive=("duration_s",))
+    trace = validate_trace(_parquet(run_dir, "trace.parquet", TRACE_COLUMNS), f"{run_dir}/trace.parquet")
+    requests = _parquet(run_dir, "requests.parquet", ("prompt_id", "sample_id", "finish_s"))
+    _parquet(run_dir, "timeline.parquet", ())
+    known = pd.MultiIndex.from_frame(trace[["prompt_id", "sample_id"]])
+    unknown = ~pd.MultiIndex.from_frame(requests[["prompt_id", "sample_id"]]).isin(known)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        pid, sid = requests["prompt_id"].iloc[i], requests["sample_id"].iloc[i]
+        raise SeerInputError(
+            f"{run_dir}: requests.parquet row {i + 1} (prompt {pid!r}, sample {sid}) is not in trace.parquet"
+        )
     try:
         result = RolloutResult.load(run_dir)
     except (KeyError, ValueError, OSError) as exc:

@@ -55,6 +55,12 @@ def _damaged_run(change):
     return write
 
 
+def _edit_steps(folder, edit):
+    steps = pd.read_parquet(folder / "steps.parquet")
+    edit(steps)
+    steps.to_parquet(folder / "steps.parquet")
+
+
 def _edit_json(name, edit):
     def change(folder):
         data = json.loads((folder / name).read_text())
@@ -140,6 +146,13 @@ FILES = {
     "run_nocols": _damaged_run(lambda f: pd.DataFrame({"x": [1]}).to_parquet(f / "trace.parquet")),
     "run_kv0": _damaged_run(_edit_json("summary.json", lambda d: d["summary"].update(kv_capacity_tokens=0))),
     "run_seqs": _damaged_run(_edit_json("run.json", lambda d: d.update(max_num_seqs="many"))),
+    "run_nan": _damaged_run(lambda f: _edit_steps(f, lambda d: d.loc.__setitem__((5, "duration_s"), float("nan")))),
+    "run_zero": _damaged_run(lambda f: _edit_steps(f, lambda d: d.__setitem__("duration_s", 0.0))),
+    "run_negative": _damaged_run(lambda f: _edit_steps(f, lambda d: d.__setitem__("duration_s", -d["duration_s"]))),
+    "run_text": _damaged_run(lambda f: _edit_steps(f, lambda d: d.__setitem__("running", d["running"].astype(str)))),
+    "run_lost": _damaged_run(
+        lambda f: pd.read_parquet(f / "trace.parquet").query("prompt_id != 0").to_parquet(f / "trace.parquet")
+    ),
 }
 
 SIM = ["simulate", "--trace", "good.csv", "--cluster", "moonlight"]
@@ -247,6 +260,11 @@ CASES = [  # (arguments, words the one line must contain)
     (["fidelity", "run_kv0"], "no cluster the simulator can run"),
     (["fidelity", "run_seqs"], "max_num_seqs"),
     (["figures", "--run", "run_badsteps", "--out", "figs"], "not a readable Parquet"),
+    (["fidelity", "run_nan"], "row 6, column 'duration_s': nan"),
+    (["calibrate", "run_zero", "-o", "m.toml"], "column 'duration_s': 0.0 (must be finite and > 0)"),
+    (["figures", "--run", "run_negative", "--out", "figs"], "column 'duration_s'"),
+    (["fidelity", "run_text"], "column 'running' holds"),
+    (["fidelity", "run_lost"], "is not in trace.parquet"),
     (["calibrate", "run_badsteps", "-o", "m.toml"], "not a readable Parquet"),
     ([*SIM, "--policy", "context:pacing=inf"], "pacing must be a finite number"),
     ([*SIM, "--policy", "seer:tick_s=nan"], "tick_s must be a finite number"),

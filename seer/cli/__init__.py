@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"seer: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except MemoryError:  # a size no check caught: still one line, not a traceback
+        print("seer: error: out of memory: the input asks for more than this machine holds", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("seer: interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,8 @@ from seer.sim.costmodel import CostModel
 from seer.sim.shapes import Hardware, Parallelism, model_shape
 
 GIB = 1024**3
+GPUS = ("h100", "h800")
+MAX_INSTANCES = 100_000
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,18 @@ class ClusterConfig:
             out.append(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
             )
-        for key in ("gpu_memory_gib", "link_gbps", "network_gbps", "pool_gbps"):
-            if not getattr(self, key) > 0:
-                out.append(f"{key} must be > 0, not {getattr(self, key)}")
+        if self.instances > MAX_INSTANCES:
+            out.append(f"instances must be <= {MAX_INSTANCES:,} (a simulated process each), not {self.instances:,}")
+        if self.gpu.lower() not in GPUS:
+            out.append(
+                f"gpu must be one of {', '.join(GPUS)} (the step model is fitted to H100 profiles; an H800 is "
+                f"modelled as an H100), not {self.gpu!r}"
+            )
+        if not 0 < self.gpu_memory_gib <= 1024:
+            out.append(f"gpu_memory_gib must be in (0, 1024], not {self.gpu_memory_gib}")
+        for key in ("link_gbps", "network_gbps", "pool_gbps"):  # below 1 Mbit/s, transfers outlast any rollout
+            if not getattr(self, key) >= 0.001:
+                out.append(f"{key} must be >= 0.001, not {getattr(self, key)}")
         if not 0 < self.gpu_memory_utilization <= 1:
             out.append(f"gpu_memory_utilization must be in (0, 1], not {self.gpu_memory_utilization}")
         if self.activation_reserve_gib < 0:

@@ -45,6 +45,8 @@ class SynthConfig:
             problems.append("prompts must be >= 1")
         if self.group_size < 2:
             problems.append("group_size must be >= 2 (a group is several samples of one prompt)")
+        if self.prompts * self.group_size > MAX_SAMPLES:
+            problems.append(f"prompts x group_size must be at most {MAX_SAMPLES:,} samples")
         if not (1 <= self.mean_len < self.max_tokens):
             problems.append("mean_len must be >= 1 and below max_tokens")
         if not (0.0 <= self.eta2 < 1.0):
@@ -55,6 +57,9 @@ class SynthConfig:
             problems.append("prompt_mean must be >= 1 and prompt_cv >= 0")
         if problems:
             raise SeerInputError("synth: " + "; ".join(problems))
+
+
+MAX_SAMPLES = 100_000_000  # rows of a synthetic trace: beyond it the arrays outgrow a workstation's memory
 
 
 def preset_config(name: str, **overrides) -> SynthConfig:

@@ -31,13 +31,14 @@ from seer.policies.context import ContextConfig, ContextPolicy
 from seer.policies.speculation.mba import BENEFITS, AcceptanceStats, mba
 
 MODES = ("adaptive", "fixed", "off")
+MAX_GAMMA = 64  # draft tokens per step: as many positions as the simulator's statistics count (SPEC_POSITIONS)
 
 
 @dataclass(frozen=True)
 class SeerConfig(ContextConfig):
     speculation: str = param("adaptive", "draft budgets: MBA (adaptive), a fixed gamma, or none", MODES)
-    gamma: int = param(4, "speculation=fixed: draft tokens per step")
-    gamma_max: int = param(8, "MBA: largest draft budget per sequence")
+    gamma: int = param(4, "speculation=fixed: draft tokens per step (0-64)")
+    gamma_max: int = param(8, "MBA: largest draft budget per sequence (1-64)")
     lam: float = param(2.0, "MBA: priority factor of probes (lambda)")
     benefit: str = param(
         "marginal", "MBA: benefit of one more draft token (marginal, or the paper's literal rule)", BENEFITS
@@ -48,13 +49,15 @@ class SeerConfig(ContextConfig):
     max_match: int = param(8, "longest context suffix matched")
     min_match: int = param(1, "shortest context suffix matched")
     draft_time_s: float = param(0.0, "MBA: drafting time per step (Seer's asynchronous drafter: about 0)")
-    tick_s: float = param(2.0, "seconds between budget re-plans with fresh acceptance statistics")
+    tick_s: float = param(2.0, "seconds between budget re-plans with fresh acceptance statistics (>= 0.001)")
     prior_alpha: float = param(0.5, "acceptance prior before any draft was verified")
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if self.gamma_max < 1 or self.gamma < 0 or not self.lam >= 1 or not self.tick_s > 0:
-            out.append("need gamma_max >= 1, gamma >= 0, lam >= 1, tick_s > 0")
+        if not (1 <= self.gamma_max <= MAX_GAMMA and 0 <= self.gamma <= MAX_GAMMA):
+            out.append(f"need 1 <= gamma_max <= {MAX_GAMMA} and 0 <= gamma <= {MAX_GAMMA} (draft tokens per step)")
+        if not self.lam >= 1 or not self.tick_s >= 0.001:
+            out.append("need lam >= 1 and tick_s >= 0.001 (a re-plan per millisecond at most)")
         if not 0.0 <= self.prior_alpha <= 1.0 or not self.draft_time_s >= 0:
             out.append("need 0 <= prior_alpha <= 1 and draft_time_s >= 0")
         if self.speculation != "off":

@@ -71,6 +71,8 @@ def _json(run_dir: str, name: str) -> dict:
 
 
 def _parquet(run_dir: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    if os.path.isdir(os.path.join(run_dir, name)):  # pandas would read a folder as a (possibly empty) dataset
+        raise SeerInputError(f"{run_dir}: {name} is a folder, not a Parquet file")
     try:
         df = pd.read_parquet(os.path.join(run_dir, name))
     except Exception as exc:  # pyarrow raises many types for a bad file

@@ -201,3 +201,17 @@ def test_bundled_default_trace_is_valid_and_generated_only():
     assert (df["output_len"] >= df["max_tokens"]).mean() < 0.10  # fewer than 10% hit the cap
     assert [len(x) for x in df["output_ids"]] == df["output_len"].tolist()
     assert "prompt_ids" not in df.columns and "prompt_hash" in df.columns  # no prompt text or tokens
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_byte_order_mark_is_read_as_in_any_editor(tmp_path, suffix):
+    """Editors on Windows start UTF-8 files with a byte-order mark; both text formats read past it."""
+    text = (
+        "prompt_id,sample_id,prompt_len,output_len\n0,0,5,3\n"
+        if suffix == "csv"
+        else '{"prompt_id": 0, "sample_id": 0, "prompt_len": 5, "output_len": 3}\n'
+    )
+    path = tmp_path / f"bom.{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    df = load_trace(path)
+    assert list(df.columns[:4]) == ["prompt_id", "sample_id", "prompt_len", "output_len"] and len(df) == 1

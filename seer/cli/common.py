@@ -60,14 +60,19 @@ def number_in(low: float, high: float, low_open: bool = False):
 
 
 def int_list(text: str, flag: str, low: int = 0) -> list[int]:
+    """Comma-separated distinct integers >= low (an empty item or a repeat is a typo: refused)."""
+    parts = [x.strip() for x in text.split(",")]
     try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
+        vals = [int(x) for x in parts] if text.strip() else []
     except ValueError:
         raise SeerInputError(f"{flag} takes comma-separated integers, not {text!r}") from None
     if not vals:
         raise SeerInputError(f"{flag} needs at least one value")
     if min(vals) < low:
         raise SeerInputError(f"{flag} values must be >= {low}, not {min(vals)}")
+    repeated = sorted({v for v in vals if vals.count(v) > 1})
+    if repeated:
+        raise SeerInputError(f"{flag} lists {', '.join(map(str, repeated))} more than once")
     return vals
 
 

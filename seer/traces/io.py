@@ -57,7 +57,7 @@ def read_jsonl_table(path: str) -> pd.DataFrame:
     """One JSON object per line, values kept as JSON typed them (an id "007" stays a string)."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is dropped, as pandas does for CSV
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -279,8 +279,11 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
             _check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
     for col in FLOAT_COLUMNS:
         if col in df.columns:
-            numeric = pd.to_numeric(df[col], errors="coerce")
+            values = df[col]
+            numeric = pd.to_numeric(values, errors="coerce")
             bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0))
+            if values.dtype == bool or values.dtype == object:  # JSON true is not a time, as it is no length
+                bad |= values.map(lambda v: isinstance(v, (bool, np.bool_)))
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise TraceError(path, f"expected a number, got {_show(df[col].iloc[i])}", row=i + 1, column=col)

@@ -61,6 +61,24 @@ def test_invariants(policy, work):
     assert s["tail_s"] <= s["makespan_s"] + 1e-9
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    plen=st.integers(1, 5000),
+    out=st.integers(0, 300),
+    chunk=st.integers(16, 2048),
+    model=st.sampled_from(["qwen2.5-1.5b", "moonlight-16b-a3b"]),
+)
+def test_a_request_alone_meets_its_bound(plen, out, chunk, model):
+    """A request alone on an instance runs its prefill in the largest chunks and then decodes alone: exactly the
+    schedule the per-request bound prices, so the bound is its makespan (efficiency 1), prompts of any length."""
+    cluster = ClusterConfig(
+        name="one", model=model, instances=1, max_num_seqs=1, max_num_batched_tokens=chunk, max_tokens=400
+    )
+    trace = pd.DataFrame([{"prompt_id": 0, "sample_id": 0, "prompt_len": plen, "output_len": out}])
+    s = simulate(trace, cluster, make_policy("verl"), progress=False).summary
+    assert s["lower_bound_s"] == pytest.approx(s["makespan_s"], rel=1e-9)
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(work=workloads())

@@ -11,9 +11,12 @@ tokens a step may hold and S_max the most sequences:
 
 and makespan >= busy / instances. N_all counts every prompt token, or `prefill_tokens` when fewer must be
 computed (with the prefix cache, siblings share their group's prompt blocks: see `min_prefill_tokens`).
-Independently, the longest request alone needs its L - 1 decode steps in sequence, each at least a
-batch-of-one step over its growing context. Prefill and recompute only add time, so both are lower bounds;
-the larger is reported.
+Without the prefix cache busy also holds each prompt's causal attention, p(p+1)/2 pairs however it is
+chunked: quadratic, so it dominates the bound of long prompts.
+Independently, the longest request alone needs its prompt prefilled and then its L - 1 decode steps in
+sequence, each at least a batch-of-one step over its growing context. Its prefill takes at least the steps of
+`prefill_floor`. Recompute only adds time, so both are lower bounds; the larger is reported. (With the prefix
+cache a request may find its prompt cached, so the per-request bound then leaves prefill out.)
 
 With speculative decoding a step may advance a sequence by up to `tokens_per_step` = 1 + gamma_max tokens:
 the step count, and the per-step context terms, shrink by that factor at best (every token still needs its
@@ -59,12 +62,41 @@ def makespan_lower_bound(
         + n_all * g_per_token
         + n_dec * logit
         + cm.beta * (n_dec + ctx_sum) / k
+        + (_prompt_attention(cm, p) if prefill_tokens is None else 0.0)
     )
     work_bound = busy / instances
     steps = np.ceil(dec / k)
-    i = int(np.argmax(cm.decode_span(1, p, steps))) if len(p) else 0
-    longest = float(cm.decode_span(1, p[i], steps[i])) if len(p) else 0.0
+    pre = prefill_floor(cm, p, max_num_batched_tokens) if prefill_tokens is None else 0.0
+    longest = float((cm.decode_span(1, p, steps) + pre).max()) if len(p) else 0.0
     return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}
+
+
+def _prompt_attention(cm: CostModel, p: np.ndarray) -> float:
+    """The attention term of every prompt's prefill (decode rows' attention is in beta)."""
+    return cm.attention_time(float((p * (p + 1) / 2).sum()))
+
+
+def prefill_floor(cm: CostModel, prompt_len, max_chunk: int) -> np.ndarray:
+    """Per request, the least time its prompt's prefill can take: the prompt in steps of `max_chunk` tokens (the
+    most a step holds), each priced alone, the last one sampling the first output token, and no score term.
+
+    Every other way costs at least as much: another row in a step only adds to its sums; smaller chunks mean
+    more steps (each with the fixed and weight terms) and more cached KV read, and leave the linear terms and the
+    causal attention pairs (p(p+1)/2 in all) unchanged. The score term is the exception (smaller chunks shrink
+    it, down to 0 with one-token chunks), so it is left out."""
+    p = np.asarray(prompt_len, dtype=np.float64)
+    sizes, where = np.unique(p, return_inverse=True)
+    total, done, c = np.zeros(len(sizes)), np.zeros(len(sizes)), float(max_chunk)
+    while True:
+        q = np.minimum(sizes - done, c)
+        live = q > 0
+        if not live.any():
+            break
+        q, ctx = q[live], done[live]
+        last = (ctx + q >= sizes[live]).astype(np.float64)
+        total[live] += cm.step_time_sums(q, ctx + q, q * (ctx + (q + 1) / 2), np.zeros(len(q)), logits=last)
+        done[live] += q
+    return total[where.ravel()]
 
 
 def makespan_lower_bound_steps(
@@ -95,9 +127,11 @@ def makespan_lower_bound_steps(
         + n_all * g_per_token
         + n_dec * cm.logit_time()
         + cm.beta * float(C.sum())
+        + (_prompt_attention(cm, p) if prefill_tokens is None else 0.0)
     )
     # a verify step of one sequence costs at least its plain decode step at the same context
-    longest = float((S * cm.alpha(1) + cm.beta * (C - S)).max()) if len(S) else 0.0
+    pre = prefill_floor(cm, p, max_num_batched_tokens) if prefill_tokens is None else 0.0
+    longest = float((S * cm.alpha(1) + cm.beta * (C - S) + pre).max()) if len(S) else 0.0
     work_bound = busy / instances
     return {"work_bound_s": work_bound, "longest_request_s": longest, "lower_bound_s": max(work_bound, longest)}
 

@@ -333,6 +333,10 @@ class CostModel(AffineDecode):
         """Seconds of logit FLOPs per sampled position."""
         return self.coef.linear * self._logit_flops / self.peak
 
+    def attention_time(self, pairs: float) -> float:
+        """Seconds of the attention term for `pairs` (query, key) pairs, in whichever steps they fall."""
+        return self.coef.attention * pairs * self._apf / self.peak
+
     def lower_bound(self, *args, **kwargs) -> dict:
         """`seer.sim.bounds.makespan_lower_bound` under this model (the `StepModel` protocol gives the signature)."""
         from seer.sim.bounds import makespan_lower_bound

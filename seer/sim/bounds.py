@@ -77,25 +77,31 @@ def _prompt_attention(cm: CostModel, p: np.ndarray) -> float:
 
 
 def prefill_floor(cm: CostModel, prompt_len, max_chunk: int) -> np.ndarray:
-    """Per request, the least time its prompt's prefill can take: the prompt in steps of `max_chunk` tokens (the
-    most a step holds), each priced alone, the last one sampling the first output token, and no score term.
+    """Per request, the least time its prompt's prefill can take: the prompt in ceil(p / max_chunk) steps, the
+    remainder first and then full chunks of `max_chunk` tokens (the most a step holds), each priced alone, the
+    last one sampling the first output token, and no score term.
 
-    Every other way costs at least as much: another row in a step only adds to its sums; smaller chunks mean
-    more steps (each with the fixed and weight terms) and more cached KV read, and leave the linear terms and the
-    causal attention pairs (p(p+1)/2 in all) unchanged. The score term is the exception (smaller chunks shrink
-    it, down to 0 with one-token chunks), so it is left out."""
+    Every schedule costs at least that. Another row in a step only adds to its sums. The fixed and weight terms
+    are paid per step (the weights grow concavely with tokens), so fewer and fuller steps cost less; the linear
+    terms and the causal attention pairs (p(p+1)/2 in all) do not depend on the chunking; the KV read of a step is
+    the prompt length at its end, and the j-th last step of any schedule ends at p - (j-1) * max_chunk or later,
+    which the remainder-first order reaches. The score term is the exception (smaller chunks shrink it, down to 0
+    with one-token chunks), so it is left out."""
     p = np.asarray(prompt_len, dtype=np.float64)
     sizes, where = np.unique(p, return_inverse=True)
-    total, done, c = np.zeros(len(sizes)), np.zeros(len(sizes)), float(max_chunk)
+    c = float(max_chunk)
+    done = np.zeros(len(sizes))
+    q = sizes - c * np.maximum(np.ceil(sizes / c) - 1, 0)  # the remainder chunk (a full one when c divides p)
+    total = np.zeros(len(sizes))
     while True:
-        q = np.minimum(sizes - done, c)
-        live = q > 0
+        live = (q > 0) & (done < sizes)
         if not live.any():
             break
-        q, ctx = q[live], done[live]
-        last = (ctx + q >= sizes[live]).astype(np.float64)
-        total[live] += cm.step_time_sums(q, ctx + q, q * (ctx + (q + 1) / 2), np.zeros(len(q)), logits=last)
-        done[live] += q
+        ql, ctx = q[live], done[live]
+        last = (ctx + ql >= sizes[live]).astype(np.float64)
+        total[live] += cm.step_time_sums(ql, ctx + ql, ql * (ctx + (ql + 1) / 2), np.zeros(len(ql)), logits=last)
+        done[live] += ql
+        q = np.full(len(sizes), c)
     return total[where.ravel()]
 
 

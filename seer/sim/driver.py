@@ -164,11 +164,14 @@ class SimDriver(ContractLoop):
         drafter's text could at best have accepted (`seer.sim.spec_bound`); the parametric model adds an
         indicative bound at its best expected acceptance (labelled: not strict)."""
         cl = self.cluster
-        args = (df["prompt_len"], df["output_len"], cl.instances, cl.max_num_seqs, cl.max_num_batched_tokens)
+        # a request aborted before its first token (partial rollout) may never have had its prompt prefilled
+        unstarted = (df["finish_reason"] == "abort") & (df["output_len"] == 0)
+        prompt = df["prompt_len"].where(~unstarted, 0)
+        args = (prompt, df["output_len"], cl.instances, cl.max_num_seqs, cl.max_num_batched_tokens)
         prefill = None
         if cl.prefix_cache:
             groups = [self.rollout.requests[r].group_id for r in df["request_id"]]
-            prefill = min_prefill_tokens(df["prompt_len"], groups, cl.block_size)
+            prefill = min_prefill_tokens(prompt, groups, cl.block_size)
         if self.spec is None:
             return self.cost.lower_bound(*args, prefill_tokens=prefill) or nan_bounds(), {"bound_tokens_per_step": 1}
         gamma = int(self.traits.max_draft_tokens)
@@ -186,7 +189,7 @@ class SimDriver(ContractLoop):
             )
             order = df["request_id"].tolist()
             best = self.cost.lower_bound_steps(
-                df["prompt_len"],
+                prompt,
                 df["output_len"],
                 [steps[r] for r in order],
                 [kv[r] for r in order],

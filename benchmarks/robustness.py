@@ -1,8 +1,8 @@
 """Robustness matrix: every scheduling policy on many workloads, each at several loads, against veRL.
 
-    python benchmarks/robustness.py [--workers 2] [--only NAME,...] [--quick] [--out docs/robustness.md]
+    python benchmarks/robustness.py [--workers 2] [--only NAME,...] [--quick] [--tot DIR] [--out docs/robustness.md]
 
-Workloads: the bundled SmolLM2 trace, the Tree-of-Thoughts logs (when ../shared/data is present), the three paper
+Workloads: the bundled SmolLM2 trace, the Tree-of-Thoughts logs (with --tot DIR, see TOT_NOTE), the three paper
 presets, synthetic traces at eta2 0.3 / 0.6 / 0.9 (G = 8) and G 4 / 16 (eta2 0.6), and a long-CoT trace shaped
 like a real reasoning rollout (596 prompts x 8, mean 7.8K, max 16K, eta2 0.62). Loads: instance counts chosen
 from the workload's KV footprint, from KV-bound (a quarter of what holds every request at once) to everything
@@ -24,13 +24,17 @@ import numpy as np
 import pandas as pd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("SEER_SHARED", os.path.join(ROOT, "..", "shared"))
-TOT = os.path.join(SHARED, "data", "tot")
+# the Tree-of-Thoughts logs: --tot DIR (passed to the pool's workers as SEER_TOT); beside a developer checkout,
+# the shared data folder
+TOT = os.environ.get("SEER_TOT") or os.path.join(
+    os.environ.get("SEER_SHARED", os.path.join(ROOT, "..", "shared")), "data", "tot"
+)
 TOT_NOTE = (
     "The `tot-cot` and `tot-text` workloads convert the Tree-of-Thoughts logs of github.com/princeton-nlp/"
     "tree-of-thought-llm (`logs/game24/gpt-4_0.7_naive_cot_sample_100_start900_end1000.json`, `logs/text/"
     "gpt-4_1.0_naive_standard_sample_10_start0_end100.json`, with `24.csv` and `data_100_random_text.txt`), read "
-    "from one folder, `$SEER_SHARED/data/tot` (default `../shared/data/tot`); without them those rows are left out."
+    "from one folder given as `--tot DIR` (copy them there from a clone of that repository); without them those "
+    "rows are left out."
 )
 POLICIES = ["verl", "verl-lb", "divided", "context", "context-paper", "oracle", "seer"]
 SPEC = {"context-paper": "context:admission=worst-case:estimate=max-finished:pacing=0"}  # Seer's rules as printed
@@ -317,7 +321,11 @@ def main() -> None:
     ap.add_argument("--figure", default="docs/figures/robustness")
     ap.add_argument("--table", default="out/bench/robustness.parquet")
     ap.add_argument("--render", action="store_true", help="only redraw the doc and figure from --table")
+    ap.add_argument("--tot", help="folder with the Tree-of-Thoughts logs and their prompt files (see the doc)")
     args = ap.parse_args()
+    if args.tot:
+        global TOT
+        TOT = os.environ["SEER_TOT"] = args.tot  # the environment reaches workers however they start
     from tqdm import tqdm
 
     from seer import plots

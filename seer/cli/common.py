@@ -60,7 +60,7 @@ def number_in(low: float, high: float, low_open: bool = False):
 
 
 def int_list(text: str, flag: str, low: int = 0) -> list[int]:
-    """Comma-separated distinct integers >= low (an empty item or a repeat is a typo: refused)."""
+    """Comma-separated integers >= low (an empty item is a typo: refused)."""
     parts = [x.strip() for x in text.split(",")]
     try:
         vals = [int(x) for x in parts] if text.strip() else []
@@ -70,9 +70,6 @@ def int_list(text: str, flag: str, low: int = 0) -> list[int]:
         raise SeerInputError(f"{flag} needs at least one value")
     if min(vals) < low:
         raise SeerInputError(f"{flag} values must be >= {low}, not {min(vals)}")
-    repeated = sorted({v for v in vals if vals.count(v) > 1})
-    if repeated:
-        raise SeerInputError(f"{flag} lists {', '.join(map(str, repeated))} more than once")
     return vals
 
 

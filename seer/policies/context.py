@@ -64,7 +64,6 @@ class ContextPolicy(DividedPolicy):
         self.probe_of: dict[int, int] = {}
         self._probes: list = []
         self._groups: list = []
-        self._pushed: dict[int, int] = {}  # gid -> the value of its newest entry in `_groups`
         self._group_queue: dict[int, deque] = {}
         self._entry = itertools.count()
         self._entered: dict[int, int] = {}
@@ -94,7 +93,7 @@ class ContextPolicy(DividedPolicy):
             {g: grp.max_tokens for g, grp in groups.items()},
         )
         self.probe_of = {gid: view.members[gid][0] for gid in groups if view.members[gid]}
-        self._probes, self._groups, self._pushed = [], [], {}
+        self._probes, self._groups = [], []
         self._group_queue = {gid: deque() for gid in groups}
         self._oldest = deque()
         self._picks = self.starvation_picks = self.paced_picks = 0
@@ -112,7 +111,7 @@ class ContextPolicy(DividedPolicy):
             return
         self._estimated_total += self._unfinished[gid] * (new - old)
         if self._group_queue[gid]:
-            self._push_group(gid, new)  # older entries for gid are skipped as stale
+            heapq.heappush(self._groups, (-new, gid))  # older entries for gid are dropped as stale
 
     def _chunk_ended(self, event: ChunkFinished, view: ClusterView) -> None:
         self._generated += event.new_tokens
@@ -146,7 +145,7 @@ class ContextPolicy(DividedPolicy):
             q = self._group_queue[req.group_id]
             q.append(rid)
             if len(q) == 1:
-                self._push_group(req.group_id, self.estimate[req.group_id])
+                heapq.heappush(self._groups, (-self.estimate[req.group_id], req.group_id))
 
     def _oldest_waiting(self) -> int | None:
         while self._oldest and (
@@ -155,29 +154,18 @@ class ContextPolicy(DividedPolicy):
             self._oldest.popleft()
         return self._oldest[0][1] if self._oldest else None
 
-    def _push_group(self, gid: int, value: int) -> None:
-        heapq.heappush(self._groups, (-value, gid))
-        self._pushed[gid] = value
-
     def _longest(self) -> int | None:
         while self._groups:
             neg, gid = self._groups[0]
             q = self._group_queue[gid]
             while q and q[0] not in self._waiting:
                 q.popleft()
-            if not q:
-                heapq.heappop(self._groups)
-                self._pushed.pop(gid, None)  # other entries of gid may remain: they are no longer known current
-            elif -neg == self.estimate[gid]:
+            if -neg == self.estimate[gid] and q:
                 return q[0]
-            elif self._pushed.get(gid) == self.estimate[gid]:
-                # a stale entry, and gid's newest entry holds the current estimate (only this branch and the one
-                # above remove entries, and neither removes that one): drop the stale entry. Rewriting it instead
-                # would keep one entry per estimate change, and one large group would cost quadratic time.
-                heapq.heappop(self._groups)
-            else:
-                heapq.heapreplace(self._groups, (-self.estimate[gid], gid))
-                self._pushed[gid] = self.estimate[gid]
+            # an empty group, or a stale entry: a group with waiting requests always holds an entry at its current
+            # estimate (pushed at every change while its queue is non-empty, and when the queue refills), so this
+            # one can go. Rewriting it instead kept one entry per change: quadratic time in one large group.
+            heapq.heappop(self._groups)
         return None
 
     def _on_critical_path(self, rid: int, view: ClusterView) -> bool:

@@ -95,8 +95,10 @@ def acceptance_table(
         raise SeerInputError("spec bench needs a trace with output_ids (token ids of every response)")
     if gamma < 1 or any(k < 1 for k in topk) or any(n < 0 for n in refs):
         raise SeerInputError("need --gamma >= 1, --topk values >= 1 and --refs values >= 0")
-    if len(set(refs)) != len(refs) or len(set(topk)) != len(topk):  # a repeat would count its requests twice
-        raise SeerInputError("--refs and --topk values must be distinct")
+    for flag, vals in (("--refs", refs), ("--topk", topk)):  # a repeat would count its requests twice
+        repeated = sorted({v for v in vals if list(vals).count(v) > 1})
+        if repeated:
+            raise SeerInputError(f"{flag} lists {', '.join(map(str, repeated))} more than once")
     work = _sample_groups(trace, groups, samples, seed)
     acc: dict = {}  # (drafter, n, k) -> [steps, drafts, drafted, accepted, tokens, requests, n_effective]
     total = sum(len(outs) for outs, _ in work)

@@ -138,13 +138,19 @@ def _parse_token_cell(path: str, row: int, col: str, value):
 INT64_MAX = 2**63 - 1
 
 
+def _booleans(values: pd.Series) -> pd.Series:
+    """Where a column holds JSON true/false: pandas would read them as 1/0, but no length or time is a boolean."""
+    if values.dtype == bool or values.dtype == object:
+        return values.map(lambda v: isinstance(v, (bool, np.bool_)))
+    return pd.Series(False, index=values.index)
+
+
 def _check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -> None:
     values = df[col]
-    if values.dtype == bool or values.dtype == object:
-        flags = values.map(lambda v: isinstance(v, (bool, np.bool_)))
-        if flags.any():
-            i = int(np.flatnonzero(flags.to_numpy())[0])
-            raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)
+    flags = _booleans(values)
+    if flags.any():
+        i = int(np.flatnonzero(flags.to_numpy())[0])
+        raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna()
     as_float = numeric.astype("float64")
@@ -279,11 +285,8 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
             _check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
     for col in FLOAT_COLUMNS:
         if col in df.columns:
-            values = df[col]
-            numeric = pd.to_numeric(values, errors="coerce")
-            bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0))
-            if values.dtype == bool or values.dtype == object:  # JSON true is not a time, as it is no length
-                bad |= values.map(lambda v: isinstance(v, (bool, np.bool_)))
+            numeric = pd.to_numeric(df[col], errors="coerce")
+            bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0)) | _booleans(df[col])
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise TraceError(path, f"expected a number, got {_show(df[col].iloc[i])}", row=i + 1, column=col)

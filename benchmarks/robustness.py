@@ -346,6 +346,10 @@ def main() -> None:
     table = derive(pd.DataFrame(rows))
     os.makedirs(os.path.dirname(args.table), exist_ok=True)
     table.to_parquet(args.table, index=False)
+    missing = [p for p in POLICIES if p not in args.policies.split(",")]
+    if missing:  # the report compares every policy: a subset would overwrite it with a partial one
+        print(f"wrote {args.table}; the report and heatmap need {', '.join(missing)} too, so they were not rewritten")
+        return
     plots.save(plots.robustness_heatmap(table), args.figure)
     write_doc(table, args.out, args.figure + ".png", time.time() - t0)
     misses, agg = checks(table)

@@ -200,6 +200,7 @@ CASES = [  # (arguments, words the one line must contain)
     (["trace", "convert", "good.csv", "--from", "csv", "--map", "prompt_id", "-o", "o.parquet"], "--map"),
     (["trace", "synth", "-G", "1", "-o", "o.parquet"], "group_size"),
     (["trace", "synth", "--prompt-mean", "inf", "-o", "o.parquet"], "prompt_mean"),
+    (["trace", "synth", "--within-cv", "0", "-o", "o.parquet"], "within_cv must be in (0, 3]"),
     (["trace", "synth", "--preset", "nope", "-o", "o.parquet"], "unknown preset"),
     (
         [

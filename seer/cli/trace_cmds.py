@@ -142,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", "-G", type=int, help="samples per prompt (G)")
     p.add_argument("--mean-len", type=float, help="mean output length in tokens")
     p.add_argument("--eta2", type=float, help="share of length variance explained by the group, in [0, 1)")
-    p.add_argument("--within-cv", type=float, help="mean within-group coefficient of variation")
+    p.add_argument("--within-cv", type=float, help="mean within-group coefficient of variation, in (0, 3]")
     p.add_argument("--max-tokens", type=int, help="generation cap")
     p.add_argument("--prompt-mean", type=float, help="mean prompt length (log-normal)")
     p.add_argument("--prompt-cv", type=float, help="prompt length CV (0 = all equal)")

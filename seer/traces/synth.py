@@ -51,8 +51,9 @@ class SynthConfig:
             problems.append("mean_len must be >= 1 and below max_tokens")
         if not (0.0 <= self.eta2 < 1.0):
             problems.append("eta2 must be in [0, 1)")
-        if not (0.0 <= self.within_cv <= 3.0):
-            problems.append("within_cv must be in [0, 3]")
+        if not (0.0 < self.within_cv <= 3.0):
+            # 0 makes a group's samples identical: the group then explains all the variance, which eta2 < 1 excludes
+            problems.append("within_cv must be in (0, 3]: 0 would make eta2 1")
         if self.prompt_mean < 1 or self.prompt_cv < 0:
             problems.append("prompt_mean must be >= 1 and prompt_cv >= 0")
         if problems:

@@ -108,7 +108,9 @@ def compare_table(summaries: list[dict]) -> list[dict]:
     rows = []
     for s in summaries:
         row = dict(s)
-        row["speedup_vs_verl"] = s["throughput_tok_s"] / base["throughput_tok_s"] if base else math.nan
+        # no generated tokens (every response empty): a throughput ratio of 0 / 0 means nothing
+        useful = base and base["throughput_tok_s"] > 0
+        row["speedup_vs_verl"] = s["throughput_tok_s"] / base["throughput_tok_s"] if useful else math.nan
         row["tail_reduction"] = 1 - s["tail_s"] / base["tail_s"] if base and base["tail_s"] > 0 else math.nan
         rows.append(row)
     return rows

@@ -126,7 +126,8 @@ def summarize(
         "throughput_tok_s": tokens / makespan if makespan > 0 else math.nan,
         "tail_s": tail_time(finish, makespan),
         "lower_bound_s": lower_bound_s,
-        "efficiency": lower_bound_s / makespan if makespan > 0 else math.nan,
+        # a bound of 0 (nothing to prefill or decode) measures nothing: a makespan of step overheads is not 0% efficient
+        "efficiency": lower_bound_s / makespan if makespan > 0 and lower_bound_s > 0 else math.nan,
         "preemptions": int(preemptions),
         "requests": int(len(requests)),
         "output_tokens": tokens,

@@ -112,3 +112,23 @@ def test_the_error_that_architecture_md_shows_is_the_one_seer_prints():
     r = run_seer(*shlex.split(doc[at][len("$ seer ") :]), cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 2
     assert r.stderr.strip() == doc[at + 1]
+
+
+def test_compare_on_a_trace_of_empty_responses_reports_no_ratios(tmp_path, capsys):
+    """Every response empty: throughput is 0 for every policy, so there is no speed-up to report (it was a
+    ZeroDivisionError), and with nothing to prefill or decode the bound measures nothing (efficiency n/a)."""
+    import pandas as pd
+
+    rows = [
+        dict(prompt_id=p, sample_id=s, prompt_len=0, output_len=0, max_tokens=64) for p in range(3) for s in range(2)
+    ]
+    pd.DataFrame(rows).to_parquet(tmp_path / "empty.parquet")
+    out = tmp_path / "cmp"
+    args = ["--trace", str(tmp_path / "empty.parquet"), "--cluster", "qwen2-vl-72b", "--instances", "2"]
+    assert main(["compare", *args, "--policies", "verl,context", "--out", str(out)]) == 0
+    rows = json.loads((out / "compare.json").read_text())
+    assert all(r["speedup_vs_verl"] is None for r in rows)
+    assert all(r["efficiency"] is None for r in rows)
+    capsys.readouterr()
+    assert main(["simulate", *args, "--out", str(tmp_path / "sim")]) == 0
+    assert "efficiency n/a" in capsys.readouterr().out

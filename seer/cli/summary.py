@@ -7,8 +7,8 @@ import math
 from seer.cli.common import print_table
 
 
-def _share(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.0f}%"
+def _share(x, digits: int = 0) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.{digits}f}%"
 
 
 def print_summary(title: str, s: dict) -> None:
@@ -17,7 +17,7 @@ def print_summary(title: str, s: dict) -> None:
         "makespan": f"{s['makespan_s']:,.1f} s",
         "throughput": f"{s['throughput_tok_s']:,.0f} output tokens/s",
         "tail (last 10% of requests)": f"{s['tail_s']:,.1f} s ({100 * s['tail_share']:.1f}% of rollout)",
-        "lower bound": f"{s['lower_bound_s']:,.1f} s (efficiency {100 * s['efficiency']:.1f}%)",
+        "lower bound": f"{s['lower_bound_s']:,.1f} s (efficiency {_share(s['efficiency'], 1)})",
         "first instance done": f"{s['first_instance_done_s']:,.1f} s",
         "idle per instance": f"{s['idle_s_mean']:,.1f} s ({100 * s['idle_share']:.1f}%)",
         "preemptions": f"{s['preemptions']:,} ({_share(s.get('preemptions_first_half_share'))} in the first half)",

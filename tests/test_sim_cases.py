@@ -184,3 +184,17 @@ def test_the_lower_bound_counts_a_shared_prompt_once():
         )
         s = simulate(tr, wide, make_policy("verl"), progress=False).summary
         assert s["lower_bound_s"] <= s["makespan_s"] * (1 + 1e-9), lens
+
+
+@pytest.mark.parametrize("policy", ["verl", "divided", "context"])
+def test_the_timeline_counts_what_a_step_runs_after_admitting(policy):
+    # KV of one 16-token block, one request's whole context (prompt 5 + 11 outputs): an instance is never idle
+    # until the last request ends, and one request runs in every step. The divided family cuts one-token
+    # chunks, so every step admits; the timeline row was taken before admission and showed 0 running
+    # throughout (mean_running 0).
+    rows = [(p, s, 5, 11) for p in range(4) for s in range(3)]
+    cluster = tiny(kv_capacity_tokens=16, block_size=16, instances=2)
+    res = simulate(trace(rows), cluster, make_policy(policy), progress=False)
+    busy = res.timeline[res.timeline["t"] < res.summary["makespan_s"]]
+    assert (busy["running"] == 1).all() and (busy["kv_used_tokens"] > 0).all()
+    assert res.summary["mean_running"] == pytest.approx(1.0)

@@ -222,6 +222,8 @@ class SimInstance:
         return self._wake
 
     def _record(self) -> None:
+        """One timeline row: the state from now until the instance's next row (taken as a step or an epoch
+        starts, after admission, so a step that admits counts what it runs)."""
         self.stats.timeline.append(
             (self.env.now, self.kv.held * self.cfg.block_size, len(self.run_set), len(self.waiting) + len(self.loading))
         )
@@ -313,7 +315,6 @@ class SimInstance:
                 yield self._new_wake()
                 continue
             self._idle_reported = False
-            self._record()
             if self.spec is not None and self._plain_decode_ready():
                 gammas = self._gammas()
                 if np.count_nonzero(gammas):
@@ -328,6 +329,7 @@ class SimInstance:
                 continue
             idx, n = self.scheduler.schedule()
             if not len(idx):
+                self._record()
                 if not len(self.run_set) and self.waiting:
                     self.scheduler.check_fits(self.waiting[0].target, self.waiting[0].rid)
                 yield self._new_wake()
@@ -336,6 +338,7 @@ class SimInstance:
 
     def _step(self, idx: np.ndarray, n: np.ndarray):
         """One scheduled step (prefill and/or decode rows): wait its time, then apply it."""
+        self._record()  # after admission: the batch this step runs
         rs = self.run_set
         tokens, kv, attn, pairs, logits = step_sums(idx, n, rs.computed, rs.ctx0, rs.produced)
         dur = self.cost.step_time_sums(tokens, kv, attn, pairs, logits, len(self.waiting))
@@ -352,6 +355,7 @@ class SimInstance:
         W = len(self.waiting)  # constant through the epoch: nothing is admitted until it ends
         dur = self.cost.decode_span(B, S0, steps, W)
         self.stats.epochs += 1
+        self._record()
 
         def cut(elapsed: float) -> tuple[int, float]:
             s = min(self.cost.steps_within(B, S0, elapsed, W) + 1, steps)  # the step in flight completes
@@ -377,6 +381,7 @@ class SimInstance:
         if epoch is None:
             return False
         self.stats.epochs += 1
+        self._record()
         j, _dur = yield from run_epoch(
             self.env, self._new_wake(), epoch.k, float(epoch.cum_s[-1]), spec_steps_within(epoch.cum_s, epoch.k)
         )

@@ -9,6 +9,7 @@ umask allows, as files created by `open` do.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -18,7 +19,9 @@ from typing import Iterator
 
 from seer.errors import SeerInputError
 
-RESULT_MARKERS = ("summary.json", "compare.json", "bench.json", "run.json", "sweep.parquet")
+# every result folder seer writes whole lists what it wrote here; replacing a folder needs this list to cover
+# everything in it, so a folder that also holds a user's own files is never deleted with the results
+MANIFEST = ".seer-output"
 
 
 def _umask() -> int:
@@ -109,21 +112,54 @@ def check_output_dir(path: str | os.PathLike) -> None:
     _replaceable(Path(path))
 
 
+def _legacy_results(target: Path) -> set[str] | None:
+    """The entries of a result folder an older seer wrote (no list of its files): it holds summary.json,
+    compare.json, bench.json or run.json and nothing but JSON and Parquet files and such result folders."""
+    entries = list(target.iterdir())
+    markers = {"summary.json", "compare.json", "bench.json", "run.json"}
+
+    def ours(p: Path) -> bool:
+        if p.is_dir() and not p.is_symlink():
+            return any((p / m).is_file() for m in markers) and _legacy_results(p) is not None
+        return p.is_file() and p.suffix in (".json", ".parquet")
+
+    if not any(p.name in markers for p in entries) or not all(ours(p) for p in entries):
+        return None
+    return {p.name for p in entries}
+
+
 def _replaceable(target: Path) -> None:
     if not target.exists():
         return
     if not target.is_dir():
         raise SeerInputError(f"{target}: exists and is not a folder")
+    if target.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise SeerInputError(f"{target}: is the current folder or holds it; choose another output folder")
     names = {p.name for p in target.iterdir()}
-    if names and not names & set(RESULT_MARKERS):
-        raise SeerInputError(f"{target}: exists and does not hold seer results; choose another output folder")
+    if not names:
+        return
+    try:
+        ours = set(json.loads((target / MANIFEST).read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = _legacy_results(target)
+    if ours is None:
+        raise SeerInputError(
+            f"{target}: exists and is not a seer result folder; choose another output folder"
+        ) from None
+    others = sorted(names - ours - {MANIFEST})
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise SeerInputError(
+            f"{target}: holds files seer did not write ({shown}); replacing the results would delete them, so "
+            "choose another output folder"
+        )
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` whole, so the result
     folder is the complete earlier one, the complete new one, or (for an instant) absent. An existing `path` must
-    be empty or hold seer results (it is replaced, never merged)."""
+    be empty or hold only what an earlier `atomic_dir` wrote there (it is replaced, never merged)."""
     target = Path(path)
     _replaceable(target)
     parent, created = _parent_of(target)
@@ -135,6 +171,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
+        (tmp / MANIFEST).write_text(json.dumps(sorted(p.name for p in tmp.iterdir())))
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
             os.replace(target, old / "old")

@@ -231,7 +231,7 @@ CASES = [  # (arguments, words the one line must contain)
     ([*SIM, "--policy", "partial:target_groups=-1"], "target_groups"),
     ([*SIM, "--policy", "divided:affinity_margin=/../../X"], "affinity_margin"),
     ([*SIM, "--out", "notes.txt"], "not a folder"),
-    ([*SIM, "--out", "."], "does not hold seer results"),
+    ([*SIM, "--out", "."], "current folder"),
     (["simulate", "--trace", "good.csv"], "--cluster"),
     (["simulate", "--trace", "good.csv", "--preset", "moonlight"], "exactly one"),
     (["simulate", "--preset", "nope"], "unknown preset"),
@@ -479,3 +479,28 @@ def test_a_killed_run_leaves_the_old_result_or_none_and_the_next_run_cleans_up(t
     assert _whole(out)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # leftovers removed
     assert os.stat(out / "summary.json").st_mode & 0o044  # readable by group/others as the umask allows
+
+
+def test_a_result_folder_holding_a_users_own_files_is_never_replaced(tmp_path, capsys):
+    """A folder is replaced only when everything in it is what seer wrote there (its `.seer-output` list): one
+    marker file such as summary.json was enough, and `--out proj` deleted the user's notes and data with it."""
+    csv = tmp_path / "t.csv"
+    csv.write_text(
+        "prompt_id,sample_id,prompt_len,output_len,max_tokens\n" + "".join(f"0,{s},10,5,64\n" for s in range(4))
+    )
+    out = tmp_path / "res"
+    sim = ["simulate", "--trace", str(csv), "--cluster", "moonlight", "--instances", "1", "--out", str(out)]
+    assert main(sim) == 0 and main(sim) == 0  # seer's own folder is replaced
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(sim) == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+    legacy = tmp_path / "proj"  # no list of seer's files, and a folder an older seer never wrote
+    (legacy / "data").mkdir(parents=True)
+    (legacy / "summary.json").write_text("{}")
+    assert main([*sim[:-1], str(legacy)]) == 2
+    assert "not a seer result folder" in capsys.readouterr().err
+    assert sorted(p.name for p in legacy.iterdir()) == ["data", "summary.json"]
+    (legacy / "data").rmdir()  # an older seer's folder, only its JSON and Parquet files: replaced
+    (legacy / "requests.parquet").write_bytes(b"")
+    assert main([*sim[:-1], str(legacy)]) == 0 and (legacy / ".seer-output").is_file()

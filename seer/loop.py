@@ -184,8 +184,11 @@ class ContractLoop:
     """
 
     def __init__(self, rollout: Rollout, policy: Policy):
+        if not isinstance(getattr(policy, "name", None), str):
+            raise PolicyError(f"{type(policy).__name__}: a policy needs a `name` (a str); see seer.core.Policy")
         self.rollout, self.policy = rollout, policy
         self.traits = traits_of(policy)
+        self.dispatches = 0  # chunks dispatched so far: a backend can tell a tick that changed nothing
         self.ledger = RequestLedger(rollout)
         self.engines: list[Engine] = []
         self.drafting = None  # the backend's drafting state: an object with finish(request_id)
@@ -203,6 +206,9 @@ class ContractLoop:
 
     def provide(self, true_lengths: Mapping[int, int] | None, step_profile: Callable | None) -> None:
         """Give the policy what its traits ask for: true lengths (oracles) and the step-time profile."""
+        for needed, method in (("needs_oracle", "set_oracle_lengths"), ("needs_step_profile", "set_step_profile")):
+            if getattr(self.traits, needed) and not callable(getattr(self.policy, method, None)):
+                raise PolicyError(f"{self.policy.name}: its traits declare {needed} but it has no {method} method")
         if self.traits.needs_oracle:
             if true_lengths is None:
                 raise SeerInputError(
@@ -253,13 +259,19 @@ class ContractLoop:
     # ---- actions out ------------------------------------------------------------------------
 
     def act(self, actions) -> None:
-        for action in actions or ():
+        if not actions:
+            return
+        if not isinstance(actions, (list, tuple)):
+            raise PolicyError(f"{self.policy.name}: on_event must return a list of actions, not {actions!r}")
+        for action in actions:
             self._mark(action)
             if isinstance(action, Dispatch):
                 self._dispatch(action)
             elif isinstance(action, Abort):
                 self._abort(action)
             elif isinstance(action, SetSpeculation):
+                if self.traits.drafter is None:
+                    raise PolicyError(f"{self.policy.name}: set speculation budgets, but its traits declare no drafter")
                 self._engine(action.instance, "set speculation on").set_speculation(action.budgets, action.default)
             else:
                 raise PolicyError(f"{self.policy.name}: unknown action {action!r}")
@@ -268,7 +280,8 @@ class ContractLoop:
         if self.changes is None:
             return
         if isinstance(action, Abort):
-            inst = self.rollout.requests[action.request_id].instance
+            req = self.rollout.requests.get(action.request_id)
+            inst = req.instance if req is not None else None
             if inst is not None:
                 self.changes.mark(inst)
         elif isinstance(action, (Dispatch, SetSpeculation)):
@@ -286,6 +299,7 @@ class ContractLoop:
                 f"{self.policy.name}: dispatched request {action.request_id} to failed instance {action.instance}"
             )
         req, chunk = self.ledger.dispatch(action, self.now, self.policy.name)
+        self.dispatches += 1
         self.before_submit(engine, chunk)
         engine.submit(chunk, req)
 
@@ -293,7 +307,9 @@ class ContractLoop:
         """Hook: called just before a chunk is submitted."""
 
     def _abort(self, action: Abort) -> None:
-        req = self.rollout.requests[action.request_id]
+        req = self.rollout.requests.get(action.request_id)
+        if req is None:
+            raise PolicyError(f"{self.policy.name}: aborted unknown request {action.request_id}")
         if req.state is RequestState.RUNNING:
             self.ledger.abort_requested(req.request_id)
             self.engines[req.instance].abort(req.request_id)

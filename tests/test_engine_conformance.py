@@ -18,6 +18,7 @@ from seer.core import (
     RequestState,
     Rollout,
     RolloutStarted,
+    SetSpeculation,
 )
 from seer.loop import ContractLoop, PolicyError
 from seer.sim.cluster import ClusterConfig
@@ -135,6 +136,8 @@ def test_final_aborts_end_requests_and_failures_never_do():
         ([Dispatch(0, 3, 100)], "there are 1"),
         ([Abort(0)], "final aborts"),
         ([Dispatch(0, 0, 0)], "budget of 0"),
+        ([Abort(10**9)], "aborted unknown request 1000000000"),
+        ([SetSpeculation(0, {}, 4)], "declare no drafter"),
     ],
 )
 def test_contract_violations_are_named(first, message):
@@ -145,3 +148,62 @@ def test_contract_violations_are_named(first, message):
 def test_a_stuck_policy_is_reported_not_looped_forever():
     with pytest.raises(PolicyError, match="left 2 requests unfinished"):
         Loop(Recorder([])).run_fake()
+
+
+class _Bare(Recorder):
+    def on_event(self, event, view):
+        return Dispatch(0, 0, 100) if isinstance(event, RolloutStarted) else []
+
+
+class _Nameless:
+    def on_event(self, event, view):
+        return []
+
+
+class _NoOracleMethod(Recorder):
+    traits = PolicyTraits(needs_oracle=True)
+
+
+def test_a_policy_breaking_the_contract_in_other_ways_is_named():
+    with pytest.raises(PolicyError, match="must return a list of actions"):
+        Loop(_Bare([])).run_fake()
+    with pytest.raises(PolicyError, match="needs a `name`"):
+        Loop(_Nameless())
+    with pytest.raises(PolicyError, match="no set_oracle_lengths method"):
+        Loop(_NoOracleMethod([], PolicyTraits(needs_oracle=True))).provide({0: 5, 1: 5}, None)
+    with pytest.raises(ValueError, match="tick_s"):
+        PolicyTraits(tick_s=-1.0)
+
+
+def _sim(policy):
+    import pandas as pd
+
+    from seer.sim.driver import simulate
+
+    rows = [dict(prompt_id=0, sample_id=s, prompt_len=10, output_len=20, max_tokens=64) for s in range(4)]
+    cluster = ClusterConfig(name="c", model="qwen2.5-1.5b", instances=2, kv_capacity_tokens=4096, max_tokens=64)
+    return simulate(pd.DataFrame(rows), cluster, policy, progress=False)
+
+
+class _Ticking(Recorder):
+    """Dispatches two of four requests and waits for ticks that never change its mind."""
+
+    def on_event(self, event, view):
+        return [Dispatch(0, 0, 100), Dispatch(1, 1, 100)] if isinstance(event, RolloutStarted) else []
+
+
+class _AbortCycle(Recorder):
+    """Dispatches and aborts the same request in one list, and again at every aborted chunk: no time passes."""
+
+    def on_event(self, event, view):
+        if isinstance(event, RolloutStarted) or (isinstance(event, ChunkFinished) and not event.finished):
+            return [Dispatch(0, 0, 100), Abort(0)]
+        return []
+
+
+def test_the_simulator_ends_a_run_that_can_no_longer_progress():
+    # ticks used to keep an idle simulation alive forever; now the run ends once a tick changes nothing
+    with pytest.raises(PolicyError, match="left 2 requests unfinished"):
+        _sim(_Ticking([], PolicyTraits(tick_s=1.0)))
+    with pytest.raises(PolicyError, match="makes no progress"):
+        _sim(_AbortCycle([]))

@@ -7,6 +7,7 @@ backend's drafter to do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -65,6 +66,12 @@ class PolicyTraits:
     # the iteration runner holds over_issue x the groups training needs and carries unfinished requests
     # into the next iteration (partial rollout); 1.0 for synchronous policies
     over_issue: float = 1.0
+
+    def __post_init__(self):
+        if self.tick_s is not None and not (isinstance(self.tick_s, (int, float)) and 0 < self.tick_s < math.inf):
+            raise ValueError(f"PolicyTraits: tick_s must be None or a positive number of seconds, not {self.tick_s!r}")
+        if not (isinstance(self.over_issue, (int, float)) and 1 <= self.over_issue < math.inf):
+            raise ValueError(f"PolicyTraits: over_issue must be a number >= 1, not {self.over_issue!r}")
 
 
 NO_TRAITS = PolicyTraits()

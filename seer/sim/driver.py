@@ -9,7 +9,7 @@ import pandas as pd
 import simpy
 
 from seer.core import DraftConfig, InstanceChanges, Policy, StepProfile, describe_policy
-from seer.loop import ContractLoop, nan_bounds
+from seer.loop import ContractLoop, PolicyError, nan_bounds
 from seer.metrics import RolloutResult, events_frame, mean_running, summarize
 from seer.sim.bounds import min_prefill_tokens
 from seer.sim.cluster import ClusterConfig
@@ -99,6 +99,8 @@ class SimDriver(ContractLoop):
             for i in range(cluster.instances)
         ]
         self.tick_s = tick_s if tick_s is not None else self.traits.tick_s
+        # events at one instant: every request may finish, be preempted and move a few times over
+        self._instant, self._at_instant, self._livelock = -1.0, 0, 100 * len(self.true_len) + 10_000
 
     @property
     def now(self) -> float:
@@ -137,10 +139,30 @@ class SimDriver(ContractLoop):
 
     # ---- the run ------------------------------------------------------------------------------
 
+    def _idle(self) -> bool:
+        return all(not len(e.run_set) and not e.waiting and not e.loading for e in self.engines)
+
     def _ticker(self):
         while not self.done:
             yield self.env.timeout(self.tick_s)
+            dispatched = self.dispatches
             self.tick()
+            # nothing runs anywhere and the tick dispatched nothing: the next tick sees the same state, so stop
+            # ticking and let the run end (check_done names what the policy left unfinished)
+            if self.dispatches == dispatched and self._idle():
+                return
+
+    def _record(self, event) -> None:
+        # a policy that dispatches and aborts the same requests can cycle without time passing
+        if self.env.now != self._instant:
+            self._instant, self._at_instant = self.env.now, 0
+        self._at_instant += 1
+        if self._at_instant > self._livelock:
+            raise PolicyError(
+                f"policy {self.policy.name} makes no progress: {self._at_instant:,} events at t={self.now:.6g} s "
+                "without time passing (does it dispatch and abort the same requests?)"
+            )
+        super()._record(event)
 
     def run(self) -> RolloutResult:
         wall = time.perf_counter()

@@ -36,6 +36,17 @@ class Setup:
     cluster: ClusterConfig
     name: str
     synth: SynthConfig | None = None
+    source: str | None = None  # the trace file it was read from, when it was
+    spec_seed: int = 0  # seed of the parametric acceptance model's draws (traces without output_ids)
+
+    def describe(self) -> dict:
+        """What the workload was, for the result files: preset knobs (seed included) or the trace file."""
+        out = {"name": self.name, "requests": len(self.trace), "spec_seed": self.spec_seed}
+        if self.synth is not None:
+            out["synth"] = dataclasses.asdict(self.synth)
+        if self.source is not None:
+            out["trace"] = self.source
+        return out
 
     @classmethod
     def from_preset(
@@ -59,8 +70,10 @@ class Setup:
         cluster: str | ClusterConfig,
         instances: int | None = None,
         name: str | None = None,
+        spec_seed: int = 0,
     ) -> "Setup":
-        """A trace (a file or a frame) on a cluster preset name, TOML path or config."""
+        """A trace (a file or a frame) on a cluster preset name, TOML path or config; `spec_seed` seeds the
+        parametric acceptance draws when the trace has no output token ids."""
         if not isinstance(cluster, ClusterConfig):  # the small input first: a bad one fails before a big read
             cluster = load_cluster(cluster, instances=instances)
         elif instances is not None:
@@ -69,8 +82,11 @@ class Setup:
             from seer.traces.io import load_trace
 
             name = name or os.path.splitext(os.path.basename(str(trace)))[0]
+            source = str(trace)
             trace = load_trace(trace)
-        return cls(trace, cluster, name or "trace")
+        else:
+            source = None
+        return cls(trace, cluster, name or "trace", source=source, spec_seed=spec_seed)
 
     def with_trace(self, trace: pd.DataFrame) -> "Setup":
         return dataclasses.replace(self, trace=trace)
@@ -88,18 +104,21 @@ def run(
     exact: bool = False,
     progress: bool | None = False,
     cost=None,
-    spec_seed: int = 0,
+    spec_seed: int | None = None,
 ) -> RolloutResult:
-    """Simulate one rollout of the setup under a policy (a fresh object per spec)."""
-    return simulate(
+    """Simulate one rollout of the setup under a policy (a fresh object per spec); `spec_seed` (default: the
+    setup's) seeds the parametric acceptance draws. The result's config records the workload."""
+    result = simulate(
         setup.trace,
         setup.cluster,
         as_policy(policy, shared),
         exact=exact,
         progress=progress,
-        spec_seed=spec_seed,
+        spec_seed=setup.spec_seed if spec_seed is None else spec_seed,
         cost=cost,
     )
+    result.config["workload"] = {**setup.describe(), "spec_seed": setup.spec_seed if spec_seed is None else spec_seed}
+    return result
 
 
 def compare_table(summaries: list[dict]) -> list[dict]:
@@ -118,18 +137,23 @@ def compare_table(summaries: list[dict]) -> list[dict]:
 
 def compare(
     setup: Setup,
-    specs: Sequence[str],
+    specs: Sequence[str | Policy],
     shared: Mapping | None = None,
     exact: bool = False,
     progress: bool | None = False,
 ) -> tuple[list[dict], dict[str, RolloutResult]]:
-    """Every policy on the same setup: (comparison rows, results by spec). Specs are checked before any runs."""
+    """Every policy on the same setup: (comparison rows, results by spec, or by name for a policy object).
+    Specs are checked before any runs; a name given twice is refused (its results would overwrite)."""
     specs = list(specs)
     if not specs:
         raise SeerInputError("no policies to compare")
-    policies = [make_policy(s, shared) for s in specs]
-    results = {s: run(setup, p, exact=exact, progress=progress) for s, p in zip(specs, policies)}
-    return compare_table([{**r.summary, "policy": s} for s, r in results.items()]), results
+    policies = [as_policy(s, shared) for s in specs]
+    labels = [s if isinstance(s, str) else getattr(p, "name", type(p).__name__) for s, p in zip(specs, policies)]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise SeerInputError(f"compare: {', '.join(map(repr, twice))} given more than once")
+    results = {x: run(setup, p, exact=exact, progress=progress) for x, p in zip(labels, policies)}
+    return compare_table([{**r.summary, "policy": x} for x, r in results.items()]), results
 
 
 def run_iterations(

@@ -263,3 +263,25 @@ def test_partial_rollout_stops_at_the_target_and_biases_lengths_short():
     assert (sync.groups_trained == 16).all()
     assert (part.groups_trained >= 16).all() and (part.carried_requests > 0).any()
     assert part_len.mean() < sync_len.mean()
+
+
+def test_compare_takes_a_users_policy_object_and_refuses_a_name_twice():
+    from seer.core import Dispatch, RolloutStarted
+    from seer.errors import SeerInputError
+    from seer.experiment import Setup, compare
+
+    class Mine:  # round-robin at the start, each request to completion: the contract and nothing more
+        name = "mine"
+
+        def on_event(self, event, view):
+            if not isinstance(event, RolloutStarted):
+                return []
+            n = len(view.instances)
+            return [Dispatch(rid, i % n, 10**9) for i, rid in enumerate(sorted(view.requests))]
+
+    setup = Setup.from_preset("moonlight", prompts=6)
+    rows, results = compare(setup, ["verl", Mine()])
+    assert [r["policy"] for r in rows] == ["verl", "mine"] and set(results) == {"verl", "mine"}
+    assert rows[1]["requests"] == rows[0]["requests"] == len(setup.trace)
+    with pytest.raises(SeerInputError, match="'verl' given more than once"):
+        compare(setup, ["verl", "verl"])

@@ -168,3 +168,43 @@ def test_compare_partial_over_iterations(tmp_path):
         mine = it[it.policy == p]
         assert row["migrations"] == round(mine.migrations.mean())
         assert row["efficiency"] == pytest.approx(mine.efficiency.mean()) and 0 < row["efficiency"] <= 1
+
+
+def test_a_partial_spec_with_parameters_also_runs_over_iterations(tmp_path, capsys):
+    """The mode follows the policy's traits (it over-issues), not the literal name `partial`."""
+    from seer.cli import main
+
+    args = ["compare", "--preset", "qwen2-vl-72b", "--prompts", "12", "--instances", "2", "--out", str(tmp_path)]
+    assert main([*args, "--policies", "verl,partial:over_issue=2"]) == 0
+    assert (tmp_path / "iterations.parquet").is_file() and not (tmp_path / "verl").exists()
+    assert "iterations.parquet" in capsys.readouterr().out
+
+
+def test_a_trace_run_records_its_workload_and_seed_seeds_the_acceptance_draws(tmp_path):
+    """--seed with --trace seeds the parametric acceptance model (it was ignored); summary.json says which
+    workload and seeds produced it; --prompts does not apply to a trace and is refused."""
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "prompt_id,sample_id,prompt_len,output_len\n"
+        + "".join(f"{p},{s},100,{300 + 37 * p + s}\n" for p in range(8) for s in range(4))
+    )
+    base = ["simulate", "--trace", str(trace), "--cluster", "moonlight", "--instances", "2", "--policy", "seer"]
+    out = {}
+    for seed in ("1", "1", "2"):
+        folder = tmp_path / f"r{len(out)}"
+        proc = run_seer(*base, "--seed", seed, "--out", str(folder), "--json")
+        assert proc.returncode == 0, proc.stderr
+        out[len(out)] = json.loads((folder / "summary.json").read_text())
+    assert out[0]["summary"]["spec_accepted_tokens"] == out[1]["summary"]["spec_accepted_tokens"]
+    assert out[0]["summary"]["spec_accepted_tokens"] != out[2]["summary"]["spec_accepted_tokens"]
+    workload = out[2]["config"]["workload"]
+    assert workload["trace"] == str(trace) and workload["spec_seed"] == 2 and workload["requests"] == 32
+    proc = run_seer(*base, "--prompts", "3", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--prompts sizes a --preset workload" in proc.stderr
+
+
+def test_preset_runs_record_the_generator_and_its_seed(tmp_path):
+    proc = run_seer("simulate", "--preset", "moonlight", "--prompts", "4", "--seed", "3", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    workload = json.loads((tmp_path / "summary.json").read_text())["config"]["workload"]
+    assert workload["name"] == "moonlight" and workload["synth"]["seed"] == 3 and workload["synth"]["prompts"] == 4

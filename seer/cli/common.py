@@ -80,7 +80,10 @@ def workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", help="cluster preset name or TOML path (default: the --preset's)")
     p.add_argument("--instances", type=int_at_least(1), help="override the number of instances")
     p.add_argument(
-        "--seed", type=int_at_least(0), help="seed of the synthetic workload (default: the preset's, else 0)"
+        "--seed",
+        type=int_at_least(0),
+        help="with --preset: seed of the synthetic workload (default: the preset's); with --trace: seed of the "
+        "parametric acceptance draws, used when the trace has no output token ids (default 0)",
     )
     p.add_argument("--prompts", type=int_at_least(1), help="with --preset: number of prompts (groups) per iteration")
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies (default 8192)")
@@ -124,7 +127,9 @@ def setup_from_args(args):
         )
     if not args.cluster:
         raise SeerInputError("--trace needs --cluster PRESET (a preset name or a TOML path)")
-    return Setup.from_trace(args.trace, args.cluster, instances=args.instances)
+    if args.prompts is not None:
+        raise SeerInputError("--prompts sizes a --preset workload; a --trace has its own prompts")
+    return Setup.from_trace(args.trace, args.cluster, instances=args.instances, spec_seed=args.seed or 0)
 
 
 def safe_name(text: str) -> str:

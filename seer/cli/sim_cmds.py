@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 from seer.cli.common import int_at_least, print_json, safe_name, setup_from_args, shared_policy_params, workload_args
 from seer.cli.summary import print_summary
@@ -77,6 +78,7 @@ def _iterations(args, setup, names: list[str], shared: dict, out) -> list[dict]:
 def cmd_compare(args) -> int:
     import pandas as pd
 
+    from seer.core import traits_of
     from seer.experiment import compare_table, run
     from seer.policies import make_policy
 
@@ -92,7 +94,15 @@ def cmd_compare(args) -> int:
     shared = shared_policy_params(args)
     policies = [make_policy(p, shared) for p in names]  # fail on a bad spec before loading or running anything
     setup = setup_from_args(args)
-    over_iterations = args.iterations > 1 or ("partial" in names and args.preset)
+    # a policy that over-issues (partial rollout) is measured over iterations, which need fresh groups
+    over_issuing = [n for n, p in zip(names, policies) if traits_of(p).over_issue > 1]
+    over_iterations = args.iterations > 1 or bool(over_issuing and args.preset)
+    if over_issuing and not over_iterations:
+        print(
+            f"seer: {', '.join(over_issuing)} over-issue(s) and carry requests into the next iteration; on a --trace "
+            "this is one rollout without carry-over (--preset runs iterations)",
+            file=sys.stderr,
+        )
     if over_iterations and setup.synth is None:
         raise SeerInputError("--iterations needs --preset (each iteration draws fresh groups from its generator)")
     if over_iterations and args.cost_model:
@@ -115,7 +125,8 @@ def cmd_compare(args) -> int:
         print_json(rows)
         return 0
     _print_compare(setup, rows, args.iterations)
-    print(f"results: {out}/ (compare.json, compare.parquet, one folder per policy)")
+    files = "iterations.parquet, trained_lengths.parquet" if over_iterations else "one folder per policy"
+    print(f"results: {out}/ (compare.json, compare.parquet, {files})")
     return 0
 
 

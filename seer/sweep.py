@@ -1,7 +1,8 @@
 """`seer sweep CONFIG`: a grid of simulations (presets x policies x parameters x seeds) run on a local process
 pool, or on a Ray cluster (`--ray`, or whenever RAY_ADDRESS is set). Each finished cell is stored on its own
 (atomically), so a sweep that was interrupted and is run again only computes the cells still missing; the
-results land in one Parquet table.
+results land in one Parquet table. A cell is stored under a hash of the cell and of its preset's contents
+(workload, cluster, cost model), so an edited preset is computed again, not served from the old cells.
 
 CONFIG (TOML):
 
@@ -23,11 +24,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import tomllib
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 from tqdm import tqdm
@@ -127,8 +128,21 @@ def cells(cfg: dict) -> list[dict]:
     return out
 
 
-def cell_key(cell: dict) -> str:
-    return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
+def preset_fingerprint(preset: str) -> str:
+    """A hash of everything a preset's cell depends on besides the cell itself: the preset's TOML, its
+    cluster and its cost model (model shapes, fitted coefficients). An edited preset makes new cells."""
+    from seer.presets import load_preset
+    from seer.sim.cluster import load_cluster
+
+    cluster = load_cluster(preset)
+    parts = {"preset": load_preset(preset), "cluster": cluster.describe(), "cost": cluster.cost_model().describe()}
+    return hashlib.sha256(json.dumps(json_safe(parts), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cell_key(cell: dict, fingerprint: str | None = None) -> str:
+    """The cell's stored name: the cell and its preset's fingerprint (computed when not given)."""
+    fp = fingerprint if fingerprint is not None else preset_fingerprint(cell["preset"])
+    return hashlib.sha256(json.dumps({**cell, "fingerprint": fp}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_cell(cell: dict) -> dict:
@@ -163,9 +177,19 @@ def _die_with_parent() -> None:
 
 
 def _run_local(todo: list[dict], workers: int | None) -> Iterable[tuple[dict, dict]]:
-    with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-        for cell, row in zip(todo, pool.map(run_cell, todo)):
+    # multiprocessing's Pool, for its terminate(): on Ctrl-C (or an error) the running cells stop at once and no
+    # other starts (concurrent.futures waited for every submitted cell, then threw their results away)
+    pool = multiprocessing.Pool(processes=workers, initializer=_die_with_parent)
+    try:
+        for cell, row in zip(todo, pool.imap(run_cell, todo)):
             yield cell, row
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
 
 
 def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
@@ -207,12 +231,14 @@ def run_sweep(
         os.makedirs(store, exist_ok=True)
     except OSError as exc:
         raise SeerInputError(f"{store}: cannot create the sweep's cell folder ({exc.strerror or exc})") from None
+    prints = {p: preset_fingerprint(p) for p in cfg["presets"]}
+    keys = [cell_key(c, prints[c["preset"]]) for c in grid]
     done = {}
-    for cell in grid:
-        row = _kept_cell(os.path.join(store, cell_key(cell) + ".json"))
+    for key in keys:
+        row = _kept_cell(os.path.join(store, key + ".json"))
         if row is not None:
-            done[cell_key(cell)] = row
-    todo = [c for c in grid if cell_key(c) not in done]
+            done[key] = row
+    todo = [c for c, key in zip(grid, keys) if key not in done]
     use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
     bar = tqdm(
         total=len(grid),
@@ -224,12 +250,13 @@ def run_sweep(
     try:
         if todo:
             for cell, row in _run_ray(todo) if use_ray else _run_local(todo, workers):
-                write_text_atomic(os.path.join(store, cell_key(cell) + ".json"), json.dumps(json_safe(row)))
-                done[cell_key(cell)] = row
+                key = cell_key(cell, prints[cell["preset"]])
+                write_text_atomic(os.path.join(store, key + ".json"), json.dumps(json_safe(row)))
+                done[key] = row
                 bar.update(1)
     finally:
         bar.close()
-    table = pd.DataFrame([done[cell_key(c)] for c in grid])
+    table = pd.DataFrame([done[key] for key in keys])
     with atomic_path(os.path.join(out, "sweep.parquet")) as tmp:
         table.to_parquet(tmp, index=False)
     return table

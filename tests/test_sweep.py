@@ -109,3 +109,45 @@ def test_pool_workers_die_with_a_killed_sweep(config, tmp_path):
         w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]
     ]
     assert not alive, f"orphaned pool workers {alive}"
+
+
+def test_an_edited_preset_is_not_served_from_the_cells_of_the_old_one(config, tmp_path, monkeypatch):
+    import seer.sweep as sweep
+
+    out = tmp_path / "s"
+    run_sweep(config, str(out), workers=2, progress=False)
+    before = set(os.listdir(out / "cells"))
+    assert len(before) == 6
+    monkeypatch.setattr(sweep, "preset_fingerprint", lambda preset: "as if its TOML had changed")
+    run_sweep(config, str(out), workers=2, progress=False)
+    assert len(set(os.listdir(out / "cells")) - before) == 6  # every cell computed again, under new names
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the pool's workers")
+def test_ctrl_c_stops_a_sweep_at_once(tmp_path):
+    """SIGINT used to let the pool finish every submitted cell (tens of seconds) before the results were dropped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "long.toml"
+    config.write_text('[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl", "context"]\nseeds = [0, 1, 2]\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seer", "sweep", str(config), "--out", str(tmp_path / "k"), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    workers = []
+    while time.time() < deadline and not workers:
+        workers = _children(proc.pid)
+        time.sleep(0.2)
+    assert workers, "the sweep never started its pool"
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    sent = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - sent < 10, f"took {time.time() - sent:.0f} s to stop"
+    assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err

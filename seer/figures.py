@@ -10,6 +10,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer import plots
+from seer.fileio import staged_files
 
 BUNDLED = Path(__file__).resolve().parent / "data" / "gsm8k_smollm2.parquet"
 PRESETS = ("moonlight", "qwen2-vl-72b", "kimi-k2")
@@ -86,54 +87,74 @@ def _ablation(presets, results) -> pd.DataFrame:
 def make_figures(
     out: str, presets=PRESETS, prompts: int | None = None, runs=(), progress: bool | None = None
 ) -> list[str]:
-    """Write every figure under `out`; returns the files written."""
+    """Write every figure under `out` (PNG, PDF, and a Parquet table of what each draws); returns the files
+    written. They are made aside and moved in together: an interrupted run leaves the earlier set."""
+    work = len(presets) * (len(POLICIES) + 1) + 3 + len(runs)
+    bar = tqdm(total=work, desc="figures", unit="step", disable=None if progress is None else not progress)
+    try:
+        with staged_files(out) as tmp:
+            names = [os.path.basename(f) for f in _draw(str(tmp), presets, prompts, runs, bar)]
+    finally:
+        bar.close()
+    if not runs:  # a parity plot left from an earlier run would sit beside figures it was not made with
+        for ext in ("png", "pdf", "parquet"):
+            (Path(out) / f"parity_sim_vs_real.{ext}").unlink(missing_ok=True)
+    return [f"{out}/{n}" for n in names]
+
+
+def _lengths(traces: dict) -> pd.DataFrame:
+    return pd.concat([pd.DataFrame({"source": k, "output_len": t["output_len"]}) for k, t in traces.items()])
+
+
+def _draw(out: str, presets, prompts, runs, bar) -> list[str]:
     from seer.fidelity import fidelity
     from seer.studies.spec_bench import acceptance_table
     from seer.traces.io import load_trace
 
-    os.makedirs(out, exist_ok=True)
     written: list[str] = []
     bundled = load_trace(BUNDLED)
-    work = len(presets) * (len(POLICIES) + 1) + 3 + len(runs)
-    bar = tqdm(total=work, desc="figures", unit="step", disable=None if progress is None else not progress)
-    try:
-        setups, results, t = _simulate_grid(presets, prompts, bar)
-        traces = {p: s.trace for p, s in setups.items()}
-        written += plots.save(plots.length_cdf({"GSM8K · SmolLM2 (real)": bundled, **traces}), f"{out}/fig2_length_cdf")
-        hm = traces.get("qwen2-vl-72b", next(iter(traces.values())))
-        written += plots.save(plots.length_heatmap(hm), f"{out}/fig4_length_heatmap")
+    setups, results, t = _simulate_grid(presets, prompts, bar)
+    traces = {p: s.trace for p, s in setups.items()}
+    cdf = {"GSM8K · SmolLM2 (real)": bundled, **traces}
+    written += plots.save(plots.length_cdf(cdf), f"{out}/fig2_length_cdf", _lengths(cdf))
+    hm = traces.get("qwen2-vl-72b", next(iter(traces.values())))
+    hm_data = hm[["prompt_id", "sample_id", "output_len"]]
+    written += plots.save(plots.length_heatmap(hm), f"{out}/fig4_length_heatmap", hm_data)
+    bar.update(1)
+    rows = acceptance_table(bundled, refs=(0, 1, 3, 7), topk=(1, 2, 4), progress=False)
+    written += plots.save(plots.tau_table(rows), f"{out}/table2_tau", pd.DataFrame(rows))
+    bar.update(1)
+    per_g = _per_group_size(setups, t, bar)
+    written += plots.save(plots.throughput_bars(per_g), f"{out}/fig7_throughput", per_g)
+    tt = t[t.policy.isin(["verl", "context", "seer"])]
+    written += plots.save(plots.time_bars(tt), f"{out}/fig8_total_tail", tt)
+    abl = _ablation(presets, results)
+    written += plots.save(plots.ablation(abl), f"{out}/table4_ablation", abl)
+    q = "qwen2-vl-72b" if "qwen2-vl-72b" in presets else presets[0]
+    b = results[(q, "verl")].summary
+    orc = pd.DataFrame(
+        [
+            {
+                "variant": pol,
+                "throughput_norm": results[(q, pol)].summary["throughput_tok_s"] / b["throughput_tok_s"],
+                "tail_norm": results[(q, pol)].summary["tail_s"] / b["tail_s"],
+            }
+            for pol in ("verl", "divided", "context", "oracle")
+        ]
+    )
+    written += plots.save(plots.oracle_comparison(orc), f"{out}/fig12_oracle", orc)
+    pair = {f"verl ({q})": results[(q, "verl")], f"seer ({q})": results[(q, "seer")]}
+    timelines = pd.concat([r.timeline.assign(run=k) for k, r in pair.items()], ignore_index=True)
+    written += plots.save(plots.kv_timeline(pair), f"{out}/fig3_9_kv_timeline", timelines)
+    written += plots.save(plots.kv_timeline(pair, metric="running"), f"{out}/fig3_9_running")
+    bar.update(1)
+    par = []
+    for run_dir in runs:
+        f = fidelity(run_dir)
+        name = Path(run_dir).name
+        par.append({"label": f["policy"] if name == f["policy"] else f"{f['policy']} ({name})", **f})
         bar.update(1)
-        rows = acceptance_table(bundled, refs=(0, 1, 3, 7), topk=(1, 2, 4), progress=False)
-        written += plots.save(plots.tau_table(rows), f"{out}/table2_tau")
-        bar.update(1)
-        written += plots.save(plots.throughput_bars(_per_group_size(setups, t, bar)), f"{out}/fig7_throughput")
-        written += plots.save(plots.time_bars(t[t.policy.isin(["verl", "context", "seer"])]), f"{out}/fig8_total_tail")
-        written += plots.save(plots.ablation(_ablation(presets, results)), f"{out}/table4_ablation")
-        q = "qwen2-vl-72b" if "qwen2-vl-72b" in presets else presets[0]
-        b = results[(q, "verl")].summary
-        orc = pd.DataFrame(
-            [
-                {
-                    "variant": pol,
-                    "throughput_norm": results[(q, pol)].summary["throughput_tok_s"] / b["throughput_tok_s"],
-                    "tail_norm": results[(q, pol)].summary["tail_s"] / b["tail_s"],
-                }
-                for pol in ("verl", "divided", "context", "oracle")
-            ]
-        )
-        written += plots.save(plots.oracle_comparison(orc), f"{out}/fig12_oracle")
-        pair = {f"verl ({q})": results[(q, "verl")], f"seer ({q})": results[(q, "seer")]}
-        written += plots.save(plots.kv_timeline(pair), f"{out}/fig3_9_kv_timeline")
-        written += plots.save(plots.kv_timeline(pair, metric="running"), f"{out}/fig3_9_running")
-        bar.update(1)
-        par = []
-        for run_dir in runs:
-            f = fidelity(run_dir)
-            name = Path(run_dir).name
-            par.append({"label": f["policy"] if name == f["policy"] else f"{f['policy']} ({name})", **f})
-            bar.update(1)
-        if par:
-            written += plots.save(plots.parity(par), f"{out}/parity_sim_vs_real")
-    finally:
-        bar.close()
+    if par:
+        flat = pd.DataFrame([{k: v for k, v in r.items() if isinstance(v, (str, int, float))} for r in par])
+        written += plots.save(plots.parity(par), f"{out}/parity_sim_vs_real", flat)
     return written

@@ -185,6 +185,34 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_files(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside the folder `path`; if the block succeeds, every file made in it is
+    moved into `path` (created when missing), replacing files of the same name and leaving the others. A set of
+    files that belong together (figures) is then all of one run or all of the earlier one."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise SeerInputError(f"{target}: exists and is not a folder")
+    parent, created = _parent_of(target)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        _remove_empty(created)
+        raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        target.mkdir(exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            with contextlib.suppress(OSError):
+                os.chmod(f, 0o666 & ~_umask())
+            os.replace(f, target / f.name)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
     """`path` resolved, refused unless it lies inside `folder` (command-line text must never steer a write out)."""
     root, p = Path(folder).resolve(), Path(path).resolve()

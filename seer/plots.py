@@ -261,8 +261,9 @@ def robustness_heatmap(table: pd.DataFrame, value: str = "x_verl") -> plt.Figure
     return fig
 
 
-def save(fig: plt.Figure, stem: str) -> list[str]:
-    """Write `stem`.png and `stem`.pdf (atomically) and close the figure."""
+def save(fig: plt.Figure, stem: str, data: pd.DataFrame | None = None) -> list[str]:
+    """Write `stem`.png and `stem`.pdf (atomically), and `stem`.parquet with the numbers drawn when given; close
+    the figure."""
     from seer.fileio import atomic_path
 
     out = []
@@ -272,4 +273,8 @@ def save(fig: plt.Figure, stem: str) -> list[str]:
             fig.savefig(tmp, dpi=200, format=ext, bbox_inches="tight")
         out.append(path)
     plt.close(fig)
+    if data is not None:
+        with atomic_path(f"{stem}.parquet") as tmp:
+            data.to_parquet(tmp, index=False)
+        out.append(f"{stem}.parquet")
     return out

@@ -228,6 +228,7 @@ CASES = [  # (arguments, words the one line must contain)
     ([*SIM, "--policy", "context:chunk_sise=4"], "chunk_sise"),
     ([*SIM, "--policy", "seer:gamma=2.5"], "gamma"),
     ([*SIM, "--policy", "least-loaded:max_in_flight=-1"], "max_in_flight"),
+    ([*SIM, "--policy", "divided:max_chunks=0"], "max_chunks must be >= 1, not 0"),
     ([*SIM, "--policy", "partial:target_groups=-1"], "target_groups"),
     ([*SIM, "--policy", "divided:affinity_margin=/../../X"], "affinity_margin"),
     ([*SIM, "--out", "notes.txt"], "not a folder"),

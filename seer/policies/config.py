@@ -123,7 +123,10 @@ class ConfiguredPolicy:
             raise TypeError("give a config object or keyword parameters, not both")
         unknown = set(params) - set(self.Config.keys())
         if unknown:
-            raise TypeError(f"unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+            raise TypeError(
+                f"{self.name}: unexpected keyword argument(s) {', '.join(sorted(unknown))}; "
+                f"valid: {', '.join(self.Config.keys())}"
+            )
         self.cfg = config if config is not None else self.Config(**params)
         if not isinstance(self.cfg, self.Config):
             raise TypeError(f"{self.name} needs a {self.Config.__name__}, not {type(self.cfg).__name__}")

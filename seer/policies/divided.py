@@ -45,11 +45,14 @@ class DividedConfig(PolicyConfig):
     )
 
     def problems(self) -> list[str]:
-        out = []
-        if self.chunk_size < 1 or self.max_chunks < 1:
-            out.append("chunk_size and max_chunks must be >= 1")
-        if self.imbalance_threshold < 0 or self.affinity_margin < 0:
-            out.append("imbalance_threshold and affinity_margin must be >= 0")
+        out = [
+            f"{k} must be >= 1, not {getattr(self, k)}" for k in ("chunk_size", "max_chunks") if getattr(self, k) < 1
+        ]
+        out += [
+            f"{k} must be >= 0, not {getattr(self, k)}"
+            for k in ("imbalance_threshold", "affinity_margin")
+            if getattr(self, k) < 0
+        ]
         return out
 
 

@@ -198,3 +198,20 @@ def test_the_timeline_counts_what_a_step_runs_after_admitting(policy):
     busy = res.timeline[res.timeline["t"] < res.summary["makespan_s"]]
     assert (busy["running"] == 1).all() and (busy["kv_used_tokens"] > 0).all()
     assert res.summary["mean_running"] == pytest.approx(1.0)
+
+
+def test_a_resumed_chunk_counts_the_context_it_prefills_again():
+    # prompt 10, 20 outputs in chunks of 8, 8, 4: the second chunk re-prefills 10 + 8 - 1 tokens (the last sampled
+    # token's KV was never computed), the third 10 + 16 - 1. The global pool fetches them and the prefix cache
+    # keeps them, so neither re-prefills.
+    want = {"local": 17 + 25, "pool": 0}
+    for mode, tokens in want.items():
+        res = simulate(
+            trace([(0, 0, 10, 20)]), tiny(kv_capacity_tokens=4096, kv_mode=mode), make_policy("divided:chunk_size=8")
+        )
+        assert res.summary["chunks"] == 3 and res.summary["resumed_prefill_tokens"] == tokens
+    cached = tiny(kv_capacity_tokens=4096, prefix_cache=True)
+    assert (
+        simulate(trace([(0, 0, 10, 20)]), cached, make_policy("divided:chunk_size=8")).summary["resumed_prefill_tokens"]
+        == 0
+    )

@@ -24,6 +24,10 @@ def print_summary(title: str, s: dict) -> None:
         "requests / output tokens": f"{s['requests']:,} / {s['output_tokens']:,}",
         "simulated in": f"{s['wall_s']:.2f} s wall ({s['mode']} mode)",
     }
+    if "resumed_prefill_tokens" in s:  # the simulator's counters
+        rows["KV computed again"] = (
+            f"{s['recomputed_tokens']:,} tokens after preemptions, {s['resumed_prefill_tokens']:,} by resumed chunks"
+        )
     if s.get("backend") == "vllm":
         rows.pop("lower bound")
         rows["simulated in"] = f"{s['wall_s']:.2f} s wall ({s['clock']} clock: makespan in instance time)"

@@ -31,6 +31,7 @@ class Seq:
     group: int = -1  # the request's group: siblings share its prompt's cached blocks
     prompt_len: int = 0
     shared: int = 0  # of `blocks`, the group's prompt blocks it shares (held once per group by the KV memory)
+    admitted: bool = False  # admitted to the batch at least once (a later admission follows a preemption)
 
     @property
     def target(self) -> int:
@@ -56,7 +57,8 @@ class InstanceStats:
     steps: int = 0
     epochs: int = 0
     preemptions: int = 0
-    recomputed_tokens: int = 0
+    recomputed_tokens: int = 0  # KV computed again after a preemption
+    resumed_prefill_tokens: int = 0  # KV of a resumed chunk's earlier context computed again on admission
     pool_fetched_tokens: int = 0
     prefix_hit_tokens: int = 0
     timeline: list = field(default_factory=list)  # (t, kv_used_tokens, running, waiting)

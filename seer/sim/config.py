@@ -16,7 +16,9 @@ class InstanceConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     prefix_cache: bool = False
-    kv_mode: str = "local"  # "local": a moved request re-prefills; "pool": its KV is fetched from a global pool
+    # "local": a resumed chunk re-prefills its context, unless the prefix cache still holds it (on the instance
+    # it left); "pool": its KV is fetched from a global pool (Seer's Mooncake)
+    kv_mode: str = "local"
     pool_bytes_per_s: float = 50e9
 
     def __post_init__(self):

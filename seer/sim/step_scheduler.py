@@ -187,6 +187,11 @@ class StepScheduler:
             shared = shared or first
             if shared:
                 self.kv.join(seq.group, shared)
+        if not seq.admitted and seq.gen0 > 0:
+            # a resumed chunk prefills its earlier context again, less what a cache or the pool supplies (the
+            # last generated token's KV was never computed); after a preemption `recomputed_tokens` counts it
+            self.stats.resumed_prefill_tokens += max(0, seq.ctx0 - 1 - hit)
+        seq.admitted = True
         seq.shared = shared
         seq.blocks = base
         seq.computed = hit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,12 @@ class SimDriver(ContractLoop):
         cost=None,
     ):
         rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens, progress)
+        if "arrival_s" in trace.columns and len(trace) and float(trace["arrival_s"].max()) > 0:
+            warnings.warn(
+                f"the trace's arrival_s (up to {float(trace['arrival_s'].max()):,.1f} s) is ignored: a synchronous "
+                "rollout has every request at t = 0",
+                stacklevel=2,
+            )
         super().__init__(rollout, policy)
         # an empty recorded response still takes its prefill step and samples its end token, which is not counted
         empty = trace.loc[trace["output_len"] == 0, ["prompt_id", "sample_id"]]

@@ -209,13 +209,16 @@ def test_group_drafter_scopes_and_cleanup():
     assert ("group", 1) not in glob._index
 
 
-def test_ngram_baseline_takes_the_longest_most_recent_match():
+def test_ngram_baseline_takes_the_longest_earliest_match_as_vllm_does():
     ctx = [1, 2, 3, 9, 1, 2, 4, 7, 2, 3, 1, 2]
-    # longest match of the suffix [.., 1, 2] is [3, 1, 2]? no: [3,1,2] occurs nowhere earlier; [1, 2] does,
-    # most recently at index 4, followed by 4, 7
-    assert ngram_propose(ctx, 2, 1, 4) == [4, 7]
+    # the longest earlier match of a suffix: [3, 1, 2] occurs nowhere earlier, [1, 2] does, at 0 and at 4; vLLM
+    # v1's NgramProposer takes the earliest, followed by 3, 9 (the most recent would give 4, 7)
+    assert ngram_propose(ctx, 2, 1, 4) == [3, 9]
     assert ngram_propose([5, 6, 7], 3) == []
     assert ngram_propose([1, 2, 1, 2], 5) == [1, 2]
+    # a repeated token: the earliest occurrence of the last 4 has 16 tokens after it, so the draft is k deep
+    assert ngram_propose([7] * 20, 8, 1, 4) == [7] * 8
+    assert ngram_propose([1, 2, 3, 4, 2, 3], 4, 2, 3) == [4, 2, 3]  # vLLM's docstring example
 
 
 # ---- MBA ------------------------------------------------------------------------------------------

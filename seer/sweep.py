@@ -51,6 +51,7 @@ SUMMARY_COLUMNS = (
 )
 
 
+FLOAT_COLUMNS = ("makespan_s", "throughput_tok_s", "tail_s", "tail_share", "lower_bound_s", "efficiency", "spec_tau")
 SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
 
 
@@ -208,6 +209,20 @@ def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
             yield refs[ref], ray.get(ref)
 
 
+def _typed(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a table whose column types do not depend on which cells ran: a parameter some policies do not
+    take stays integer (nullable) rather than float, and a metric with no value anywhere (spec_tau without
+    speculation) is float."""
+    table = pd.DataFrame(rows)
+    for col in table.columns:
+        values = [r[col] for r in rows if r.get(col) is not None]
+        if col.startswith("param_") and values and all(type(v) is int for v in values):
+            table[col] = table[col].astype("Int64")
+        elif col in FLOAT_COLUMNS:
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype("float64")
+    return table
+
+
 def _kept_cell(path: str) -> dict | None:
     """A finished cell's row, or None when there is none or it is damaged (it is then computed again)."""
     try:
@@ -256,7 +271,7 @@ def run_sweep(
                 bar.update(1)
     finally:
         bar.close()
-    table = pd.DataFrame([done[key] for key in keys])
+    table = _typed([done[key] for key in keys])
     with atomic_path(os.path.join(out, "sweep.parquet")) as tmp:
         table.to_parquet(tmp, index=False)
     return table

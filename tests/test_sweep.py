@@ -33,6 +33,8 @@ def test_pool_and_ray_give_the_same_table(config, tmp_path):
     # verl takes no chunk_size: it runs once per seed, context once per seed and chunk size
     assert len(pool) == 6 and set(pool["policy"]) == {"verl", "context"}
     assert pool.loc[pool.policy == "verl", "param_chunk_size"].isna().all()
+    # integers stay integers beside the missing ones, and a metric no cell has is still a float column
+    assert str(pool["param_chunk_size"].dtype) == "Int64" and pool["spec_tau"].dtype == "float64"
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

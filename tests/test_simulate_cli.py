@@ -208,3 +208,58 @@ def test_preset_runs_record_the_generator_and_its_seed(tmp_path):
     assert proc.returncode == 0, proc.stderr
     workload = json.loads((tmp_path / "summary.json").read_text())["config"]["workload"]
     assert workload["name"] == "moonlight" and workload["synth"]["seed"] == 3 and workload["synth"]["prompts"] == 4
+
+
+MY_POLICY = '''
+from dataclasses import dataclass
+
+from seer.core import ChunkFinished, Dispatch, RequestState, RolloutStarted
+from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
+
+
+@dataclass(frozen=True)
+class ShortestPromptConfig(PolicyConfig):
+    budget: int = param(10**9, "tokens per chunk")
+
+
+class ShortestPrompt(ConfiguredPolicy):
+    """Every request at the start, shortest prompt first, round-robin; a cut chunk resumes where it was."""
+
+    name = "shortest-prompt"
+    Config = ShortestPromptConfig
+
+    def on_event(self, event, view):
+        if isinstance(event, RolloutStarted):
+            order = sorted(view.requests, key=lambda r: (view.requests[r].prompt_len, r))
+            return [Dispatch(r, i % len(view.instances), self.cfg.budget) for i, r in enumerate(order)]
+        if isinstance(event, ChunkFinished) and view.requests[event.request_id].state is RequestState.WAITING:
+            return [Dispatch(event.request_id, event.instance, self.cfg.budget)]
+        return []
+
+
+class NotAPolicy:
+    pass
+'''
+
+
+def test_a_policy_of_your_own_runs_by_its_module_path(tmp_path):
+    """`module.Class` names a ConfiguredPolicy subclass on the Python path: compare, sweep and `seer policies`
+    take it like a registered one, parameters included."""
+    (tmp_path / "mypol.py").write_text(MY_POLICY)
+    env = {"PYTHONPATH": str(tmp_path)}
+    args = ["--preset", "moonlight", "--prompts", "4", "--instances", "2"]
+    proc = run_seer(
+        "compare", *args, "--policies", "verl,mypol.ShortestPrompt:budget=64", "--out", str(tmp_path / "c"), env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["policy"]: r for r in json.loads((tmp_path / "c" / "compare.json").read_text())}
+    mine = rows["mypol.ShortestPrompt:budget=64"]
+    assert mine["output_tokens"] == rows["verl"]["output_tokens"] and mine["chunks"] > mine["requests"]
+    listed = run_seer("policies", "mypol.ShortestPrompt", env=env)
+    assert "shortest prompt first" in listed.stdout and "budget" in listed.stdout
+    for name, words in (
+        ("mypol.NotAPolicy", "not a seer.policies.config.ConfiguredPolicy"),
+        ("nosuch.X", "cannot import"),
+    ):
+        bad = run_seer("simulate", *args, "--policy", name, env=env)
+        assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr

@@ -37,12 +37,19 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n")[0]
+
+
 def cmd_policies(args) -> int:
     from seer.policies import POLICIES, policy_class
 
     names = [args.name] if args.name else list(POLICIES)
     table = {
-        n: {"description": POLICIES[n][1] if n in POLICIES else "", "parameters": policy_class(n).Config.describe()}
+        n: {
+            "description": POLICIES[n][1] if n in POLICIES else _first_line(policy_class(n).__doc__),
+            "parameters": policy_class(n).Config.describe(),
+        }
         for n in names
     }
     if args.json:

@@ -1,11 +1,14 @@
 """Scheduling policies, written once against the contract in `seer.core` (no backend imports).
 
 `make_policy("NAME:KEY=VALUE:...", **params)` builds one by registry name with typed, checked parameters;
-`POLICIES` lists them with a one-line description, and each class's `Config` describes its parameters.
+`POLICIES` lists them with a one-line description, and each class's `Config` describes its parameters. A dotted
+NAME, `module.Class`, imports a `ConfiguredPolicy` subclass of your own from the Python path, so every command
+that takes a policy (simulate, compare, sweep, run) runs it too.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 
 from seer.core import Policy
@@ -62,9 +65,29 @@ def parse_policy_spec(text: str) -> tuple[str, dict]:
 
 
 def policy_class(name: str) -> type[ConfiguredPolicy]:
-    if name not in POLICIES:
-        raise SeerInputError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    return POLICIES[name][0]
+    """A registered policy's class, or `module.Class` imported from the Python path (a policy of your own)."""
+    if name in POLICIES:
+        return POLICIES[name][0]
+    if "." in name:
+        return _imported(name)
+    raise SeerInputError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}, or module.Class of your own")
+
+
+def _imported(name: str) -> type[ConfiguredPolicy]:
+    """A policy class named `module.Class`: registered names have no dots, so a dotted one is a class to import."""
+    module, _, attr = name.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise SeerInputError(f"policy {name!r}: cannot import {module} ({exc})") from None
+    except AttributeError:
+        raise SeerInputError(f"policy {name!r}: module {module} has no {attr}") from None
+    if not (isinstance(cls, type) and issubclass(cls, ConfiguredPolicy)):
+        raise SeerInputError(
+            f"policy {name!r}: not a seer.policies.config.ConfiguredPolicy subclass (one with a name, on_event "
+            "and a Config of typed parameters)"
+        )
+    return cls
 
 
 def policy_keys(name: str) -> tuple[str, ...]:

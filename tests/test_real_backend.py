@@ -124,6 +124,13 @@ def test_seer_run_cli_records_and_fidelity_reads_it(tmp_path):
         assert (out / name).exists()
     rec = pd.read_parquet(out / "trace.parquet")
     assert sorted(rec["output_len"]) == sorted(trace["output_len"])
+    assert summary["chunks"] == int(pd.read_parquet(out / "requests.parquet")["chunks"].sum()) >= len(trace)
+    # each instance's timeline ends idle when its last step ends (a row holds until the next), not at its start
+    tl, st = pd.read_parquet(out / "timeline.parquet"), pd.read_parquet(out / "steps.parquet")
+    for i, g in tl.groupby("instance"):
+        mine = st[st.instance == i]
+        assert g["t"].iloc[-1] == pytest.approx((mine["t"] + mine["duration_s"]).max()) and g["running"].iloc[-1] == 0
+    assert tl["t"].max() <= summary["makespan_s"] + 1e-9
     fid = run_seer("fidelity", str(out), "--json")
     assert fid.returncode == 0, fid.stderr[-3000:]
     f = json.loads(fid.stdout)

@@ -277,7 +277,15 @@ class RealDriver(ContractLoop):
         timeline["kv_used_tokens"] = (steps["kv_usage"] * cap).round().astype(int)
         for col in ("running", "waiting", "kv_usage"):
             timeline[col] = steps[col]
-        return timeline
+        # a row holds until the instance's next one: where a step ends before the next begins (or is the
+        # instance's last), the instance is idle from its end, as the simulator's timeline records
+        order = steps.sort_values(["instance", "t"], kind="stable")
+        end = order["t"] + order["duration_s"]
+        following = order.groupby("instance")["t"].shift(-1)
+        idle = order.loc[following.isna() | (following > end + 1e-9), ["instance"]].assign(t=end)
+        rows = idle.assign(kv_used_tokens=0, running=0, waiting=0, kv_usage=0.0)
+        out = pd.concat([timeline, rows], ignore_index=True)
+        return out.sort_values(["instance", "t"], kind="stable").reset_index(drop=True)
 
     def _overhead_per_step(self, wall_s: float, steps: pd.DataFrame) -> float | None:
         """Driver time per step outside the engines' steps, in µs (stepping one at a time: virtual clocks, or
@@ -315,6 +323,7 @@ class RealDriver(ContractLoop):
             "wall_s": wall_s,
             "steps": int(len(steps)),
             "migrations": int(df["migrations"].sum()),
+            "chunks": int(df["chunks"].sum()),
             "kv_capacity_tokens": cap,
             "model": self.settings.model,
             "failed_instances": [i.instance_id for i in self.engines if not i.alive],

@@ -146,7 +146,7 @@ def _draw(out: str, presets, prompts, runs, bar) -> list[str]:
     pair = {f"verl ({q})": results[(q, "verl")], f"seer ({q})": results[(q, "seer")]}
     timelines = pd.concat([r.timeline.assign(run=k) for k, r in pair.items()], ignore_index=True)
     written += plots.save(plots.kv_timeline(pair), f"{out}/fig3_9_kv_timeline", timelines)
-    written += plots.save(plots.kv_timeline(pair, metric="running"), f"{out}/fig3_9_running")
+    written += plots.save(plots.kv_timeline(pair, metric="running"), f"{out}/fig3_9_running", timelines)
     bar.update(1)
     par = []
     for run_dir in runs:

@@ -19,8 +19,8 @@ from typing import Iterator
 
 from seer.errors import SeerInputError
 
-# every result folder seer writes whole lists what it wrote here; replacing a folder needs this list to cover
-# everything in it, so a folder that also holds a user's own files is never deleted with the results
+# every result folder seer writes whole lists what it wrote here, subfolders included; replacing a folder needs
+# this list to cover everything in it, so a folder that also holds a user's own files is never deleted
 MANIFEST = ".seer-output"
 
 
@@ -112,20 +112,50 @@ def check_output_dir(path: str | os.PathLike) -> None:
     _replaceable(Path(path))
 
 
+# what seer wrote into a result folder before it listed its files (simulate, compare, run, spec bench)
+LEGACY_FILES = frozenset(
+    (
+        "summary.json",
+        "requests.parquet",
+        "timeline.parquet",
+        "events.parquet",
+        "compare.json",
+        "compare.parquet",
+        "iterations.parquet",
+        "trained_lengths.parquet",
+        "bench.json",
+        "bench.parquet",
+        "run.json",
+        "steps.parquet",
+        "trace.parquet",
+    )
+)
+
+
+def _entries(folder: Path) -> set[str]:
+    """Every file and folder under `folder`, as paths relative to it (symbolic links are entries, not followed)."""
+    out = set()
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        out.update((rel / n).as_posix() for n in (*dirs, *files))
+    return out
+
+
 def _legacy_results(target: Path) -> set[str] | None:
-    """The entries of a result folder an older seer wrote (no list of its files): it holds summary.json,
-    compare.json, bench.json or run.json and nothing but JSON and Parquet files and such result folders."""
-    entries = list(target.iterdir())
-    markers = {"summary.json", "compare.json", "bench.json", "run.json"}
+    """The entries of a result folder an older seer wrote (no list of its files): only the files seer writes,
+    and per-policy folders of them holding a summary.json (compare); None for anything else."""
 
-    def ours(p: Path) -> bool:
-        if p.is_dir() and not p.is_symlink():
-            return any((p / m).is_file() for m in markers) and _legacy_results(p) is not None
-        return p.is_file() and p.suffix in (".json", ".parquet")
+    def only_ours(folder: Path, nested: bool) -> bool:
+        names = {p.name for p in folder.iterdir()}
+        for p in folder.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                if nested or not (p / "summary.json").is_file() or not only_ours(p, True):
+                    return False
+            elif p.name not in LEGACY_FILES or not p.is_file():
+                return False
+        return bool(names & {"summary.json", "compare.json", "bench.json", "run.json"})
 
-    if not any(p.name in markers for p in entries) or not all(ours(p) for p in entries):
-        return None
-    return {p.name for p in entries}
+    return _entries(target) if only_ours(target, False) else None
 
 
 def _replaceable(target: Path) -> None:
@@ -135,18 +165,16 @@ def _replaceable(target: Path) -> None:
         raise SeerInputError(f"{target}: exists and is not a folder")
     if target.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise SeerInputError(f"{target}: is the current folder or holds it; choose another output folder")
-    names = {p.name for p in target.iterdir()}
-    if not names:
+    entries = _entries(target) - {MANIFEST}
+    if not entries:
         return
     try:
         ours = set(json.loads((target / MANIFEST).read_text()))
     except (OSError, ValueError, TypeError):
         ours = _legacy_results(target)
     if ours is None:
-        raise SeerInputError(
-            f"{target}: exists and is not a seer result folder; choose another output folder"
-        ) from None
-    others = sorted(names - ours - {MANIFEST})
+        raise SeerInputError(f"{target}: exists and is not a seer result folder; choose another output folder")
+    others = sorted(entries - ours)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise SeerInputError(
@@ -171,7 +199,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-        (tmp / MANIFEST).write_text(json.dumps(sorted(p.name for p in tmp.iterdir())))
+        (tmp / MANIFEST).write_text(json.dumps(sorted(_entries(tmp))))
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
             os.replace(target, old / "old")
@@ -187,26 +215,29 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def staged_files(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside the folder `path`; if the block succeeds, every file made in it is
-    moved into `path` (created when missing), replacing files of the same name and leaving the others. A set of
-    files that belong together (figures) is then all of one run or all of the earlier one."""
+    """Yield an empty hidden folder inside the folder `path` (created when missing); if the block succeeds, every
+    file made in it is moved into `path`, replacing files of the same name and leaving the others. A set of files
+    that belong together (figures) is then all of one run or all of the earlier one. Staging inside `path` keeps
+    the moves on one file system, whatever `path` links to."""
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise SeerInputError(f"{target}: exists and is not a folder")
-    parent, created = _parent_of(target)
+    created = [p for p in [target, *target.parents] if not p.exists()][::-1]
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+        target.mkdir(parents=True, exist_ok=True)
+        clean_stale(target, "staged")
+        tmp = Path(tempfile.mkdtemp(prefix=f".staged.{os.getpid()}.", suffix=".tmp", dir=target))
     except OSError as exc:
         _remove_empty(created)
         raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     try:
         yield tmp
-        target.mkdir(exist_ok=True)
         for f in sorted(tmp.iterdir()):
             with contextlib.suppress(OSError):
                 os.chmod(f, 0o666 & ~_umask())
             os.replace(f, target / f.name)
     except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
     finally:

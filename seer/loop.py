@@ -259,9 +259,9 @@ class ContractLoop:
     # ---- actions out ------------------------------------------------------------------------
 
     def act(self, actions) -> None:
-        if not actions:
+        if actions is None:
             return
-        if not isinstance(actions, (list, tuple)):
+        if isinstance(actions, (Dispatch, Abort, SetSpeculation)) or not hasattr(actions, "__iter__"):
             raise PolicyError(f"{self.policy.name}: on_event must return a list of actions, not {actions!r}")
         for action in actions:
             self._mark(action)

@@ -21,14 +21,15 @@ cell runs, with one line naming it and listing the valid ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import tomllib
 import warnings
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 from tqdm import tqdm
@@ -131,12 +132,18 @@ def cells(cfg: dict) -> list[dict]:
 
 def preset_fingerprint(preset: str) -> str:
     """A hash of everything a preset's cell depends on besides the cell itself: the preset's TOML, its
-    cluster and its cost model (model shapes, fitted coefficients). An edited preset makes new cells."""
+    cluster, the model's shapes, the hardware and the fitted coefficients. An edited preset makes new cells."""
     from seer.presets import load_preset
     from seer.sim.cluster import load_cluster
 
     cluster = load_cluster(preset)
-    parts = {"preset": load_preset(preset), "cluster": cluster.describe(), "cost": cluster.cost_model().describe()}
+    parts = {
+        "preset": load_preset(preset),
+        "cluster": cluster.describe(),
+        "shape": dataclasses.asdict(cluster.shape),
+        "hardware": dataclasses.asdict(cluster.hardware()),
+        "cost": cluster.cost_model().describe(),
+    }
     return hashlib.sha256(json.dumps(json_safe(parts), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -151,8 +158,11 @@ def run_cell(cell: dict) -> dict:
     from seer.experiment import Setup, run
     from seer.policies import make_policy
 
-    setup = Setup.from_preset(cell["preset"], seed=cell["seed"], prompts=cell["prompts"])
-    res = run(setup, make_policy(cell["policy"], **cell["params"]))
+    try:
+        setup = Setup.from_preset(cell["preset"], seed=cell["seed"], prompts=cell["prompts"])
+        res = run(setup, make_policy(cell["policy"], **cell["params"]))
+    except SeerInputError as exc:  # as a plain one: a subclass with its own arguments may not unpickle here
+        raise SeerInputError(str(exc)) from None
     row = {
         "preset": cell["preset"],
         "policy": cell["policy"],
@@ -178,19 +188,20 @@ def _die_with_parent() -> None:
 
 
 def _run_local(todo: list[dict], workers: int | None) -> Iterable[tuple[dict, dict]]:
-    # multiprocessing's Pool, for its terminate(): on Ctrl-C (or an error) the running cells stop at once and no
-    # other starts (concurrent.futures waited for every submitted cell, then threw their results away)
-    pool = multiprocessing.Pool(processes=workers, initializer=_die_with_parent)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
+    futures = [pool.submit(run_cell, cell) for cell in todo]
     try:
-        for cell, row in zip(todo, pool.imap(run_cell, todo)):
-            yield cell, row
+        for cell, future in zip(todo, futures):
+            yield cell, future.result()
     except BaseException:
-        pool.terminate()
+        # Ctrl-C or a failed cell: stop the running cells now and start no others (leaving the pool by `with`
+        # waited for every submitted cell, then threw the results away). The pool, broken by the terminated
+        # workers, fails the cells not yet run; a worker that died on its own is a BrokenProcessPool here.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False)
         raise
-    else:
-        pool.close()
-    finally:
-        pool.join()
+    pool.shutdown()
 
 
 def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:

@@ -233,6 +233,8 @@ CASES = [  # (arguments, words the one line must contain)
     ([*SIM, "--policy", "divided:affinity_margin=/../../X"], "affinity_margin"),
     ([*SIM, "--out", "notes.txt"], "not a folder"),
     ([*SIM, "--out", "."], "current folder"),
+    (["run", "--model", "dummy:smollm2", "--replay", "good.csv", "--out", "."], "current folder"),  # before vLLM
+    (["spec", "bench", "--trace", "good.csv", "--out", "."], "current folder"),
     (["simulate", "--trace", "good.csv"], "--cluster"),
     (["simulate", "--trace", "good.csv", "--preset", "moonlight"], "exactly one"),
     (["simulate", "--preset", "nope"], "unknown preset"),
@@ -502,6 +504,16 @@ def test_a_result_folder_holding_a_users_own_files_is_never_replaced(tmp_path, c
     assert main([*sim[:-1], str(legacy)]) == 2
     assert "not a seer result folder" in capsys.readouterr().err
     assert sorted(p.name for p in legacy.iterdir()) == ["data", "summary.json"]
-    (legacy / "data").rmdir()  # an older seer's folder, only its JSON and Parquet files: replaced
+    (legacy / "data").rmdir()
+    (legacy / "my_analysis.parquet").write_bytes(b"")  # a user's own Parquet beside an older seer's results
+    assert main([*sim[:-1], str(legacy)]) == 2 and (legacy / "my_analysis.parquet").exists()
+    (legacy / "my_analysis.parquet").unlink()  # an older seer's folder, only the files seer writes: replaced
     (legacy / "requests.parquet").write_bytes(b"")
     assert main([*sim[:-1], str(legacy)]) == 0 and (legacy / ".seer-output").is_file()
+    # inside a compare's per-policy folder too
+    cmp = ["compare", *sim[1:-2], "--policies", "verl,divided", "--out", str(tmp_path / "cmp")]
+    assert main(cmp) == 0
+    (tmp_path / "cmp" / "divided" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(cmp) == 2 and "divided/notes.txt" in capsys.readouterr().err
+    assert (tmp_path / "cmp" / "divided" / "notes.txt").read_text() == "mine"

@@ -19,6 +19,7 @@ from seer.core import (
     Rollout,
     RolloutStarted,
     SetSpeculation,
+    Tick,
 )
 from seer.loop import ContractLoop, PolicyError
 from seer.sim.cluster import ClusterConfig
@@ -155,6 +156,11 @@ class _Bare(Recorder):
         return Dispatch(0, 0, 100) if isinstance(event, RolloutStarted) else []
 
 
+class _Lazy(Recorder):
+    def on_event(self, event, view):
+        return (a for a in super().on_event(event, view))
+
+
 class _Nameless:
     def on_event(self, event, view):
         return []
@@ -167,6 +173,9 @@ class _NoOracleMethod(Recorder):
 def test_a_policy_breaking_the_contract_in_other_ways_is_named():
     with pytest.raises(PolicyError, match="must return a list of actions"):
         Loop(_Bare([])).run_fake()
+    lazy = Loop(_Lazy([Dispatch(0, 0, 100), Dispatch(1, 0, 100)]))  # any iterable of actions will do
+    lazy.run_fake()
+    assert lazy.ledger.open == 0
     with pytest.raises(PolicyError, match="needs a `name`"):
         Loop(_Nameless())
     with pytest.raises(PolicyError, match="no set_oracle_lengths method"):
@@ -192,6 +201,19 @@ class _Ticking(Recorder):
         return [Dispatch(0, 0, 100), Dispatch(1, 1, 100)] if isinstance(event, RolloutStarted) else []
 
 
+class _Patient(Recorder):
+    """Dispatches two requests at the start and the other two at its 50th tick (a back-off)."""
+
+    def on_event(self, event, view):
+        if isinstance(event, RolloutStarted):
+            self.ticks = 0
+            return [Dispatch(0, 0, 100), Dispatch(1, 1, 100)]
+        if isinstance(event, Tick):
+            self.ticks += 1
+            return [Dispatch(2, 0, 100), Dispatch(3, 1, 100)] if self.ticks == 50 else []
+        return []
+
+
 class _AbortCycle(Recorder):
     """Dispatches and aborts the same request in one list, and again at every aborted chunk: no time passes."""
 
@@ -205,5 +227,7 @@ def test_the_simulator_ends_a_run_that_can_no_longer_progress():
     # ticks used to keep an idle simulation alive forever; now the run ends once a tick changes nothing
     with pytest.raises(PolicyError, match="left 2 requests unfinished"):
         _sim(_Ticking([], PolicyTraits(tick_s=1.0)))
+    waited = _sim(_Patient([], PolicyTraits(tick_s=1.0)))  # idle ticks on purpose, then the rest: it finishes
+    assert waited.summary["requests"] == 4 and 50 <= waited.summary["makespan_s"] < 51
     with pytest.raises(PolicyError, match="makes no progress"):
         _sim(_AbortCycle([]))

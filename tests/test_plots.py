@@ -120,16 +120,16 @@ def test_seer_figures_cli(tmp_path):
         "fig3_9_running",
     } <= names
     assert len(list(out.glob("*.pdf"))) == len(list(out.glob("*.png"))) == 9
-    # the numbers behind each figure (the running timeline shares the KV timeline's table)
+    # the numbers behind each figure
     import pandas as pd
 
-    assert len(list(out.glob("*.parquet"))) == 8
+    assert len(list(out.glob("*.parquet"))) == 9
     bars = pd.read_parquet(out / "fig7_throughput.parquet")
     assert {"verl", "seer"} <= set(bars["policy"])
     (out / "parity_sim_vs_real.png").write_bytes(b"from an earlier run")  # made with other runs: removed
     (out / "notes.txt").write_text("mine")  # not seer's: kept
     assert run_seer("figures", "--out", str(out), "--presets", "qwen2-vl-72b", "--prompts", "8").returncode == 0
     assert not (out / "parity_sim_vs_real.png").exists() and (out / "notes.txt").read_text() == "mine"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left aside
+    assert [p.name for p in (*tmp_path.iterdir(), *out.iterdir()) if p.name.startswith(".")] == []  # nothing left
     bad = run_seer("figures", "--out", str(tmp_path / "x"), "--run", str(tmp_path / "nope"))
     assert bad.returncode == 2 and "no such run folder" in bad.stderr

@@ -257,9 +257,12 @@ def test_a_policy_of_your_own_runs_by_its_module_path(tmp_path):
     assert mine["output_tokens"] == rows["verl"]["output_tokens"] and mine["chunks"] > mine["requests"]
     listed = run_seer("policies", "mypol.ShortestPrompt", env=env)
     assert "shortest prompt first" in listed.stdout and "budget" in listed.stdout
+    (tmp_path / "badpol.py").write_text("def broken(:\n")
     for name, words in (
         ("mypol.NotAPolicy", "not a seer.policies.config.ConfiguredPolicy"),
         ("nosuch.X", "cannot import"),
+        ("badpol.X", "SyntaxError"),
+        (".X", "cannot import"),
     ):
         bad = run_seer("simulate", *args, "--policy", name, env=env)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr

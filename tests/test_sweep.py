@@ -153,3 +153,29 @@ def test_ctrl_c_stops_a_sweep_at_once(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert time.time() - sent < 10, f"took {time.time() - sent:.0f} s to stop"
     assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err
+
+
+def test_a_worker_that_dies_fails_the_sweep_instead_of_hanging(tmp_path):
+    """A cell's process killed from outside (the OOM killer) must end the sweep with an error, never wait."""
+    import subprocess
+    import sys
+
+    (tmp_path / "k.toml").write_text(
+        '[sweep]\npresets = ["moonlight"]\npolicies = ["verl"]\nseeds = [0, 1, 2]\nprompts = 4\n'
+    )
+    script = f"""
+import os, signal
+import seer.sweep as sw
+run_cell = sw.run_cell
+def dying(cell):
+    if cell["seed"] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_cell(cell)
+sw.run_cell = dying
+try:
+    sw.run_sweep({str(tmp_path / "k.toml")!r}, {str(tmp_path / "out")!r}, workers=2, progress=False)
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "BrokenProcessPool", proc.stderr[-2000:]

@@ -8,7 +8,7 @@ import os
 
 from seer.cli.common import int_at_least, int_list, number_in, print_json
 from seer.errors import SeerInputError
-from seer.fileio import atomic_dir, json_safe
+from seer.fileio import atomic_dir, check_output_dir, json_safe
 
 
 def cmd_spec_bench(args) -> int:
@@ -18,6 +18,9 @@ def cmd_spec_bench(args) -> int:
     from seer.traces.io import load_trace
 
     refs, topk = int_list(args.refs, "--refs", 0), int_list(args.topk, "--topk", 1)
+    name = os.path.splitext(os.path.basename(args.trace))[0]
+    out = args.out or os.path.join("out", "spec-bench", name)
+    check_output_dir(out)  # before the replay, not after it
     trace = load_trace(args.trace)
     rows = acceptance_table(
         trace,
@@ -30,8 +33,6 @@ def cmd_spec_bench(args) -> int:
         max_match=args.max_match,
         seed=args.seed,
     )
-    name = os.path.splitext(os.path.basename(args.trace))[0]
-    out = args.out or os.path.join("out", "spec-bench", name)
     with atomic_dir(out) as tmp:
         (tmp / "bench.json").write_text(json.dumps(json_safe(rows), indent=2))
         pd.DataFrame(rows).to_parquet(tmp / "bench.parquet", index=False)

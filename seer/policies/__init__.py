@@ -77,11 +77,12 @@ def _imported(name: str) -> type[ConfiguredPolicy]:
     """A policy class named `module.Class`: registered names have no dots, so a dotted one is a class to import."""
     module, _, attr = name.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), attr)
-    except ImportError as exc:
-        raise SeerInputError(f"policy {name!r}: cannot import {module} ({exc})") from None
-    except AttributeError:
-        raise SeerInputError(f"policy {name!r}: module {module} has no {attr}") from None
+        mod = importlib.import_module(module)
+    except Exception as exc:  # a missing module, a syntax error in it, an error while it runs: all the user's
+        raise SeerInputError(f"policy {name!r}: cannot import {module!r} ({type(exc).__name__}: {exc})") from None
+    cls = getattr(mod, attr, None)
+    if cls is None:
+        raise SeerInputError(f"policy {name!r}: module {module} has no {attr}")
     if not (isinstance(cls, type) and issubclass(cls, ConfiguredPolicy)):
         raise SeerInputError(
             f"policy {name!r}: not a seer.policies.config.ConfiguredPolicy subclass (one with a name, on_event "

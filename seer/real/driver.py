@@ -277,12 +277,14 @@ class RealDriver(ContractLoop):
         timeline["kv_used_tokens"] = (steps["kv_usage"] * cap).round().astype(int)
         for col in ("running", "waiting", "kv_usage"):
             timeline[col] = steps[col]
-        # a row holds until the instance's next one: where a step ends before the next begins (or is the
-        # instance's last), the instance is idle from its end, as the simulator's timeline records
+        # a row holds until the instance's next one: after its last step an instance is idle, as the simulator's
+        # timeline records. On the virtual clock a gap between two steps is idle time too; on the wall clock a
+        # gap is also the driver's round trip and the other engines' turns, while requests still run, so no row
         order = steps.sort_values(["instance", "t"], kind="stable")
         end = order["t"] + order["duration_s"]
         following = order.groupby("instance")["t"].shift(-1)
-        idle = order.loc[following.isna() | (following > end + 1e-9), ["instance"]].assign(t=end)
+        gap = following > end + 1e-9 if self.clock_mode != "wall" else False
+        idle = order.loc[following.isna() | gap, ["instance"]].assign(t=end)
         rows = idle.assign(kv_used_tokens=0, running=0, waiting=0, kv_usage=0.0)
         out = pd.concat([timeline, rows], ignore_index=True)
         return out.sort_values(["instance", "t"], kind="stable").reset_index(drop=True)

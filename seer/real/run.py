@@ -10,7 +10,7 @@ import numpy as np
 
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
-from seer.fileio import atomic_dir, json_safe
+from seer.fileio import atomic_dir, check_output_dir, json_safe
 from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import rollout_from_trace
 
@@ -187,6 +187,13 @@ def _check_kv_blocks(spec: RunSpec) -> None:
         )
 
 
+def _check_inputs(spec: RunSpec, out: str) -> None:
+    """What can be refused before any engine starts: the model, the KV size, the output folder."""
+    check_model(spec.model)
+    _check_kv_blocks(spec)
+    check_output_dir(out)  # before the rollout, not after it
+
+
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     """One real rollout as `seer run` describes it; returns its summary (results written under `out`)."""
     from seer.core import traits_of
@@ -195,8 +202,7 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     from seer.real.driver import RealDriver
     from seer.real.engine import EngineSettings
 
-    check_model(spec.model)
-    _check_kv_blocks(spec)
+    _check_inputs(spec, out)
     policy = make_policy(spec.policy, shared={"chunk_size": spec.chunk_size})
     traits = traits_of(policy)
     method, speculative, drafter = speculation_settings(spec, traits)

@@ -22,6 +22,8 @@ from seer.sim.spec_bound import speculative_minimums
 from seer.sim.speculation import ExactReplay, ParametricAcceptance
 from seer.traces.rollout import rollout_from_trace
 
+IDLE_TICKS = 1000  # ticks in a row with nothing running and nothing dispatched that end a simulation
+
 
 class CostProfile(StepProfile):
     """The verify-step time T(batch, q) at mean context `ctx` from a cost model: the 'offline profile' a
@@ -150,13 +152,16 @@ class SimDriver(ContractLoop):
         return all(not len(e.run_set) and not e.waiting and not e.loading for e in self.engines)
 
     def _ticker(self):
+        idle_ticks = 0
         while not self.done:
             yield self.env.timeout(self.tick_s)
             dispatched = self.dispatches
             self.tick()
-            # nothing runs anywhere and the tick dispatched nothing: the next tick sees the same state, so stop
-            # ticking and let the run end (check_done names what the policy left unfinished)
-            if self.dispatches == dispatched and self._idle():
+            # ticks alone keep the simulation going: once IDLE_TICKS ticks in a row found nothing running anywhere
+            # and dispatched nothing, stop ticking and let the run end (check_done names what the policy left
+            # unfinished). A policy may still wait a few ticks on purpose (a back-off); it cannot wait forever.
+            idle_ticks = idle_ticks + 1 if self.dispatches == dispatched and self._idle() else 0
+            if idle_ticks >= IDLE_TICKS:
                 return
 
     def _record(self, event) -> None:

@@ -108,16 +108,18 @@ def run(
 ) -> RolloutResult:
     """Simulate one rollout of the setup under a policy (a fresh object per spec); `spec_seed` (default: the
     setup's) seeds the parametric acceptance draws. The result's config records the workload."""
+    if spec_seed is not None:
+        setup = dataclasses.replace(setup, spec_seed=spec_seed)
     result = simulate(
         setup.trace,
         setup.cluster,
         as_policy(policy, shared),
         exact=exact,
         progress=progress,
-        spec_seed=setup.spec_seed if spec_seed is None else spec_seed,
+        spec_seed=setup.spec_seed,
         cost=cost,
     )
-    result.config["workload"] = {**setup.describe(), "spec_seed": setup.spec_seed if spec_seed is None else spec_seed}
+    result.config["workload"] = setup.describe()
     return result
 
 

@@ -146,14 +146,14 @@ def _legacy_results(target: Path) -> set[str] | None:
     and per-policy folders of them holding a summary.json (compare); None for anything else."""
 
     def only_ours(folder: Path, nested: bool) -> bool:
-        names = {p.name for p in folder.iterdir()}
-        for p in folder.iterdir():
+        entries = list(folder.iterdir())
+        for p in entries:
             if p.is_dir() and not p.is_symlink():
                 if nested or not (p / "summary.json").is_file() or not only_ours(p, True):
                     return False
             elif p.name not in LEGACY_FILES or not p.is_file():
                 return False
-        return bool(names & {"summary.json", "compare.json", "bench.json", "run.json"})
+        return any(p.name in ("summary.json", "compare.json", "bench.json", "run.json") for p in entries)
 
     return _entries(target) if only_ours(target, False) else None
 
@@ -230,18 +230,18 @@ def staged_files(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         _remove_empty(created)
         raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    moved = False
     try:
         yield tmp
         for f in sorted(tmp.iterdir()):
             with contextlib.suppress(OSError):
                 os.chmod(f, 0o666 & ~_umask())
             os.replace(f, target / f.name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
-        raise
+        moved = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not moved:
+            _remove_empty(created)
 
 
 def inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:

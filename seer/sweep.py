@@ -52,7 +52,8 @@ SUMMARY_COLUMNS = (
 )
 
 
-FLOAT_COLUMNS = ("makespan_s", "throughput_tok_s", "tail_s", "tail_share", "lower_bound_s", "efficiency", "spec_tau")
+COUNT_COLUMNS = ("preemptions", "migrations", "output_tokens", "requests")
+FLOAT_COLUMNS = tuple(c for c in SUMMARY_COLUMNS if c not in COUNT_COLUMNS)
 SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
 
 

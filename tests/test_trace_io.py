@@ -215,3 +215,63 @@ def test_a_byte_order_mark_is_read_as_in_any_editor(tmp_path, suffix):
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     df = load_trace(path)
     assert list(df.columns[:4]) == ["prompt_id", "sample_id", "prompt_len", "output_len"] and len(df) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["b", "a", "c10", "c9"]) | st.integers(-3, 3),  # prompt ids of either kind
+            st.integers(0, 5),  # sample id
+            st.integers(0, 40),  # prompt_len
+            st.integers(0, 30),  # output_len
+            st.integers(30, 64),  # max_tokens
+            st.integers(0, 3),  # iteration
+        ),
+        max_size=40,
+    ),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_a_trace_becomes_one_group_per_prompt_with_each_rows_values(rows, text_ids, with_max, with_iter, rnd):
+    """rollout_from_trace: groups in prompt_id order, samples in sample_id order, every request carrying its
+    own row's key and lengths, a group's cap the largest of its rows' and its iteration the earliest."""
+    from seer.traces.rollout import rollout_from_trace
+
+    rows = list({(str(r[0]) if text_ids else INT_IDS.get(r[0], r[0]), r[1]): r for r in rows}.items())  # unique keys
+    rnd.shuffle(rows)
+    df = pd.DataFrame(
+        [dict(zip(("prompt_id", "sample_id"), k)) | dict(zip(FIELDS, r[2:])) for k, r in rows],
+        columns=["prompt_id", "sample_id", *FIELDS],
+    )
+    if not with_max:
+        df = df.drop(columns=["max_tokens"])
+    if not with_iter:
+        df = df.drop(columns=["iteration"])
+    ro, true_len = rollout_from_trace(df, 64)
+    by_key = {k: r for k, r in rows}
+    assert [g.size for g in ro.groups.values()] == [
+        sum(1 for k in by_key if k[0] == p) for p in sorted({k[0] for k in by_key})
+    ]
+    assert [ro.requests[m[0]].key[0] for m in ro.members.values()] == sorted({k[0] for k in by_key})
+    for gid, members in ro.members.items():
+        group, reqs = ro.groups[gid], [ro.requests[m] for m in members]
+        assert [r.key[1] for r in reqs] == sorted(r.key[1] for r in reqs)
+        assert group.prompt_len == by_key[reqs[0].key][2]
+        assert group.max_tokens == (max(by_key[r.key][4] for r in reqs) if with_max else 64)
+        assert group.iteration == (min(by_key[r.key][5] for r in reqs) if with_iter else 0)
+        for r in reqs:
+            row = by_key[r.key]
+            assert type(r.key[0]) is (str if text_ids else int) and type(r.key[1]) is int
+            assert (r.prompt_len, r.max_tokens, true_len[r.request_id]) == (
+                row[2],
+                row[4] if with_max else 64,
+                max(1, row[3]),
+            )
+    assert sorted(r.key for r in ro.requests.values()) == sorted(by_key)
+
+
+FIELDS = ("prompt_len", "output_len", "max_tokens", "iteration")
+INT_IDS = {"b": 5, "a": 4, "c10": 10, "c9": 9}

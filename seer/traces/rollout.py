@@ -3,6 +3,7 @@ request's recorded length."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from seer.core import Group, Rollout
@@ -23,25 +24,35 @@ def rollout_from_trace(
     bar = tqdm(total=len(df), desc="setting up", unit="req", disable=None if progress is None else not progress)
     ro = Rollout()
     true_len: dict[int, int] = {}
-    has_max = "max_tokens" in df.columns
-    has_iter = "iteration" in df.columns
-    for gid, (pid, sub) in enumerate(df.groupby("prompt_id", sort=False)):
-        max_tokens = int(sub["max_tokens"].max()) if has_max else int(default_max_tokens)
-        plen = int(sub["prompt_len"].iloc[0])
-        iteration = int(sub["iteration"].min()) if has_iter else 0
-        keys = [(pid, int(s)) for s in sub["sample_id"]]
-        reqs = ro.add_group(Group(gid, plen, max_tokens, len(sub), iteration=iteration), keys=keys)
-        prompt_lens = sub["prompt_len"].to_numpy()
-        outs = sub["output_len"].to_numpy()
-        caps = sub["max_tokens"].to_numpy() if has_max else None
-        for i, req in enumerate(reqs):
+    # the groups are runs of equal prompt_id in the sorted frame: columns read once, not a pandas group per prompt
+    codes, pids = pd.factorize(df["prompt_id"], sort=False)
+    codes = np.asarray(codes)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(codes)].astype(np.int64)
+    prompt_lens = df["prompt_len"].to_numpy()
+    outs = df["output_len"].to_numpy().tolist()
+    samples = df["sample_id"].to_numpy().tolist()
+    caps = df["max_tokens"].to_numpy().tolist() if "max_tokens" in df.columns else None
+    iters = df["iteration"].to_numpy() if "iteration" in df.columns else None
+    pids = pids.tolist()
+    gid = 0
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if codes[a] < 0:  # a missing prompt_id: no group, as pandas' groupby drops it
+            continue
+        pid = pids[codes[a]]
+        max_tokens = int(max(caps[a:b])) if caps is not None else int(default_max_tokens)
+        iteration = int(iters[a:b].min()) if iters is not None else 0
+        keys = [(pid, int(s)) for s in samples[a:b]]
+        reqs = ro.add_group(Group(gid, int(prompt_lens[a]), max_tokens, b - a, iteration=iteration), keys=keys)
+        gid += 1
+        for i, req in enumerate(reqs, a):
             req.prompt_len = int(prompt_lens[i])
             if caps is not None:
                 req.max_tokens = int(caps[i])
             out = int(outs[i])
             if out > req.max_tokens:
                 raise SeerInputError(
-                    f"prompt {pid!r} sample {keys[i][1]}: output_len {out} exceeds max_tokens {req.max_tokens}"
+                    f"prompt {pid!r} sample {keys[i - a][1]}: output_len {out} exceeds max_tokens {req.max_tokens}"
                 )
             # an engine always samples at least one token
             true_len[req.request_id] = max(1, out)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from seer.errors import SeerInputError
 from seer.runs import RecordedRun, load_run
-from seer.sim.stepfit import StepFit, measured_steps, step_features
+from seer.sim.stepfit import REFERENCE, StepFit, measured_steps, step_features
 
 
 def _measured(recorded: RecordedRun) -> pd.DataFrame:
@@ -103,7 +103,7 @@ def speed_ratio(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, int]:
 def _reference(model: StepFit) -> pd.DataFrame | None:
     """The decode medians of a model's calibration runs, kept in its meta (None for models without them)."""
     m = model.meta
-    if not all(k in m for k in ("reference_batch", "reference_median_s", "reference_steps")):
+    if not all(k in m for k in REFERENCE):
         return None
     return pd.DataFrame(
         {"median": np.asarray(m["reference_median_s"], float), "n": np.asarray(m["reference_steps"], int)},

@@ -200,7 +200,7 @@ CASES = [  # (arguments, words the one line must contain)
     (["trace", "convert", "good.csv", "--from", "csv", "--map", "prompt_id", "-o", "o.parquet"], "--map"),
     (["trace", "synth", "-G", "1", "-o", "o.parquet"], "group_size"),
     (["trace", "synth", "--prompt-mean", "inf", "-o", "o.parquet"], "prompt_mean"),
-    (["trace", "synth", "--within-cv", "0", "-o", "o.parquet"], "within_cv must be in (0, 3]"),
+    (["trace", "synth", "--within-cv", "0", "-o", "o.parquet"], "within_cv must be > 0"),
     (["trace", "synth", "--preset", "nope", "-o", "o.parquet"], "unknown preset"),
     (
         [
@@ -329,6 +329,43 @@ CASES += [
     (["simulate", "--preset", "qwen2-vl-72b", "--seed", "-1"], "--seed"),
     (["spec", "bench", "--trace", "good.csv", "--seed", "-2"], "--seed"),
     (["sweep", "s_negseed.toml"], "seeds"),
+]
+
+# found by trying the CLI on inputs from outside the repository
+_TOT = '[{"idx": %s, "ys": ["1 + 1 = 2 Answer: 2"]%s}]'
+FILES.update(
+    {
+        "24.csv": "Rank,Puzzles\n1,1 1 4 6\n",
+        "tot_ok.json": _TOT % ("0", ""),
+        "tot_negidx.json": _TOT % ("-1", ""),
+        "tot_floatidx.json": _TOT % ("1.7", ""),
+        "tot_reward.json": _TOT % ("0", ', "infos": [{"r": "bad"}]'),
+        "binary.bin": bytes(range(128, 256)) * 4,
+        "m_badref.toml": "[coefficients]\noverhead = 0.01\n[calibration]\nreference_batch = 'x'\n"
+        "reference_median_s = [0.1]\nreference_steps = [3]\n",
+        "ts_len.parquet": lambda path: pd.DataFrame(
+            {"prompt_id": [0], "sample_id": [0], "prompt_len": [3], "output_len": pd.to_datetime(["2024-01-01"])}
+        ).to_parquet(path),
+        "mc_str.jsonl": '{"timestamp": 0, "input_length": "ten", "output_length": 4}\n',
+        "nolen.jsonl": '{"a": 1}\n',
+    }
+)
+CASES += [
+    (["trace", "convert", "tot_negidx.json", "--from", "tot", "-o", "o.parquet"], "idx must be a non-negative"),
+    (["trace", "convert", "tot_floatidx.json", "--from", "tot", "-o", "o.parquet"], "not 1.7"),
+    (["trace", "convert", "tot_reward.json", "--from", "tot", "-o", "o.parquet"], "['r'] must be a number"),
+    (["trace", "convert", "tot_ok.json", "--from", "tot", "--prompts", "binary.bin", "-o", "o.parquet"], "UTF-8"),
+    (["trace", "convert", "mc_str.jsonl", "--from", "mooncake", "-o", "o.parquet"], "column 'input_length'"),
+    (["trace", "convert", "nolen.jsonl", "--from", "jsonl", "-o", "o.parquet"], "(the file has: a)"),
+    (["trace", "validate", "ts_len.parquet"], "got a datetime64"),
+    (["run", "--model", "smollm2", "--prompts", "binary.bin", "--out", "r"], "binary.bin: not UTF-8 text"),
+    ([*SIM, "--cost-model", "binary.bin"], "not a TOML step model"),
+    ([*SIM, "--cost-model", "m_badref.toml"], "[calibration]"),
+    ([*SIM, "--policy", "context:chunk_size=1:chunk_size=2"], "chunk_size is given twice"),
+    (["trace", "synth", "--prompt-mean", "1e20", "-o", "o.parquet"], "prompt_mean must be in"),
+    (["trace", "synth", "--within-cv", "3.1", "-o", "o.parquet"], "within_cv must be at most 3"),
+    (["figures", "--presets", "", "--out", "figs"], "empty list"),
+    (["figures", "--out", "notes.txt"], "exists and is not a folder"),
 ]
 
 

@@ -4,7 +4,7 @@ from conftest import run_seer
 
 from seer.errors import SeerInputError, TraceError
 from seer.traces.converters import convert, parse_mapping
-from seer.traces.io import load_trace, validate_trace
+from seer.traces.io import load_trace, save_trace, validate_trace
 from seer.traces.tokenizer import load_tokenizer
 
 
@@ -81,6 +81,24 @@ def test_generic_jsonl_by_name(tmp_path):
     src.write_text('{"prompt_id": 1, "prompt_len": 3, "output_len": 2, "output_ids": [5, 6]}\n')
     df = validate_trace(convert(str(src), "jsonl"))
     assert df["sample_id"].tolist() == [0] and list(df["output_ids"][0]) == [5, 6]
+
+
+def test_a_tables_other_columns_are_kept_unless_they_mix_kinds(tmp_path):
+    """README: other columns (rewards, timings) are kept; one that mixes numbers and text cannot go to Parquet,
+    so it is left out with a warning naming it."""
+    src = tmp_path / "x.jsonl"
+    src.write_text(
+        '{"prompt_id": 1, "n": 3, "output_len": 2, "reward": 0.5, "tag": "a", "mixed": 1}\n'
+        '{"prompt_id": 1, "n": 4, "output_len": 5, "reward": 1, "tag": "b", "mixed": "x"}\n'
+    )
+    with pytest.warns(UserWarning, match="column 'mixed' left out"):
+        df = convert(str(src), "jsonl", {"prompt_len": "n"})
+    out = tmp_path / "x.parquet"
+    save_trace(df, out)
+    back = load_trace(out)
+    assert back["reward"].tolist() == [0.5, 1.0] and back["tag"].tolist() == ["a", "b"]
+    assert "mixed" not in back.columns and "n" not in back.columns  # a mapped source is not kept twice
+    assert back["prompt_len"].tolist() == [3, 4]
 
 
 def test_bad_mappings_and_sources(tmp_path):

@@ -170,7 +170,7 @@ def test_cli_convert_failure_writes_nothing(tmp_path):
     proc = run_seer(
         "trace", "convert", str(src), "--from", "csv", "--map", "prompt_id=q", "--map", "output_len=n", "-o", str(out)
     )
-    assert proc.returncode == 2 and "missing required column(s): prompt_len" in proc.stderr
+    assert proc.returncode == 2 and "no prompt_len column (the file has: q, n)" in proc.stderr
     proc = run_seer(
         "trace",
         "convert",

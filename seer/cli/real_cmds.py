@@ -88,7 +88,10 @@ def cmd_run(args) -> int:
         print_summary(
             f"real run ({args.engine}, {args.model}, {args.instances} instances), policy {args.policy}", summary
         )
-        print(f"results: {args.out}/ (trace.parquet, steps.parquet, requests.parquet, timeline.parquet, summary.json)")
+        print(
+            f"results: {args.out}/ (trace.parquet, steps.parquet, requests.parquet, timeline.parquet, events.parquet, "
+            "summary.json, run.json)"
+        )
     return 0
 
 

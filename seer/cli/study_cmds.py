@@ -62,17 +62,29 @@ def cmd_spec_bench(args) -> int:
     return 0
 
 
+def _check_figure_folder(out: str) -> None:
+    """Figures are written into --out beside what is there; refuse, before the work, a folder they cannot go to."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SeerInputError(f"--out {out}: exists and is not a folder")
+    existing = out
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise SeerInputError(f"--out {out}: cannot write in {existing}")
+
+
 def cmd_figures(args) -> int:
     from seer.figures import PRESETS, make_figures
     from seer.presets import presets as known
     from seer.runs import load_run
 
-    presets = [p.strip() for p in (args.presets or ",".join(PRESETS)).split(",") if p.strip()]
+    presets = [p.strip() for p in (",".join(PRESETS) if args.presets is None else args.presets).split(",") if p.strip()]
     bad = [p for p in presets if p not in known()]
     if not presets or bad:  # checked before anything is computed or written
         raise SeerInputError(
-            f"--presets: unknown {', '.join(map(repr, bad)) or 'empty list'}; known: {', '.join(known())}"
+            f"--presets: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'empty list'}; known: {', '.join(known())}"
         )
+    _check_figure_folder(args.out)
     for run in args.run or ():
         load_run(run)  # every file read and checked before hours of figures, not after
     files = make_figures(args.out, presets=presets, prompts=args.prompts, runs=args.run or (), progress=True)

@@ -60,7 +60,10 @@ def parse_policy_spec(text: str) -> tuple[str, dict]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SeerInputError(f"policy {text!r}: expected NAME:KEY=VALUE[:KEY=VALUE...], got {pair!r}")
-        params[key.replace("-", "_")] = _value(value)
+        key = key.replace("-", "_")
+        if key in params:
+            raise SeerInputError(f"policy {text!r}: {key} is given twice")
+        params[key] = _value(value)
     return name, params
 
 

@@ -48,23 +48,33 @@ def read_prompts(path: str, limit: int | None) -> list[str]:
     """Prompt texts from a JSONL file (first of the fields question / prompt / text / problem)."""
     if not os.path.exists(path):
         raise SeerInputError(f"{path}: no such prompt file")
-    texts = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SeerInputError(f"{path}, line {n}: not JSON ({exc.msg})")
-            text = next((row[f] for f in PROMPT_FIELDS if isinstance(row, dict) and isinstance(row.get(f), str)), None)
-            if text is None:
-                raise SeerInputError(f"{path}, line {n}: no string field among {', '.join(PROMPT_FIELDS)}")
-            texts.append(text)
-            if limit and len(texts) >= limit:
-                break
+    try:
+        with open(path, encoding="utf-8") as fh:
+            texts = _prompt_texts(path, fh, limit)
+    except UnicodeDecodeError as exc:
+        raise SeerInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise SeerInputError(f"{path}: cannot read the prompt file ({exc.strerror or exc})") from None
     if not texts:
         raise SeerInputError(f"{path}: no prompts")
+    return texts
+
+
+def _prompt_texts(path: str, lines, limit: int | None) -> list[str]:
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SeerInputError(f"{path}, line {n}: not JSON ({exc.msg})")
+        text = next((row[f] for f in PROMPT_FIELDS if isinstance(row, dict) and isinstance(row.get(f), str)), None)
+        if text is None:
+            raise SeerInputError(f"{path}, line {n}: no string field among {', '.join(PROMPT_FIELDS)}")
+        texts.append(text)
+        if limit and len(texts) >= limit:
+            break
     return texts
 
 

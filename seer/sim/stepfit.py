@@ -130,7 +130,7 @@ class StepFit(AffineDecode):
                 doc = tomllib.load(fh)
         except OSError as exc:
             raise SeerInputError(f"{path}: cannot read the step model ({exc.strerror or exc})") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SeerInputError(f"{path}: not a TOML step model ({exc})") from None
         coef = doc.get("coefficients")
         if not isinstance(coef, dict) or not coef:
@@ -138,10 +138,38 @@ class StepFit(AffineDecode):
         bad = [k for k, v in coef.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
         if bad:
             raise SeerInputError(f"{path}: coefficient {bad[0]} must be a number")
+        calibration = doc.get("calibration", {})
+        problem = _calibration_problem(calibration)
+        if problem:
+            raise SeerInputError(f"{path}: [calibration] {problem}")
         try:
-            return cls(coef, meta=dict(doc.get("calibration", {}), source=path))
+            return cls(coef, meta=dict(calibration, source=path))
         except SeerInputError as exc:
             raise SeerInputError(f"{path}: {exc}") from None
+
+
+REFERENCE = ("reference_batch", "reference_median_s", "reference_steps")  # decode medians of the calibration runs
+
+
+def _calibration_problem(table) -> str | None:
+    """What is wrong with a step model's [calibration] table (None when nothing): `seer fidelity` reads its
+    reference medians as equally long lists of batch sizes, positive seconds and step counts."""
+    if not isinstance(table, dict):
+        return "must be a table"
+    present = [k for k in REFERENCE if k in table]
+    if not present:
+        return None
+    if len(present) < len(REFERENCE):
+        return f"has {', '.join(present)} without {', '.join(k for k in REFERENCE if k not in table)}"
+    lists = [table[k] for k in REFERENCE]
+    if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) > 1:
+        return f"{', '.join(REFERENCE)} must be lists of the same length"
+    batch, median, steps = lists
+    if not all(type(b) is int and b >= 1 for b in batch + steps):
+        return "reference_batch and reference_steps must hold positive integers"
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf") for v in median):
+        return "reference_median_s must hold positive seconds"
+    return None
 
 
 def design(features: Mapping[str, np.ndarray]) -> np.ndarray:

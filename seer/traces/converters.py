@@ -15,7 +15,9 @@ Single-sample traces (Mooncake, Azure) become groups of one sample.
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
-from seer.traces.io import read_csv_table, read_jsonl_table
+from seer.traces.io import booleans, check_int_column, read_csv_table, read_jsonl_table
 from seer.traces.schema import OPTIONAL, REQUIRED
 from seer.traces.tokenizer import encode_batch
 
@@ -70,14 +72,19 @@ def _tot_prompts(path: str, task: str, prompts: str | None) -> list[str]:
         name = "24.csv" if task == "game24" else "data_100_random_text.txt"
         where = source or f"{name} next to the log or in the repository's src/tot/data/"
         raise TraceError(path, f"ToT {task} log needs its prompt file, not found: {where} (pass --prompts PATH)")
-    if task == "game24":
-        try:
-            table = pd.read_csv(source)
-            return [str(p) for p in table["Puzzles"]]
-        except (KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            raise TraceError(source, "expected a CSV with a 'Puzzles' column (ToT's 24.csv)")
-    with open(source, encoding="utf-8") as fh:
-        return [line.rstrip("\n") for line in fh]
+    try:
+        if task == "game24":
+            try:
+                table = pd.read_csv(source)
+                return [str(p) for p in table["Puzzles"]]
+            except (KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+                raise TraceError(source, "expected a CSV with a 'Puzzles' column (ToT's 24.csv)")
+        with open(source, encoding="utf-8") as fh:
+            return [line.rstrip("\n") for line in fh]
+    except UnicodeDecodeError as exc:
+        raise TraceError(source, f"not UTF-8 text ({exc.reason})")
+    except OSError as exc:
+        raise TraceError(source, f"cannot read the prompt file ({exc.strerror or exc})")
 
 
 def convert_tot(path: str, prompts: str | None = None, progress: bool | None = None) -> pd.DataFrame:
@@ -88,16 +95,21 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "idx" not in entry or not isinstance(entry.get("ys"), list):
             raise TraceError(path, "entry lacks 'idx' or a list 'ys'", row=i + 1)
+        idx = entry["idx"]
+        if type(idx) is not int or idx < 0:  # a line of the prompt file: -1 or 1.7 would pick some other line
+            raise TraceError(path, f"idx must be a non-negative integer, not {idx!r}", row=i + 1)
+        _tot_rewards(entry, path, i + 1)  # refused before the (slow) tokenising
     task = _tot_task(entries)
     prompt_texts = _tot_prompts(path, task, prompts)
     rows = []
-    for entry in tqdm(entries, desc="tokenising", unit="group", disable=None if progress is None else not progress):
-        idx = int(entry["idx"])
+    bar = tqdm(entries, desc="tokenising", unit="group", disable=None if progress is None else not progress)
+    for row, entry in enumerate(bar, 1):
+        idx = entry["idx"]
         if idx >= len(prompt_texts):
-            raise TraceError(path, f"idx {idx} has no prompt in the prompt file ({len(prompt_texts)} lines)")
+            raise TraceError(path, f"idx {idx} has no prompt in the prompt file ({len(prompt_texts)} lines)", row=row)
         prompt_ids = encode_batch([prompt_texts[idx]])[0]
         outs = encode_batch([str(y) for y in entry["ys"]])
-        rewards = _tot_rewards(entry)
+        rewards = _tot_rewards(entry, path, 0)
         for j, ids in enumerate(outs):
             row = {
                 "prompt_id": idx,
@@ -113,32 +125,49 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
     return pd.DataFrame(rows)
 
 
-def _tot_rewards(entry: Mapping) -> list | None:
+def _finite(r) -> bool:
+    try:
+        return isinstance(r, int | float) and math.isfinite(r)
+    except OverflowError:  # an integer beyond float's range
+        return False
+
+
+def _tot_rewards(entry: Mapping, path: str, row: int) -> list | None:
+    """The samples' rewards (accs as 0/1, or infos' r), None when the entry has neither; a reward that is not
+    a finite number is refused (`row`: the entry's, for the message)."""
     if isinstance(entry.get("accs"), list):
         return [float(bool(a)) for a in entry["accs"]]
     infos = entry.get("infos")
     if isinstance(infos, list) and infos and all(isinstance(i, dict) and "r" in i for i in infos):
-        return [i["r"] for i in infos]
+        rewards = [i["r"] for i in infos]
+        for j, r in enumerate(rewards):
+            if not _finite(r):
+                raise TraceError(path, f"infos[{j}]['r'] must be a number, not {r!r}", row=row or None)
+        return [float(r) for r in rewards]
     return None
 
 
 def convert_mooncake(path: str) -> pd.DataFrame:
     """Mooncake JSONL (timestamp in ms, input_length, output_length) -> single-sample groups."""
-    try:
-        raw = pd.read_json(path, lines=True)
-    except ValueError as exc:
-        raise TraceError(path, f"not a Mooncake JSONL trace ({str(exc).splitlines()[0]})")
+    raw = read_jsonl_table(path)
     need = ("timestamp", "input_length", "output_length")
     missing = [c for c in need if c not in raw.columns]
     if missing:
         raise TraceError(path, f"missing Mooncake column(s): {', '.join(missing)}")
+    lengths = _source_lengths(path, raw, ("input_length", "output_length"))
+    stamps = pd.to_numeric(raw["timestamp"], errors="coerce")
+    bad = stamps.isna() | ~np.isfinite(stamps.astype("float64").fillna(0.0)) | booleans(raw["timestamp"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        got = raw["timestamp"].iloc[i]
+        raise TraceError(path, f"expected milliseconds, got {got!r}", row=i + 1, column="timestamp")
     return pd.DataFrame(
         {
             "prompt_id": np.arange(len(raw)),
             "sample_id": 0,
-            "prompt_len": raw["input_length"],
-            "output_len": raw["output_length"],
-            "arrival_s": pd.to_numeric(raw["timestamp"], errors="coerce") / 1000.0,
+            "prompt_len": lengths["input_length"],
+            "output_len": lengths["output_length"],
+            "arrival_s": stamps.astype("float64") / 1000.0,
         }
     )
 
@@ -153,6 +182,7 @@ def convert_azure(path: str) -> pd.DataFrame:
     missing = [c for c in need if c not in raw.columns]
     if missing:
         raise TraceError(path, f"missing Azure column(s): {', '.join(missing)}")
+    lengths = _source_lengths(path, raw, ("ContextTokens", "GeneratedTokens"))
     stamps = pd.to_datetime(raw["TIMESTAMP"], errors="coerce")
     if stamps.isna().any():
         i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
@@ -161,11 +191,20 @@ def convert_azure(path: str) -> pd.DataFrame:
         {
             "prompt_id": np.arange(len(raw)),
             "sample_id": 0,
-            "prompt_len": raw["ContextTokens"],
-            "output_len": raw["GeneratedTokens"],
+            "prompt_len": lengths["ContextTokens"],
+            "output_len": lengths["GeneratedTokens"],
             "arrival_s": (stamps - stamps.min()).dt.total_seconds(),
         }
     )
+
+
+def _source_lengths(path: str, raw: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The file's length columns checked as the schema checks lengths, so that a bad value is reported under the
+    file's column name, not the schema's."""
+    out = raw[list(columns)].copy()
+    for col in columns:
+        check_int_column(path, out, col)
+    return out
 
 
 def parse_mapping(items: list[str] | None) -> dict[str, str]:
@@ -202,11 +241,34 @@ def convert_table(path: str, fmt: str, mapping: Mapping[str, str] | None = None)
         src = mapping.get(col, col)
         if src in raw.columns:
             out[col] = raw[src]
+    lengths = [c for c in ("prompt_len", "output_len") if c not in out.columns]
+    if lengths:
+        raise TraceError(
+            path,
+            f"no {' or '.join(lengths)} column (the file has: {', '.join(map(str, raw.columns)) or 'none'}); "
+            f"name the file's with --map, e.g. --map {lengths[0]}=COLUMN",
+        )
+    used = {mapping.get(col, col) for col in out.columns}
+    for col in raw.columns:  # the file's other columns (rewards, timings, ...) are kept under their names
+        if col in used or col in out.columns or col in REQUIRED or col in OPTIONAL:
+            continue
+        if _one_kind(raw[col]):
+            out[col] = raw[col]
+        else:
+            warnings.warn(f"{path}: column {col!r} left out: its values are not all numbers or all text", stacklevel=2)
     if "prompt_id" not in out.columns:
         out["prompt_id"] = np.arange(len(raw))
     if "sample_id" not in out.columns:
         out["sample_id"] = out.groupby("prompt_id", sort=False).cumcount()
     return out
+
+
+def _one_kind(col: pd.Series) -> bool:
+    """Whether a column can be kept as it is in a Parquet trace: numbers, booleans or text, missing values aside."""
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return True
+    values = col.dropna()
+    return all(isinstance(v, str) for v in values)
 
 
 def convert(

@@ -138,16 +138,26 @@ def _parse_token_cell(path: str, row: int, col: str, value):
 INT64_MAX = 2**63 - 1
 
 
-def _booleans(values: pd.Series) -> pd.Series:
+def booleans(values: pd.Series) -> pd.Series:
     """Where a column holds JSON true/false: pandas would read them as 1/0, but no length or time is a boolean."""
     if values.dtype == bool or values.dtype == object:
         return values.map(lambda v: isinstance(v, (bool, np.bool_)))
     return pd.Series(False, index=values.index)
 
 
-def _check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -> None:
+def _refuse_dates(path: str, values: pd.Series, col: str, expected: str) -> None:
+    """pandas reads a date or duration column as nanoseconds: never a length, and not seconds either."""
+    kind = getattr(values.dtype, "kind", "O")
+    if kind in "mM" or isinstance(values.dtype, pd.DatetimeTZDtype | pd.PeriodDtype):
+        raise TraceError(path, f"expected {expected}, got a {values.dtype} column", column=col)
+
+
+def check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) -> None:
+    """Refuse a column that is not whole numbers >= `minimum` fitting int64 (naming row and column); else make it
+    int64 in place."""
     values = df[col]
-    flags = _booleans(values)
+    _refuse_dates(path, values, col, "an integer")
+    flags = booleans(values)
     if flags.any():
         i = int(np.flatnonzero(flags.to_numpy())[0])
         raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)
@@ -282,11 +292,12 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
     _check_ids(path, df)
     for col in INT_COLUMNS:
         if col in df.columns:
-            _check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
+            check_int_column(path, df, col, minimum=1 if col == "max_tokens" else 0)
     for col in FLOAT_COLUMNS:
         if col in df.columns:
+            _refuse_dates(path, df[col], col, "seconds as a number")
             numeric = pd.to_numeric(df[col], errors="coerce")
-            bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0)) | _booleans(df[col])
+            bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0)) | booleans(df[col])
             if bad.any():
                 i = int(np.flatnonzero(bad.to_numpy())[0])
                 raise TraceError(path, f"expected a number, got {_show(df[col].iloc[i])}", row=i + 1, column=col)

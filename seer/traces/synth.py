@@ -51,15 +51,20 @@ class SynthConfig:
             problems.append("mean_len must be >= 1 and below max_tokens")
         if not (0.0 <= self.eta2 < 1.0):
             problems.append("eta2 must be in [0, 1)")
-        if not (0.0 < self.within_cv <= 3.0):
+        if not (self.within_cv > 0.0):
             # 0 makes a group's samples identical: the group then explains all the variance, which eta2 < 1 excludes
-            problems.append("within_cv must be in (0, 3]: 0 would make eta2 1")
-        if self.prompt_mean < 1 or self.prompt_cv < 0:
-            problems.append("prompt_mean must be >= 1 and prompt_cv >= 0")
+            problems.append("within_cv must be > 0 (0 would make eta2 1)")
+        elif self.within_cv > 3.0:
+            problems.append("within_cv must be at most 3")
+        if not (1 <= self.prompt_mean <= MAX_PROMPT_MEAN):
+            problems.append(f"prompt_mean must be in [1, {MAX_PROMPT_MEAN:.0e}]")
+        if not (0 <= self.prompt_cv <= MAX_PROMPT_CV):
+            problems.append(f"prompt_cv must be in [0, {MAX_PROMPT_CV:g}]")
         if problems:
             raise SeerInputError("synth: " + "; ".join(problems))
 
 
+MAX_PROMPT_MEAN, MAX_PROMPT_CV = 1e9, 10.0  # far past any model's context, and lengths still fit int64
 MAX_SAMPLES = 100_000_000  # rows of a synthetic trace: beyond it the arrays outgrow a workstation's memory
 
 

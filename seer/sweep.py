@@ -87,6 +87,10 @@ def load_config(path: str) -> dict:
     seeds = cfg.setdefault("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(type(v) is int and v >= 0 for v in seeds):
         raise SeerInputError(f"{path}: [sweep] seeds must be a non-empty list of integers >= 0")
+    for key in ("presets", "policies", "seeds"):  # a repeated entry would run the same cells twice
+        twice = sorted({str(v) for v in cfg[key] if cfg[key].count(v) > 1})
+        if twice:
+            raise SeerInputError(f"{path}: [sweep] {key} lists {', '.join(twice)} more than once")
     prompts = cfg.get("prompts")
     if prompts is not None and (type(prompts) is not int or prompts < 1):
         raise SeerInputError(f"{path}: [sweep] prompts must be an integer >= 1, not {prompts!r}")
@@ -102,6 +106,8 @@ def load_config(path: str) -> dict:
         for key, values in params.items():
             if not isinstance(values, list) or not values:
                 raise SeerInputError(f"[sweep.params] {key} must be a non-empty list of values, not {values!r}")
+            if len({repr(v) for v in values}) < len(values):
+                raise SeerInputError(f"[sweep.params] {key} lists a value more than once: {values!r}")
             takers = [spec for spec, n in zip(cfg["policies"], names) if key in policy_keys(n)]
             if not takers:
                 raise SeerInputError(f"[sweep.params] no listed policy takes {key!r}; valid: {', '.join(valid)}")

@@ -348,6 +348,8 @@ FILES.update(
         ).to_parquet(path),
         "mc_str.jsonl": '{"timestamp": 0, "input_length": "ten", "output_length": 4}\n',
         "nolen.jsonl": '{"a": 1}\n',
+        "dupcol.csv": "prompt_id,sample_id,prompt_len,output_len,output_len\n0,0,3,4,5\n",
+        "s_dup.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = [1, 1]\n',
     }
 )
 CASES += [
@@ -366,6 +368,8 @@ CASES += [
     (["trace", "synth", "--within-cv", "3.1", "-o", "o.parquet"], "within_cv must be at most 3"),
     (["figures", "--presets", "", "--out", "figs"], "empty list"),
     (["figures", "--out", "notes.txt"], "exists and is not a folder"),
+    (["trace", "validate", "dupcol.csv"], "column 'output_len' appears twice"),
+    (["sweep", "s_dup.toml"], "seeds lists 1 more than once"),
 ]
 
 

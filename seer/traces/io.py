@@ -86,6 +86,9 @@ def read_csv_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) -> p
             header = next(reader, None)
             if header is None:
                 raise TraceError(path, "the file is empty")
+            twice = next((name for name in header if header.count(name) > 1), None)
+            if twice is not None:  # pandas would read the second as "name.1" and use the first without a word
+                raise TraceError(path, f"column {twice!r} appears twice in the header")
             for lineno, fields in enumerate(reader, 1):
                 if fields and len(fields) != len(header):
                     raise TraceError(path, f"has {len(fields)} fields, the header has {len(header)}", row=lineno)

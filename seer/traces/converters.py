@@ -25,8 +25,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
-from seer.traces.io import booleans, check_int_column, read_csv_table, read_jsonl_table
+from seer.traces.io import booleans, check_int_column
 from seer.traces.schema import OPTIONAL, REQUIRED
+from seer.traces.tables import read_csv_table, read_jsonl_table
 from seer.traces.tokenizer import encode_batch
 
 SOURCES = ("tot", "mooncake", "azure", "csv", "jsonl")
@@ -103,10 +104,10 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
     prompt_texts = _tot_prompts(path, task, prompts)
     rows = []
     bar = tqdm(entries, desc="tokenising", unit="group", disable=None if progress is None else not progress)
-    for row, entry in enumerate(bar, 1):
+    for n, entry in enumerate(bar, 1):
         idx = entry["idx"]
         if idx >= len(prompt_texts):
-            raise TraceError(path, f"idx {idx} has no prompt in the prompt file ({len(prompt_texts)} lines)", row=row)
+            raise TraceError(path, f"idx {idx} has no prompt in the prompt file ({len(prompt_texts)} lines)", row=n)
         prompt_ids = encode_batch([prompt_texts[idx]])[0]
         outs = encode_batch([str(y) for y in entry["ys"]])
         rewards = _tot_rewards(entry, path, 0)

@@ -348,6 +348,7 @@ FILES.update(
         ).to_parquet(path),
         "mc_str.jsonl": '{"timestamp": 0, "input_length": "ten", "output_length": 4}\n',
         "nolen.jsonl": '{"a": 1}\n',
+        "long.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,3,4\n0,1,3,99999\n",
         "dupcol.csv": "prompt_id,sample_id,prompt_len,output_len,output_len\n0,0,3,4,5\n",
         "s_dup.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = [1, 1]\n',
     }
@@ -369,6 +370,7 @@ CASES += [
     (["figures", "--presets", "", "--out", "figs"], "empty list"),
     (["figures", "--out", "notes.txt"], "exists and is not a folder"),
     (["trace", "validate", "dupcol.csv"], "column 'output_len' appears twice"),
+    (["simulate", "--trace", "long.csv", "--cluster", "moonlight"], "long.csv, row 2, column 'output_len': output_len"),
     (["sweep", "s_dup.toml"], "seeds lists 1 more than once"),
 ]
 

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
-from seer.traces.io import booleans, check_int_column
+from seer.traces.io import check_int_column, finite_numbers
 from seer.traces.schema import OPTIONAL, REQUIRED
 from seer.traces.tables import read_csv_table, read_jsonl_table
 from seer.traces.tokenizer import encode_batch
@@ -156,19 +156,14 @@ def convert_mooncake(path: str) -> pd.DataFrame:
     if missing:
         raise TraceError(path, f"missing Mooncake column(s): {', '.join(missing)}")
     lengths = _source_lengths(path, raw, ("input_length", "output_length"))
-    stamps = pd.to_numeric(raw["timestamp"], errors="coerce")
-    bad = stamps.isna() | ~np.isfinite(stamps.astype("float64").fillna(0.0)) | booleans(raw["timestamp"])
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        got = raw["timestamp"].iloc[i]
-        raise TraceError(path, f"expected milliseconds, got {got!r}", row=i + 1, column="timestamp")
+    stamps = finite_numbers(path, raw["timestamp"], "timestamp", "milliseconds")
     return pd.DataFrame(
         {
             "prompt_id": np.arange(len(raw)),
             "sample_id": 0,
             "prompt_len": lengths["input_length"],
             "output_len": lengths["output_length"],
-            "arrival_s": stamps.astype("float64") / 1000.0,
+            "arrival_s": stamps / 1000.0,
         }
     )
 

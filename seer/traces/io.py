@@ -64,11 +64,21 @@ def _show(value) -> str:
 INT64_MAX = 2**63 - 1
 
 
-def booleans(values: pd.Series) -> pd.Series:
+def _booleans(values: pd.Series) -> pd.Series:
     """Where a column holds JSON true/false: pandas would read them as 1/0, but no length or time is a boolean."""
     if values.dtype == bool or values.dtype == object:
         return values.map(lambda v: isinstance(v, (bool, np.bool_)))
     return pd.Series(False, index=values.index)
+
+
+def finite_numbers(path: str, values: pd.Series, col: str, expected: str) -> pd.Series:
+    """The column as float64, refusing (row and column named) a cell that is not a finite number or is a boolean."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna() | ~np.isfinite(numeric.astype("float64").fillna(0.0)) | _booleans(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TraceError(path, f"expected {expected}, got {_show(values.iloc[i])}", row=i + 1, column=col)
+    return numeric.astype("float64")
 
 
 def _refuse_dates(path: str, values: pd.Series, col: str, expected: str) -> None:
@@ -83,7 +93,7 @@ def check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) ->
     int64 in place."""
     values = df[col]
     _refuse_dates(path, values, col, "an integer")
-    flags = booleans(values)
+    flags = _booleans(values)
     if flags.any():
         i = int(np.flatnonzero(flags.to_numpy())[0])
         raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)
@@ -222,12 +232,7 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
     for col in FLOAT_COLUMNS:
         if col in df.columns:
             _refuse_dates(path, df[col], col, "seconds as a number")
-            numeric = pd.to_numeric(df[col], errors="coerce")
-            bad = numeric.isna() | ~np.isfinite(numeric.fillna(0.0)) | booleans(df[col])
-            if bad.any():
-                i = int(np.flatnonzero(bad.to_numpy())[0])
-                raise TraceError(path, f"expected a number, got {_show(df[col].iloc[i])}", row=i + 1, column=col)
-            df[col] = numeric.astype("float64")
+            df[col] = finite_numbers(path, df[col], col, "a number")
     dup = df.duplicated(subset=["prompt_id", "sample_id"], keep="first")
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])

@@ -1,26 +1,23 @@
 """The suffix index compiled: `suffix.SuffixIndex`'s m-gram index over flat numpy arrays, updated and searched by
-numba kernels (`kernels`). Same drafts, match lengths and probabilities as the reference
-(property-tested), several times faster; `make_index` picks either.
+numba kernels (`kernels`). Same drafts, match lengths and probabilities as the reference (property-tested), several
+times faster; `make_index` picks either.
 
 This class owns the arrays and grows them (a kernel reports what is short and changes nothing, then runs again);
-it keeps the Python-side bookkeeping the reference keeps (sequence order, removed sequences, compaction), so
-the order of occurrences, and with it every draft, is the reference's. Kernels are compiled on first use and
-cached on disk (`cache=True`): the first call in a fresh environment compiles for a while, later processes load
-the machine code.
+it keeps the reference's Python-side bookkeeping (sequence order, removed sequences, compaction), so the order of
+occurrences, and with it every draft, is the reference's. Kernels are cached on disk (`cache=True`): the first
+call in a fresh environment compiles for a while, later processes load the machine code.
 
-Appends are buffered as Python ints and applied by the next lookup's kernel call, in order (what a lookup sees
-is exactly what the reference would have indexed): a rollout alternates one draft and one append per request
-step, and a call into compiled code costs more than the work it does, so this halves the calls and the
-list-to-array conversions. A draft is one kernel call with one int64 "command" array: the buffered tokens,
-the context, a (sequence row, token count) pair per buffered append, then max_depth, max_tokens, topk,
-min_match, the occurrence cap, the number of appends and the context length (arguments cost more to pass
-one by one than to pack).
+Appends are buffered as Python ints and applied by the next lookup's kernel call, in order (a lookup sees exactly
+what the reference would have indexed): a rollout alternates one draft and one append per request step, and a
+call into compiled code costs more than the work it does, so this halves the calls and the list-to-array
+conversions. A draft is one kernel call with one int64 "command" array: the buffered tokens, the context, a
+(sequence row, token count) pair per buffered append, then max_depth, max_tokens, topk, min_match, the occurrence
+cap, the number of appends and the context length (arguments cost more to pass one by one than to pack).
 
-Departures from the reference, stated: tokens are int64 (ids of 2**63 - 1 and beyond, or not integers, are
-refused as negative ids are in both, and since appends are buffered the refusal comes at the next lookup, which
-drops what was buffered),
-`min_match` must be >= 1 (the reference indexes its hash list from the end below 1), and `match` names an
-occurrence's sequence by its id instead of handing out the live token list.
+Departures from the reference, stated: tokens are int64 (ids of 2**63 - 1 and beyond, or not integers, are refused
+as negative ids are in both; appends are buffered, so the refusal comes at the next lookup, which drops what was
+buffered), `min_match` must be >= 1 (the reference indexes its hash list from the end below 1), and `match` names
+an occurrence's sequence by its id instead of handing out the live token list.
 """
 
 from __future__ import annotations
@@ -111,6 +108,7 @@ class CompiledSuffixIndex:
         self._heap = heap
         self._buf, self._slots, self._table, self._ent, self._meta, self._work = kern.views(heap)
         self._probs = self._work[kern.W_PROB].view(np.float64)
+        self._wide = self._work.shape[1]  # room for a draft's tokens, read on every draft
 
     def _regrow(self, rows: int = 0, tcap: int = 0, gcap: int = 0, buf: np.ndarray | None = None, wcap: int = 0):
         """Move to a heap with larger regions (0: same size; `buf`: a new packed token buffer, its segment
@@ -164,7 +162,7 @@ class CompiledSuffixIndex:
         s = self._slot.get(sid)
         if s is None:
             s = self._add(sid)
-        toks = _ints(tokens)
+        toks = tokens if type(tokens) is list else _ints(tokens)
         if toks:
             self._pend += toks
             self._segs += (s, len(toks))
@@ -317,7 +315,7 @@ class CompiledSuffixIndex:
             raise ValueError("max_occurrences must be None or >= 0")
         if max_tokens is None:
             max_tokens = max_depth * topk
-        if max_tokens > self._work.shape[1] and max_depth * (topk if topk > 1 else 1) > self._work.shape[1]:
+        if max_tokens > self._wide and max_depth * (topk if topk > 1 else 1) > self._wide:
             self._room(min(max_tokens, max_depth * max(topk, 1)))
         mm = self.max_match
         ctx = context[-mm:] if len(context) > mm else context

@@ -37,7 +37,8 @@ class GroupDrafter:
         self.compiled = compiled
         self._prompts: dict[int, tuple[int, ...]] = {}
         self._index: dict[tuple[str, int], Index] = {}  # ("group", gid), or ("request", rid) for scope own
-        self._where: dict[int, tuple[tuple[str, int], int]] = {}  # request id -> (index key, sequence id)
+        # request id -> (index key, sequence id, the index itself: one lookup on the per-step paths)
+        self._where: dict[int, tuple[tuple[str, int], int, Index]] = {}
         self._members: dict[int, int] = {}  # group id -> live requests
         self._group_of: dict[int, int] = {}
         self._global = make_index(config.max_match, compiled) if config.scope == "global" else None
@@ -65,15 +66,15 @@ class GroupDrafter:
             key = ("group", group_id)
             if key not in self._index:
                 self._index[key] = self._new_index(self._prompts[group_id])
-        self._where[request_id] = (key, request_id + 1)
+        self._where[request_id] = (key, request_id + 1, self._index[key])
         self._members[group_id] = self._members.get(group_id, 0) + 1
         self._group_of[request_id] = group_id
 
     def append(self, request_id: int, tokens: Iterable[int]) -> None:
         """Tokens a request just produced, in order."""
-        key, sid = self._where[request_id]
-        toks = tokens if isinstance(tokens, list) else list(tokens)
-        self._index[key].extend(sid, toks)
+        _, sid, idx = self._where[request_id]
+        toks = tokens if type(tokens) is list else list(tokens)
+        idx.extend(sid, toks)
         self.appended += len(toks)
 
     @property
@@ -86,16 +87,15 @@ class GroupDrafter:
 
     def tokens(self, request_id: int) -> list[int]:
         """The tokens appended for a live request so far (a copy)."""
-        key, sid = self._where[request_id]
-        return self._index[key].sequence(sid)
+        _, sid, idx = self._where[request_id]
+        return idx.sequence(sid)
 
     def finish(self, request_id: int) -> None:
         """The request is done: free what only it needed; scope "global" caches its response."""
         if request_id not in self._where:
             return
-        key, sid = self._where.pop(request_id)
+        key, sid, idx = self._where.pop(request_id)
         gid = self._group_of.pop(request_id)
-        idx = self._index[key]
         if self._global is not None:
             self._global.extend(request_id + 1, idx.sequence(sid))
             self._cached[request_id + 1] = None
@@ -124,7 +124,7 @@ class GroupDrafter:
         `max_match` tokens) is `context`."""
         if max_depth <= 0:
             return EMPTY
-        best = self._index[self._where[request_id][0]].draft(context, max_depth, max_tokens, *self._args)
+        best = self._where[request_id][2].draft(context, max_depth, max_tokens, *self._args)
         if self._global is not None:
             other = self._global.draft(context, max_depth, max_tokens, *self._args)
             if other.score > best.score:

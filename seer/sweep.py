@@ -181,10 +181,14 @@ def run_cell(cell: dict) -> dict:
 
 
 def _die_with_parent() -> None:
-    """Pool initializer: the worker is killed when its parent dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    """Pool initializer: the worker is killed when its parent dies, even by SIGKILL (Linux; elsewhere a no-op), and
+    by SIGTERM (a forked worker inherits the CLI's SIGTERM handler, which only raises: the pool would report that
+    and run the next cell, and stopping a sweep terminates its workers)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

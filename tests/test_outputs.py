@@ -129,3 +129,26 @@ def test_a_killed_compare_leaves_the_earlier_result_whole(tmp_path):
     assert _consistent(out) and makespans() != before
     assert all(m in (before, makespans()) for m in seen)  # each kill left the earlier result or the new one
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # leftovers of the killed runs removed
+
+
+def test_sigterm_during_figures_leaves_no_staging_folder(tmp_path):
+    """SIGTERM used to end the process at once (Python's default), leaving the hidden staging folder in `--out`; it
+    now unwinds like Ctrl-C: one line, exit 128 + 15, and the folder as it was (here: never created)."""
+    out = tmp_path / "figs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seer", "figures", "--presets", "moonlight", "--prompts", "8", "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.is_dir() and any(p.name.startswith(".staged") for p in out.iterdir())):
+        if proc.poll() is not None:
+            pytest.fail(f"figures ended before it was stopped: {proc.stderr.read()[-500:]}")
+        time.sleep(0.1)
+    assert out.is_dir(), "figures never started staging"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == "seer: terminated" and "Traceback" not in err
+    assert not out.exists(), sorted(p.name for p in out.iterdir())

@@ -126,8 +126,10 @@ def test_an_edited_preset_is_not_served_from_the_cells_of_the_old_one(config, tm
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the pool's workers")
-def test_ctrl_c_stops_a_sweep_at_once(tmp_path):
-    """SIGINT used to let the pool finish every submitted cell (tens of seconds) before the results were dropped."""
+@pytest.mark.parametrize("sig, said", [("SIGINT", "interrupted"), ("SIGTERM", "terminated")])
+def test_ctrl_c_or_sigterm_stops_a_sweep_at_once(tmp_path, sig, said):
+    """SIGINT used to let the pool finish every submitted cell (tens of seconds) before the results were dropped.
+    SIGTERM stops it the same way (the workers, which inherit the CLI's SIGTERM handler, must still die of it)."""
     import signal
     import subprocess
     import sys
@@ -148,11 +150,18 @@ def test_ctrl_c_stops_a_sweep_at_once(tmp_path):
         time.sleep(0.2)
     assert workers, "the sweep never started its pool"
     time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     sent = time.time()
     _, err = proc.communicate(timeout=60)
     assert time.time() - sent < 10, f"took {time.time() - sent:.0f} s to stop"
-    assert proc.returncode != 0 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode != 0 and said in err and "Traceback" not in err
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.2)
+    alive = [
+        w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]
+    ]
+    assert not alive, f"pool workers {alive} outlived the sweep"
 
 
 def test_a_worker_that_dies_fails_the_sweep_instead_of_hanging(tmp_path):

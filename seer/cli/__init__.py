@@ -8,7 +8,10 @@ One module per group of subcommands, each holding its parser and its commands: `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -36,6 +39,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that cleanups run as they do for Ctrl-C: a staging folder or a
+    half-written output is removed, engines are stopped. (Python's default for SIGTERM ends the process at once.)"""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    """SIGTERM raises `Terminated` while a command runs, unless the process already handles SIGTERM itself."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"seer: warning: {message}", file=sys.stderr)
 
@@ -45,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_exception():
+            return int(args.func(args) or 0)
     except SeerInputError as exc:
         print(f"seer: error: {exc}", file=sys.stderr)
         return 2
@@ -61,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seer: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("seer: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 __all__ = ["build_parser", "main"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from seer.fileio import atomic_dir, json_safe
 
@@ -55,7 +56,7 @@ class RolloutResult:
     timeline: pd.DataFrame
     summary: dict
     config: dict = field(default_factory=dict)
-    events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["t", "instance", "kind", "request_id"]))
+    events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
 
     def save(self, out_dir: str | os.PathLike) -> None:
         """requests.parquet, timeline.parquet, events.parquet and summary.json in `out_dir`, which is replaced
@@ -66,9 +67,13 @@ class RolloutResult:
     def write_into(self, folder: str | os.PathLike) -> None:
         """The four files into an existing folder (one being built by `atomic_dir`)."""
         folder = Path(folder)
-        self.events.to_parquet(folder / "events.parquet", index=False)
-        self.requests.to_parquet(folder / "requests.parquet", index=False)
-        self.timeline.to_parquet(folder / "timeline.parquet", index=False)
+        for name, frame in (("events", self.events), ("requests", self.requests), ("timeline", self.timeline)):
+            # an empty frame has untyped (null) columns: written with the types a non-empty one has, so that runs
+            # with and without rows (a run without preemptions has no events) concatenate and compare
+            schema = EMPTY_SCHEMAS.get(name) if not len(frame) else None
+            if schema is not None and list(frame.columns) != schema.names:
+                schema = None
+            frame.to_parquet(folder / f"{name}.parquet", index=False, schema=schema)
         (folder / "summary.json").write_text(
             json.dumps({"summary": json_safe(self.summary), "config": json_safe(self.config)}, indent=2)
         )
@@ -88,6 +93,13 @@ class RolloutResult:
 
 
 EVENT_COLUMNS = ["t", "instance", "kind", "request_id"]
+_I, _F = pa.int64(), pa.float64()
+EMPTY_SCHEMAS = {
+    "events": pa.schema([("t", _F), ("instance", _I), ("kind", pa.string()), ("request_id", _I)]),
+    "timeline": pa.schema(
+        [("instance", _I), ("t", _F), ("kv_used_tokens", _I), ("running", _I), ("waiting", _I), ("kv_usage", _F)]
+    ),
+}
 
 
 def mean_running(timeline: pd.DataFrame, makespan: float) -> float:
@@ -103,6 +115,19 @@ def mean_running(timeline: pd.DataFrame, makespan: float) -> float:
     return total / (makespan * instances)
 
 
+def first_instance_done(timeline: pd.DataFrame, makespan: float, instances: int) -> float:
+    """When the first instance ran out of work for good: its last timeline row, when that row is idle (nothing
+    running or waiting); an instance without rows never had work (0); one still busy at its last row, the makespan.
+    (Not the last request that finished on it: an instance that only ran chunks finished elsewhere, or nothing,
+    would drop out.)"""
+    if instances <= 0:
+        return 0.0
+    last = timeline.sort_values(["instance", "t"], kind="stable").groupby("instance").tail(1)
+    idle = (last["running"] == 0) & (last["waiting"] == 0)
+    done = dict(zip(last["instance"].tolist(), np.where(idle, last["t"], makespan).tolist()))
+    return float(min(min(done.get(i, 0.0), makespan) for i in range(instances)))
+
+
 def events_frame(rows) -> pd.DataFrame:
     """Engine events (t, instance, kind, request_id) as one frame in time order (ties keep their order)."""
     return pd.DataFrame(list(rows), columns=EVENT_COLUMNS).sort_values("t", kind="stable").reset_index(drop=True)
@@ -115,8 +140,9 @@ def summarize(
     preemptions: int,
     extra: dict | None = None,
     preempt_times=None,
+    timeline: pd.DataFrame | None = None,
 ) -> dict:
-    """The summary dict from per-request records and per-instance busy time."""
+    """The summary dict from per-request records, per-instance busy time and the instances' timeline."""
     finish = requests["finish_s"].to_numpy(dtype=np.float64)
     makespan = float(finish.max()) if len(finish) else 0.0
     tokens = int(requests["output_len"].sum())
@@ -134,10 +160,10 @@ def summarize(
         "instances": len(busy_s),
         "idle_s_mean": float(np.mean(idle)) if idle else 0.0,
         "idle_share": float(np.mean(idle) / makespan) if makespan > 0 and idle else 0.0,
-        "first_instance_done_s": float(requests[requests["instance"] >= 0].groupby("instance")["finish_s"].max().min())
-        if len(requests)
-        else 0.0,
     }
+    if timeline is not None:
+        out["first_instance_done_s"] = first_instance_done(timeline, makespan, len(busy_s))
+        out["mean_running"] = mean_running(timeline, makespan)
     out["tail_share"] = out["tail_s"] / makespan if makespan > 0 else math.nan
     pt = np.asarray(preempt_times if preempt_times is not None else [], dtype=np.float64)
     out["preemptions_first_half_share"] = float((pt < makespan / 2).mean()) if len(pt) and makespan > 0 else math.nan

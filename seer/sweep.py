@@ -72,7 +72,7 @@ def _read_toml(path: str) -> dict:
 def load_config(path: str) -> dict:
     """The [sweep] table, checked: known keys, types, presets and policies that exist, parameters some listed
     policy takes with values of its type."""
-    from seer.policies import policy_config, policy_keys
+    from seer.policies import parse_policy_spec, policy_config, policy_keys
     from seer.presets import presets as known_presets
 
     cfg = _read_toml(path).get("sweep")
@@ -112,6 +112,10 @@ def load_config(path: str) -> dict:
             if not takers:
                 raise SeerInputError(f"[sweep.params] no listed policy takes {key!r}; valid: {', '.join(valid)}")
             for spec in takers:
+                if key in parse_policy_spec(spec)[1]:  # the spec's own value would win, under the swept labels
+                    raise SeerInputError(
+                        f"policy {spec!r} sets {key}, which [sweep.params] sweeps; set it in one place only"
+                    )
                 for v in values:
                     policy_config(spec, **{key: v})
     except SeerInputError as exc:

@@ -351,6 +351,8 @@ FILES.update(
         "long.csv": "prompt_id,sample_id,prompt_len,output_len\n0,0,3,4\n0,1,3,99999\n",
         "dupcol.csv": "prompt_id,sample_id,prompt_len,output_len,output_len\n0,0,3,4,5\n",
         "s_dup.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = [1, 1]\n',
+        "s_both.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context:chunk_size=1024"]\n'
+        "[sweep.params]\nchunk_size = [4096, 8192]\n",
     }
 )
 CASES += [
@@ -372,6 +374,7 @@ CASES += [
     (["trace", "validate", "dupcol.csv"], "column 'output_len' appears twice"),
     (["simulate", "--trace", "long.csv", "--cluster", "moonlight"], "long.csv, row 2, column 'output_len': output_len"),
     (["sweep", "s_dup.toml"], "seeds lists 1 more than once"),
+    (["sweep", "s_both.toml"], "sets chunk_size, which [sweep.params] sweeps"),
 ]
 
 

@@ -223,3 +223,30 @@ def test_arrival_times_are_ignored_and_the_user_is_told():
         late = simulate(rows, tiny(kv_capacity_tokens=4096), make_policy("verl"))
     plain = simulate(rows.drop(columns="arrival_s"), tiny(kv_capacity_tokens=4096), make_policy("verl"))
     assert late.summary["makespan_s"] == plain.summary["makespan_s"]
+
+
+@pytest.mark.parametrize("policy", ["verl", "context"])
+def test_first_instance_done_counts_an_instance_that_finished_no_request(policy):
+    # one group on three instances: verl keeps it whole on one instance, so two never work and were done at 0;
+    # the reading used to be the earliest last request finish among instances that finished any
+    rows = [(0, s, 5, 20 + s) for s in range(4)]
+    res = simulate(trace(rows), tiny(kv_capacity_tokens=4096, block_size=16, instances=3), make_policy(policy))
+    s, tl = res.summary, res.timeline
+    last = tl.sort_values("t", kind="stable").groupby("instance").tail(1).set_index("instance")
+    idle_at = [last.loc[i, "t"] if i in last.index else 0.0 for i in range(3)]
+    assert s["first_instance_done_s"] == pytest.approx(min(idle_at))
+    if policy == "verl":
+        assert s["first_instance_done_s"] == 0.0 < s["makespan_s"]
+    assert 0.0 <= s["first_instance_done_s"] <= s["makespan_s"]
+
+
+def test_an_events_file_without_rows_has_the_types_of_one_with_rows(tmp_path):
+    # a run without preemptions wrote every events column as null, one with them float/int/string
+    rows = [(p, s, 5, 11) for p in range(4) for s in range(3)]
+    kinds = {}
+    for name, kv in (("calm", 4096), ("tight", 24)):
+        res = simulate(trace(rows), tiny(kv_capacity_tokens=kv, block_size=4, instances=1), make_policy("verl"))
+        res.save(tmp_path / name)
+        kinds[name] = pd.read_parquet(tmp_path / name / "events.parquet")
+    assert len(kinds["calm"]) == 0 < len(kinds["tight"])
+    assert kinds["calm"].dtypes.to_dict() == kinds["tight"].dtypes.to_dict()

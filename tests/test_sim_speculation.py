@@ -94,6 +94,16 @@ def test_length_only_traces_use_the_labelled_parametric_model():
     assert res.summary["spec_tau"] > 1.0
 
 
+def test_the_parametric_model_says_when_topk_or_global_scope_are_not_modelled():
+    # a sweep over them on a length-only trace returned identical cells with nothing said
+    trace = token_trace(3, groups=3, G=4).drop(columns=["output_ids", "prompt_ids"])
+    base = simulate(trace, small_cluster(), make_policy("seer"), progress=False).summary
+    for spec, said in (("seer:topk=4", "topk=4 not modelled"), ("seer:scope=global", "scope=global not modelled")):
+        with pytest.warns(UserWarning, match=said):
+            res = simulate(trace, small_cluster(), make_policy(spec), progress=False).summary
+        assert said in res["speculation"] and res["makespan_s"] == base["makespan_s"]
+
+
 @st.composite
 def spec_workloads(draw):
     block = draw(st.sampled_from([1, 4, 16]))

@@ -21,7 +21,7 @@ import pandas as pd
 from seer.core import Chunk, Policy, Rollout, describe_policy
 from seer.errors import SeerInputError
 from seer.loop import ContractLoop
-from seer.metrics import RolloutResult, events_frame, mean_running, summarize
+from seer.metrics import RolloutResult, events_frame, summarize
 from seer.real.engine import EngineSettings, VLLMInstance, configure_environment
 from seer.real.host import EngineLost
 
@@ -337,6 +337,7 @@ class RealDriver(ContractLoop):
             **self._speculation_summary(steps),
         }
         events = events_frame((t, i.instance_id, kind, rid) for i in self.engines for t, kind, rid in i.events)
+        timeline = self._timeline(steps, cap)
         summary = summarize(
             df,
             busy,
@@ -344,9 +345,8 @@ class RealDriver(ContractLoop):
             self.ledger.total_preemptions,
             extra,
             preempt_times=events.loc[events.kind == "preempt", "t"],
+            timeline=timeline,
         )
-        timeline = self._timeline(steps, cap)
-        summary["mean_running"] = mean_running(timeline, summary["makespan_s"])
         config = {"engine": dict(vars(self.settings)), "policy": describe_policy(self.policy)}
         return RolloutResult(df, timeline, summary, config, events)
 

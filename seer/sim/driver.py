@@ -11,7 +11,7 @@ import simpy
 
 from seer.core import DraftConfig, InstanceChanges, Policy, StepProfile, describe_policy
 from seer.loop import ContractLoop, PolicyError, nan_bounds
-from seer.metrics import RolloutResult, events_frame, mean_running, summarize
+from seer.metrics import RolloutResult, events_frame, summarize
 from seer.sim.bounds import min_prefill_tokens
 from seer.sim.cluster import ClusterConfig
 from seer.sim.config import SimulationError
@@ -135,7 +135,20 @@ class SimDriver(ContractLoop):
             return None
         group_of = {rid: r.group_id for rid, r in self.rollout.requests.items()}
         if not _token_lists(trace, "output_ids"):
-            return ParametricAcceptance(group_of, seed=seed, scope=config.scope)
+            acc = ParametricAcceptance(group_of, seed=seed, scope=config.scope)
+            ignored = [
+                x
+                for x, on in ((f"topk={config.topk}", config.topk > 1), ("scope=global", config.scope == "global"))
+                if on
+            ]
+            if ignored:  # said, not silent: a sweep over them would return the same cells
+                note = (
+                    f"{' and '.join(ignored)} not modelled without output_ids (the parametric model tells only scope "
+                    "own from the others): these results are those of topk=1, scope=group"
+                )
+                warnings.warn(note, stacklevel=2)
+                acc.label += f"; {note}"
+            return acc
         ids = {(p, int(s)): o for p, s, o in zip(trace["prompt_id"], trace["sample_id"], trace["output_ids"])}
         reqs = self.rollout.requests
         outputs = {rid: ids[r.key] for rid, r in reqs.items()}
@@ -272,6 +285,7 @@ class SimDriver(ContractLoop):
                 df[col] = per[order, k]
             extra.update(self._speculation_summary())
         events = events_frame((t, i.instance_id, kind, rid) for i in self.engines for t, kind, rid in i.stats.events)
+        timeline = self._timeline(cap)
         summary = summarize(
             df,
             [s.busy_s for s in stats],
@@ -279,9 +293,8 @@ class SimDriver(ContractLoop):
             self.ledger.total_preemptions,
             extra,
             preempt_times=events.loc[events.kind == "preempt", "t"],
+            timeline=timeline,
         )
-        timeline = self._timeline(cap)
-        summary["mean_running"] = mean_running(timeline, summary["makespan_s"])
         for key in ("gamma", "expected"):
             if f"lower_bound_{key}_s" in summary and summary["makespan_s"] > 0:
                 summary[f"efficiency_{key}"] = summary[f"lower_bound_{key}_s"] / summary["makespan_s"]

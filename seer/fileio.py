@@ -108,8 +108,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def check_output_dir(path: str | os.PathLike) -> None:
-    """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end."""
-    _replaceable(Path(path))
+    """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end, or could not write."""
+    target = Path(path)
+    _replaceable(target)
+    check_writable(target.parent if target.exists() else target)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, a place nothing can be written to: the nearest existing folder on the way to `path`
+    must take a new entry. Probed by making and removing an empty folder there (permission bits tell root nothing,
+    nor a read-only or virtual file system such as /proc)."""
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise SeerInputError(f"{path}: {where} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".seer-probe.", dir=where))
+    except OSError as exc:
+        raise SeerInputError(f"{path}: cannot write in {where} ({exc.strerror or exc})") from None
 
 
 # what seer wrote into a result folder before it listed its files (simulate, compare, run, spec bench)

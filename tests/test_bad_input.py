@@ -280,6 +280,10 @@ CASES = [  # (arguments, words the one line must contain)
     (["fidelity", "run_lost"], "is not in trace.parquet"),
     (["fidelity", "run_folder"], "steps.parquet is a folder"),
     (["calibrate", "run_badsteps", "-o", "m.toml"], "not a readable Parquet"),
+    (["calibrate", "run_zero", "-o", "run_zero/steps.parquet"], "lies inside a run being read"),
+    (["calibrate", "run_zero", "run_zero/", "-o", "m.toml"], "run_zero is given more than once"),
+    (["calibrate", "run_zero", "--terms", ",,", "-o", "m.toml"], "--terms: names no term"),
+    (["calibrate", "run_zero", "--terms", "per_token_s,per_token_s", "-o", "m.toml"], "per_token_s is given twice"),
     ([*SIM, "--policy", "context:pacing=inf"], "pacing must be a finite number"),
     ([*SIM, "--policy", "seer:tick_s=nan"], "tick_s must be a finite number"),
     ([*SIM, "--policy", "seer:tick_s=1e-9"], "tick_s >= 0.001"),
@@ -292,7 +296,7 @@ CASES = [  # (arguments, words the one line must contain)
     (["simulate", "--trace", "good.csv", "--cluster", "c_link.toml"], "link_gbps must be >= 0.001"),
     (["trace", "synth", "--prompts", "2000000000", "-o", "x.parquet"], "at most 100,000,000 samples"),
     ([*SIM, "--policy", "partial:over_issue=-inf"], "over_issue"),
-    ([*SIM, "--out", "notes.txt/sub"], "notes.txt: exists and is not a folder"),
+    ([*SIM, "--out", "notes.txt/sub"], "notes.txt is not a folder"),
     (["figures", "--presets", "bogus", "--out", "figs"], "bogus"),
     (["figures", "--run", ".", "--out", "figs"], "not a recorded run"),
     (["run", "--model", "nope", "--replay", "good.csv", "--out", "r"], "unknown model"),
@@ -375,6 +379,7 @@ CASES += [
     (["simulate", "--trace", "long.csv", "--cluster", "moonlight"], "long.csv, row 2, column 'output_len': output_len"),
     (["sweep", "s_dup.toml"], "seeds lists 1 more than once"),
     (["sweep", "s_both.toml"], "sets chunk_size, which [sweep.params] sweeps"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--out", "notes.txt/sub"], "is not a folder"),
 ]
 
 

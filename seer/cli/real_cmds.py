@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 from seer.cli.common import int_at_least, number_in, print_json
@@ -101,11 +102,21 @@ def cmd_calibrate(args) -> int:
     from seer.sim.stepfit import TERMS
 
     terms = None
-    if args.terms:
-        terms = ["overhead_s"] + [t.strip() for t in args.terms.split(",") if t.strip() and t.strip() != "overhead_s"]
-        bad = [t for t in terms if t not in TERMS]
-        if bad:
-            raise SeerInputError(f"--terms: unknown term {bad[0]!r}; valid: {', '.join(TERMS)}")
+    if args.terms is not None:
+        given = [t.strip() for t in args.terms.split(",") if t.strip()]
+        bad = [t for t in given if t not in TERMS]
+        twice = sorted({t for t in given if given.count(t) > 1})
+        if not given or bad or twice:
+            why = f"unknown term {bad[0]!r}" if bad else f"{twice[0]} is given twice" if twice else "names no term"
+            raise SeerInputError(f"--terms: {why}; valid: {', '.join(TERMS)}")
+        terms = ["overhead_s"] + [t for t in given if t != "overhead_s"]
+    runs = [os.path.realpath(r) for r in args.run_dirs]
+    same = sorted({r for r in args.run_dirs if runs.count(os.path.realpath(r)) > 1})
+    if same:  # its steps would count twice, and the cross-validation would test on copies of its training steps
+        raise SeerInputError(f"run {same[0]} is given more than once")
+    output = os.path.realpath(args.output)
+    if any(output == r or output.startswith(r + os.sep) for r in runs):
+        raise SeerInputError(f"-o {args.output}: lies inside a run being read; write the model elsewhere")
     model = calibrate(args.run_dirs, terms)
     write_text_atomic(args.output, model.to_toml())
     if args.json:

@@ -8,7 +8,7 @@ import os
 
 from seer.cli.common import int_at_least, int_list, number_in, print_json
 from seer.errors import SeerInputError
-from seer.fileio import atomic_dir, check_output_dir, json_safe
+from seer.fileio import atomic_dir, check_output_dir, check_writable, json_safe
 
 
 def cmd_spec_bench(args) -> int:
@@ -66,11 +66,7 @@ def _check_figure_folder(out: str) -> None:
     """Figures are written into --out beside what is there; refuse, before the work, a folder they cannot go to."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise SeerInputError(f"--out {out}: exists and is not a folder")
-    existing = out
-    while existing and not os.path.exists(existing):
-        existing = os.path.dirname(existing.rstrip(os.sep)) or "."
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise SeerInputError(f"--out {out}: cannot write in {existing}")
+    check_writable(out)  # figures are staged inside it
 
 
 def cmd_figures(args) -> int:

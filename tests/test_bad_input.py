@@ -380,6 +380,24 @@ CASES += [
     (["sweep", "s_dup.toml"], "seeds lists 1 more than once"),
     (["sweep", "s_both.toml"], "sets chunk_size, which [sweep.params] sweeps"),
     (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--out", "notes.txt/sub"], "is not a folder"),
+    (
+        ["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--max-match", "257"],
+        "--max-match: must be in [1, 256]",
+    ),
+    (
+        ["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--topk", "99999999999999999999"],
+        "--topk values must be in [1, 256]",
+    ),
+    (
+        ["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--refs", "99999999999999999999"],
+        "--refs values must be in [0, ",
+    ),
+    (
+        ["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--gamma", "99999999999999999999"],
+        "--gamma: must be in [1, 64]",
+    ),
+    ([*SIM, "--policy", "seer:max_match=1000"], "max_match <= 256"),
+    ([*SIM, "--policy", "seer:topk=99999999999999999999"], "topk <= 256"),
 ]
 
 

@@ -27,20 +27,24 @@ def print_table(title: str, items: dict) -> None:
         print(f"  {key:<{width}}  {text}")
 
 
-def int_at_least(low: int):
-    """An argparse type: an integer >= low."""
+def int_at_least(low: int, high: int | None = None):
+    """An argparse type: an integer >= low (and <= high)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {_range(low, high)}, got {value}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = f"integer {_range(low, high)}"
     return parse
+
+
+def _range(low: int, high: int | None) -> str:
+    return f">= {low}" if high is None else f"in [{low}, {high}]"
 
 
 def number_in(low: float, high: float, low_open: bool = False):
@@ -59,8 +63,8 @@ def number_in(low: float, high: float, low_open: bool = False):
     return parse
 
 
-def int_list(text: str, flag: str, low: int = 0) -> list[int]:
-    """Comma-separated integers >= low (an empty item is a typo: refused)."""
+def int_list(text: str, flag: str, low: int = 0, high: int | None = None) -> list[int]:
+    """Comma-separated integers >= low (and <= high; an empty item is a typo: refused)."""
     parts = [x.strip() for x in text.split(",")]
     try:
         vals = [int(x) for x in parts] if text.strip() else []
@@ -68,8 +72,9 @@ def int_list(text: str, flag: str, low: int = 0) -> list[int]:
         raise SeerInputError(f"{flag} takes comma-separated integers, not {text!r}") from None
     if not vals:
         raise SeerInputError(f"{flag} needs at least one value")
-    if min(vals) < low:
-        raise SeerInputError(f"{flag} values must be >= {low}, not {min(vals)}")
+    bad = [v for v in vals if v < low or (high is not None and v > high)]
+    if bad:
+        raise SeerInputError(f"{flag} values must be {_range(low, high)}, not {bad[0]}")
     return vals
 
 

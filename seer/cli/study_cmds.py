@@ -7,8 +7,11 @@ import json
 import os
 
 from seer.cli.common import int_at_least, int_list, number_in, print_json
+from seer.core.traits import MAX_MATCH, MAX_TOPK
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, check_writable, json_safe
+
+MAX_REFS = 1 << 20
 
 
 def cmd_spec_bench(args) -> int:
@@ -17,7 +20,8 @@ def cmd_spec_bench(args) -> int:
     from seer.studies.spec_bench import acceptance_table
     from seer.traces.io import load_trace
 
-    refs, topk = int_list(args.refs, "--refs", 0), int_list(args.topk, "--topk", 1)
+    # refs: other responses of a group, topk: branches per depth; the bounds keep numbers in the index's int64
+    refs, topk = int_list(args.refs, "--refs", 0, MAX_REFS), int_list(args.topk, "--topk", 1, MAX_TOPK)
     name = os.path.splitext(os.path.basename(args.trace))[0]
     out = args.out or os.path.join("out", "spec-bench", name)
     check_output_dir(out)  # before the replay, not after it
@@ -120,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", required=True, help="trace with output_ids (e.g. a converted Tree-of-Thoughts log)")
     p.add_argument("--refs", default="0,1,5,15", help="reference counts n, comma-separated (default 0,1,5,15)")
     p.add_argument("--topk", default="1,2,4", help="branches per depth, comma-separated (default 1,2,4)")
-    p.add_argument("--gamma", type=int_at_least(1), default=8, help="draft depth per step (default 8)")
+    p.add_argument("--gamma", type=int_at_least(1, 64), default=8, help="draft depth per step (default 8, at most 64)")
     p.add_argument(
         "--groups",
         type=int_at_least(0),
@@ -129,7 +133,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--samples", type=int_at_least(0), default=16, help="samples per group (default 16; 0 = all)")
     p.add_argument("--min-prob", type=number_in(0, 1), default=0.1, help="draft probability cut-off (default 0.1)")
-    p.add_argument("--max-match", type=int_at_least(1), default=8, help="longest context suffix matched (default 8)")
+    p.add_argument(
+        "--max-match",
+        type=int_at_least(1, MAX_MATCH),
+        default=8,
+        help=f"longest context suffix matched (default 8, at most {MAX_MATCH})",
+    )
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed for the group sample (default 0)")
     p.add_argument("--out", help="result folder (default out/spec-bench/TRACE)")
     p.add_argument("--json", action="store_true", help="print a list of {refs, topk, tau, accepted_per_draft, ...}")

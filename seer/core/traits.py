@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 SCOPES = ("own", "group", "global")
+MAX_MATCH = 256  # the longest context suffix a suffix index hashes
+MAX_TOPK = 256
+MAX_OCCURRENCES = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,12 @@ class DraftConfig:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
         if self.topk < 1 or self.min_match < 1 or self.max_match < self.min_match:
             raise ValueError("need topk >= 1 and 1 <= min_match <= max_match")
+        if self.max_match > MAX_MATCH or self.topk > MAX_TOPK:  # the index hashes at most MAX_MATCH tokens
+            raise ValueError(f"need max_match <= {MAX_MATCH} and topk <= {MAX_TOPK}")
         if not 0.0 <= self.min_prob <= 1.0:
             raise ValueError("min_prob must be in [0, 1]")
-        if self.max_occurrences < 1 or self.max_cached < 0:
-            raise ValueError("need max_occurrences >= 1 and max_cached >= 0")
+        if not 1 <= self.max_occurrences <= MAX_OCCURRENCES or self.max_cached < 0:
+            raise ValueError(f"need 1 <= max_occurrences <= {MAX_OCCURRENCES} and max_cached >= 0")
 
     def describe(self) -> dict:
         return asdict(self)

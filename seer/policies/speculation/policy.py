@@ -44,9 +44,9 @@ class SeerConfig(ContextConfig):
         "marginal", "MBA: benefit of one more draft token (marginal, or the paper's literal rule)", BENEFITS
     )
     scope: str = param("group", "drafts come from the request's own text, its group's, or all groups'", SCOPES)
-    topk: int = param(1, "draft branches kept per depth (1 = linear drafts)")
+    topk: int = param(1, "draft branches kept per depth (1 = linear drafts; at most 256)")
     min_prob: float = param(0.1, "drop draft tokens whose path probability is below this")
-    max_match: int = param(8, "longest context suffix matched")
+    max_match: int = param(8, "longest context suffix matched (1-256)")
     min_match: int = param(1, "shortest context suffix matched")
     draft_time_s: float = param(0.0, "MBA: drafting time per step (Seer's asynchronous drafter: about 0)")
     tick_s: float = param(2.0, "seconds between budget re-plans with fresh acceptance statistics (>= 0.001)")

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
+from seer.core.traits import MAX_MATCH
+
 _P = (1 << 61) - 1
 _B = 1_000_003
 
@@ -95,7 +97,7 @@ def accepted_length(draft: Draft, truth: Sequence[int]) -> int:
 
 
 _POW = [1]
-for _ in range(256):
+for _ in range(MAX_MATCH):
     _POW.append(_POW[-1] * _B % _P)
 
 

@@ -30,6 +30,11 @@ def _umask() -> int:
     return mask
 
 
+def make_public(folder: str | os.PathLike) -> None:
+    """Give a folder made by `tempfile.mkdtemp` (mode 0700) the mode a plain mkdir would have (the umask's)."""
+    os.chmod(folder, 0o777 & ~_umask())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -214,7 +219,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         _remove_empty(created)
         raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        make_public(tmp)
         yield tmp
         (tmp / MANIFEST).write_text(json.dumps(sorted(_entries(tmp))))
         if target.exists():

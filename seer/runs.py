@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -86,7 +87,8 @@ def _parquet(run_dir: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
 def check_run_dir(run_dir: str) -> None:
     """Refuse, in one line, anything that is not a recorded run folder (cheap: reads no Parquet file)."""
     if not os.path.isdir(run_dir):
-        raise SeerInputError(f"{run_dir}: no such run folder")
+        what = "is a file, not a run folder" if os.path.exists(run_dir) else "no such run folder"
+        raise SeerInputError(f"{run_dir}: {what}")
     missing = [f for f in RUN_FILES if not os.path.exists(os.path.join(run_dir, f))]
     if missing:
         raise SeerInputError(
@@ -98,6 +100,9 @@ def check_run_dir(run_dir: str) -> None:
         isinstance(summary.get(k), (int, float)) for k in ("makespan_s", "kv_capacity_tokens")
     ):
         raise SeerInputError(f"{run_dir}: summary.json lacks makespan_s or kv_capacity_tokens")
+    for key in ("makespan_s", "kv_capacity_tokens"):  # a recorded run took time and held KV
+        if isinstance(summary[key], bool) or not math.isfinite(summary[key]) or summary[key] <= 0:
+            raise SeerInputError(f"{run_dir}: summary.json {key} must be a finite number > 0, not {summary[key]!r}")
 
 
 def settings(run_dir: str) -> RunSettings:

@@ -46,15 +46,22 @@ def cmd_run(args) -> int:
         raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
     fail = _fault_spec("--fail", args.fail, args.instances)
     kill = _fault_spec("--kill", args.kill, args.instances)
+    down = {f[0] for f in (fail, kill) if f is not None}
+    if len(down) >= args.instances:  # the policies would be left with nowhere to run, after the engines' work
+        raise SeerInputError(f"--fail/--kill would take out all {args.instances} instance(s); no rollout could finish")
     if kill is not None and args.launch != "ray":
         raise SeerInputError("--kill needs --launch ray (each engine in its own process); --fail simulates a failure")
     if args.gpus_per_instance and args.launch != "ray":
         raise SeerInputError("--gpus-per-instance needs --launch ray (one actor per instance, with its devices)")
+    if args.cpus_per_instance is not None and args.launch != "ray":  # was taken and ignored
+        raise SeerInputError("--cpus-per-instance needs --launch ray (one actor per instance, with its cores)")
+    if args.group is not None and args.replay:
+        raise SeerInputError("--group sets G for --prompts; a --replay trace has its own samples per prompt")
     spec = RunSpec(
         model=args.model,
         prompts=args.prompts,
         replay=args.replay,
-        group=args.group,
+        group=8 if args.group is None else args.group,
         limit=args.limit,
         instances=args.instances,
         policy=args.policy,
@@ -71,7 +78,7 @@ def cmd_run(args) -> int:
         fail=fail,
         kill=kill,
         launch=args.launch,
-        cpus_per_instance=args.cpus_per_instance,
+        cpus_per_instance=args.cpus_per_instance or 1,
         gpus_per_instance=args.gpus_per_instance,
         kv_blocks=args.kv_blocks,
     )
@@ -192,7 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2", help="smollm2, dummy:tiny|small|smollm2, or a HF folder")
     p.add_argument("--prompts", help="JSONL of prompts (field question/prompt/text/problem), chat template applied")
     p.add_argument("--replay", help="trace whose recorded lengths to replay (ignore_eos)")
-    p.add_argument("--group", type=int_at_least(1), default=8, help="samples per prompt, G (default 8)")
+    p.add_argument("--group", type=int_at_least(1), help="samples per prompt, G, with --prompts (default 8)")
     p.add_argument("--limit", type=int_at_least(1), help="use the first N prompts (groups)")
     p.add_argument("--instances", type=int_at_least(1), default=2, help="engine instances (default 2)")
     p.add_argument("--policy", default="context", help="scheduling policy, NAME[:KEY=VALUE...] (default context)")
@@ -229,7 +236,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="inproc: every engine in this process (default); ray: each engine a Ray actor in its own process, "
         "on the cluster RAY_ADDRESS names or a local one",
     )
-    p.add_argument("--cpus-per-instance", type=int_at_least(1), default=1, help="CPU cores per engine actor")
+    p.add_argument(
+        "--cpus-per-instance", type=int_at_least(1), help="CPU cores per engine actor (--launch ray; default 1)"
+    )
     p.add_argument(
         "--gpus-per-instance",
         type=int_at_least(0),

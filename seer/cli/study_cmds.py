@@ -84,6 +84,13 @@ def cmd_figures(args) -> int:
         raise SeerInputError(
             f"--presets: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'empty list'}; known: {', '.join(known())}"
         )
+    runs = [os.path.realpath(r) for r in args.run or ()]
+    twice = sorted(
+        {p for p in presets if presets.count(p) > 1}
+        | {r for r in args.run or () if runs.count(os.path.realpath(r)) > 1}
+    )
+    if twice:  # a preset twice ended in a pandas error after the work; a run twice was drawn twice
+        raise SeerInputError(f"figures: {', '.join(map(repr, twice))} given more than once")
     _check_figure_folder(args.out)
     for run in args.run or ():
         load_run(run)  # every file read and checked before hours of figures, not after

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from seer.errors import SeerInputError
+from seer.fileio import make_public
 from seer.traces.tokenizer import cache_dir, smollm2_gguf_path
 
 # name -> (architecture, vocab, hidden, layers, heads, kv_heads, intermediate)
@@ -121,6 +122,7 @@ def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
+        make_public(tmp)  # published as it is: other users of a shared cache read it
         if name == "smollm2":
             _prepare_smollm2(tmp)
         else:

@@ -82,7 +82,13 @@ def chat_prompt_ids(model_dir, texts: list[str]) -> tuple[list[list[int]], int]:
     """Token ids of each text as a user turn under the model's chat template, and the EOS id."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:  # no tokenizer files, or ones transformers cannot read
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SeerInputError(f"{model_dir}: no usable tokenizer for --prompts ({first})") from None
+    if tok.eos_token_id is None or getattr(tok, "chat_template", None) is None:
+        raise SeerInputError(f"{model_dir}: --prompts needs a tokenizer with an EOS token and a chat template")
     ids = []
     for t in texts:
         text = tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
@@ -96,12 +102,27 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
     if spec.replay:
         trace = source
         if spec.limit:
-            keep = sorted(trace["prompt_id"].unique(), key=str)[: spec.limit]
+            ids = trace["prompt_id"].unique().tolist()
+            try:  # the first N in their own order: numbers as numbers (as text, 10 came before 2)
+                keep = sorted(ids)[: spec.limit]
+            except TypeError:
+                keep = sorted(ids, key=str)[: spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
         ro, true_len = rollout_from_trace(trace, spec.max_tokens)
         rng = np.random.default_rng(spec.seed)
         prompts = {}
         for gid, g in ro.groups.items():
+            # vLLM refuses an empty prompt, and one as long as the context can never run; checked before drawing
+            # its token ids (a prompt_len of 1e15 asked for petabytes)
+            if not 1 <= g.prompt_len < spec.max_model_len:
+                pid = ro.requests[ro.members[gid][0]].key[0] if ro.members.get(gid) else gid
+                why = (
+                    "an empty prompt (vLLM refuses it)"
+                    if g.prompt_len < 1
+                    else f"prompt ({g.prompt_len:,} tokens) plus output must fit the model context "
+                    f"({spec.max_model_len})"
+                )
+                raise SeerInputError(f"{spec.replay}: prompt {pid!r}: {why}")
             prompts[gid] = rng.integers(3, vocab, size=g.prompt_len).tolist()
         return ro, prompts, true_len, ()
     ids, eos = chat_prompt_ids(model_dir, source)
@@ -158,12 +179,24 @@ def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, objec
     raise SeerInputError("--speculation must be auto, none, ngram or group")
 
 
-def _model_vocab(model_dir) -> int:
+def _model_vocab(model_dir, max_model_len: int | None = None) -> int:
+    """The model's vocabulary size (replayed prompts draw ids from 3 on), checked with its context against
+    --max-model-len before an engine starts (vLLM refuses both later, with a traceback)."""
+    where = f"{model_dir}/config.json"
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise SeerInputError(f"{model_dir}: unreadable model config ({exc})") from None
-    return int(cfg.get("vocab_size", 2048))
+        raise SeerInputError(f"{where}: unreadable model config ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise SeerInputError(f"{where}: not a model config (a JSON object)")
+    vocab, positions = cfg.get("vocab_size", 2048), cfg.get("max_position_embeddings")
+    if type(vocab) is not int or vocab < 4:
+        raise SeerInputError(f"{where}: vocab_size must be an integer >= 4, not {vocab!r}")
+    if positions is not None and (type(positions) is not int or positions < 1):
+        raise SeerInputError(f"{where}: max_position_embeddings must be an integer >= 1, not {positions!r}")
+    if max_model_len is not None and positions is not None and max_model_len > positions:
+        raise SeerInputError(f"--max-model-len {max_model_len:,}: the model holds at most {positions:,} positions")
+    return vocab
 
 
 def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
@@ -201,6 +234,12 @@ def _check_inputs(spec: RunSpec, out: str) -> None:
     """What can be refused before any engine starts: the model, the KV size, the output folder."""
     check_model(spec.model)
     _check_kv_blocks(spec)
+    batched = max(2048, spec.max_model_len)  # the engine's max_num_batched_tokens (settings.py)
+    if spec.max_num_seqs > batched:  # vLLM refuses it when the engine is built
+        raise SeerInputError(
+            f"--max-num-seqs {spec.max_num_seqs:,}: vLLM schedules at most max(2048, --max-model-len) = {batched:,} "
+            "sequences per step"
+        )
     check_output_dir(out)  # before the rollout, not after it
 
 
@@ -220,7 +259,7 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     if traits.needs_oracle and not spec.replay:
         raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
     model_dir = prepare_model(spec.model)
-    ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir), source)
+    ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir, spec.max_model_len), source)
     proposers = None
     if drafter is not None:
         speculative["model"], proposers = proposer_for(drafter)

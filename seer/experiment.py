@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from seer.core import Policy, traits_of
-from seer.errors import SeerInputError, TraceError
+from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
 from seer.policies import make_policy
 from seer.sim.cluster import ClusterConfig, load_cluster
 from seer.sim.driver import simulate
+from seer.traces.rollout import check_output_cap
 from seer.traces.synth import SynthConfig, preset_config, synthesize
 
 
@@ -84,30 +85,13 @@ class Setup:
             name = name or os.path.splitext(os.path.basename(str(trace)))[0]
             source = str(trace)
             trace = load_trace(trace)
-            _check_cap(trace, cluster.max_tokens, source)
+            check_output_cap(trace, cluster.max_tokens, source, "the cluster's cap")
         else:
             source = None
         return cls(trace, cluster, name or "trace", source=source, spec_seed=spec_seed)
 
     def with_trace(self, trace: pd.DataFrame) -> "Setup":
         return dataclasses.replace(self, trace=trace)
-
-
-def _check_cap(trace: pd.DataFrame, cap: int, path: str) -> None:
-    """A trace without max_tokens runs under the cluster's cap: a longer recorded output is refused here, where the
-    file's name is known (the simulator would refuse it too, without the name)."""
-    if "max_tokens" in trace.columns or not len(trace):
-        return
-    over = trace["output_len"].to_numpy() > cap
-    if over.any():
-        i = int(over.argmax())
-        raise TraceError(
-            path,
-            f"output_len {int(trace['output_len'].iloc[i])} exceeds max_tokens {cap}, the cluster's (the trace has "
-            "no max_tokens column)",
-            row=i + 1,
-            column="output_len",
-        )
 
 
 def as_policy(policy: str | Policy, shared: Mapping | None = None) -> Policy:

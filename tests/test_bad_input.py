@@ -326,6 +326,10 @@ CASES = [  # (arguments, words the one line must contain)
         "pl0.csv: prompt 0: an empty prompt",
     ),
     (
+        ["run", "--model", "dummy:tiny", "--replay", "long.csv", "--out", "r"],
+        "long.csv, row 2, column 'output_len': output_len 99999 exceeds max_tokens 512 (--max-tokens",
+    ),
+    (
         ["run", "--model", "dummy:tiny", "--replay", "good.csv", "--group", "4", "--out", "r"],
         "a --replay trace has",
     ),

@@ -39,11 +39,8 @@ def _fault_spec(flag: str, text: str | None, instances: int):
     return where, when
 
 
-def cmd_run(args) -> int:
-    from seer.real.run import RunSpec, run_rollout
-
-    if args.engine != "vllm":
-        raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
+def _launch_checks(args) -> tuple:
+    """The faults to inject, (instance, seconds) or None each, after refusing options that cannot apply."""
     fail = _fault_spec("--fail", args.fail, args.instances)
     kill = _fault_spec("--kill", args.kill, args.instances)
     down = {f[0] for f in (fail, kill) if f is not None}
@@ -57,6 +54,15 @@ def cmd_run(args) -> int:
         raise SeerInputError("--cpus-per-instance needs --launch ray (one actor per instance, with its cores)")
     if args.group is not None and args.replay:
         raise SeerInputError("--group sets G for --prompts; a --replay trace has its own samples per prompt")
+    return fail, kill
+
+
+def cmd_run(args) -> int:
+    from seer.real.run import RunSpec, run_rollout
+
+    if args.engine != "vllm":
+        raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
+    fail, kill = _launch_checks(args)
     spec = RunSpec(
         model=args.model,
         prompts=args.prompts,

@@ -12,7 +12,7 @@ from seer.core import Group, Rollout
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, json_safe
 from seer.real.models import check_model, is_dummy, prepare_model
-from seer.traces.rollout import rollout_from_trace
+from seer.traces.rollout import check_output_cap, rollout_from_trace
 
 PROMPT_FIELDS = ("question", "prompt", "text", "problem")
 
@@ -108,6 +108,7 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
             except TypeError:
                 keep = sorted(ids, key=str)[: spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
+        check_output_cap(trace, spec.max_tokens, spec.replay, "--max-tokens")
         ro, true_len = rollout_from_trace(trace, spec.max_tokens)
         rng = np.random.default_rng(spec.seed)
         prompts = {}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from seer.core import Group, Rollout
-from seer.errors import SeerInputError
+from seer.errors import SeerInputError, TraceError
 
 
 def rollout_from_trace(
@@ -59,3 +59,21 @@ def rollout_from_trace(
         bar.update(len(reqs))
     bar.close()
     return ro, true_len
+
+
+def check_output_cap(trace: pd.DataFrame, cap: int, path: str, whose: str) -> None:
+    """A trace without max_tokens runs under a cap from elsewhere (`whose`: the cluster's, --max-tokens): a longer
+    recorded output is refused where the file's name is known (`rollout_from_trace` refuses it without the name)."""
+    if "max_tokens" in trace.columns or not len(trace):
+        return
+    over = trace["output_len"].to_numpy() > cap
+    if over.any():
+        i = int(over.argmax())
+        label = trace.index[i]  # the file's row where the frame was read whole or filtered, not re-indexed
+        raise TraceError(
+            path,
+            f"output_len {int(trace['output_len'].iloc[i])} exceeds max_tokens {cap} ({whose}; the trace has no "
+            "max_tokens column)",
+            row=(int(label) if isinstance(label, (int, np.integer)) else i) + 1,
+            column="output_len",
+        )

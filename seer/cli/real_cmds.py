@@ -112,6 +112,7 @@ def cmd_run(args) -> int:
 def cmd_calibrate(args) -> int:
     from seer.fidelity import calibrate
     from seer.fileio import write_text_atomic
+    from seer.runs import check_run_dir
     from seer.sim.stepfit import TERMS
 
     terms = None
@@ -123,6 +124,8 @@ def cmd_calibrate(args) -> int:
             why = f"unknown term {bad[0]!r}" if bad else f"{twice[0]} is given twice" if twice else "names no term"
             raise SeerInputError(f"--terms: {why}; valid: {', '.join(TERMS)}")
         terms = ["overhead_s"] + [t for t in given if t != "overhead_s"]
+    for run in args.run_dirs:  # what is not a run at all is said first
+        check_run_dir(run)
     runs = [os.path.realpath(r) for r in args.run_dirs]
     same = sorted({r for r in args.run_dirs if runs.count(os.path.realpath(r)) > 1})
     if same:  # its steps would count twice, and the cross-validation would test on copies of its training steps

@@ -30,9 +30,16 @@ def _umask() -> int:
     return mask
 
 
-def make_public(folder: str | os.PathLike) -> None:
-    """Give a folder made by `tempfile.mkdtemp` (mode 0700) the mode a plain mkdir would have (the umask's)."""
-    os.chmod(folder, 0o777 & ~_umask())
+def make_public(folder: str | os.PathLike, inside: bool = False) -> None:
+    """Give a folder made by `tempfile.mkdtemp` (mode 0700) the mode a plain mkdir would have (the umask's), and
+    with `inside` every folder and file under it too (some writers, safetensors among them, make files 0600)."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder) if inside else ():
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 def _alive(pid: int) -> bool:

@@ -115,17 +115,18 @@ def mean_running(timeline: pd.DataFrame, makespan: float) -> float:
     return total / (makespan * instances)
 
 
-def first_instance_done(timeline: pd.DataFrame, makespan: float, instances: int) -> float:
+def first_instance_done(timeline: pd.DataFrame, makespan: float, instances: int, failed=()) -> float:
     """When the first instance ran out of work for good: its last timeline row, when that row is idle (nothing
     running or waiting); an instance without rows never had work (0); one still busy at its last row, the makespan.
     (Not the last request that finished on it: an instance that only ran chunks finished elsewhere, or nothing,
-    would drop out.)"""
-    if instances <= 0:
-        return 0.0
+    would drop out.) A `failed` instance did not run out of work: it is left out."""
+    live = [i for i in range(instances) if i not in set(failed)]
+    if not live:
+        return 0.0 if instances <= 0 else makespan
     last = timeline.sort_values(["instance", "t"], kind="stable").groupby("instance").tail(1)
     idle = (last["running"] == 0) & (last["waiting"] == 0)
     done = dict(zip(last["instance"].tolist(), np.where(idle, last["t"], makespan).tolist()))
-    return float(min(min(done.get(i, 0.0), makespan) for i in range(instances)))
+    return float(min(min(done.get(i, 0.0), makespan) for i in live))
 
 
 def events_frame(rows) -> pd.DataFrame:
@@ -162,7 +163,8 @@ def summarize(
         "idle_share": float(np.mean(idle) / makespan) if makespan > 0 and idle else 0.0,
     }
     if timeline is not None:
-        out["first_instance_done_s"] = first_instance_done(timeline, makespan, len(busy_s))
+        failed = (extra or {}).get("failed_instances") or ()
+        out["first_instance_done_s"] = first_instance_done(timeline, makespan, len(busy_s), failed)
         out["mean_running"] = mean_running(timeline, makespan)
     out["tail_share"] = out["tail_s"] / makespan if makespan > 0 else math.nan
     pt = np.asarray(preempt_times if preempt_times is not None else [], dtype=np.float64)

@@ -101,8 +101,13 @@ def check_run_dir(run_dir: str) -> None:
     ):
         raise SeerInputError(f"{run_dir}: summary.json lacks makespan_s or kv_capacity_tokens")
     for key in ("makespan_s", "kv_capacity_tokens"):  # a recorded run took time and held KV
-        if isinstance(summary[key], bool) or not math.isfinite(summary[key]) or summary[key] <= 0:
-            raise SeerInputError(f"{run_dir}: summary.json {key} must be a finite number > 0, not {summary[key]!r}")
+        value = summary[key]
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if isinstance(value, bool) or not (number > 0 and math.isfinite(number)):
+            raise SeerInputError(f"{run_dir}: summary.json {key} must be a finite number > 0, not {value!r:.40}")
 
 
 def settings(run_dir: str) -> RunSettings:

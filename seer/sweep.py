@@ -222,10 +222,12 @@ def _run_local(todo: list[dict], workers: int | None) -> Iterable[tuple[dict, di
 def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
     try:
         import ray
+
+        from seer.ray_init import init_ray
     except ImportError:
         raise SeerInputError("--ray needs Ray: pip install 'seer-rollout[ray]'")
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        init_ray(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(run_cell)
     refs = {remote.remote(c): c for c in todo}
     pending = list(refs)

@@ -152,6 +152,7 @@ FILES = {
     "run_kv0": _damaged_run(_edit_json("summary.json", lambda d: d["summary"].update(kv_capacity_tokens=0))),
     "run_mk0": _damaged_run(_edit_json("summary.json", lambda d: d["summary"].update(makespan_s=0))),
     "run_mknan": _damaged_run(_edit_json("summary.json", lambda d: d["summary"].update(makespan_s=float("nan")))),
+    "run_mkhuge": _damaged_run(_edit_json("summary.json", lambda d: d["summary"].update(makespan_s=10**400))),
     "run_seqs": _damaged_run(_edit_json("run.json", lambda d: d.update(max_num_seqs="many"))),
     "run_nan": _damaged_run(lambda f: _edit_steps(f, lambda d: d.loc.__setitem__((5, "duration_s"), float("nan")))),
     "run_zero": _damaged_run(lambda f: _edit_steps(f, lambda d: d.__setitem__("duration_s", 0.0))),
@@ -273,6 +274,7 @@ CASES = [  # (arguments, words the one line must contain)
     (["fidelity", "run_badsteps"], "not a readable Parquet"),
     (["fidelity", "run_mk0"], "makespan_s must be a finite number > 0, not 0"),
     (["fidelity", "run_mknan"], "makespan_s must be a finite number > 0, not nan"),
+    (["fidelity", "run_mkhuge"], "makespan_s must be a finite number > 0, not 1000"),
     (["fidelity", "notes.txt"], "notes.txt: is a file, not a run folder"),
     (["fidelity", "run_nocols"], "trace.parquet lacks column"),
     (["fidelity", "run_kv0"], "kv_capacity_tokens must be a finite number > 0, not 0"),
@@ -314,12 +316,8 @@ CASES = [  # (arguments, words the one line must contain)
     ),
     (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--temperature", "-1", "--out", "r"], "--temperature"),
     (
-        ["run", "--model", "dummy:tiny", "--replay", "good.csv", "--max-model-len", "16384", "--out", "r"],
-        "the model holds at most 8,192 positions",
-    ),
-    (
         ["run", "--model", "dummy:tiny", "--replay", "good.csv", "--max-num-seqs", "4096", "--out", "r"],
-        "--max-num-seqs 4,096: vLLM schedules at most",
+        "--max-num-seqs 4,096: vLLM schedules at most 2,048 sequences per step",
     ),
     (
         ["run", "--model", "dummy:tiny", "--replay", "pl0.csv", "--out", "r"],

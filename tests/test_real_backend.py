@@ -307,3 +307,42 @@ def test_prepared_models_name_their_architecture(name, arch):
 
     cfg = AutoConfig.from_pretrained(str(prepare_model(name)))
     assert cfg.architectures == [arch]
+
+
+def test_vllm_refusing_the_engine_settings_is_one_line_naming_why(tmp_path):
+    """--max-model-len beyond what vLLM derives from the model (rope scaling and an environment variable move it,
+    so vLLM says) ended in a pydantic traceback when the engine was built."""
+    res = run_seer(
+        "run", "--model", "dummy:tiny", "--replay", str(tmp_path / "t.csv"), "--max-model-len", "16384",
+        "--limit", "1", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]  # the trace does not exist: refused before any engine
+    pd.DataFrame([{"prompt_id": 0, "sample_id": 0, "prompt_len": 8, "output_len": 4}]).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    res = run_seer(
+        "run", "--model", "dummy:tiny", "--replay", str(tmp_path / "t.csv"), "--max-model-len", "16384",
+        "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    errors = [x for x in res.stderr.splitlines() if x.startswith("seer: error:")]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(errors) == 1 and "vLLM refused the engine settings: User-specified max_model_len (16384)" in errors[0]
+    assert "[type=" not in errors[0] and not (tmp_path / "o").exists()
+
+
+def test_a_prepared_model_is_readable_by_the_caches_other_users(tmp_path, monkeypatch):
+    """mkdtemp made the folder 0700 and safetensors writes 0600: the umask's modes, as a plain mkdir and open give."""
+    import os
+    import stat
+
+    from seer.real.models import prepare_model
+
+    monkeypatch.setenv("SEER_CACHE_DIR", str(tmp_path))
+    old = os.umask(0o022)
+    try:
+        folder = prepare_model("smollm2", force=True)  # its weights are written by safetensors
+    finally:
+        os.umask(old)
+    assert str(folder).startswith(str(tmp_path))
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.rglob("*")]}
+    assert all(m & 0o044 == 0o044 for m in modes.values()), modes

@@ -250,3 +250,14 @@ def test_an_events_file_without_rows_has_the_types_of_one_with_rows(tmp_path):
         kinds[name] = pd.read_parquet(tmp_path / name / "events.parquet")
     assert len(kinds["calm"]) == 0 < len(kinds["tight"])
     assert kinds["calm"].dtypes.to_dict() == kinds["tight"].dtypes.to_dict()
+
+
+def test_first_instance_done_reads_each_instances_last_row():
+    from seer.metrics import first_instance_done
+
+    tl = pd.DataFrame({"instance": [0, 0, 1, 1], "t": [0.0, 2.0, 0.0, 5.0], "running": [1, 0, 1, 0], "waiting": 0})
+    assert first_instance_done(tl, 5.0, 2) == 2.0  # instance 0 went idle for good at 2 s
+    assert first_instance_done(tl, 5.0, 2, failed=[0]) == 5.0  # a failed instance did not run out of work
+    assert first_instance_done(tl, 5.0, 3) == 0.0  # instance 2 never had any
+    busy = tl.assign(running=[1, 1, 1, 0])
+    assert first_instance_done(busy, 5.0, 2) == 5.0  # still running at its last row: done at the makespan

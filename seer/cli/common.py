@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 
+from seer.core.traits import MAX_TOPK
 from seer.errors import SeerInputError
 from seer.fileio import json_safe
 
@@ -105,7 +106,11 @@ def workload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--spec-scope", choices=["own", "group", "global"], help="for seer: what drafts are drawn from (default group)"
     )
-    p.add_argument("--spec-topk", type=int_at_least(1), help="for seer: draft branches per depth (default 1)")
+    p.add_argument(
+        "--spec-topk",
+        type=int_at_least(1, MAX_TOPK),
+        help=f"for seer: draft branches per depth (default 1, at most {MAX_TOPK})",
+    )
 
 
 def shared_policy_params(args) -> dict:

@@ -209,7 +209,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", help="JSONL of prompts (field question/prompt/text/problem), chat template applied")
     p.add_argument("--replay", help="trace whose recorded lengths to replay (ignore_eos)")
     p.add_argument("--group", type=int_at_least(1), help="samples per prompt, G, with --prompts (default 8)")
-    p.add_argument("--limit", type=int_at_least(1), help="use the first N prompts (groups)")
+    p.add_argument(
+        "--limit",
+        type=int_at_least(1),
+        help="use the first N prompts (groups): of --prompts, in file order; of a "
+        "--replay trace, its prompt ids sorted as text (0, 1, 10, 100, ...)",
+    )
     p.add_argument("--instances", type=int_at_least(1), default=2, help="engine instances (default 2)")
     p.add_argument("--policy", default="context", help="scheduling policy, NAME[:KEY=VALUE...] (default context)")
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies")

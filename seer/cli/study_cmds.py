@@ -129,8 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "vLLM-style n-gram baseline.",
     )
     p.add_argument("--trace", required=True, help="trace with output_ids (e.g. a converted Tree-of-Thoughts log)")
-    p.add_argument("--refs", default="0,1,5,15", help="reference counts n, comma-separated (default 0,1,5,15)")
-    p.add_argument("--topk", default="1,2,4", help="branches per depth, comma-separated (default 1,2,4)")
+    p.add_argument(
+        "--refs", default="0,1,5,15", help=f"reference counts n, comma-separated (default 0,1,5,15; at most {MAX_REFS})"
+    )
+    p.add_argument(
+        "--topk", default="1,2,4", help=f"branches per depth, comma-separated (default 1,2,4; at most {MAX_TOPK})"
+    )
     p.add_argument("--gamma", type=int_at_least(1, 64), default=8, help="draft depth per step (default 8, at most 64)")
     p.add_argument(
         "--groups",

@@ -38,8 +38,10 @@ class DraftConfig:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
         if self.topk < 1 or self.min_match < 1 or self.max_match < self.min_match:
             raise ValueError("need topk >= 1 and 1 <= min_match <= max_match")
-        if self.max_match > MAX_MATCH or self.topk > MAX_TOPK:  # the index hashes at most MAX_MATCH tokens
-            raise ValueError(f"need max_match <= {MAX_MATCH} and topk <= {MAX_TOPK}")
+        if self.max_match > MAX_MATCH:  # the index hashes at most MAX_MATCH tokens
+            raise ValueError(f"need max_match <= {MAX_MATCH}")
+        if self.topk > MAX_TOPK:
+            raise ValueError(f"need topk <= {MAX_TOPK}")
         if not 0.0 <= self.min_prob <= 1.0:
             raise ValueError("min_prob must be in [0, 1]")
         if not 1 <= self.max_occurrences <= MAX_OCCURRENCES or self.max_cached < 0:

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from seer.errors import SeerInputError
 from seer.real.settings import EngineSettings, configure_environment
 
 
@@ -123,6 +124,13 @@ def _ray_node() -> str | None:
     return ray.get_runtime_context().get_node_id()
 
 
+def _reason(exc: Exception) -> str:
+    """The line of a (pydantic) validation error that says what is wrong, without its [type=...] annotations."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()] or [type(exc).__name__]
+    said = next((x for x in lines if x.startswith("Value error,")), lines[0])
+    return said.removeprefix("Value error,").split(" [type=")[0].strip()
+
+
 class EngineHost:
     """One vLLM engine behind a plain-data interface (submit, abort, step)."""
 
@@ -134,9 +142,11 @@ class EngineHost:
         self.settings = settings
         self._stats: dict = {}
         with kernel_scan_safe():
-            self.engine = LLMEngine.from_engine_args(
-                EngineArgs(**settings.engine_args()), stat_loggers=[_logger_factory(self._stats)]
-            )
+            try:
+                args = EngineArgs(**settings.engine_args())
+                self.engine = LLMEngine.from_engine_args(args, stat_loggers=[_logger_factory(self._stats)])
+            except ValueError as exc:  # vLLM's checks of the settings (pydantic's ValidationError is a ValueError)
+                raise SeerInputError(f"vLLM refused the engine settings: {_reason(exc)}") from None
         cache = self.engine.vllm_config.cache_config
         self.block_size = int(cache.block_size)
         self.capacity = int(cache.num_gpu_blocks) * self.block_size

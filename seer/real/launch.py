@@ -13,6 +13,7 @@ import os
 import signal
 
 from seer.errors import SeerInputError
+from seer.ray_init import init_ray
 from seer.real.host import EngineHost, EngineLost, HostStep
 from seer.real.settings import ENVIRONMENT, EngineSettings
 
@@ -76,7 +77,7 @@ def ensure_ray(cpus_needed: int) -> None:
         return
     address = os.environ.get("RAY_ADDRESS") or None
     kwargs = {} if address else {"num_cpus": max(cpus_needed, os.cpu_count() or 1)}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+    init_ray(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
 
 
 def _check_fits(bundle: dict, instances: int) -> None:

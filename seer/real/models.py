@@ -122,11 +122,11 @@ def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
-        make_public(tmp)  # published as it is: other users of a shared cache read it
         if name == "smollm2":
             _prepare_smollm2(tmp)
         else:
             _prepare_dummy(name.split(":", 1)[1], tmp, max_positions)
+        make_public(tmp, inside=True)  # published as it is: other users of a shared cache read it
         return _publish(tmp, final, {"name": name, "format": FORMAT})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -102,11 +102,8 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
     if spec.replay:
         trace = source
         if spec.limit:
-            ids = trace["prompt_id"].unique().tolist()
-            try:  # the first N in their own order: numbers as numbers (as text, 10 came before 2)
-                keep = sorted(ids)[: spec.limit]
-            except TypeError:
-                keep = sorted(ids, key=str)[: spec.limit]
+            # the first N prompt ids sorted as text (10 before 2): the recorded runs in benchmarks/data were chosen so
+            keep = sorted(trace["prompt_id"].unique(), key=str)[: spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
         check_output_cap(trace, spec.max_tokens, spec.replay, "--max-tokens")
         ro, true_len = rollout_from_trace(trace, spec.max_tokens)
@@ -180,9 +177,10 @@ def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, objec
     raise SeerInputError("--speculation must be auto, none, ngram or group")
 
 
-def _model_vocab(model_dir, max_model_len: int | None = None) -> int:
-    """The model's vocabulary size (replayed prompts draw ids from 3 on), checked with its context against
-    --max-model-len before an engine starts (vLLM refuses both later, with a traceback)."""
+def _model_vocab(model_dir) -> int:
+    """The model's vocabulary size (replayed prompts draw ids from 3 on), checked before an engine starts.
+    (Whether --max-model-len fits the model is vLLM's to say: rope scaling, the tokenizer's length and an
+    environment variable all move its limit; `host.EngineHost` turns its refusal into one line.)"""
     where = f"{model_dir}/config.json"
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
@@ -195,8 +193,6 @@ def _model_vocab(model_dir, max_model_len: int | None = None) -> int:
         raise SeerInputError(f"{where}: vocab_size must be an integer >= 4, not {vocab!r}")
     if positions is not None and (type(positions) is not int or positions < 1):
         raise SeerInputError(f"{where}: max_position_embeddings must be an integer >= 1, not {positions!r}")
-    if max_model_len is not None and positions is not None and max_model_len > positions:
-        raise SeerInputError(f"--max-model-len {max_model_len:,}: the model holds at most {positions:,} positions")
     return vocab
 
 
@@ -233,13 +229,15 @@ def _check_kv_blocks(spec: RunSpec) -> None:
 
 def _check_inputs(spec: RunSpec, out: str) -> None:
     """What can be refused before any engine starts: the model, the KV size, the output folder."""
+    from seer.real.engine import EngineSettings
+
     check_model(spec.model)
     _check_kv_blocks(spec)
-    batched = max(2048, spec.max_model_len)  # the engine's max_num_batched_tokens (settings.py)
+    batched = max(EngineSettings.max_num_batched_tokens, spec.max_model_len)  # as `EngineSettings.engine_args`
     if spec.max_num_seqs > batched:  # vLLM refuses it when the engine is built
         raise SeerInputError(
-            f"--max-num-seqs {spec.max_num_seqs:,}: vLLM schedules at most max(2048, --max-model-len) = {batched:,} "
-            "sequences per step"
+            f"--max-num-seqs {spec.max_num_seqs:,}: vLLM schedules at most {batched:,} sequences per step (the larger "
+            f"of {EngineSettings.max_num_batched_tokens:,} and --max-model-len)"
         )
     check_output_dir(out)  # before the rollout, not after it
 
@@ -260,7 +258,7 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     if traits.needs_oracle and not spec.replay:
         raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
     model_dir = prepare_model(spec.model)
-    ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir, spec.max_model_len), source)
+    ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir), source)
     proposers = None
     if drafter is not None:
         speculative["model"], proposers = proposer_for(drafter)

@@ -120,7 +120,8 @@ def first_instance_done(timeline: pd.DataFrame, makespan: float, instances: int,
     running or waiting); an instance without rows never had work (0); one still busy at its last row, the makespan.
     (Not the last request that finished on it: an instance that only ran chunks finished elsewhere, or nothing,
     would drop out.) A `failed` instance did not run out of work: it is left out."""
-    live = [i for i in range(instances) if i not in set(failed)]
+    failed = set(failed)
+    live = [i for i in range(instances) if i not in failed]
     if not live:
         return 0.0 if instances <= 0 else makespan
     last = timeline.sort_values(["instance", "t"], kind="stable").groupby("instance").tail(1)

@@ -70,6 +70,17 @@ def test_sweep_cli_and_bad_config(config, tmp_path):
     assert res.returncode == 2 and "presets" in res.stderr and res.stderr.count("\n") == 1
 
 
+def _alive_after(pids: list[int], seconds: float) -> list[int]:
+    """The processes still alive (zombies, which only wait to be reaped, are not) once `seconds` have passed, or
+    once none is left."""
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
@@ -104,12 +115,7 @@ def test_pool_workers_die_with_a_killed_sweep(config, tmp_path):
     assert workers, "the sweep never started its pool"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
-        time.sleep(0.2)
-    alive = [
-        w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]
-    ]
+    alive = _alive_after(workers, 10)
     assert not alive, f"orphaned pool workers {alive}"
 
 
@@ -155,12 +161,7 @@ def test_ctrl_c_or_sigterm_stops_a_sweep_at_once(tmp_path, sig, said):
     _, err = proc.communicate(timeout=60)
     assert time.time() - sent < 10, f"took {time.time() - sent:.0f} s to stop"
     assert proc.returncode != 0 and said in err and "Traceback" not in err
-    deadline = time.time() + 10
-    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
-        time.sleep(0.2)
-    alive = [
-        w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]
-    ]
+    alive = _alive_after(workers, 10)
     assert not alive, f"pool workers {alive} outlived the sweep"
 
 

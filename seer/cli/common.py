@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 from seer.core.traits import MAX_TOPK
 from seer.errors import SeerInputError
@@ -42,6 +43,12 @@ def int_at_least(low: int, high: int | None = None):
 
     parse.__name__ = f"integer {_range(low, high)}"
     return parse
+
+
+def given_twice(paths) -> list[str]:
+    """The paths (as given) that name one file or folder with another path of the list, sorted."""
+    real = [os.path.realpath(p) for p in paths]
+    return sorted({p for p, r in zip(paths, real) if real.count(r) > 1})
 
 
 def _range(low: int, high: int | None) -> str:

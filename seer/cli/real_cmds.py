@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 
-from seer.cli.common import int_at_least, number_in, print_json
+from seer.cli.common import given_twice, int_at_least, number_in, print_json
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
 
@@ -126,12 +126,11 @@ def cmd_calibrate(args) -> int:
         terms = ["overhead_s"] + [t for t in given if t != "overhead_s"]
     for run in args.run_dirs:  # what is not a run at all is said first
         check_run_dir(run)
-    runs = [os.path.realpath(r) for r in args.run_dirs]
-    same = sorted({r for r in args.run_dirs if runs.count(os.path.realpath(r)) > 1})
+    same = given_twice(args.run_dirs)
     if same:  # its steps would count twice, and the cross-validation would test on copies of its training steps
         raise SeerInputError(f"run {same[0]} is given more than once")
     output = os.path.realpath(args.output)
-    if any(output == r or output.startswith(r + os.sep) for r in runs):
+    if any(output == r or output.startswith(r + os.sep) for r in map(os.path.realpath, args.run_dirs)):
         raise SeerInputError(f"-o {args.output}: lies inside a run being read; write the model elsewhere")
     model = calibrate(args.run_dirs, terms)
     write_text_atomic(args.output, model.to_toml())

@@ -6,10 +6,11 @@ import argparse
 import json
 import os
 
-from seer.cli.common import int_at_least, int_list, number_in, print_json
+from seer.cli.common import given_twice, int_at_least, int_list, number_in, print_json
 from seer.core.traits import MAX_MATCH, MAX_TOPK
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, check_writable, json_safe
+from seer.policies.speculation.policy import MAX_GAMMA
 
 MAX_REFS = 1 << 20
 
@@ -84,11 +85,7 @@ def cmd_figures(args) -> int:
         raise SeerInputError(
             f"--presets: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'empty list'}; known: {', '.join(known())}"
         )
-    runs = [os.path.realpath(r) for r in args.run or ()]
-    twice = sorted(
-        {p for p in presets if presets.count(p) > 1}
-        | {r for r in args.run or () if runs.count(os.path.realpath(r)) > 1}
-    )
+    twice = sorted({p for p in presets if presets.count(p) > 1}) + given_twice(args.run or ())
     if twice:  # a preset twice ended in a pandas error after the work; a run twice was drawn twice
         raise SeerInputError(f"figures: {', '.join(map(repr, twice))} given more than once")
     _check_figure_folder(args.out)
@@ -135,7 +132,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--topk", default="1,2,4", help=f"branches per depth, comma-separated (default 1,2,4; at most {MAX_TOPK})"
     )
-    p.add_argument("--gamma", type=int_at_least(1, 64), default=8, help="draft depth per step (default 8, at most 64)")
+    p.add_argument(
+        "--gamma",
+        type=int_at_least(1, MAX_GAMMA),
+        default=8,
+        help=f"draft depth per step (default 8, at most {MAX_GAMMA})",
+    )
     p.add_argument(
         "--groups",
         type=int_at_least(0),

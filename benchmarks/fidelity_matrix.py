@@ -31,6 +31,13 @@ def term(name: str) -> str:
     return name.removeprefix("per_").removesuffix("_s").replace("_", " ")
 
 
+def prefill(f: dict) -> str:
+    """Prefill work after prefix-cache hits, real / simulated (error)."""
+    if f.get("prefill_error") is None:
+        return "—"
+    return f"{f['real_prefill_tokens']:,} / {f['sim_prefill_tokens']:,} ({pct(f['prefill_error'])})"
+
+
 def pct(x) -> str:
     return "—" if x is None else f"{100 * x:+.1f}%"
 
@@ -235,8 +242,8 @@ def markdown(res: dict) -> str:
         "## Self-fit (calibrated on the recording itself)",
         "",
         "| recording | terms | makespan | throughput | finish time (mean abs) | step MAPE (cross-validated) | "
-        "preemptions real / sim | median preemption at (real / sim) |",
-        "|---|---|---|---|---|---|---|---|",
+        "preemptions real / sim | median preemption at (real / sim) | prefill tokens real / sim |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, f in res["self_fit"].items():
         share = " / ".join(
@@ -246,8 +253,18 @@ def markdown(res: dict) -> str:
             f"| {n} | {', '.join(term(t) for t in f['terms'][1:]) or '—'} | "
             f"{pct(f['makespan_error'])} | {pct(f['throughput_error'])} | {100 * f['finish_time_mape']:.1f}% | "
             f"{100 * f['step_time_mape']:.1f}% ({100 * f['step_time_mape_heldout']:.1f}%) | "
-            f"{f['real_preemptions']} / {f['sim_preemptions']} | {share} |"
+            f"{f['real_preemptions']} / {f['sim_preemptions']} | {share} | {prefill(f)} |"
         )
+    out += [
+        "",
+        "Prefill tokens: what prefills computed after prefix-cache hits, in vLLM (scheduled tokens, less one decode "
+        "position per generated token and the rejected drafts, plus one per admission) and in the simulator "
+        "(`prefill_tokens`). The simulator keeps a group's prompt cached after its last sample leaves, finds cached "
+        "KV in whole blocks short of the last token, and evicts a cached context from its tail, as vLLM does; "
+        "before it did (a group's prompt went with its last sample's entry, hits were token-exact, eviction took "
+        "whole entries) it computed 7.5%, 15.1% and 19.8% more than vLLM on gsm8k-context-3i, kv-verl-2i and "
+        "longtail-context-4i.",
+    ]
     out += ["", "Calibrated models (ms per unit; the rows each step samples, median and p90 of the recording):", ""]
     out += ["| recording | overhead | per sampled row | per token | per attention pair (µs) | rows median / p90 |"]
     out += ["|---|---|---|---|---|---|"]

@@ -92,7 +92,7 @@ def speed_ratio(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, int]:
     batch sizes of b's median over a's, weighted by the smaller count, and the steps compared; (nan, 0) when they
     share no batch size. No step model is involved: a ratio away from 1 is the machine (or engine) running
     identical steps at another speed, which no model fitted to one recording can know when predicting the other."""
-    both = a.join(b, how="inner", lsuffix="_a", rsuffix="_b")
+    both = a.add_suffix("_a").join(b.add_suffix("_b"), how="inner")
     if both.empty:
         return float("nan"), 0
     w = np.minimum(both["n_a"], both["n_b"]).to_numpy(np.float64)
@@ -116,6 +116,21 @@ def _preempt_share(times: np.ndarray, makespan: float) -> float | None:
     return float(np.median(times) / makespan) if len(times) and makespan > 0 else None
 
 
+def real_prefill_tokens(recorded: RecordedRun) -> int | None:
+    """Tokens vLLM's prefills computed in a recorded run (after its prefix-cache hits), the simulator's
+    `prefill_tokens`: every scheduled token that was neither a decode position nor a rejected draft. Each
+    admission's last prefill token samples one, so admissions (chunks, and resumptions after preemptions) add
+    back. None when the recording lacks the scheduled-token counts."""
+    steps, requests = recorded.steps, recorded.result.requests
+    if "sched_tokens" not in steps or not steps["sched_tokens"].sum() or "chunks" not in requests:
+        return None
+    admissions = int(requests["chunks"].sum()) + int(requests.get("preemptions", pd.Series(0)).sum())
+    rejected = 0
+    if "spec_draft_tokens" in steps and "spec_accepted_tokens" in steps:
+        rejected = int(steps["spec_draft_tokens"].sum() - steps["spec_accepted_tokens"].sum())
+    return int(steps["sched_tokens"].sum() - steps["generation_tokens"].sum()) - rejected + admissions
+
+
 def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None = None) -> dict:
     recorded = load_run(run_dir)
     steps = _measured(recorded)
@@ -136,6 +151,7 @@ def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None =
     )
     sim_pt = sim.events.loc[sim.events["kind"] == "preempt", "t"].to_numpy(np.float64)
     ref = None if fitted else _reference(model)
+    real_prefill, sim_prefill = real_prefill_tokens(recorded), int(sim.summary["prefill_tokens"])
     ratio, compared = speed_ratio(ref, decode_medians(recorded.steps)) if ref is not None else (None, 0)
     return {
         "run": run_dir,
@@ -154,6 +170,10 @@ def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None =
         "sim_preemptions": int(sim.summary["preemptions"]),
         "real_preempt_time_share": _preempt_share(real_pt, real_ms),
         "sim_preempt_time_share": _preempt_share(sim_pt, sim_ms),
+        # prefill work after prefix-cache hits: how much of the context each admission computed again
+        "real_prefill_tokens": real_prefill,
+        "sim_prefill_tokens": sim_prefill,
+        "prefill_error": (sim_prefill - real_prefill) / real_prefill if real_prefill else None,
         # identical decode steps here against the calibration runs (None: self-fit, or a model without them)
         "speed_ratio": ratio if compared else None,
         "speed_steps": compared,

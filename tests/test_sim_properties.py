@@ -216,6 +216,7 @@ def test_group_prompt_blocks_are_held_once(policy, work, exact):
     counting exactly its running sharers, and the cache adding up, after every scheduling pass."""
     import dataclasses
 
+    from seer.sim.kv import prompt_key
     from seer.sim.step_scheduler import StepScheduler
 
     trace, cluster = work
@@ -235,6 +236,8 @@ def test_group_prompt_blocks_are_held_once(policy, work, exact):
         assert kv.held == own + sum(blocks for blocks, _n in kv.groups.values())
         assert kv.cached_blocks == sum(entry[1] for entry in kv.cache.values())
         assert 0 <= kv.held + kv.cached_blocks <= kv.capacity_blocks
+        # a prompt is here once: held by its running samples or cached, never both
+        assert not any(prompt_key(g) in kv.cache for g in kv.groups)
         checked[0] += 1
         return out
 

@@ -163,6 +163,11 @@ def cmd_fidelity(args) -> int:
         f"(error {100 * res['makespan_error']:+.1f}%; throughput {100 * res['throughput_error']:+.1f}%)"
     )
     print(f"  finish times      mean error {100 * res['finish_time_mape']:.1f}% per request")
+    if res["prefill_error"] is not None:
+        print(
+            f"  prefill work      real {res['real_prefill_tokens']:,} tokens, simulated {res['sim_prefill_tokens']:,} "
+            f"(error {100 * res['prefill_error']:+.1f}%; what the prefix cache did not supply)"
+        )
     if res["speed_ratio"] is not None:
         print(
             f"  machine speed     identical decode steps took {100 * (res['speed_ratio'] - 1):+.1f}% of the "

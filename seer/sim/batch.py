@@ -59,6 +59,7 @@ class InstanceStats:
     preemptions: int = 0
     recomputed_tokens: int = 0  # KV computed again after a preemption
     resumed_prefill_tokens: int = 0  # KV of a resumed chunk's earlier context computed again on admission
+    prefill_tokens: int = 0  # KV computed by admissions before their next token (after cache and pool hits)
     pool_fetched_tokens: int = 0
     prefix_hit_tokens: int = 0
     timeline: list = field(default_factory=list)  # (t, kv_used_tokens, running, waiting)

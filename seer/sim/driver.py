@@ -271,6 +271,7 @@ class SimDriver(ContractLoop):
             "epochs": int(sum(s.epochs for s in stats)),
             "recomputed_tokens": int(sum(s.recomputed_tokens for s in stats)),
             "resumed_prefill_tokens": int(sum(s.resumed_prefill_tokens for s in stats)),
+            "prefill_tokens": int(sum(s.prefill_tokens for s in stats)),
             "migrations": int(df["migrations"].sum()),
             "chunks": int(df["chunks"].sum()),
             "work_bound_s": float(bound["work_bound_s"]),

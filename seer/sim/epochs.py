@@ -19,18 +19,19 @@ import simpy
 
 from seer.sim.batch import SPEC_POSITIONS, InstanceStats, Running, Seq
 from seer.sim.batch_kernels import epoch_length
-from seer.sim.kv import KVMemory
+from seer.sim.kv import KVMemory, prompt_key
 from seer.sim.spec_kernels import apply_epoch, count_steps, epoch_plan
 
 
 def epoch_avail(kv: KVMemory, waiting: list[Seq]) -> int:
-    """Blocks an epoch may take: free plus evictable cache, but never the waiting head's cached prefix
-    (evicting it would change whether the head can be admitted: stop before that)."""
+    """Blocks an epoch may take: free plus evictable cache, but never the waiting head's cached prefix or its
+    group's cached prompt (evicting either would change whether the head can be admitted: stop before that)."""
     avail = kv.available()
-    if waiting and waiting[0].rid in kv.cache:
+    if waiting and (waiting[0].rid in kv.cache or prompt_key(waiting[0].group) in kv.cache):
+        head = waiting[0].rid, prompt_key(waiting[0].group)
         avail = kv.free
-        for rid, entry in kv.cache.items():
-            if rid == waiting[0].rid:
+        for key, entry in kv.cache.items():
+            if key in head:
                 break
             avail += entry[1]
     return avail

@@ -177,7 +177,9 @@ class SimInstance:
         return self._view[1]
 
     def _build_view(self) -> InstanceView:
-        cached = {rid: entry[0] for rid, entry in self.kv.cache.items()} if self.kv.prefix_cache else {}
+        # requests' cached contexts (a group's cached prompt is keyed by `prompt_key`, not a request id)
+        cache = self.kv.cache if self.kv.prefix_cache else {}
+        cached = {rid: e[0] for rid, e in cache.items() if type(rid) is not tuple}
         bs = self.cfg.block_size
         spec = {}
         if self.spec is not None:

@@ -19,7 +19,7 @@ import numpy as np
 from seer.sim.batch import InstanceStats, Running, Seq
 from seer.sim.batch_kernels import plan_tokens
 from seer.sim.config import InstanceConfig, SimulationError
-from seer.sim.kv import KVMemory, blocks_for
+from seer.sim.kv import KVMemory, blocks_for, prompt_key
 
 
 class StepScheduler:
@@ -81,14 +81,19 @@ class StepScheduler:
         reclaimed, group prompt blocks it shares, prompt blocks it creates as the group's first sharer)."""
         S = self.prompt_blocks(seq)
         live = S and self.kv.sharers(seq.group)
+        # the group's prompt blocks: held by siblings here, or cached since the last of them left (reclaimed)
+        shared = self.kv.groups[seq.group][0] if live else (S and self.kv.cached_prompt(seq.group))
+        reclaimed = 0 if live else shared
         entry = self.kv.usable_prefix(seq.rid, seq.group)
         if entry is not None:
             tokens, cb, sh = entry
-            shared = self.kv.groups[seq.group][0] if sh else 0
-            return min(tokens, seq.target - 1), cb + shared, cb, shared, 0
-        if live:
-            shared = self.kv.groups[seq.group][0]
-            return min(max(seq.pool_tokens, shared * self.cfg.block_size), seq.target - 1), shared, 0, shared, 0
+            if not sh:
+                shared = reclaimed = 0
+            # vLLM finds cached KV by whole blocks, short of the last token: a partial block is computed again
+            hit = min(tokens, seq.target - 1) // self.cfg.block_size * self.cfg.block_size
+            return hit, cb + shared, cb + reclaimed, shared, 0
+        if shared:
+            return min(max(seq.pool_tokens, shared * self.cfg.block_size), seq.target - 1), shared, reclaimed, shared, 0
         return min(seq.pool_tokens, seq.target - 1), 0, 0, 0, S
 
     def can_admit_head(self, budget: int) -> bool:
@@ -170,27 +175,28 @@ class StepScheduler:
     def _admitted(self, seq: Seq, hit: int, extra: int) -> None:
         """Apply an admission: reclaim the cached prefix or share the group's prompt, allocate `extra` blocks."""
         _hit, base, _cb, shared, first = self._reuse(seq)
-        if self.kv.usable_prefix(seq.rid, seq.group) is not None:  # _reuse started from the cached entry
+        own_entry = self.kv.usable_prefix(seq.rid, seq.group) is not None  # _reuse started from it
+        if shared and not self.kv.sharers(seq.group):  # the prompt comes back from the cache
+            self.kv.take_prefix(prompt_key(seq.group))
+        if own_entry:
             _tok, blocks, sh = self.kv.take_prefix(seq.rid)
             self.stats.prefix_hit_tokens += hit
-            if sh:
-                self.kv.join(seq.group, shared)
-            elif self.prompt_blocks(seq) and not self.kv.sharers(seq.group):
+            if not sh and self.prompt_blocks(seq) and not self.kv.sharers(seq.group):
                 # a whole cached context (prompt included): its prompt blocks become the group's shared ones
                 shared = min(self.prompt_blocks(seq), blocks)
-                self.kv.join(seq.group, shared)
         else:
             prompt_hit = min(shared * self.cfg.block_size, hit)
             self.stats.prefix_hit_tokens += prompt_hit
             if hit > prompt_hit:
                 self.stats.pool_fetched_tokens += hit
             shared = shared or first
-            if shared:
-                self.kv.join(seq.group, shared)
+        if shared:
+            self.kv.join(seq.group, shared)
         if not seq.admitted and seq.gen0 > 0:
             # a resumed chunk prefills its earlier context again, less what a cache or the pool supplies (the
             # last generated token's KV was never computed); after a preemption `recomputed_tokens` counts it
             self.stats.resumed_prefill_tokens += max(0, seq.ctx0 - 1 - hit)
+        self.stats.prefill_tokens += seq.target - hit
         seq.admitted = True
         seq.shared = shared
         seq.blocks = base

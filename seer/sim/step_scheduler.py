@@ -178,12 +178,9 @@ class StepScheduler:
         own_entry = self.kv.usable_prefix(seq.rid, seq.group) is not None  # _reuse started from it
         if shared and not self.kv.sharers(seq.group):  # the prompt comes back from the cache
             self.kv.take_prefix(prompt_key(seq.group))
-        if own_entry:
-            _tok, blocks, sh = self.kv.take_prefix(seq.rid)
+        if own_entry:  # a sample of a group cached only its own blocks: `shared` is the prompt's, held or reclaimed
+            self.kv.take_prefix(seq.rid)
             self.stats.prefix_hit_tokens += hit
-            if not sh and self.prompt_blocks(seq) and not self.kv.sharers(seq.group):
-                # a whole cached context (prompt included): its prompt blocks become the group's shared ones
-                shared = min(self.prompt_blocks(seq), blocks)
         else:
             prompt_hit = min(shared * self.cfg.block_size, hit)
             self.stats.prefix_hit_tokens += prompt_hit

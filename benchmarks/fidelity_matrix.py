@@ -263,7 +263,14 @@ def markdown(res: dict) -> str:
         "KV in whole blocks short of the last token, and evicts a cached context from its tail, as vLLM does; "
         "before it did (a group's prompt went with its last sample's entry, hits were token-exact, eviction took "
         "whole entries) it computed 7.5%, 15.1% and 19.8% more than vLLM on gsm8k-context-3i, kv-verl-2i and "
-        "longtail-context-4i.",
+        "longtail-context-4i (-0.4% on the last after the fix). The recordings were made while the engines "
+        "reserved every chunk's whole prompt; the engines (and so the simulator) now reserve a group's shared "
+        "prompt blocks once (docs/scheduling.md), so `context` on longtail-context-4i admits more chunks at once "
+        "in the replay than vLLM ran, which moves its prefill and makespan errors (+3.1% and -3.0% here; -0.4% and "
+        "-2.0% with reservations as recorded). Re-recording needs the machine the others were made on: this one "
+        "now runs vLLM's CPU steps far slower (its CPU reports no AVX2; kv-verl-2i re-recorded: the same 1,273 "
+        "steps and 74 preemptions in 638 s of steps instead of 138 s, a decode step of 7 requests 3.4 times as "
+        "long), which would swamp the transfer tables.",
     ]
     out += ["", "Calibrated models (ms per unit; the rows each step samples, median and p90 of the recording):", ""]
     out += ["| recording | overhead | per sampled row | per token | per attention pair (µs) | rows median / p90 |"]

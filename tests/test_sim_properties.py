@@ -405,3 +405,53 @@ def test_the_running_batch_buffer_equals_a_list_of_rows(ops, capacity):
         for col in Running.COLS:
             assert getattr(rs, col).tolist() == [getattr(s, col) for s in model], col
     assert all(o is None for o in rs._objs[len(rs) :])  # removed rows hold no references
+
+
+@pytest.mark.parametrize("policy", ["verl", "divided", "context"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(work=workloads(), exact=st.booleans())
+def test_kv_held_stays_within_what_the_instance_reserved(policy, work, exact):
+    """An instance's reservation (`kv_reserved_tokens`: every chunk's worst case, with the prefix cache a group's
+    shared prompt blocks once) bounds the KV its sequences hold, whenever a step or an epoch starts."""
+    from seer.sim.instance import SimInstance
+
+    trace, cluster = work
+    record, checked = SimInstance._record, [0]
+
+    def check(inst):
+        assert inst.kv.held * inst.cfg.block_size <= inst.reservation.tokens
+        checked[0] += 1
+        return record(inst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SimInstance, "_record", check)
+        simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
+    assert checked[0] > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    chunks=st.lists(st.tuples(st.integers(-1, 3), st.integers(0, 500)), min_size=1, max_size=30),
+    order=st.randoms(use_true_random=False),
+)
+def test_a_reservation_counts_each_groups_shared_prompt_once(chunks, order):
+    """After any arrivals and departures: every chunk's worst case beyond its group's prompt, plus the prompt
+    once for each group with a chunk present (group -1: no group, nothing shared)."""
+    from seer.core import Reservation
+
+    prompt = {g: 16 * (g + 2) if g >= 0 else 0 for g in range(-1, 4)}  # the group's shared tokens
+    res, present = Reservation(), []
+
+    def expected():
+        return sum(w for _g, w in present) + sum(prompt[g] for g in {g for g, _w in present})
+
+    for g, own in chunks:
+        res.change(own + prompt[g], g, prompt[g], 1)
+        present.append((g, own))
+        assert res.tokens == expected()
+    order.shuffle(present)
+    while present:
+        g, own = present.pop()
+        res.change(own + prompt[g], g, prompt[g], -1)
+        assert res.tokens == expected()
+    assert res.tokens == 0

@@ -5,7 +5,7 @@ Imports nothing else from seer.
 
 from seer.core.actions import Abort, Action, Dispatch, SetSpeculation
 from seer.core.events import ChunkFinished, Event, InstanceIdle, RequestPreempted, RolloutStarted, Tick
-from seer.core.kv import ceil_div, round_up, worst_case_kv
+from seer.core.kv import Reservation, ceil_div, round_up, shared_prompt_kv, worst_case_kv
 from seer.core.model import Chunk, FinishReason, Group, Request, RequestState, Rollout
 from seer.core.protocols import (
     ClusterView,
@@ -39,6 +39,7 @@ __all__ = [
     "Request",
     "RequestPreempted",
     "RequestState",
+    "Reservation",
     "Rollout",
     "RolloutStarted",
     "SetSpeculation",
@@ -49,4 +50,5 @@ __all__ = [
     "round_up",
     "traits_of",
     "worst_case_kv",
+    "shared_prompt_kv",
 ]

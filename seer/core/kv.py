@@ -1,8 +1,9 @@
 """KV arithmetic shared by policies and engines: one definition of a chunk's worst-case reservation.
 
 A dispatcher that promises "no preemption" keeps, per instance, the sum of its chunks' worst cases within
-the KV capacity; the engines report the same sum as `InstanceView.kv_reserved_tokens`. Policy and engines
-must agree on it to the token, so they all call `worst_case_kv`.
+the KV capacity; the engines report the same sum as `InstanceView.kv_reserved_tokens` (`Reservation`, which
+counts the prompt blocks a group's chunks share under prefix caching once). Policy and engines must agree on
+a chunk's worst case to the token, so they all call `worst_case_kv`.
 """
 
 from __future__ import annotations
@@ -22,3 +23,33 @@ def worst_case_kv(context_len: int, budget: int, block_size: int) -> int:
     """KV tokens a chunk may hold when it ends: its context plus its whole budget, in whole blocks."""
     block = int(block_size)  # `round_up` written out: dispatchers call this several times per chunk
     return -(-(int(context_len) + int(budget)) // block) * block
+
+
+def shared_prompt_kv(prompt_len: int, block_size: int) -> int:
+    """KV tokens of a prompt's full blocks, which prefix caching lets the samples of one group on an engine hold
+    once (the last prompt token is always computed, so a prompt of exactly k blocks shares k - 1)."""
+    block = int(block_size)
+    return (int(prompt_len) - 1) // block * block if prompt_len > 0 else 0
+
+
+class Reservation:
+    """The KV an engine has promised its chunks (`InstanceView.kv_reserved_tokens`): each chunk's worst case, where
+    `shared` tokens of it (its group's full prompt blocks, under prefix caching) count once for all the group's
+    chunks on the engine, because the engine holds them once. A dispatcher that charges each chunk its whole
+    worst case stays within it."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self._chunks: dict[int, int] = {}  # group -> its chunks on the engine (those sharing a prompt)
+
+    def change(self, worst: int, group: int, shared: int, sign: int) -> None:
+        """A chunk with this worst case arrives (sign 1) or leaves (-1); `shared` of it is its group's prompt."""
+        self.tokens += sign * (worst - shared)
+        if shared:
+            n = self._chunks.get(group, 0) + sign
+            if n:
+                self._chunks[group] = n
+            else:
+                del self._chunks[group]
+            if (sign > 0 and n == 1) or (sign < 0 and n == 0):  # the group's first chunk here, or its last gone
+                self.tokens += sign * shared

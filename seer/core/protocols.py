@@ -35,7 +35,8 @@ class InstanceView:
 
     `kv_used_tokens` counts KV actually held; `kv_reserved_tokens` is the worst case of every chunk on the
     instance (context + chunk budget, rounded up to whole blocks), which is what a no-preemption dispatcher
-    must keep within `kv_capacity_tokens`.
+    must keep within `kv_capacity_tokens`. With prefix caching, the full blocks of a group's prompt count once
+    for all the group's chunks on the instance, which hold them once (`seer.core.kv.Reservation`).
     `cached_prefix_tokens` maps request ids to the number of their context tokens still cached on this
     instance (prefix cache or pooled KV), the hint for cache-aware placement.
     `spec_tried` / `spec_accepted` are the speculation counters an engine exposes for online acceptance

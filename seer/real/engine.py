@@ -22,6 +22,8 @@ from seer.core import (
     InstanceView,
     Request,
     RequestPreempted,
+    Reservation,
+    shared_prompt_kv,
     worst_case_kv,
 )
 from seer.real.host import EngineHost, HostStep
@@ -59,6 +61,7 @@ class _Live:
     chunk_id: str
     budget: int
     reserved: int  # worst-case KV tokens promised to this chunk
+    shared: int  # of them, its group's full prompt blocks (held once per engine by vLLM's prefix cache)
     prompt_len: int  # the request's prompt tokens
     tokens: list = field(default_factory=list)
     preemptions: int = 0
@@ -114,7 +117,7 @@ class VLLMInstance:
         self._killed = False
         self.live: dict[str, _Live] = {}
         self.by_rid: dict[int, str] = {}
-        self.reserved = 0
+        self.reservation = Reservation()
         self.steps: list[StepRecord] = []
         self.events: list[tuple[float, str, int]] = []  # (t, kind, request_id), as the simulator records them
         self.proposer = None  # set by the driver when a group drafter is plugged in (in-process hosts only)
@@ -138,9 +141,11 @@ class VLLMInstance:
         cid = f"{request.request_id}.{self._n}"
         self.host.send("submit", cid, prompt, budget, chunk.priority, replay)
         reserved = worst_case_kv(len(prompt), chunk.max_new_tokens, self.block_size)
-        self.live[cid] = _Live(request, cid, budget, reserved, prompt_len)
+        # the engines run with prefix caching, so a group's chunks here share its prompt's full blocks
+        shared = shared_prompt_kv(prompt_len, self.block_size) if request.group_id >= 0 else 0
+        self.live[cid] = _Live(request, cid, budget, reserved, shared, prompt_len)
         self.by_rid[request.request_id] = cid
-        self.reserved += reserved
+        self.reservation.change(reserved, request.group_id, shared, 1)
         self._idle_reported = False
 
     def abort(self, request_id: int) -> None:
@@ -167,7 +172,7 @@ class VLLMInstance:
             self.instance_id,
             self.capacity,
             int(round(last.kv_usage * self.capacity)),
-            self.reserved,
+            self.reservation.tokens,
             running,
             max(0, len(self.live) - running),
             self.alive,
@@ -270,7 +275,7 @@ class VLLMInstance:
     def _close(self, cid: str, reason: FinishReason, finished: bool) -> None:
         lv = self.live.pop(cid)
         self.by_rid.pop(lv.request.request_id, None)
-        self.reserved -= lv.reserved
+        self.reservation.change(lv.reserved, lv.request.group_id, lv.shared, -1)
         self.emit(
             ChunkFinished(
                 self.clock, lv.request.request_id, self.instance_id, len(lv.tokens), finished, reason, tuple(lv.tokens)

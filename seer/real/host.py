@@ -149,7 +149,8 @@ class EngineHost:
                 raise SeerInputError(f"vLLM refused the engine settings: {_reason(exc)}") from None
         cache = self.engine.vllm_config.cache_config
         self.block_size = int(cache.block_size)
-        self.capacity = int(cache.num_gpu_blocks) * self.block_size
+        # vLLM keeps one block aside as its null block: the rest hold KV (its usage metric counts those too)
+        self.capacity = (int(cache.num_gpu_blocks) - 1) * self.block_size
         self.engine_ids: dict[str, str] = {}
         self._shape: tuple = HostStep.shape
         self._probe_schedule()

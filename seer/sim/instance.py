@@ -32,6 +32,7 @@ from seer.core import (
     InstanceView,
     Request,
     RequestPreempted,
+    Reservation,
     worst_case_kv,
 )
 from seer.sim.batch import InstanceStats, Running, Seq
@@ -84,7 +85,7 @@ class SimInstance:
         self.waiting: list[Seq] = []  # kept sorted by (priority, arrival)
         self.loading: list[Seq] = []  # fetching KV from the pool
         self.seqs: dict[int, Seq] = {}
-        self.reserved = 0
+        self.reservation = Reservation()
         self.alive = True
         self.stats = InstanceStats()
         self.scheduler = StepScheduler(
@@ -134,7 +135,7 @@ class SimInstance:
         )
         self._arrivals += 1
         self.seqs[seq.rid] = seq
-        self.reserved += self._worst_case(seq)
+        self._reserve(seq, 1)
         if self.cfg.kv_mode == "pool" and request.generated > 0 and not self.kv.cached_tokens(seq.rid):
             seq.pool_tokens = seq.ctx0 - 1
             delay = seq.pool_tokens * self.cost.kv_bytes_per_token / self.cfg.pool_bytes_per_s
@@ -165,7 +166,7 @@ class SimInstance:
     def view(self) -> InstanceView:
         key = (
             self.kv.version,
-            self.reserved,
+            self.reservation.tokens,
             len(self.run_set),
             len(self.waiting),
             len(self.loading),
@@ -195,7 +196,7 @@ class SimInstance:
             self.instance_id,
             self.kv.capacity_blocks * bs,
             self.kv.held * bs,
-            self.reserved,
+            self.reservation.tokens,
             len(self.run_set),
             len(self.waiting) + len(self.loading),
             self.alive,
@@ -230,13 +231,15 @@ class SimInstance:
             (self.env.now, self.kv.held * self.cfg.block_size, len(self.run_set), len(self.waiting) + len(self.loading))
         )
 
-    def _worst_case(self, seq: Seq) -> int:
-        return worst_case_kv(seq.ctx0, seq.max_new, self.cfg.block_size)
+    def _reserve(self, seq: Seq, sign: int) -> None:
+        """The chunk arrives (1) or leaves (-1); its group's prompt blocks, held once here, are reserved once."""
+        worst = worst_case_kv(seq.ctx0, seq.max_new, self.cfg.block_size)
+        self.reservation.change(worst, seq.group, self.scheduler.prompt_blocks(seq) * self.cfg.block_size, sign)
 
     def _leave(self, seq: Seq) -> None:
         """Remove a sequence from the instance; its KV stays in the prefix cache when enabled."""
         self.seqs.pop(seq.rid, None)
-        self.reserved -= self._worst_case(seq)
+        self._reserve(seq, -1)
         self.scheduler.release(seq)
         seq.blocks = 0
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from seer.core import shared_prompt_kv
 from seer.sim.batch import InstanceStats, Running, Seq
 from seer.sim.batch_kernels import plan_tokens
 from seer.sim.config import InstanceConfig, SimulationError
@@ -65,7 +66,7 @@ class StepScheduler:
         """Full blocks of the sequence's prompt that its group shares (the last prompt token is always computed)."""
         if not self.kv.prefix_cache or seq.group < 0:
             return 0
-        return (seq.prompt_len - 1) // self.cfg.block_size
+        return shared_prompt_kv(seq.prompt_len, self.cfg.block_size) // self.cfg.block_size
 
     def admission_need(self, seq: Seq, budget: int) -> tuple[int, int, int, int]:
         """(hit tokens, new tokens this step, blocks to allocate, cached blocks reclaimed) to admit `seq` now."""

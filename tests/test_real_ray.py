@@ -134,9 +134,9 @@ def ray_address() -> str:
 
 
 def test_forced_preemption_run_is_recorded_per_request_and_step(tmp_path):
-    """A KV cache of 9 blocks (one sequence of the model's length, and vLLM's null block) makes vLLM preempt: the run records each
-    preemption per request (requests.parquet) and per step (steps.parquet), the counts agree, and every sample
-    completes once."""
+    """A KV cache of 9 blocks (one sequence of the model's length, and vLLM's null block) makes vLLM preempt: the
+    run records each preemption per request (requests.parquet) and per step (steps.parquet), the counts agree, and
+    every sample completes once."""
     trace = long_tail_trace(groups=2, G=4, seed=4)
     trace["prompt_len"] = 24
     trace["output_len"] = trace["output_len"].clip(60, 120)

@@ -186,6 +186,18 @@ def test_the_lower_bound_counts_a_shared_prompt_once():
         assert s["lower_bound_s"] <= s["makespan_s"] * (1 + 1e-9), lens
 
 
+def test_siblings_of_unequal_prompts_share_the_shortest_ones_full_blocks():
+    # one prompt id, prompts of 300 and 100 tokens (block 16), the longer admitted first: they share the 100-token
+    # prompt's 6 full blocks, so the shorter computes 100 - 96 tokens. Before, it shared the first admitted's 18
+    # blocks and computed only its last token (301 in all), more sharing than its own prompt holds.
+    tr = trace([(0, 0, 300, 1), (0, 1, 100, 1)])
+    cluster = tiny(kv_capacity_tokens=4096, block_size=16, prefix_cache=True)
+    s = simulate(tr, cluster, make_policy("verl"), progress=False).summary
+    assert s["prefill_tokens"] == 300 + 4
+    off = simulate(tr, dataclasses.replace(cluster, prefix_cache=False), make_policy("verl"), progress=False)
+    assert off.summary["prefill_tokens"] == 400
+
+
 @pytest.mark.parametrize("policy", ["verl", "divided", "context"])
 def test_the_timeline_counts_what_a_step_runs_after_admitting(policy):
     # KV of one 16-token block, one request's whole context (prompt 5 + 11 outputs): an instance is never idle

@@ -12,7 +12,7 @@ from seer.sim.driver import simulate
 
 
 @st.composite
-def workloads(draw):
+def workloads(draw, mixed: bool = False):
     block = draw(st.sampled_from([1, 4, 16]))
     cap_blocks = draw(st.integers(8, 120))
     cap = cap_blocks * block
@@ -32,6 +32,8 @@ def workloads(draw):
     for p in range(draw(st.integers(1, 6))):
         plen = draw(st.integers(1, max(1, cap // 3)))
         for s in range(draw(st.integers(1, 4))):
+            if mixed:  # the samples of one prompt id differ in prompt length (a carried-over or user trace)
+                plen = draw(st.integers(1, max(1, cap // 3)))
             out = draw(st.integers(0, max(0, min(300, cap - plen))))
             rows.append({"prompt_id": p, "sample_id": s, "prompt_len": plen, "output_len": out})
     return pd.DataFrame(rows), cluster
@@ -409,13 +411,14 @@ def test_the_running_batch_buffer_equals_a_list_of_rows(ops, capacity):
 
 @pytest.mark.parametrize("policy", ["verl", "divided", "context"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(work=workloads(), exact=st.booleans())
-def test_kv_held_stays_within_what_the_instance_reserved(policy, work, exact):
+@given(work=workloads(), mixed=workloads(mixed=True), exact=st.booleans())
+def test_kv_held_stays_within_what_the_instance_reserved(policy, work, mixed, exact):
     """An instance's reservation (`kv_reserved_tokens`: every chunk's worst case, with the prefix cache a group's
-    shared prompt blocks once) bounds the KV its sequences hold, whenever a step or an epoch starts."""
+    shared prompt blocks once) bounds the KV its sequences hold, whenever a step or an epoch starts, and returns
+    to zero when the rollout ends; also when the samples of one prompt id differ in prompt length."""
+    from seer.sim.driver import SimDriver
     from seer.sim.instance import SimInstance
 
-    trace, cluster = work
     record, checked = SimInstance._record, [0]
 
     def check(inst):
@@ -425,33 +428,44 @@ def test_kv_held_stays_within_what_the_instance_reserved(policy, work, exact):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SimInstance, "_record", check)
-        simulate(trace, cluster, make_policy(policy), exact=exact, progress=False)
+        for trace, cluster in (work, mixed):
+            driver = SimDriver(trace, cluster, make_policy(policy), exact=exact, progress=False)
+            driver.run()
+            assert [inst.reservation.tokens for inst in driver.engines] == [0] * cluster.instances
     assert checked[0] > 0
 
 
 @settings(max_examples=100, deadline=None)
 @given(
-    chunks=st.lists(st.tuples(st.integers(-1, 3), st.integers(0, 500)), min_size=1, max_size=30),
+    chunks=st.lists(st.tuples(st.integers(-1, 3), st.integers(0, 500), st.integers(0, 2)), min_size=1, max_size=30),
+    mixed=st.booleans(),
     order=st.randoms(use_true_random=False),
 )
-def test_a_reservation_counts_each_groups_shared_prompt_once(chunks, order):
+def test_a_reservation_counts_each_groups_shared_prompt_once(chunks, mixed, order):
     """After any arrivals and departures: every chunk's worst case beyond its group's prompt, plus the prompt
-    once for each group with a chunk present (group -1: no group, nothing shared)."""
+    once for each group with a chunk present (group -1: no group, nothing shared); where a group's chunks bring
+    different prompts, the prompt counts at the least any of them brought; nothing is left when all have gone."""
     from seer.core import Reservation
 
-    prompt = {g: 16 * (g + 2) if g >= 0 else 0 for g in range(-1, 4)}  # the group's shared tokens
-    res, present = Reservation(), []
+    res, present, least = Reservation(), [], {}
+
+    def prompt(g, k):  # the group's shared tokens, one per group unless `mixed`
+        return 0 if g < 0 else 16 * (g + 2 + (k if mixed else 0))
 
     def expected():
-        return sum(w for _g, w in present) + sum(prompt[g] for g in {g for g, _w in present})
+        groups = {g for g, _w, _s in present if g >= 0}
+        counts = {g: sum(g == h for h, _w, _s in present) for g in groups}
+        return sum(w for _g, w, _s in present) - sum((counts[g] - 1) * least[g] for g in groups)
 
-    for g, own in chunks:
-        res.change(own + prompt[g], g, prompt[g], 1)
-        present.append((g, own))
+    for g, own, k in chunks:
+        shared = prompt(g, k)
+        res.change(own + shared, g, shared, 1)
+        present.append((g, own + shared, shared))
+        least[g] = min(least.get(g, shared), shared)
         assert res.tokens == expected()
     order.shuffle(present)
     while present:
-        g, own = present.pop()
-        res.change(own + prompt[g], g, prompt[g], -1)
+        g, worst, shared = present.pop()
+        res.change(worst, g, shared, -1)
         assert res.tokens == expected()
     assert res.tokens == 0

@@ -36,20 +36,30 @@ class Reservation:
     """The KV an engine has promised its chunks (`InstanceView.kv_reserved_tokens`): each chunk's worst case, where
     `shared` tokens of it (its group's full prompt blocks, under prefix caching) count once for all the group's
     chunks on the engine, because the engine holds them once. A dispatcher that charges each chunk its whole
-    worst case stays within it."""
+    worst case stays within it.
+
+    When a group's chunks bring different prompts (a trace whose samples of one prompt id differ in prompt
+    length), the prompt counts at the least that any of the group's chunks has brought to this engine: the
+    engine never holds less of it shared than that, and each chunk leaves exactly what its arrival added."""
 
     def __init__(self) -> None:
         self.tokens = 0
-        self._chunks: dict[int, int] = {}  # group -> its chunks on the engine (those sharing a prompt)
+        self._groups: dict[int, tuple[int, int]] = {}  # group -> (its chunks here, the sum of their worst cases)
+        self._least: dict[int, int] = {}  # group -> the least shared prompt any of its chunks brought here
 
     def change(self, worst: int, group: int, shared: int, sign: int) -> None:
         """A chunk with this worst case arrives (sign 1) or leaves (-1); `shared` of it is its group's prompt."""
-        self.tokens += sign * (worst - shared)
-        if shared:
-            n = self._chunks.get(group, 0) + sign
-            if n:
-                self._chunks[group] = n
-            else:
-                del self._chunks[group]
-            if (sign > 0 and n == 1) or (sign < 0 and n == 0):  # the group's first chunk here, or its last gone
-                self.tokens += sign * shared
+        if group < 0:
+            self.tokens += sign * worst
+            return
+        n, total = self._groups.get(group, (0, 0))
+        was = self._least.get(group, shared)
+        least = min(was, shared)
+        before = total - (n - 1) * was if n else 0
+        n, total = n + sign, total + sign * worst
+        self.tokens += (total - (n - 1) * least if n else 0) - before
+        self._least[group] = least
+        if n:
+            self._groups[group] = (n, total)
+        else:
+            del self._groups[group]

@@ -29,7 +29,7 @@ class Seq:
     pool_tokens: int = 0  # tokens fetchable from the global KV pool on admission
     ready_at: float = 0.0
     group: int = -1  # the request's group: siblings share its prompt's cached blocks
-    prompt_len: int = 0
+    prompt_len: int = 0  # the prompt its group's samples share: the shortest of theirs (`SimInstance.shared_prompt`)
     shared: int = 0  # of `blocks`, the group's prompt blocks it shares (held once per group by the KV memory)
     admitted: bool = False  # admitted to the batch at least once (a later admission follows a preemption)
 

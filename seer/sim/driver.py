@@ -91,6 +91,10 @@ class SimDriver(ContractLoop):
         self.changes = InstanceChanges()  # the instances mark their own changes, so views are re-read only then
         # speculation counts per request (steps, drafted, accepted), added to by whichever instance runs it
         self.spec_counts = np.zeros((max(self.true_len, default=-1) + 1, 3), np.int64)
+        # siblings share their prompt's cached blocks; where a trace gives the samples of one prompt different
+        # prompt lengths (a partial rollout's carried samples, a user trace), they share the shortest
+        reqs, members = rollout.requests, rollout.members.items()
+        shared = {g: min(reqs[r].prompt_len for r in m) for g, m in members} if icfg.prefix_cache else {}
         self.engines = [
             SimInstance(
                 self.env,
@@ -104,6 +108,7 @@ class SimDriver(ContractLoop):
                 spec_horizon=spec_horizon,
                 changes=self.changes,
                 spec_counts=self.spec_counts,
+                shared_prompt=shared,
             )
             for i in range(cluster.instances)
         ]

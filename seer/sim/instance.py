@@ -70,6 +70,7 @@ class SimInstance:
         spec_horizon: int = 16,
         changes: InstanceChanges | None = None,
         spec_counts: np.ndarray | None = None,
+        shared_prompt: Mapping[int, int] | None = None,  # group -> the prompt tokens its samples share
     ):
         self.env, self.instance_id, self.cost, self.cfg = env, instance_id, cost, cfg
         self.spec = spec
@@ -77,10 +78,10 @@ class SimInstance:
         self.spec_budgets: Mapping[int, int] = {}
         self.spec_default = 0
         self._budget_table = budget_table({})
-        self.true_len = true_output_len
+        self.true_len, self.shared_prompt = true_output_len, shared_prompt or {}
         self._emit_to, self._changes = emit, changes
         self.exact = exact
-        self.kv = KVMemory(cfg.kv_capacity_tokens // cfg.block_size, cfg.block_size, cfg.prefix_cache)
+        self.kv = kv = KVMemory(cfg.kv_capacity_tokens // cfg.block_size, cfg.block_size, cfg.prefix_cache)
         self.run_set = Running()
         self.waiting: list[Seq] = []  # kept sorted by (priority, arrival)
         self.loading: list[Seq] = []  # fetching KV from the pool
@@ -88,9 +89,7 @@ class SimInstance:
         self.reservation = Reservation()
         self.alive = True
         self.stats = InstanceStats()
-        self.scheduler = StepScheduler(
-            instance_id, cfg, self.kv, self.run_set, self.waiting, self.stats, self._preempted
-        )
+        self.scheduler = StepScheduler(instance_id, cfg, kv, self.run_set, self.waiting, self.stats, self._preempted)
         self._aborts: list[int] = []
         self._wake: simpy.Event | None = None
         self._arrivals = 0
@@ -131,7 +130,7 @@ class SimInstance:
             chunk.max_new_tokens,
             gen0=request.generated,
             group=request.group_id,
-            prompt_len=request.prompt_len,
+            prompt_len=self.shared_prompt.get(request.group_id, request.prompt_len),
         )
         self._arrivals += 1
         self.seqs[seq.rid] = seq

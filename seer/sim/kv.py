@@ -40,7 +40,7 @@ class KVMemory:
     block_size: int
     prefix_cache: bool = False
     held: int = 0
-    cache: OrderedDict = field(default_factory=OrderedDict)  # request_id -> (tokens, blocks, shared)
+    cache: OrderedDict = field(default_factory=OrderedDict)  # request id or prompt_key(g) -> (tokens, blocks, shared)
     cached_blocks: int = 0
     version: int = 0  # bumped by every change, so views of this memory can be cached
     groups: dict = field(default_factory=dict)  # group -> [prompt blocks held once, sequences sharing them]

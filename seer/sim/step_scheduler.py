@@ -32,8 +32,8 @@ class StepScheduler:
     With the prefix cache on, a request's prompt is computed and held once per instance for its whole group, as
     vLLM's refcounted blocks do: a sibling admitted while another member of its group is here (or is admitted in
     the same step; vLLM caches a block when it allocates it) starts with the prompt's full blocks computed and
-    shares them (`KVMemory.groups`); it allocates only the blocks after them. The first sharer allocates the
-    prompt's full blocks on admission.
+    shares them (`KVMemory.groups`); it allocates only the blocks after them. The first sharer reclaims the
+    group's prompt when it is still cached here (`kv.prompt_key`), and allocates its full blocks otherwise.
     """
 
     def __init__(

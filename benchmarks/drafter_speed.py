@@ -8,8 +8,8 @@ group), accept the prefix that matches the recorded output, append the 1 + accep
 (--replay): `row`, each sample drafts and appends in turn (a draft sees the tokens its siblings appended earlier
 in the same step); `step`, as an engine step runs: every active sample of the group drafts, in one batched call
 where the implementation has one, then each appends. Also timed alone: appends (every output token once).
-Medians of --repeats runs, the implementations interleaved within each repeat. The compiled index's first call
-(numba loads or compiles its kernels, cached on disk) is timed separately, before the timed loops.
+Medians of --repeats runs, the implementations interleaved group by group within each repeat. The compiled index's
+first call (numba loads or compiles its kernels, cached on disk) is timed separately, before the timed loops.
 
     python benchmarks/drafter_speed.py [--trace cot.parquet] [--groups 20] [--repeats 5] [--impl compiled,python,arctic]
         [--replay row,step]
@@ -287,15 +287,21 @@ def main() -> None:
     }
     depth = {"compiled": config.max_match, "python": config.max_match, "arctic": ARCTIC_DEPTH}
     timed = {
-        (r, k): (lambda r=r, k=k: replay(groups, args.gamma, depth[k], drafting[k](), lockstep=r == "step"))
+        (r, k): (lambda part, r=r, k=k: replay(part, args.gamma, depth[k], drafting[k](), lockstep=r == "step"))
         for r in ("row", "step")
         for k in drafting
     }
     runs: dict[tuple, list] = {(r, k): [] for r in replays for k in impls}
     apps: dict[str, list] = {k: [] for k in impls if k != "arctic"}
-    for _ in range(args.repeats):  # interleaved, so that machine noise hits every implementation alike
-        for r, k in runs:
-            runs[r, k].append(timed[r, k]())
+    for _ in range(args.repeats):
+        # interleaved group by group (tens of ms each, the order alternating), so that the machine's drift, which
+        # on a shared machine moves rates by a third within seconds, hits every implementation alike
+        parts: dict[tuple, list] = {key: [] for key in runs}
+        for i, group in enumerate(groups):
+            for key in list(runs) if i % 2 == 0 else list(runs)[::-1]:
+                parts[key].append(timed[key]([group]))
+        for key, got in parts.items():
+            runs[key].append({c: sum(x[c] for x in got) for c in got[0]})
         for k in apps:
             apps[k].append(appends_only(groups, config, compiled=k == "compiled"))
     result = {

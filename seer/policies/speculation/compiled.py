@@ -2,15 +2,15 @@
 numba kernels (`kernels`). Same drafts, match lengths and probabilities as the reference (property-tested), several
 times faster; `make_index` picks either.
 
-This class owns the arrays and grows them (a kernel reports what is short and changes nothing, then runs again);
-it keeps the reference's Python-side bookkeeping (sequence order, removed sequences, compaction), so the order of
-occurrences, and with it every draft, is the reference's. Kernels are cached on disk (`cache=True`): the first
-call in a fresh environment compiles for a while, later processes load the machine code.
+The arrays live in one heap, grown by `heap.HeapStore` (a kernel reports what is short and changes nothing, then
+runs again). The class keeps the reference's Python-side bookkeeping (sequence order, removed sequences,
+compaction), so the order of occurrences, and with it every draft, is the reference's. Kernels are cached on disk
+(`cache=True`): the first call in a fresh environment compiles for a while, later processes load the machine code.
 
 Appends are buffered as Python ints and applied by the next lookup's kernel call, in order (a lookup sees exactly
 what the reference would have indexed): a rollout alternates one draft and one append per request step, and a
 call into compiled code costs more than the work it does, so this halves the calls and the list-to-array
-conversions. A draft is one kernel call with one int64 "command" array: the buffered tokens, the context, a
+conversions. A draft is one kernel call with one int64 "command" (packed bytes): the buffered tokens, the context, a
 (sequence row, token count) pair per buffered append, then max_depth, max_tokens, topk, min_match, the occurrence
 cap, the number of appends and the context length (arguments cost more to pass one by one than to pack).
 
@@ -27,11 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from seer.policies.speculation import kernels as kern
+from seer.policies.speculation.heap import TAIL_WORDS, UNLIMITED, HeapStore, as_array, ints, occurrence_cap, pack, pow2
 from seer.policies.speculation.row_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
-_UNLIMITED = 1 << 62
-_TAIL = 7  # words after a command's (row, count) pairs
 _FLUSH_AT = 1 << 16  # buffered tokens applied without waiting for a lookup
 _new = object.__new__
 
@@ -44,37 +43,7 @@ def _draft(tokens: tuple, parents: tuple, probs: tuple, match_len: int) -> Draft
     return d
 
 
-def _ints(tokens) -> list:
-    """Tokens as a list (of ints, numpy integers converted)."""
-    if type(tokens) is list:
-        return tokens
-    return tokens.tolist() if isinstance(tokens, np.ndarray) else list(tokens)
-
-
-def _array(cmd: list) -> np.ndarray:
-    try:
-        return np.array(cmd, dtype=np.int64)
-    except (OverflowError, TypeError, ValueError) as e:
-        raise ValueError(f"token ids must be integers from 0 to 2**63 - 2 ({e}); buffered appends dropped") from None
-
-
-def _cap(max_occurrences: int | None) -> int:
-    cap = max_occurrences or _UNLIMITED  # None or 0: all, as in the reference
-    if cap < 0:
-        raise ValueError("max_occurrences must be None or >= 0")
-    return cap
-
-
-def _heap_size(mm: int, rows: int, tcap: int, gcap: int, bcap: int, wcap: int) -> int:
-    """Words of a heap with these region sizes (the layout `kernels.views` cuts)."""
-    return kern.HDR + rows * (kern.TAIL + mm) + 2 * tcap + gcap * (mm + 2) + bcap + 8 * wcap
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(6, int(n - 1).bit_length())
-
-
-class CompiledSuffixIndex:
+class CompiledSuffixIndex(HeapStore):
     """`SuffixIndex` with its state in flat arrays and its work in compiled kernels; same public behaviour.
 
     `extend(sid, tokens)`, `remove(sid)`, `compact()`, `draft(...)`, `draft_many(...)` (one kernel call for
@@ -93,47 +62,7 @@ class CompiledSuffixIndex:
         self._pend: list[int] = []  # buffered append tokens ...
         self._segs: list[int] = []  # ... and (row, count) per buffered append
         n = max(256, n_tokens)
-        self._set(self._layout(max(8, n_seqs), _pow2(4 * n), n, 2 * n, _pow2(self.max_match)))  # work >= max_match
-
-    def _layout(self, rows: int, tcap: int, gcap: int, bcap: int, wcap: int) -> np.ndarray:
-        """An empty heap with these region sizes (see `kernels`)."""
-        heap = np.zeros(_heap_size(self.max_match, rows, tcap, gcap, bcap, wcap), np.int64)
-        heap[: kern.H_META] = self.max_match, rows, tcap, gcap, bcap, wcap
-        _, slots, table, _, _, _ = kern.views(heap)
-        slots[:, kern.VIS] = kern.BIG
-        table[:, 1] = -1
-        return heap
-
-    def _set(self, heap: np.ndarray) -> None:
-        self._heap = heap
-        self._buf, self._slots, self._table, self._ent, self._meta, self._work = kern.views(heap)
-        self._probs = self._work[kern.W_PROB].view(np.float64)
-        self._wide = self._work.shape[1]  # room for a draft's tokens, read on every draft
-
-    def _regrow(self, rows: int = 0, tcap: int = 0, gcap: int = 0, buf: np.ndarray | None = None, wcap: int = 0):
-        """Move to a heap with larger regions (0: same size; `buf`: a new packed token buffer, its segment
-        starts already in `_slots`), copying what the regions hold."""
-        h = self._heap
-        heap = self._layout(
-            max(rows, h[kern.H_ROWS]), max(tcap, h[kern.H_TCAP]), max(gcap, h[kern.H_GCAP]),
-            h[kern.H_BCAP] if buf is None else buf.shape[0], max(wcap, h[kern.H_WCAP]),
-        )  # fmt: skip
-        nbuf, slots, table, ent, meta, _ = kern.views(heap)
-        slots[: self._slots.shape[0]] = self._slots
-        meta[:] = self._meta
-        ent[: meta[kern.NTOK]] = self._ent[: meta[kern.NTOK]]
-        if table.shape[0] == self._table.shape[0]:
-            table[:] = self._table
-        else:
-            kern.rehash_kernel(self._table, table)
-        nbuf[: meta[kern.USED]] = self._buf[: meta[kern.USED]] if buf is None else buf[: meta[kern.USED]]
-        self._set(heap)
-
-    def _room(self, n: int) -> np.ndarray:
-        """The work rows, with room for n output tokens."""
-        if self._work.shape[1] < n:
-            self._regrow(wcap=_pow2(n))
-        return self._work
+        self._set(self._layout(max(8, n_seqs), pow2(4 * n), n, 2 * n, pow2(self.max_match)))  # work >= max_match
 
     def ready(self, width: int) -> np.ndarray:
         """The heap, for a kernel that reads the index as it is now: buffered appends applied, room for `width`
@@ -162,7 +91,7 @@ class CompiledSuffixIndex:
         s = self._slot.get(sid)
         if s is None:
             s = self._add(sid)
-        toks = tokens if type(tokens) is list else _ints(tokens)
+        toks = tokens if type(tokens) is list else ints(tokens)
         if toks:
             self._pend += toks
             self._segs += (s, len(toks))
@@ -176,7 +105,7 @@ class CompiledSuffixIndex:
         self._slot[sid] = s
         return s
 
-    def _command(self, context: list, tail: tuple) -> tuple[np.ndarray, int]:
+    def _command(self, context: list, tail: tuple) -> tuple[bytes, int]:
         """The buffered appends, `context` and `tail` (max_depth .. cap) as one kernel command (see the module
         docstring); empties the buffer. Returns (command, number of appends)."""
         cmd, n_seg = self._pend, len(self._segs) // 2
@@ -185,7 +114,7 @@ class CompiledSuffixIndex:
         cmd += tail
         cmd += (n_seg, len(context))
         self._pend, self._segs = [], []
-        return _array(cmd), n_seg
+        return pack(cmd), n_seg
 
     def _flush(self) -> None:
         if self._segs:
@@ -193,36 +122,6 @@ class CompiledSuffixIndex:
             done, need, *_ = kern.draft_kernel(self._heap, cmd, 0.0)
             if need:
                 self._apply(cmd, n_seg, done, need)
-
-    def _apply(self, cmd: np.ndarray, n_seg: int, done: int, need: int) -> None:
-        """Apply the appends of `cmd` from number `done` on, which stopped for want of `need`: grow, then go on with
-        the rest in one call, until all are in."""
-        seg = cmd.shape[0] - _TAIL - 2 * n_seg
-        pairs = cmd[seg : seg + 2 * n_seg]
-        at, end = int(pairs[1 : 2 * done : 2].sum()), int(pairs[1::2].sum())  # the append tokens: cmd[:end]
-        while need:
-            if need == kern.BAD_TOKEN:
-                raise ValueError("token ids must be integers from 0 to 2**63 - 2")
-            self._grow(need, int(pairs[2 * done]), int(pairs[2 * done + 1]))
-            rest = np.concatenate([cmd[at:end], pairs[2 * done :], [0, 0, 1, 1, 1, n_seg - done, 0]])  # apply only
-            applied, need = kern.draft_kernel(self._heap, rest, 0.0)[:2]
-            at += int(pairs[2 * done + 1 : 2 * (done + applied) : 2].sum())
-            done += applied
-
-    def _grow(self, need: int, s: int, k: int) -> None:
-        """Make room for appending k tokens to row s (what the kernel reported short)."""
-        meta, grow = self._meta, {}
-        if need & kern.NEED_ENT:
-            grow["gcap"] = max(2 * self._ent.shape[0], meta[kern.NTOK] + k)
-        if need & kern.NEED_TABLE:
-            grow["tcap"] = _pow2(4 * (meta[kern.NKEYS] + k * self.max_match))
-        if need & kern.NEED_BUF:  # pack the segments into a larger buffer, leaving room for this one
-            rows, slots = len(self._slot), self._slots
-            cap_s = max(2 * int(slots[s, kern.CAP]), int(slots[s, kern.LEN]) + k, 16)
-            words = int(slots[:rows, kern.CAP].sum()) - int(slots[s, kern.CAP]) + cap_s
-            buf = np.zeros(max(2 * self._buf.shape[0], 2 * words), np.int64)
-            meta[kern.USED], grow["buf"] = kern.pack_kernel(self._buf, buf, slots, rows, s, cap_s), buf
-        self._regrow(**grow)
 
     def remove(self, sid: int) -> None:
         """Forget a sequence (lazily: its entries are skipped and purged on the next compaction)."""
@@ -258,7 +157,7 @@ class CompiledSuffixIndex:
 
     def _tail(self, context) -> list:
         mm = self.max_match
-        return _ints(context[-mm:] if len(context) > mm else context)
+        return ints(context[-mm:] if len(context) > mm else context)
 
     def match(
         self,
@@ -272,7 +171,7 @@ class CompiledSuffixIndex:
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
         self._flush()
-        ctx, cap = _array(self._tail(context)), _cap(max_occurrences)
+        ctx, cap = as_array(self._tail(context)), occurrence_cap(max_occurrences)
         size, rows = min(cap, 64), self._visible(visible or {})
         try:
             while True:
@@ -310,28 +209,30 @@ class CompiledSuffixIndex:
             return EMPTY
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
-        cap = max_occurrences or _UNLIMITED  # None or 0: all, as in the reference
+        cap = max_occurrences or UNLIMITED  # None or 0: all, as in the reference
         if cap < 0:
             raise ValueError("max_occurrences must be None or >= 0")
         if max_tokens is None:
             max_tokens = max_depth * topk
+        if type(min_prob) is not float:
+            min_prob = float(min_prob)
         if max_tokens > self._wide and max_depth * (topk if topk > 1 else 1) > self._wide:
             self._room(min(max_tokens, max_depth * max(topk, 1)))
         mm = self.max_match
         ctx = context[-mm:] if len(context) > mm else context
         if type(ctx) is not list:
-            ctx = _ints(ctx)
+            ctx = ints(ctx)
         cmd, n_seg = self._command(ctx, (max_depth, max_tokens, topk, min_match, cap))
-        rows = self._visible(visible) if visible else None
-        try:
-            done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, float(min_prob))
-            if need:  # an append did not fit: grow, finish the appends, then draft with nothing buffered
-                self._apply(cmd, n_seg, done, need)
-                cmd = _array(ctx + [max_depth, max_tokens, topk, min_match, cap, 0, len(ctx)])
-                _, _, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, float(min_prob))
-        finally:
-            if rows:
+        if visible:
+            rows = self._visible(visible)
+            try:
+                m, n, toks, probs = self._run(cmd, n_seg, min_prob)
+            finally:
                 self._hide(rows)
+        else:
+            done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, min_prob)
+            if need:
+                m, n, toks, probs = self._run(cmd, n_seg, min_prob, done, need)
         if not m:
             return EMPTY
         if n > 8:
@@ -344,6 +245,20 @@ class CompiledSuffixIndex:
             match_len=m,
         )
         return d
+
+    def _run(self, cmd: bytes, n_seg: int, min_prob: float, done: int = -1, need: int = 0) -> tuple:
+        """The draft kernel's (match length, tokens drafted, first 8 tokens, their probabilities) for `cmd`, after
+        growing for the appends that did not fit (`done` applied, short of `need`; done -1: not run yet)."""
+        if done < 0:
+            done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, min_prob)
+            if not need:
+                return m, n, toks, probs
+        self._apply(cmd, n_seg, done, need)
+        words = memoryview(cmd).cast("q")  # draft again with nothing buffered: the context, then the tail
+        hi = len(words) - TAIL_WORDS - 2 * n_seg
+        tail = words[-TAIL_WORDS:].tolist()
+        tail[-2] = 0
+        return kern.draft_kernel(self._heap, words[hi - words[-1] : hi].tobytes() + pack(tail), min_prob)[2:]
 
     def draft_many(
         self,
@@ -373,10 +288,16 @@ class CompiledSuffixIndex:
             spec += (lo, len(flat), o, d, t, 0, 0)
             if d > 0 and t > 0:
                 o += min(t, d * wide)
-        rows, work, vis = _array(spec).reshape(-1, 7), self._room(o), self._visible(visible or {})
+        rows, work, vis = as_array(spec).reshape(-1, 7), self._room(o), self._visible(visible or {})
         try:
             draft_batch_kernel(
-                self._heap, _array(flat), rows, int(topk), float(min_prob), int(min_match), _cap(max_occurrences)
+                self._heap,
+                as_array(flat),
+                rows,
+                int(topk),
+                float(min_prob),
+                int(min_match),
+                occurrence_cap(max_occurrences),
             )
         finally:
             self._hide(vis)

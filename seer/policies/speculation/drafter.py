@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from seer.core.traits import SCOPES, DraftConfig
-from seer.policies.speculation.compiled import CompiledSuffixIndex, _cap, make_index
+from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
+from seer.policies.speculation.heap import occurrence_cap
 from seer.policies.speculation.row_kernels import replay_kernel
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
 
@@ -179,7 +180,7 @@ class GroupDrafter:
             part = np.zeros((4, len(rs), horizon), np.int64)
             replay_kernel(
                 heap, heap if global_heap is None else global_heap, global_heap is not None, truth, prompts,
-                rows[rs], horizon, c.topk, float(c.min_prob), c.min_match, _cap(c.max_occurrences), part,
+                rows[rs], horizon, c.topk, float(c.min_prob), c.min_match, occurrence_cap(c.max_occurrences), part,
             )  # fmt: skip
             plan[:, rs] = part
         return plan

@@ -376,10 +376,11 @@ def draft_row(buf, slots, table, ent, ctx, lo, hi, max_depth, max_tokens, topk, 
 
 
 @njit(cache=True)
-def draft_kernel(heap, cmd, min_prob):
-    """Apply the appends buffered in the command `cmd`, then draft for the context it carries (layout in
-    `compiled`; max_depth 0: only apply). Returns (appends applied, NEED_* bits that stopped them (then no
-    draft), match length, tokens drafted, the first 8 tokens, their probabilities); all is in the work rows."""
+def draft_kernel(heap, raw, min_prob):
+    """Apply the appends buffered in the command `raw` (int64 words as bytes, layout in `compiled`), then draft for
+    its context (max_depth 0: only apply). Returns (appends applied, NEED_* bits that stopped them (then no draft),
+    match length, tokens drafted, the first 8 tokens, their probabilities); all is in the work rows."""
+    cmd = np.frombuffer(raw, np.int64)
     L = cmd.shape[0]
     max_depth, max_tokens, topk, min_match = cmd[L - 7], cmd[L - 6], cmd[L - 5], cmd[L - 4]
     cap, n_seg, c = cmd[L - 3], cmd[L - 2], cmd[L - 1]
@@ -388,9 +389,8 @@ def draft_kernel(heap, cmd, min_prob):
     hi = L - 7 - 2 * n_seg
     n, m = 0, 0
     if not need:
-        n, m = draft_row(
-            buf, slots, table, ent, cmd, hi - c, hi, max_depth, max_tokens, topk, min_prob, min_match, cap, work, 0
-        )
+        n, m = draft_row(buf, slots, table, ent, cmd, hi - c, hi, max_depth, max_tokens, topk, min_prob, min_match,
+                         cap, work, 0)  # fmt: skip
     return applied, need, m, n, _first8(work[W_TOK]), _first8(work[W_PROB].view(np.float64))
 
 

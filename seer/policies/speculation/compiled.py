@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from seer.policies.speculation import kernels as kern
-from seer.policies.speculation.heap import TAIL_WORDS, UNLIMITED, HeapStore, as_array, ints, occurrence_cap, pack, pow2
+from seer.policies.speculation.heap import APPLY_ONLY, UNLIMITED, HeapStore, as_array, ints, occurrence_cap, pack, pow2
 from seer.policies.speculation.row_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
@@ -118,7 +118,7 @@ class CompiledSuffixIndex(HeapStore):
 
     def _flush(self) -> None:
         if self._segs:
-            cmd, n_seg = self._command([], (0, 0, 1, 1, 1))
+            cmd, n_seg = self._command([], APPLY_ONLY)
             done, need, *_ = kern.draft_kernel(self._heap, cmd, 0.0)
             if need:
                 self._apply(cmd, n_seg, done, need)
@@ -222,17 +222,18 @@ class CompiledSuffixIndex(HeapStore):
         ctx = context[-mm:] if len(context) > mm else context
         if type(ctx) is not list:
             ctx = ints(ctx)
-        cmd, n_seg = self._command(ctx, (max_depth, max_tokens, topk, min_match, cap))
+        tail = (max_depth, max_tokens, topk, min_match, cap)
+        cmd, n_seg = self._command(ctx, tail)
         if visible:
             rows = self._visible(visible)
             try:
-                m, n, toks, probs = self._run(cmd, n_seg, min_prob)
+                m, n, toks, probs = self._run(cmd, n_seg, ctx, tail, min_prob)
             finally:
                 self._hide(rows)
         else:
             done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, min_prob)
             if need:
-                m, n, toks, probs = self._run(cmd, n_seg, min_prob, done, need)
+                m, n, toks, probs = self._run(cmd, n_seg, ctx, tail, min_prob, done, need)
         if not m:
             return EMPTY
         if n > 8:
@@ -246,19 +247,16 @@ class CompiledSuffixIndex(HeapStore):
         )
         return d
 
-    def _run(self, cmd: bytes, n_seg: int, min_prob: float, done: int = -1, need: int = 0) -> tuple:
-        """The draft kernel's (match length, tokens drafted, first 8 tokens, their probabilities) for `cmd`, after
-        growing for the appends that did not fit (`done` applied, short of `need`; done -1: not run yet)."""
+    def _run(self, cmd: bytes, n_seg: int, ctx: list, tail: tuple, min_prob: float, done: int = -1, need: int = 0):
+        """The draft kernel's (match length, tokens drafted, first 8 tokens, their probabilities) for `cmd` (its
+        context `ctx`, its arguments `tail`), growing for the appends that did not fit (`done` applied, short of
+        `need`; done -1: not run yet)."""
         if done < 0:
             done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, min_prob)
             if not need:
                 return m, n, toks, probs
-        self._apply(cmd, n_seg, done, need)
-        words = memoryview(cmd).cast("q")  # draft again with nothing buffered: the context, then the tail
-        hi = len(words) - TAIL_WORDS - 2 * n_seg
-        tail = words[-TAIL_WORDS:].tolist()
-        tail[-2] = 0
-        return kern.draft_kernel(self._heap, words[hi - words[-1] : hi].tobytes() + pack(tail), min_prob)[2:]
+        self._apply(cmd, n_seg, done, need)  # the buffer is empty now: the command again is the context alone
+        return kern.draft_kernel(self._heap, self._command(ctx, tail)[0], min_prob)[2:]
 
     def draft_many(
         self,

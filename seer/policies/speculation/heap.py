@@ -16,6 +16,7 @@ import numpy as np
 from seer.policies.speculation import kernels as kern
 
 TAIL_WORDS = 7  # words after a command's (row, count) pairs
+APPLY_ONLY = (0, 0, 1, 1, 1)  # a command's max_depth .. cap when it only applies appends (max_depth 0: no draft)
 UNLIMITED = 1 << 62
 _PACKERS: dict[int, Callable[..., bytes]] = {}
 _BAD = "token ids must be integers from 0 to 2**63 - 2 ({}); buffered appends dropped"
@@ -124,8 +125,8 @@ class HeapStore:
             if need == kern.BAD_TOKEN:
                 raise ValueError("token ids must be integers from 0 to 2**63 - 2")
             self._grow(need, pairs[2 * done], pairs[2 * done + 1])
-            rest = cmd[at:end].tobytes() + pairs[2 * done :].tobytes() + pack([0, 0, 1, 1, 1, n_seg - done, 0])
-            applied, need = kern.draft_kernel(self._heap, rest, 0.0)[:2]  # apply only
+            rest = cmd[at:end].tobytes() + pairs[2 * done :].tobytes() + pack([*APPLY_ONLY, n_seg - done, 0])
+            applied, need = kern.draft_kernel(self._heap, rest, 0.0)[:2]
             at += sum(pairs[2 * done + 1 : 2 * (done + applied) : 2])
             done += applied
 

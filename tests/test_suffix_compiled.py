@@ -132,6 +132,48 @@ def test_large_index_growth_compaction_and_unlimited_occurrences():
 
 
 @settings_
+@given(data=st.data(), max_match=st.integers(1, 6))
+def test_a_drafter_held_through_appends_growth_and_compaction_drafts_as_draft(data, max_match):
+    # `drafter(...)` fixes the arguments once (GroupDrafter keeps one per index); it must keep drafting what
+    # `draft` would while the index grows, relocates its arrays and compacts under it
+    alphabet, _ = data.draw(operations())
+    topk = data.draw(st.integers(1, 4))
+    min_prob = data.draw(st.sampled_from([0.0, 0.1, 1 / 3, 1.0]))
+    min_match = data.draw(st.integers(1, 3))
+    cap = data.draw(st.sampled_from([None, 0, 2, 16]))
+    ref, comp = SuffixIndex(max_match), CompiledSuffixIndex(max_match)
+    held = [ref.drafter(topk, min_prob, min_match, cap), comp.drafter(topk, min_prob, min_match, cap)]
+    for _ in range(4):
+        _, ops = data.draw(operations(alphabet))
+        apply(ops, ref, comp)
+        ctx = data.draw(st.lists(st.sampled_from(alphabet), max_size=10))
+        depth = data.draw(st.integers(0, 7))
+        max_tokens = data.draw(st.one_of(st.none(), st.integers(0, 12)))
+        want = ref.draft(ctx, depth, max_tokens, topk, min_prob, min_match, None, cap)
+        assert [f(ctx, depth, max_tokens) for f in held] == [want, want]
+
+
+def test_a_held_drafter_keeps_no_index_alive():
+    # the compiled index caches its drafters; they reach it weakly, so dropping the index frees it (and its heap)
+    # at once, without waiting for the cycle collector
+    import gc
+    import weakref
+
+    idx = CompiledSuffixIndex(4)
+    idx.extend(1, [1, 2, 3, 1, 2, 4])
+    f = idx.drafter()
+    assert f([1, 2], 4) == idx.draft([1, 2], 4)
+    assert f([1, 2], 4).tokens == (3, 1, 2, 4)  # "1 2" continues with 3 and with 4: the tie goes to the lower id
+    alive = weakref.ref(idx)
+    gc.disable()
+    try:
+        del idx
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
+@settings_
 @given(data=st.data())
 def test_draft_many_equals_drafting_row_by_row(data):
     alphabet, ops = data.draw(operations())

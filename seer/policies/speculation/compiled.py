@@ -22,12 +22,13 @@ an occurrence's sequence by its id instead of handing out the live token list.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from seer.policies.speculation import kernels as kern
-from seer.policies.speculation.heap import APPLY_ONLY, UNLIMITED, HeapStore, as_array, ints, occurrence_cap, pack, pow2
+from seer.policies.speculation.heap import APPLY_ONLY, HeapStore, as_array, ints, occurrence_cap, pack, pow2
 from seer.policies.speculation.row_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
@@ -55,6 +56,7 @@ class CompiledSuffixIndex(HeapStore):
             raise ValueError(f"max_match must be in [1, {len(_POW) - 1}]")
         self.max_match = max_match
         self.dead: set[int] = set()
+        self._drafters: dict[tuple, Callable[..., Draft]] = {}  # `drafter`'s, by their fixed arguments
         self._reset(0, 0)
 
     def _reset(self, n_tokens: int, n_seqs: int) -> None:
@@ -207,54 +209,72 @@ class CompiledSuffixIndex(HeapStore):
         `SuffixIndex.draft`."""
         if max_depth <= 0:
             return EMPTY
+        draft = self.drafter(topk, min_prob, min_match, max_occurrences)
+        if not visible:
+            return draft(context, max_depth, max_tokens)
+        rows = self._visible(visible)  # the kernel reads the limits from the sequence rows (kept through growth)
+        try:
+            return draft(context, max_depth, max_tokens)
+        finally:
+            self._hide(rows)
+
+    def drafter(
+        self, topk: int = 1, min_prob: float = 0.1, min_match: int = 1, max_occurrences: int | None = 16
+    ) -> Callable[..., Draft]:
+        """`draft` with these arguments fixed (and every prefix visible): `f(context, max_depth, max_tokens=None)`.
+        The arguments are checked once; a rollout drafts with the same ones at every step, so its calls go
+        straight to the kernel (`GroupDrafter` keeps one per index)."""
+        key = (topk, min_prob, min_match, max_occurrences)
+        fn = self._drafters.get(key)
+        if fn is not None:
+            return fn
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
-        cap = max_occurrences or UNLIMITED  # None or 0: all, as in the reference
-        if cap < 0:
-            raise ValueError("max_occurrences must be None or >= 0")
-        if max_tokens is None:
-            max_tokens = max_depth * topk
-        if type(min_prob) is not float:
-            min_prob = float(min_prob)
-        if max_tokens > self._wide and max_depth * (topk if topk > 1 else 1) > self._wide:
-            self._room(min(max_tokens, max_depth * max(topk, 1)))
-        mm = self.max_match
-        ctx = context[-mm:] if len(context) > mm else context
-        if type(ctx) is not list:
-            ctx = ints(ctx)
-        tail = (max_depth, max_tokens, topk, min_match, cap)
-        cmd, n_seg = self._command(ctx, tail)
-        if visible:
-            rows = self._visible(visible)
-            try:
-                m, n, toks, probs = self._run(cmd, n_seg, ctx, tail, min_prob)
-            finally:
-                self._hide(rows)
-        else:
-            done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, min_prob)
-            if need:
-                m, n, toks, probs = self._run(cmd, n_seg, ctx, tail, min_prob, done, need)
-        if not m:
-            return EMPTY
-        if n > 8:
-            toks, probs = tuple(self._work[kern.W_TOK, :n].tolist()), tuple(self._probs[:n].tolist())
-        d = _new(Draft)  # Draft(...) without the frozen dataclass's per-field __setattr__ (a third of the cost)
-        d.__dict__.update(
-            tokens=toks[:n],
-            parents=linear_parents(n) if topk <= 1 else tuple(self._work[kern.W_PAR, :n].tolist()),
-            probs=probs[:n],
-            match_len=m,
-        )
-        return d
+        cap, min_prob = occurrence_cap(max_occurrences), float(min_prob)  # cap: None or 0 is all, as the reference
+        mm, kernel, index = self.max_match, kern.draft_kernel, weakref.ref(self)  # kept by self: no cycle
 
-    def _run(self, cmd: bytes, n_seg: int, ctx: list, tail: tuple, min_prob: float, done: int = -1, need: int = 0):
-        """The draft kernel's (match length, tokens drafted, first 8 tokens, their probabilities) for `cmd` (its
-        context `ctx`, its arguments `tail`), growing for the appends that did not fit (`done` applied, short of
-        `need`; done -1: not run yet)."""
-        if done < 0:
-            done, need, m, n, toks, probs = kern.draft_kernel(self._heap, cmd, min_prob)
-            if not need:
-                return m, n, toks, probs
+        def draft(context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
+            if max_depth <= 0:
+                return EMPTY
+            self = index()
+            if max_tokens is None:
+                max_tokens = max_depth * topk
+            if max_tokens > self._wide and max_depth * (topk if topk > 1 else 1) > self._wide:
+                self._room(min(max_tokens, max_depth * max(topk, 1)))
+            ctx = context[-mm:] if len(context) > mm else context
+            if type(ctx) is not list:
+                ctx = ints(ctx)
+            tail = (max_depth, max_tokens, topk, min_match, cap)
+            cmd, segs = self._pend, self._segs  # `_command`, inline: this is the rollout's per-step path
+            n_seg = len(segs) // 2
+            cmd += ctx
+            cmd += segs
+            cmd += tail
+            cmd += (n_seg, len(ctx))
+            self._pend, self._segs = [], []
+            cmd = pack(cmd)
+            done, need, m, n, toks, probs = kernel(self._heap, cmd, min_prob)
+            if need:
+                m, n, toks, probs = self._grown(cmd, n_seg, ctx, tail, min_prob, done, need)
+            if not m:
+                return EMPTY
+            if n > 8:
+                toks, probs = tuple(self._work[kern.W_TOK, :n].tolist()), tuple(self._probs[:n].tolist())
+            d = _new(Draft)  # Draft(...) without the frozen dataclass's per-field __setattr__ (a third of the cost)
+            d.__dict__.update(
+                tokens=toks[:n],
+                parents=linear_parents(n) if topk <= 1 else tuple(self._work[kern.W_PAR, :n].tolist()),
+                probs=probs[:n],
+                match_len=m,
+            )
+            return d
+
+        self._drafters[key] = draft
+        return draft
+
+    def _grown(self, cmd: bytes, n_seg: int, ctx: list, tail: tuple, min_prob: float, done: int, need: int):
+        """The draft kernel stopped at appends that did not fit (`done` applied, short of `need`): grow, then draft
+        again for `ctx` with the arguments `tail`; (match length, tokens drafted, first 8 tokens, their probs)."""
         self._apply(cmd, n_seg, done, need)  # the buffer is empty now: the command again is the context alone
         return kern.draft_kernel(self._heap, self._command(ctx, tail)[0], min_prob)[2:]
 

@@ -12,7 +12,7 @@ Scopes:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -38,15 +38,21 @@ class GroupDrafter:
         self.compiled = compiled
         self._prompts: dict[int, tuple[int, ...]] = {}
         self._index: dict[tuple[str, int], Index] = {}  # ("group", gid), or ("request", rid) for scope own
-        # request id -> (index key, sequence id, the index itself: one lookup on the per-step paths)
-        self._where: dict[int, tuple[tuple[str, int], int, Index]] = {}
+        # request id -> (index key, sequence id, the index itself, its drafter: one lookup on the per-step paths)
+        self._where: dict[int, tuple[tuple[str, int], int, Index, Callable[..., Draft]]] = {}
         self._members: dict[int, int] = {}  # group id -> live requests
         self._group_of: dict[int, int] = {}
         self._global = make_index(config.max_match, compiled) if config.scope == "global" else None
+        self._global_draft = self._global.drafter(*self._fixed()) if self._global is not None else None
         self._cached: OrderedDict[int, None] = OrderedDict()
         self.appended = 0
         c = config  # the draft arguments every call passes, in `SuffixIndex.draft`'s order after max_tokens
         self._args = (c.topk, c.min_prob, c.min_match, None, c.max_occurrences)
+
+    def _fixed(self) -> tuple:
+        """The draft arguments every call passes, for `drafter`: topk, min_prob, min_match, max_occurrences."""
+        c = self.config
+        return c.topk, c.min_prob, c.min_match, c.max_occurrences
 
     def _new_index(self, prompt: Sequence[int]) -> Index:
         idx = make_index(self.config.max_match, self.compiled)
@@ -67,13 +73,14 @@ class GroupDrafter:
             key = ("group", group_id)
             if key not in self._index:
                 self._index[key] = self._new_index(self._prompts[group_id])
-        self._where[request_id] = (key, request_id + 1, self._index[key])
+        idx = self._index[key]
+        self._where[request_id] = (key, request_id + 1, idx, idx.drafter(*self._fixed()))
         self._members[group_id] = self._members.get(group_id, 0) + 1
         self._group_of[request_id] = group_id
 
     def append(self, request_id: int, tokens: Iterable[int]) -> None:
         """Tokens a request just produced, in order."""
-        _, sid, idx = self._where[request_id]
+        _, sid, idx, _ = self._where[request_id]
         toks = tokens if type(tokens) is list else list(tokens)
         idx.extend(sid, toks)
         self.appended += len(toks)
@@ -88,14 +95,14 @@ class GroupDrafter:
 
     def tokens(self, request_id: int) -> list[int]:
         """The tokens appended for a live request so far (a copy)."""
-        _, sid, idx = self._where[request_id]
+        _, sid, idx, _ = self._where[request_id]
         return idx.sequence(sid)
 
     def finish(self, request_id: int) -> None:
         """The request is done: free what only it needed; scope "global" caches its response."""
         if request_id not in self._where:
             return
-        key, sid, idx = self._where.pop(request_id)
+        key, sid, idx, _ = self._where.pop(request_id)
         gid = self._group_of.pop(request_id)
         if self._global is not None:
             self._global.extend(request_id + 1, idx.sequence(sid))
@@ -125,9 +132,9 @@ class GroupDrafter:
         `max_match` tokens) is `context`."""
         if max_depth <= 0:
             return EMPTY
-        best = self._where[request_id][2].draft(context, max_depth, max_tokens, *self._args)
-        if self._global is not None:
-            other = self._global.draft(context, max_depth, max_tokens, *self._args)
+        best = self._where[request_id][3](context, max_depth, max_tokens)
+        if self._global_draft is not None:
+            other = self._global_draft(context, max_depth, max_tokens)
             if other.score > best.score:
                 best = other
         return best

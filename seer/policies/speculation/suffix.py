@@ -21,7 +21,7 @@ cannot make a wrong token accepted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -246,6 +246,17 @@ class SuffixIndex:
         if not occ:
             return EMPTY
         return build_draft(occ, m, max_depth, max_depth * topk if max_tokens is None else max_tokens, topk, min_prob)
+
+    def drafter(
+        self, topk: int = 1, min_prob: float = 0.1, min_match: int = 1, max_occurrences: int | None = 16
+    ) -> Callable[..., Draft]:
+        """`draft` with these arguments fixed (and every prefix visible): `f(context, max_depth, max_tokens=None)`,
+        as `CompiledSuffixIndex.drafter`."""
+
+        def draft(context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
+            return self.draft(context, max_depth, max_tokens, topk, min_prob, min_match, None, max_occurrences)
+
+        return draft
 
     def draft_many(
         self,

@@ -306,11 +306,12 @@ def spec_batches(draw):
     B = draw(st.integers(1, 10))
     block = draw(st.sampled_from([1, 4, 16]))
     computed = [draw(st.integers(1, 400)) for _ in range(B)]
+    g_max = draw(st.sampled_from([1, 8]))  # 1: budgets of at most one token (large batches), the plan's own case
     return {
         "B": B,
         "horizon": draw(st.integers(1, 16)),
         "block": block,
-        "gammas": [draw(st.integers(0, 8)) for _ in range(B)],
+        "gammas": [draw(st.integers(0, g_max)) for _ in range(B)],
         "remaining": [draw(st.integers(1, 120)) for _ in range(B)],
         "generated": [draw(st.integers(0, 50)) for _ in range(B)],
         "computed": computed,

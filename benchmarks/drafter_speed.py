@@ -161,13 +161,14 @@ def group_drafting(config: DraftConfig, compiled: bool = True) -> Drafting:
             d.add_request(i, 0, prompt)
         return d
 
+    # the methods themselves, not lambdas around them: a wrapper's call would be counted as the drafter's time
     return Drafting(
         start,
-        lambda d, i, ctx, budget: d.propose(i, ctx, budget),
-        lambda d, rows, ctxs, budgets: d.propose_batch(rows, ctxs, budgets),
+        GroupDrafter.propose,
+        GroupDrafter.propose_batch,
         accepted_length,
-        lambda d, i, tokens: d.append(i, tokens),
-        lambda d, i: d.finish(i),
+        GroupDrafter.append,
+        GroupDrafter.finish,
     )
 
 
@@ -191,12 +192,16 @@ def arctic_drafting(depth: int = 24) -> Drafting:
         propose,
         lambda cache, rows, ctxs, budgets: [propose(cache, i, c, b) for i, c, b in zip(rows, ctxs, budgets)],
         prefix_match,  # a linear draft
-        lambda cache, i, tokens: cache.add_active_response(i, tokens),
-        lambda cache, i: cache.stop_request(i),
+        SuffixDecodingCache.add_active_response,
+        SuffixDecodingCache.stop_request,
     )
 
 
 def prefix_match(tokens, truth) -> int:
+    """`accepted_length` for a linear draft given as a list, done the same way (the whole draft compared first)."""
+    n = len(tokens)
+    if len(truth) >= n and tokens == list(truth[:n]):
+        return n
     n = 0
     for d, t in zip(tokens, truth):
         if d != t:

@@ -185,6 +185,18 @@ def test_accepted_tokens_are_exactly_the_recorded_ones(draft, truth):
     assert all(p != truth[: len(p)] or len(p) <= a for p in root_paths(draft))
 
 
+@settings_
+@given(tokens=st.lists(st.integers(0, 2), max_size=8), truth=st.lists(st.integers(0, 2), max_size=8))
+def test_a_linear_draft_is_accepted_up_to_its_first_difference(tokens, truth):
+    """The linear case compares the whole draft first; every outcome (all accepted, a difference, a record shorter
+    than the draft, a truth given as a tuple) must equal counting the agreeing prefix."""
+    n = len(tokens)
+    draft = Draft(tuple(tokens), tuple(range(-1, n - 1)), tuple([0.5] * n))
+    agree = next((i for i, (d, t) in enumerate(zip(tokens, truth)) if d != t), min(n, len(truth)))
+    assert accepted_length(draft, truth) == agree
+    assert accepted_length(draft, tuple(truth)) == agree
+
+
 def test_group_drafter_scopes_and_cleanup():
     d = GroupDrafter(DraftConfig(scope="group", min_prob=0.0))
     d.add_request(0, 7, [1, 2])

@@ -261,11 +261,36 @@ def test_refusals():
     with pytest.raises(ValueError, match="from 0"):
         comp.draft([4], 2)
     assert comp.sequence(3) == [] and comp.draft([4], 2) == EMPTY
+    comp.extend(3, [5, 1 << 63])  # no int64 at all: refused while packing the command, buffered appends dropped
+    with pytest.raises(ValueError, match="from 0"):
+        comp.draft([5], 2)
+    assert comp.sequence(3) == [] and comp.draft([5], 2) == EMPTY
     ref = SuffixIndex(3)
     with pytest.raises(ValueError, match=">= 0"):
         ref.extend(1, [4, -1])
     assert ref.sequence(1) == [] and len(ref) == 0
     assert isinstance(make_index(3), CompiledSuffixIndex) and isinstance(make_index(3, compiled=False), SuffixIndex)
+
+
+def test_long_commands_and_the_resolved_kernel():
+    """A draft whose buffered appends make a command longer than the cached packers cover goes through `pack`; the
+    kernel the drafters call directly (`heap.resolved`) returns what numba's dispatcher does."""
+    from seer.policies.speculation import kernels as kern
+    from seer.policies.speculation.compiled import _draft_entry
+    from seer.policies.speculation.heap import pack, resolved
+
+    rng = random.Random(5)
+    ref, comp = SuffixIndex(4), CompiledSuffixIndex(4)
+    for sid in (1, 2):
+        toks = [rng.randrange(6) for _ in range(700)]  # one command of 1,400 buffered tokens and more
+        ref.extend(sid, toks)
+        comp.extend(sid, toks)
+    for ctx in ([1, 2], [0, 3, 5], toks[-4:]):
+        assert comp.draft(ctx, 6, min_prob=0.0) == ref.draft(ctx, 6, min_prob=0.0)
+    cmd = pack([*toks[-3:], 5, 4, 1, 1, 16, 0, 3])
+    assert _draft_entry()(comp._heap, cmd, 0.0) == kern.draft_kernel(comp._heap, cmd, 0.0)
+    plain = lambda x: x  # noqa: E731  (no numba dispatcher: used as it is)
+    assert resolved(plain, 1) is plain
 
 
 def test_the_vllm_proposer_drafts_a_step_as_row_by_row_group_drafts():

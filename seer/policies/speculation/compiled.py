@@ -22,13 +22,25 @@ an occurrence's sequence by its id instead of handing out the live token list.
 
 from __future__ import annotations
 
+import functools
+import struct
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from seer.policies.speculation import kernels as kern
-from seer.policies.speculation.heap import APPLY_ONLY, HeapStore, as_array, ints, occurrence_cap, pack, pow2
+from seer.policies.speculation.heap import (
+    APPLY_ONLY,
+    PACKERS,
+    HeapStore,
+    as_array,
+    ints,
+    occurrence_cap,
+    pack,
+    pow2,
+    resolved,
+)
 from seer.policies.speculation.row_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
@@ -42,6 +54,13 @@ def _draft(tokens: tuple, parents: tuple, probs: tuple, match_len: int) -> Draft
     d = _new(Draft)
     d.__dict__.update(tokens=tokens, parents=parents, probs=probs, match_len=match_len)
     return d
+
+
+@functools.cache
+def _draft_entry() -> Callable:
+    """`kernels.draft_kernel` for the drafters' calls, resolved once: a heap (`HeapStore`'s int64 array), a packed
+    command (bytes) and min_prob (a float), the types every call of `drafter`'s function passes."""
+    return resolved(kern.draft_kernel, np.zeros(1, np.int64), pack([0]), 0.0)
 
 
 class CompiledSuffixIndex(HeapStore):
@@ -231,7 +250,7 @@ class CompiledSuffixIndex(HeapStore):
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
         cap, min_prob = occurrence_cap(max_occurrences), float(min_prob)  # cap: None or 0 is all, as the reference
-        mm, kernel, index = self.max_match, kern.draft_kernel, weakref.ref(self)  # kept by self: no cycle
+        mm, kernel, index, packers = self.max_match, _draft_entry(), weakref.ref(self), PACKERS  # index: no cycle
 
         def draft(context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
             if max_depth <= 0:
@@ -252,7 +271,10 @@ class CompiledSuffixIndex(HeapStore):
             cmd += tail
             cmd += (n_seg, len(ctx))
             self._pend, self._segs = [], []
-            cmd = pack(cmd)
+            try:  # `pack`, inline: a command of an uncached length, or of ids no int64, goes through it
+                cmd = packers[len(cmd)](*cmd)
+            except (KeyError, struct.error):
+                cmd = pack(cmd)
             done, need, m, n, toks, probs = kernel(self._heap, cmd, min_prob)
             if need:
                 m, n, toks, probs = self._grown(cmd, n_seg, ctx, tail, min_prob, done, need)

@@ -18,7 +18,7 @@ from seer.policies.speculation import kernels as kern
 TAIL_WORDS = 7  # words after a command's (row, count) pairs
 APPLY_ONLY = (0, 0, 1, 1, 1)  # a command's max_depth .. cap when it only applies appends (max_depth 0: no draft)
 UNLIMITED = 1 << 62
-_PACKERS: dict[int, Callable[..., bytes]] = {}
+PACKERS: dict[int, Callable[..., bytes]] = {}  # struct packers by command length, `pack` fills it
 _BAD = "token ids must be integers from 0 to 2**63 - 2 ({}); buffered appends dropped"
 
 
@@ -40,15 +40,26 @@ def as_array(cmd: list) -> np.ndarray:
 def pack(cmd: list) -> bytes:
     """`cmd` as native int64 words (ValueError for what is no int64)."""
     n = len(cmd)
-    packer = _PACKERS.get(n)
+    packer = PACKERS.get(n)
     if packer is None:
         packer = struct.Struct(f"{n}q").pack
         if n <= 256:  # the short commands of a rollout's steps; long ones are rare flushes
-            _PACKERS[n] = packer
+            PACKERS[n] = packer
     try:
         return packer(*cmd)
     except struct.error as e:
         raise ValueError(_BAD.format(e)) from None
+
+
+def resolved(dispatcher: Callable, *example) -> Callable:
+    """The machine code `dispatcher` (a numba function) runs for arguments of `example`'s types, to be called
+    directly: a call then skips resolving every argument's type (about 0.3 of a draft's 1.2 µs call). Only for a
+    call site whose argument types never change, since the compiled function does not check them. Loads from the
+    disk cache or compiles, as a first call would; without numba's dispatcher (JIT disabled) `dispatcher` itself."""
+    compile_for = getattr(dispatcher, "compile", None)
+    if compile_for is None:
+        return dispatcher
+    return compile_for(tuple(dispatcher.typeof_pyval(a) for a in example))
 
 
 def occurrence_cap(max_occurrences: int | None) -> int:

@@ -171,6 +171,21 @@ def test_a_held_drafter_keeps_no_index_alive():
         assert alive() is None
     finally:
         gc.enable()
+    with pytest.raises(ReferenceError, match="index is gone"):  # one clear error, not an AttributeError inside
+        f([1, 2], 4)
+
+
+def test_drafters_cached_per_index_are_bounded_and_each_drafts_as_draft():
+    # a sweep over min_prob on one index must not keep a function per value forever; the latest are reused
+    idx = CompiledSuffixIndex(4)
+    idx.extend(1, [1, 2, 3, 1, 2, 4, 1, 2, 3])
+    probs = [i / 40 for i in range(40)]
+    made = [idx.drafter(2, p) for p in probs]
+    assert len({id(f) for f in made}) == len(probs)
+    assert idx.drafter(2, probs[-1]) is made[-1]  # recent arguments: the cached function
+    assert idx.drafter(2, probs[0]) is not made[0]  # long-evicted arguments: made anew ...
+    for p, f in zip(probs, made):  # ... and every one, held or remade, drafts as `draft`
+        assert f([1, 2], 3) == idx.drafter(2, p)([1, 2], 3) == idx.draft([1, 2], 3, None, 2, p)
 
 
 @settings_

@@ -45,6 +45,7 @@ from seer.policies.speculation.row_kernels import draft_batch_kernel
 from seer.policies.speculation.suffix import _POW, EMPTY, Draft, SuffixIndex, linear_parents
 
 _FLUSH_AT = 1 << 16  # buffered tokens applied without waiting for a lookup
+_DRAFTERS_KEPT = 8  # drafters cached per index, by their fixed arguments (a rollout uses one or two)
 _new = object.__new__
 
 
@@ -240,13 +241,15 @@ class CompiledSuffixIndex(HeapStore):
     def drafter(
         self, topk: int = 1, min_prob: float = 0.1, min_match: int = 1, max_occurrences: int | None = 16
     ) -> Callable[..., Draft]:
-        """`draft` with these arguments fixed (and every prefix visible): `f(context, max_depth, max_tokens=None)`.
-        The arguments are checked once; a rollout drafts with the same ones at every step, so its calls go
-        straight to the kernel (`GroupDrafter` keeps one per index)."""
+        """`draft` with these arguments fixed (and every prefix visible): `f(context, max_depth, max_tokens=None)`,
+        the arguments checked once, as a rollout drafts with the same ones at every step (`GroupDrafter` keeps one
+        per index). It holds the index weakly: once the index is gone, it raises `ReferenceError`."""
         key = (topk, min_prob, min_match, max_occurrences)
         fn = self._drafters.get(key)
         if fn is not None:
             return fn
+        if len(self._drafters) >= _DRAFTERS_KEPT:  # a sweep over many arguments keeps only the latest few
+            del self._drafters[next(iter(self._drafters))]
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
         cap, min_prob = occurrence_cap(max_occurrences), float(min_prob)  # cap: None or 0 is all, as the reference
@@ -256,6 +259,8 @@ class CompiledSuffixIndex(HeapStore):
             if max_depth <= 0:
                 return EMPTY
             self = index()
+            if self is None:
+                raise ReferenceError("this drafter's index is gone: make a drafter from a live index")
             if max_tokens is None:
                 max_tokens = max_depth * topk
             if max_tokens > self._wide and max_depth * (topk if topk > 1 else 1) > self._wide:

@@ -248,8 +248,6 @@ class CompiledSuffixIndex(HeapStore):
         fn = self._drafters.get(key)
         if fn is not None:
             return fn
-        if len(self._drafters) >= _DRAFTERS_KEPT:  # a sweep over many arguments keeps only the latest few
-            del self._drafters[next(iter(self._drafters))]
         if min_match < 1:
             raise ValueError("min_match must be >= 1")
         cap, min_prob = occurrence_cap(max_occurrences), float(min_prob)  # cap: None or 0 is all, as the reference
@@ -296,6 +294,8 @@ class CompiledSuffixIndex(HeapStore):
             )
             return d
 
+        if len(self._drafters) >= _DRAFTERS_KEPT:  # a sweep over many arguments keeps only the latest few
+            del self._drafters[next(iter(self._drafters))]
         self._drafters[key] = draft
         return draft
 

@@ -47,29 +47,12 @@ def calibrate(run_dirs: Sequence[str], terms: Sequence[str] | None = None) -> St
 def simulate_recorded(recorded: RecordedRun, model: StepFit, progress: bool | None = None):
     """The run's trace simulated with its policy, instances and engine limits, priced by `model`."""
     from seer.experiment import Setup, run
-    from seer.sim.cluster import ClusterConfig
 
-    spec, s = recorded.raw, recorded.result.summary
-    try:
-        cluster = ClusterConfig(
-            name="fidelity",
-            model="qwen2.5-1.5b",  # only names the roofline shape, which `model` replaces
-            instances=int(spec["instances"]),
-            kv_capacity_tokens=int(s["kv_capacity_tokens"]),
-            block_size=32,
-            max_num_seqs=int(spec["max_num_seqs"]),
-            max_num_batched_tokens=max(2048, int(spec["max_model_len"])),
-            prefix_cache=True,
-            max_tokens=int(spec["max_tokens"]),
-        )
-        cluster.kv_capacity()
-    except (ValueError, TypeError, KeyError) as exc:
-        raise SeerInputError(f"{recorded.path}: its settings make no cluster the simulator can run ({exc})") from None
     tr = recorded.trace[["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]].copy()
     return run(
-        Setup(tr, cluster, "fidelity"),
-        spec["policy"],
-        shared={"chunk_size": spec.get("chunk_size")},
+        Setup(tr, recorded.cluster, "fidelity"),
+        recorded.settings.policy,
+        shared={"chunk_size": recorded.settings.chunk_size},
         cost=model,
         progress=progress,
     )

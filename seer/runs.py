@@ -1,8 +1,9 @@
 """A recorded real run (the folder `seer run` writes), read and checked before anything uses it.
 
 Every problem is one line naming the folder and the file: a missing file, JSON that does not parse or lacks a
-field of the right type, a Parquet file that cannot be read or lacks a column, a measured step that is not a
-finite number >= 0 (a duration must be > 0), a trace that breaks the schema, or a request the trace lacks.
+field of the right type and range, a Parquet file that cannot be read or lacks a column, a measured value that is
+not a finite number >= 0 (a duration must be > 0, a count whole), a trace that breaks the schema, no request, a
+request the trace lacks or one given twice, or settings that make no policy or cluster the simulator can run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pandas as pd
 
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
-from seer.schema import check_types
+from seer.policies import make_policy
+from seer.schema import INT_LIMIT, check_types, show
+from seer.sim.cluster import ClusterConfig
 from seer.traces.io import validate_trace
 
 RUN_FILES = ("run.json", "steps.parquet", "trace.parquet", "summary.json", "requests.parquet", "timeline.parquet")
@@ -33,7 +36,34 @@ STEP_COLUMNS = (
     "generation_tokens",
     "context_tokens",
 )
+# columns fidelity reads when a run recorded them (older runs lack some)
+OPTIONAL_STEP_COLUMNS = (
+    "preempted",
+    "sched_tokens",
+    "sched_kv_tokens",
+    "attn_pairs",
+    "score_pairs",
+    "logits",
+    "spec_draft_tokens",
+    "spec_accepted_tokens",
+)
 TRACE_COLUMNS = ("prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens")
+REQUEST_COLUMNS = ("prompt_id", "sample_id", "finish_s")
+# measured counts: whole numbers (a fraction of a request or token is a damaged file)
+COUNT_COLUMNS = frozenset(STEP_COLUMNS + OPTIONAL_STEP_COLUMNS + ("chunks", "preemptions")) - {
+    "t",
+    "duration_s",
+    "kv_usage",
+    "attn_pairs",
+    "score_pairs",
+}
+
+
+def _count_problem(key: str, value, least: int = 1) -> str | None:
+    """A phrase when `value` is not an integer in [least, INT_LIMIT] (None when it is)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= INT_LIMIT:
+        return f"{key} must be an integer from {least} to 2**53, not {show(value)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -47,6 +77,12 @@ class RunSettings:
     max_tokens: int
     chunk_size: int | None = None
 
+    def problems(self) -> list[str]:
+        """Out-of-range fields (after `check_types`): every count a run used is >= 1."""
+        keys = ("instances", "max_num_seqs", "max_model_len", "max_tokens", "chunk_size")
+        found = [_count_problem(k, getattr(self, k)) for k in keys if getattr(self, k) is not None]
+        return [p for p in found if p]
+
 
 @dataclass
 class RecordedRun:
@@ -58,6 +94,7 @@ class RecordedRun:
     steps: pd.DataFrame
     trace: pd.DataFrame
     result: RolloutResult
+    cluster: ClusterConfig
 
 
 def _json(run_dir: str, name: str) -> dict:
@@ -86,6 +123,11 @@ def _parquet(run_dir: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def check_run_dir(run_dir: str) -> None:
     """Refuse, in one line, anything that is not a recorded run folder (cheap: reads no Parquet file)."""
+    _checked(run_dir)
+
+
+def _checked(run_dir: str) -> tuple[RunSettings, dict]:
+    """The run's settings and summary, each field the readers use checked."""
     if not os.path.isdir(run_dir):
         what = "is a file, not a run folder" if os.path.exists(run_dir) else "no such run folder"
         raise SeerInputError(f"{run_dir}: {what}")
@@ -94,7 +136,7 @@ def check_run_dir(run_dir: str) -> None:
         raise SeerInputError(
             f"{run_dir}: not a recorded run (missing {', '.join(missing)}); record one with `seer run`"
         )
-    settings(run_dir)
+    spec = settings(run_dir)
     summary = _json(run_dir, "summary.json").get("summary")
     if not isinstance(summary, dict) or not all(
         isinstance(summary.get(k), (int, float)) for k in ("makespan_s", "kv_capacity_tokens")
@@ -108,54 +150,106 @@ def check_run_dir(run_dir: str) -> None:
             number = math.inf
         if isinstance(value, bool) or not (number > 0 and math.isfinite(number)):
             raise SeerInputError(f"{run_dir}: summary.json {key} must be a finite number > 0, not {value!r:.40}")
+    problem = _count_problem("kv_capacity_tokens", summary["kv_capacity_tokens"])  # the simulator's int64 blocks
+    if problem:
+        raise SeerInputError(f"{run_dir}: summary.json {problem}")
+    return spec, summary
 
 
 def settings(run_dir: str) -> RunSettings:
+    """run.json's fields that a replay uses, checked."""
     raw = _json(run_dir, "run.json")
     keys = [f.name for f in dataclasses.fields(RunSettings)]
     missing = [k for k in keys if k not in raw and k != "chunk_size"]
     if missing:
         raise SeerInputError(f"{run_dir}: run.json lacks {', '.join(missing)}")
     record = RunSettings(**{k: raw[k] for k in keys if k in raw})
-    problems = check_types(record) or [f"{k} must be >= 1" for k in keys[1:5] if getattr(record, k) < 1]
+    problems = check_types(record) or record.problems()
     if problems:
         raise SeerInputError(f"{run_dir}: run.json: {'; '.join(problems)}")
     return record
 
 
-def _measured_values(run_dir: str, name: str, df: pd.DataFrame, columns: tuple[str, ...], positive=()) -> None:
-    """Measured columns are numbers, finite and >= 0 (> 0 for `positive`): a fit or a replay of anything else
-    fails far from the cause, or silently reports nonsense."""
+def _measured_values(
+    run_dir: str, name: str, df: pd.DataFrame, columns: tuple[str, ...], positive=(), most: dict | None = None
+) -> None:
+    """Measured columns are numbers, finite and >= 0 (> 0 for `positive`), counts whole numbers up to 2**53, and
+    the columns in `most` at most its (limit, what the limit is): a fit or a replay of anything else fails far
+    from the cause, or silently reports nonsense."""
     for col in columns:
         values = df[col]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             raise SeerInputError(f"{run_dir}: {name} column '{col}' holds {values.dtype}, not numbers")
         v = values.to_numpy(dtype=float)
-        bad = ~np.isfinite(v) | ((v <= 0) if col in positive else (v < 0))
+        whole = col in COUNT_COLUMNS
+        top, what = (most or {}).get(col, (INT_LIMIT, "2**53") if whole else (math.inf, ""))
+        bad = ~np.isfinite(v) | ((v <= 0) if col in positive else (v < 0)) | (v > top)
+        if whole:
+            bad |= v != np.floor(v)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            need = "> 0" if col in positive else ">= 0"
-            raise SeerInputError(f"{run_dir}: {name} row {i + 1}, column '{col}': {v[i]} (must be finite and {need})")
+            least = "> 0" if col in positive else ">= 0"
+            need = f"(must be a whole number {least}, at most {what})" if whole else f"(must be finite and {least})"
+            need += f" and at most {what}" if what and not whole else ""
+            raise SeerInputError(f"{run_dir}: {name} row {i + 1}, column '{col}': {v[i]} {need}")
+
+
+def _requests(run_dir: str, trace: pd.DataFrame, makespan: tuple[float, str]) -> None:
+    """requests.parquet: at least one request, each of the trace, once, finished within the run."""
+    requests = _parquet(run_dir, "requests.parquet", REQUEST_COLUMNS)
+    if not len(requests):  # every error and mean of a replay would be NaN
+        raise SeerInputError(f"{run_dir}: requests.parquet has no rows (the run finished no request)")
+    counts = tuple(c for c in ("chunks", "preemptions") if c in requests)
+    finish = {"finish_s": makespan}
+    _measured_values(run_dir, "requests.parquet", requests, ("finish_s", *counts), ("finish_s",), finish)
+    ids = requests[["prompt_id", "sample_id"]]
+    unknown = ~pd.MultiIndex.from_frame(ids).isin(pd.MultiIndex.from_frame(trace[["prompt_id", "sample_id"]]))
+    for bad, why in ((unknown, "is not in trace.parquet"), (ids.duplicated().to_numpy(), "repeats an earlier row")):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            pid, sid = ids["prompt_id"].tolist()[i], ids["sample_id"].tolist()[i]  # Python values, repr'd plainly
+            raise SeerInputError(f"{run_dir}: requests.parquet row {i + 1} (prompt {pid!r}, sample {sid}) {why}")
+
+
+def _cluster(run_dir: str, spec: RunSettings, kv_capacity_tokens: int) -> ClusterConfig:
+    """The simulated twin of the run's cluster and its policy, checked here so that nothing (`seer figures`'
+    hours of work included) runs before a run the simulator cannot replay is refused."""
+    try:
+        make_policy(spec.policy, {"chunk_size": spec.chunk_size})
+    except SeerInputError as exc:
+        raise SeerInputError(f"{run_dir}: run.json policy: {exc}") from None
+    try:
+        return ClusterConfig(
+            name="fidelity",
+            model="qwen2.5-1.5b",  # only names the roofline shape, which the step model replaces
+            instances=spec.instances,
+            kv_capacity_tokens=kv_capacity_tokens,
+            block_size=32,
+            max_num_seqs=spec.max_num_seqs,
+            max_num_batched_tokens=max(2048, spec.max_model_len),
+            prefix_cache=True,
+            max_tokens=spec.max_tokens,
+        )
+    except ValueError as exc:
+        raise SeerInputError(f"{run_dir}: its settings make no cluster the simulator can run ({exc})") from None
 
 
 def load_run(run_dir: str) -> RecordedRun:
     """Every file of a run folder, checked."""
-    check_run_dir(run_dir)
-    steps = _parquet(run_dir, "steps.parquet", STEP_COLUMNS)
-    _measured_values(run_dir, "steps.parquet", steps, STEP_COLUMNS, positive=("duration_s",))
+    spec, summary = _checked(run_dir)
+    # a step or a request cannot outlast the run (the slack: float rounding in the sums that made the makespan)
+    makespan = (float(summary["makespan_s"]) * (1 + 1e-9), f"summary.json's makespan_s, {summary['makespan_s']}")
     trace = validate_trace(_parquet(run_dir, "trace.parquet", TRACE_COLUMNS), f"{run_dir}/trace.parquet")
-    requests = _parquet(run_dir, "requests.parquet", ("prompt_id", "sample_id", "finish_s"))
+    steps = _parquet(run_dir, "steps.parquet", STEP_COLUMNS)
+    columns = STEP_COLUMNS + tuple(c for c in OPTIONAL_STEP_COLUMNS if c in steps)
+    # no step preempts more requests than the run has (a larger count also makes fidelity's array of times vast)
+    most = {"duration_s": makespan, "preempted": (len(trace), f"{len(trace)} (the requests in trace.parquet)")}
+    _measured_values(run_dir, "steps.parquet", steps, columns, ("duration_s",), most)
+    _requests(run_dir, trace, makespan)
     _parquet(run_dir, "timeline.parquet", ())
-    known = pd.MultiIndex.from_frame(trace[["prompt_id", "sample_id"]])
-    unknown = ~pd.MultiIndex.from_frame(requests[["prompt_id", "sample_id"]]).isin(known)
-    if unknown.any():
-        i = int(np.flatnonzero(unknown)[0])
-        pid, sid = requests["prompt_id"].iloc[i], requests["sample_id"].iloc[i]
-        raise SeerInputError(
-            f"{run_dir}: requests.parquet row {i + 1} (prompt {pid!r}, sample {sid}) is not in trace.parquet"
-        )
     try:
         result = RolloutResult.load(run_dir)
     except (KeyError, ValueError, OSError) as exc:
         raise SeerInputError(f"{run_dir}: unreadable results ({type(exc).__name__})") from None
-    return RecordedRun(run_dir, settings(run_dir), _json(run_dir, "run.json"), steps, trace, result)
+    cluster = _cluster(run_dir, spec, summary["kv_capacity_tokens"])
+    return RecordedRun(run_dir, spec, _json(run_dir, "run.json"), steps, trace, result, cluster)

@@ -12,6 +12,28 @@ import math
 import types
 import typing
 
+# the largest integer a typed input may hold: far beyond any real count, size or seed, every integer up to it is a
+# float exactly, and it fits the int64 of numpy, numba and Parquet (a larger one fails deep inside them)
+INT_LIMIT = 2**53
+
+
+def int_problem(name: str, value) -> str | None:
+    """A phrase when an integer is out of the range inputs may hold (None when it is in range or no integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+        return f"{name} must be between -2**53 and 2**53, not {show(value)}"
+    return None
+
+
+def show(value) -> str:
+    """`repr(value)` for a message: a long one cut, a huge integer by its digits (Python refuses to print one of over
+    4,300)."""
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) <= 10**20:
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+    size = abs(value)
+    digits = f"{len(str(size)):,}-digit" if size.bit_length() < 10_000 else "over 3,000-digit"
+    return f"a {'negative ' if value < 0 else ''}{digits} integer"
+
 
 def type_name(tp) -> str:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -43,7 +65,9 @@ def check_types(record) -> list[str]:
     for f in dataclasses.fields(record):
         value, tp = getattr(record, f.name), hints[f.name]
         if not _matches(value, tp):
-            problems.append(f"{f.name} must be {type_name(tp)}, not {value!r}")
+            problems.append(f"{f.name} must be {type_name(tp)}, not {show(value)}")
+        elif int_problem(f.name, value):
+            problems.append(int_problem(f.name, value))
         elif tp is float and isinstance(value, int):
             object.__setattr__(record, f.name, float(value))
         elif isinstance(value, float) and not math.isfinite(value):

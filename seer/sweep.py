@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from seer.errors import SeerInputError
 from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.schema import INT_LIMIT, int_problem, show
 
 SUMMARY_COLUMNS = (
     "makespan_s",
@@ -74,6 +75,7 @@ def load_config(path: str) -> dict:
     policy takes with values of its type."""
     from seer.policies import parse_policy_spec, policy_config, policy_keys
     from seer.presets import presets as known_presets
+    from seer.traces.synth import preset_config
 
     cfg = _read_toml(path).get("sweep")
     if not isinstance(cfg, dict):
@@ -85,18 +87,23 @@ def load_config(path: str) -> dict:
         if not isinstance(cfg.get(key), list) or not cfg[key] or not all(isinstance(v, str) for v in cfg[key]):
             raise SeerInputError(f"{path}: [sweep] needs a non-empty list of names '{key}'")
     seeds = cfg.setdefault("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(type(v) is int and v >= 0 for v in seeds):
-        raise SeerInputError(f"{path}: [sweep] seeds must be a non-empty list of integers >= 0")
+    if not isinstance(seeds, list) or not seeds or not all(type(v) is int and 0 <= v <= INT_LIMIT for v in seeds):
+        raise SeerInputError(f"{path}: [sweep] seeds must be a non-empty list of integers from 0 to 2**53")
     for key in ("presets", "policies", "seeds"):  # a repeated entry would run the same cells twice
         twice = sorted({str(v) for v in cfg[key] if cfg[key].count(v) > 1})
         if twice:
             raise SeerInputError(f"{path}: [sweep] {key} lists {', '.join(twice)} more than once")
     prompts = cfg.get("prompts")
-    if prompts is not None and (type(prompts) is not int or prompts < 1):
-        raise SeerInputError(f"{path}: [sweep] prompts must be an integer >= 1, not {prompts!r}")
+    if prompts is not None and (type(prompts) is not int or not 1 <= prompts <= INT_LIMIT):
+        raise SeerInputError(f"{path}: [sweep] prompts must be an integer from 1 to 2**53, not {show(prompts)}")
     missing = [p for p in cfg["presets"] if p not in known_presets()]
     if missing:
         raise SeerInputError(f"{path}: unknown preset(s) {', '.join(missing)}; known: {', '.join(known_presets())}")
+    for preset in cfg["presets"]:  # the workload each cell would draw, checked before any cell runs
+        try:
+            preset_config(preset, prompts=prompts)
+        except SeerInputError as exc:
+            raise SeerInputError(f"{path}: {exc}") from None
     params = cfg.setdefault("params", {})
     if not isinstance(params, dict):
         raise SeerInputError(f"{path}: [sweep.params] must be a table of KEY = [values]")
@@ -261,7 +268,12 @@ def _kept_cell(path: str) -> dict | None:
     except (ValueError, UnicodeDecodeError, OSError):
         warnings.warn(f"{path}: damaged cell result; computing it again", stacklevel=2)
         return None
-    return row if isinstance(row, dict) else None
+    if not isinstance(row, dict):
+        return None
+    if any(int_problem(k, v) for k, v in row.items()):  # no cell computes one; the results table could not hold it
+        warnings.warn(f"{path}: damaged cell result (an integer out of range); computing it again", stacklevel=2)
+        return None
+    return row
 
 
 def run_sweep(

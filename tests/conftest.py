@@ -49,6 +49,17 @@ def run_seer(*args: str, cwd: Path | None = None, env: dict | None = None) -> su
     )
 
 
+def cli_error(capsys, *argv: str) -> str:
+    """Run the CLI in this process; it must refuse the input with status 2 and exactly one line, which it returns."""
+    from seer.cli import main
+
+    assert main(list(argv)) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seer: error: "), captured.err
+    return lines[0]
+
+
 def token_trace(
     seed: int, groups: int, G: int, vocab: int = 6, base_len: int = 40, noise: float = 0.15
 ) -> pd.DataFrame:

@@ -439,6 +439,44 @@ CASES += [
 ]
 
 
+# integers no int64 holds, and control characters in names (an audit of the CLI from outside)
+FILES.update(
+    {
+        "c_kv_huge.toml": _cluster(kv_capacity_tokens=10**30),
+        "c_dp_huge.toml": _cluster(dp=10**21),
+        "c_max_huge.toml": _cluster(max_tokens=10**30),
+        "c_name_nl.toml": _cluster(name='"evil\\nsecond line"', kv_capacity_tokens=32),
+        "s_seed_huge.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = [%d]\n' % 10**29,
+        "s_chunks_huge.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context"]\n'
+        "[sweep.params]\nmax_chunks = [%d]\n" % 10**23,
+        "s_prompts_many.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nprompts = 2000000000\n',
+    }
+)
+CASES += [
+    (["simulate", "--trace", "good.csv", "--cluster", "c_kv_huge.toml"], "kv_capacity_tokens must be between -2**53"),
+    (
+        ["simulate", "--trace", "good.csv", "--cluster", "c_dp_huge.toml"],
+        "dp must be between -2**53 and 2**53, not a 22",
+    ),
+    (["simulate", "--trace", "good.csv", "--cluster", "c_max_huge.toml"], "max_tokens must be between -2**53"),
+    (["simulate", "--trace", "good.csv", "--cluster", "c_name_nl.toml"], "of cluster evil\\nsecond line holds"),
+    (
+        [*SIM, "--policy", "verl:priority=99999999999999999999999"],
+        "priority must be between -2**53 and 2**53, not a 23",
+    ),
+    ([*SIM, "--policy", "verl:priority=" + "9" * 5000], "priority must be an integer, not '999"),
+    (["sweep", "s_seed_huge.toml"], "seeds must be a non-empty list of integers from 0 to 2**53"),
+    (["sweep", "s_chunks_huge.toml"], "max_chunks must be between -2**53 and 2**53"),
+    (["sweep", "s_prompts_many.toml"], "at most 100,000,000 samples"),
+    (["trace", "validate", "no\nsuch.parquet"], "no\\nsuch.parquet"),
+    (["trace", "synth", "--max-tokens", str(10**23), "-o", "x.parquet"], "max_tokens must be between -2**53"),
+    (
+        ["trace", "convert", "good.csv", "--from", "csv", "--map", "prompt_id=a", "--map", "prompt_id=b", "-o", "o.pq"],
+        "--map 'prompt_id=b': prompt_id is mapped more than once",
+    ),
+]
+
+
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch):
     root = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 import pandas as pd
 import pytest
-from conftest import run_seer
+from conftest import cli_error, run_seer
 
 from seer.errors import SeerInputError, TraceError
 from seer.traces.converters import convert, parse_mapping
@@ -131,3 +131,70 @@ def test_cli_convert_then_stats_on_tot(shared_data, tmp_path):
     assert "100 groups, 10,000 samples" in proc.stdout
     df, meta = load_trace(out, with_meta=True)
     assert meta["tokenizer"] == "smollm2" and len(df) == 10000
+
+
+BIG, DEEP, LONE = "7" * 5000, "[" * 100000 + "]" * 100000, '"\\ud800"'
+
+
+@pytest.mark.parametrize(
+    "source,text,message",
+    [
+        ("jsonl", f'{{"prompt_id": {BIG}, "prompt_len": 1, "output_len": 1}}\n', "row 1: invalid JSON (a number has"),
+        ("jsonl", f'{{"prompt_id": {DEEP}, "prompt_len": 1, "output_len": 1}}\n', "row 1: invalid JSON (nested too"),
+        (
+            "jsonl",
+            f'{{"prompt_id": {LONE}, "prompt_len": 1, "output_len": 1}}\n',
+            "row 1: invalid JSON (a string holds",
+        ),
+        (
+            "mooncake",
+            f'{{"timestamp": {BIG}, "input_length": 1, "output_length": 1}}\n',
+            "row 1: invalid JSON (a number",
+        ),
+        (
+            "mooncake",
+            f'{{"timestamp": {DEEP}, "input_length": 1, "output_length": 1}}\n',
+            "row 1: invalid JSON (nested",
+        ),
+        ("tot", f'[{{"idx": {BIG}, "ys": ["Answer: 24"]}}]', ": not valid JSON (a number has more than"),
+        ("tot", DEEP, ": not valid JSON (nested too deeply)"),
+        ("tot", '[{"idx": 0, "ys": ["Answer: \\ud800"]}]', ": not valid JSON (a string holds '\\ud800', a lone"),
+    ],
+)
+def test_json_that_python_cannot_take_is_refused_in_one_line_naming_the_file(tmp_path, capsys, source, text, message):
+    """Numbers past Python's 4300-digit limit, nesting past its recursion limit, a lone surrogate (not text: the
+    tokenizer or the Parquet writer would fail on it)."""
+    src = tmp_path / ("in.json" if source == "tot" else "in.jsonl")
+    src.write_text(text)
+    (tmp_path / "24.csv").write_text("Rank,Puzzles\n1,1 1 4 6\n")  # a ToT log's prompts: only the JSON is wrong
+    out = tmp_path / "out.parquet"
+    line = cli_error(capsys, "trace", "convert", str(src), "--from", source, "-o", str(out))
+    assert line.startswith(f"seer: error: {src}{message if message.startswith(':') else ', ' + message}")
+    assert not out.exists()
+
+
+AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+
+
+def test_azure_rows_with_different_utc_offsets_are_one_series_in_utc(tmp_path):
+    src = tmp_path / "az.csv"
+    src.write_text(AZURE_HEADER + "2023-11-16 18:15:46+00:00,374,44\n2023-11-16 18:15:50+05:00,396,109\n")
+    df = validate_trace(convert(str(src), "azure"))
+    assert df["arrival_s"].tolist() == [5 * 3600 - 4.0, 0.0]  # 18:15:50+05:00 is 13:15:50 UTC, the earliest
+
+
+def test_an_azure_row_with_extra_fields_is_refused_not_shifted(tmp_path, capsys):
+    src = tmp_path / "az.csv"
+    src.write_text(AZURE_HEADER + "2023-11-16 18:15:46,374,44,5,6\n")
+    out = tmp_path / "out.parquet"
+    line = cli_error(capsys, "trace", "convert", str(src), "--from", "azure", "-o", str(out))
+    assert line == f"seer: error: {src}, row 1: has 5 fields, the header has 3"
+    assert not out.exists()
+
+
+def test_a_mapped_token_column_is_read_as_the_schemas_own(tmp_path):
+    src = tmp_path / "t.csv"
+    src.write_text("q,n,p,toks\n0,3,1,5 6 7\n")
+    mapping = parse_mapping(["prompt_id=q", "output_len=n", "prompt_len=p", "output_ids=toks"])
+    df = validate_trace(convert(str(src), "csv", mapping))
+    assert [list(map(int, ids)) for ids in df["output_ids"]] == [[5, 6, 7]]

@@ -273,3 +273,14 @@ def test_first_instance_done_reads_each_instances_last_row():
     assert first_instance_done(tl, 5.0, 3) == 0.0  # instance 2 never had any
     busy = tl.assign(running=[1, 1, 1, 0])
     assert first_instance_done(busy, 5.0, 2) == 5.0  # still running at its last row: done at the makespan
+
+
+def test_far_more_instances_than_requests_is_no_livelock():
+    # every idle instance reports itself at t = 0: 11,000 of them are events without time passing, not a policy
+    # cycling (the livelock guard once counted only requests and stopped this run)
+    result = simulate(
+        trace([(0, 0, 5, 3), (0, 1, 5, 4), (1, 0, 5, 5), (1, 1, 5, 6)]),
+        tiny(instances=11_000, kv_capacity_tokens=64),
+        make_policy("verl"),
+    )
+    assert result.requests["output_len"].tolist() == [3, 4, 5, 6]

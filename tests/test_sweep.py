@@ -49,11 +49,14 @@ def test_interrupted_sweep_resumes(config, tmp_path):
     out = tmp_path / "s"
     first = run_sweep(config, str(out), workers=2, progress=False)
     grid = cells(load_config(config))
-    kept = [out / "cells" / f"{cell_key(c)}.json" for c in grid[:5]]
+    kept = [out / "cells" / f"{cell_key(c)}.json" for c in grid[:4]]
     stamps = [os.stat(p).st_mtime_ns for p in kept]
     for c in grid[6:]:  # as if the sweep had been stopped after five cells, the sixth cut short mid-write
         (out / "cells" / f"{cell_key(c)}.json").unlink()
     (out / "cells" / f"{cell_key(grid[5])}.json").write_text('{"makespan_s": 12')
+    # a fifth edited by hand to hold an integer no results table holds: computed again, not a crash at the end
+    edited = out / "cells" / f"{cell_key(grid[4])}.json"
+    edited.write_text(edited.read_text().replace('"seed": ', f'"seed": {10**29}, "was": ', 1))
     (out / "sweep.parquet").unlink()
     with pytest.warns(UserWarning, match="damaged cell result"):
         again = run_sweep(config, str(out), workers=2, progress=False)

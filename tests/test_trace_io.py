@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_seer
+from conftest import cli_error, run_seer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -275,3 +275,81 @@ def test_a_trace_becomes_one_group_per_prompt_with_each_rows_values(rows, text_i
 
 FIELDS = ("prompt_len", "output_len", "max_tokens", "iteration")
 INT_IDS = {"b": 5, "a": 4, "c10": 10, "c9": 9}
+
+
+PARQUET_BASE = {"prompt_id": [0, 0], "sample_id": [0, 1], "prompt_len": [1, 1], "output_len": [1, 1]}
+PANDAS_META_MISSING_INDEX = json.dumps(
+    {
+        "index_columns": ["__index_level_0__"],
+        "column_indexes": [],
+        "columns": [
+            {"name": k, "field_name": k, "pandas_type": "int64", "numpy_type": "int64", "metadata": None}
+            for k in PARQUET_BASE
+        ],
+    }
+)
+
+
+def _write_parquet(path, kind: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(PARQUET_BASE)
+    if kind == "pandas_meta_not_json":
+        table = table.replace_schema_metadata({b"pandas": b"not json"})
+    elif kind == "pandas_meta_missing_index":
+        table = table.replace_schema_metadata({b"pandas": PANDAS_META_MISSING_INDEX.encode()})
+    elif kind == "ids_not_utf8":
+        offsets = pa.array([0, 1, 2], pa.int32()).buffers()[1]
+        ids = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"\xff\xfe")])
+        table = pa.table({**PARQUET_BASE, "prompt_id": ids})
+    elif kind == "binary_output_ids":
+        table = pa.table({**PARQUET_BASE, "output_ids": pa.array([b"a", b"b"], pa.binary())})
+    pq.write_table(table, path)
+
+
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("pandas_meta_not_json", ": not a readable Parquet file (JSONDecodeError: Expecting value"),
+        ("pandas_meta_missing_index", ": not a readable Parquet file (KeyError: '__index_level_0__')"),
+        ("ids_not_utf8", ": not a readable Parquet file (ArrowInvalid: Column 0: In chunk 0: Invalid: Invalid UTF8"),
+        ("binary_output_ids", ", row 1, column 'output_ids': expected a list of token ids, got b'a'"),
+    ],
+)
+def test_a_parquet_file_pandas_cannot_take_is_refused_in_one_line(tmp_path, capsys, kind, message):
+    path = tmp_path / "t.parquet"
+    _write_parquet(path, kind)
+    assert cli_error(capsys, "trace", "validate", str(path)).startswith(f"seer: error: {path}{message}")
+
+
+ROW_TEXT = '"sample_id": 0, "prompt_len": 1, "output_len": 1}'
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("big.jsonl", '{"prompt_id": ' + "7" * 5000 + ", " + ROW_TEXT, "row 1: invalid JSON (a number has more than"),
+        ("deep.jsonl", '{"prompt_id": ' + "[" * 100000 + "]" * 100000 + ", " + ROW_TEXT, "row 1: invalid JSON (nested"),
+        ("lone.jsonl", '{"prompt_id": "\\ud800", ' + ROW_TEXT, r"row 1: invalid JSON (a string holds '\ud800', a lone"),
+        (
+            "floats.jsonl",
+            "".join(
+                f'{{"prompt_id": {p}, "sample_id": {i}, "prompt_len": 1, "output_len": 1}}\n'
+                for i, p in enumerate(["0", "0", "1.0"])
+            ),
+            "row 3, column 'prompt_id': an id must be an integer or a string, not 1.0",
+        ),
+        (
+            "huge.csv",
+            "prompt_id,sample_id,prompt_len,output_len\n0,0,1,1\n" + "1" * 5000 + ",0,1,1\n",
+            "row 2, column 'prompt_id': 11111111111111111111... (5000 digits) does not fit a 64-bit integer",
+        ),
+    ],
+)
+def test_a_text_trace_python_cannot_take_is_refused_in_one_line_naming_the_row(tmp_path, capsys, name, text, message):
+    """Numbers past Python's 4300-digit limit, nesting past its recursion limit, a lone surrogate (not text), and
+    an id 1.0 among integers reported on its own row, not on the first (pandas makes the column all floats)."""
+    path = tmp_path / name
+    path.write_text(text + ("\n" if not text.endswith("\n") else ""))
+    assert cli_error(capsys, "trace", "validate", str(path)).startswith(f"seer: error: {path}, {message}")

@@ -24,7 +24,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a wrong flag is one line on stderr (no usage block) and exit status 2."""
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {one_line(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -64,8 +64,17 @@ def _sigterm_as_exception():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def one_line(text: object) -> str:
+    """`text` on one line: a newline or other control character (in a path, a name from a file) shown escaped, as
+    is an unpaired surrogate, which stderr could not encode."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"seer: warning: {message}", file=sys.stderr)
+    print(f"seer: warning: {one_line(message)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,13 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_as_exception():
             return int(args.func(args) or 0)
     except SeerInputError as exc:
-        print(f"seer: error: {exc}", file=sys.stderr)
+        print(f"seer: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`seer ... | head`): nothing more to say
         return 0
     except OSError as exc:  # a file or folder that cannot be read or written: one line too
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"seer: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"seer: error: {one_line(where + str(exc.strerror or exc))}", file=sys.stderr)
         return 2
     except MemoryError:  # a size no check caught: still one line, not a traceback
         print("seer: error: out of memory: the input asks for more than this machine holds", file=sys.stderr)

@@ -41,12 +41,15 @@ POLICIES: dict[str, tuple[type[ConfiguredPolicy], str]] = {
 
 
 def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        if text.strip().lstrip("+-").isdigit():  # too many digits for int(): as text, which a config refuses
+            return text
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def parse_policy_spec(text: str) -> tuple[str, dict]:

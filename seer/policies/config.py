@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 
 from seer.core import PolicyTraits
+from seer.schema import int_problem, show
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -74,14 +75,17 @@ class PolicyConfig:
             try:
                 coerced = _coerce(hints[f.name], value)
             except (ValueError, TypeError, StopIteration):
-                raise ValueError(f"{f.name} must be {_type_name(hints[f.name])}, not {value!r}") from None
+                raise ValueError(f"{f.name} must be {_type_name(hints[f.name])}, not {show(value)}") from None
             if isinstance(coerced, float) and not math.isfinite(coerced):
-                raise ValueError(f"{f.name} must be a finite number, not {value!r}")
+                raise ValueError(f"{f.name} must be a finite number, not {show(value)}")
             choices = f.metadata.get("choices")
             if choices and coerced not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}, not {coerced!r}")
             object.__setattr__(self, f.name, coerced)
-        problems = self.problems()
+        # a config's own range says more; past it, a value no int64 holds would fail deep in the simulation
+        problems = self.problems() or [
+            p for f in dataclasses.fields(self) if (p := int_problem(f.name, getattr(self, f.name)))
+        ]
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -113,8 +113,10 @@ class SimDriver(ContractLoop):
             for i in range(cluster.instances)
         ]
         self.tick_s = tick_s if tick_s is not None else self.traits.tick_s
-        # events at one instant: every request may finish, be preempted and move a few times over
-        self._instant, self._at_instant, self._livelock = -1.0, 0, 100 * len(self.true_len) + 10_000
+        # events at one instant: every request may finish, be preempted and move a few times over, and every
+        # instance may report itself idle
+        self._instant, self._at_instant = -1.0, 0
+        self._livelock = 100 * (len(self.true_len) + cluster.instances) + 10_000
 
     @property
     def now(self) -> float:

@@ -14,7 +14,6 @@ Single-sample traces (Mooncake, Azure) become groups of one sample.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -26,8 +25,8 @@ from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
 from seer.traces.io import check_int_column, finite_numbers
-from seer.traces.schema import OPTIONAL, REQUIRED
-from seer.traces.tables import read_csv_table, read_jsonl_table
+from seer.traces.schema import OPTIONAL, REQUIRED, TOKEN_COLUMNS
+from seer.traces.tables import read_csv_table, read_jsonl_table, strict_json
 from seer.traces.tokenizer import encode_batch
 
 SOURCES = ("tot", "mooncake", "azure", "csv", "jsonl")
@@ -36,11 +35,13 @@ SOURCES = ("tot", "mooncake", "azure", "csv", "jsonl")
 def _read_json(path: str):
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            return strict_json(fh.read())
     except FileNotFoundError:
         raise TraceError(path, "no such file")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise TraceError(path, f"not valid JSON ({exc})")
+    except ValueError as exc:  # strict_json's one-line reasons, JSONDecodeError's with its position
+        raise TraceError(path, f"not valid JSON ({exc})") from None
 
 
 def _tot_task(entries: list) -> str:
@@ -150,7 +151,7 @@ def _tot_rewards(entry: Mapping, path: str, row: int) -> list | None:
 
 def convert_mooncake(path: str) -> pd.DataFrame:
     """Mooncake JSONL (timestamp in ms, input_length, output_length) -> single-sample groups."""
-    raw = read_jsonl_table(path)
+    raw = read_jsonl_table(path, id_columns=())
     need = ("timestamp", "input_length", "output_length")
     missing = [c for c in need if c not in raw.columns]
     if missing:
@@ -170,16 +171,16 @@ def convert_mooncake(path: str) -> pd.DataFrame:
 
 def convert_azure(path: str) -> pd.DataFrame:
     """Azure 2023 CSV (TIMESTAMP, ContextTokens, GeneratedTokens) -> single-sample groups."""
-    try:
-        raw = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise TraceError(path, f"not an Azure trace CSV ({str(exc).splitlines()[0]})")
+    # the toolkit's reader: plain read_csv takes a row with extra fields as an index and shifts its values
+    raw = read_csv_table(path, id_columns=(), token_columns=())
     need = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
     missing = [c for c in need if c not in raw.columns]
     if missing:
         raise TraceError(path, f"missing Azure column(s): {', '.join(missing)}")
     lengths = _source_lengths(path, raw, ("ContextTokens", "GeneratedTokens"))
-    stamps = pd.to_datetime(raw["TIMESTAMP"], errors="coerce")
+    # in UTC: rows with different UTC offsets are then one series (without it pandas refuses them; naive times,
+    # as the published trace has, are unchanged, and only differences are kept)
+    stamps = pd.to_datetime(raw["TIMESTAMP"], errors="coerce", utc=True)
     if stamps.isna().any():
         i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
         raise TraceError(path, f"unreadable timestamp {raw['TIMESTAMP'].iloc[i]!r}", row=i + 1, column="TIMESTAMP")
@@ -213,6 +214,8 @@ def parse_mapping(items: list[str] | None) -> dict[str, str]:
         key, value = (s.strip() for s in item.split("=", 1))
         if key not in known:
             raise SeerInputError(f"--map {item!r}: {key!r} is not a schema column ({', '.join(sorted(known))})")
+        if key in mapping:  # the last one would win silently
+            raise SeerInputError(f"--map {item!r}: {key} is mapped more than once")
         mapping[key] = value
     return mapping
 
@@ -225,7 +228,10 @@ def convert_table(path: str, fmt: str, mapping: Mapping[str, str] | None = None)
     """
     mapping = dict(mapping or {})
     # ids keep the type the file gives them ("007" stays text); CSV text ids become integers only when all are
-    raw = read_csv_table(path, (mapping.get("prompt_id", "prompt_id"),)) if fmt == "csv" else read_jsonl_table(path)
+    ids = (mapping.get("prompt_id", "prompt_id"),)
+    # a token column is parsed under the name the file gives it, as the schema's own would be
+    tokens = tuple(mapping.get(col, col) for col in TOKEN_COLUMNS)
+    raw = read_csv_table(path, ids, tokens) if fmt == "csv" else read_jsonl_table(path, ids)
     absent = [src for src in mapping.values() if src not in raw.columns]
     if absent:
         raise TraceError(

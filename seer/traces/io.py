@@ -46,7 +46,14 @@ def _read_raw(path: str, fmt: str) -> tuple[pd.DataFrame, dict]:
                 raise TraceError(path, "its seer metadata is not JSON") from None
             if not isinstance(meta, dict):
                 raise TraceError(path, "its seer metadata is not a JSON object")
-        return table.to_pandas(), meta
+        try:
+            table.validate(full=True)  # text not UTF-8: pandas keeps Arrow strings, and would fail on first use
+            df = table.to_pandas()
+        except (pa.ArrowException, ValueError, KeyError, TypeError) as exc:
+            # a readable file pandas cannot convert: its pandas metadata is not JSON (ValueError), names a column
+            # it lacks (KeyError) or is not the shape pandas expects (TypeError)
+            raise TraceError(path, f"not a readable Parquet file ({type(exc).__name__}: {first_line(exc)})") from None
+        return df, meta
     if fmt == "csv":
         return read_csv_table(path), {}
     if fmt == "jsonl":
@@ -177,7 +184,8 @@ def _check_token_lists(path: str, df: pd.DataFrame) -> None:
         for i, cell in enumerate(cells):
             if cell is None or (isinstance(cell, float) and math.isnan(cell)):
                 raise TraceError(path, "token list is empty (null)", row=i + 1, column=col)
-            if isinstance(cell, str) or not hasattr(cell, "__len__"):
+            # bytes are a sequence of ints to Python, but a binary column holds text or data, never token ids
+            if isinstance(cell, str | bytes | bytearray | memoryview) or not hasattr(cell, "__len__"):
                 raise TraceError(path, f"expected a list of token ids, got {_show(cell)}", row=i + 1, column=col)
             if not all(isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) for t in cell):
                 raise TraceError(path, "token ids must be integers", row=i + 1, column=col)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pandas as pd
 
@@ -12,8 +13,33 @@ from seer.errors import TraceError
 from seer.traces.schema import TOKEN_COLUMNS
 
 
-def read_jsonl_table(path: str) -> pd.DataFrame:
-    """One JSON object per line, values kept as JSON typed them (an id "007" stays a string)."""
+def strict_json(text: str):
+    """`json.loads`, every failure a ValueError with a one-line reason (a JSONDecodeError keeps its position).
+
+    Also refused: what json accepts but later steps cannot use. A string holding a lone UTF-16 surrogate
+    (written as the escape "\\ud800") is not text: encoding it for Parquet or a tokenizer fails far from the file.
+    """
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # the only other one: int() refusing a number past Python's digit limit
+        raise ValueError(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise ValueError(f"a string holds {bad!r}, a lone UTF-16 surrogate, which is not text") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    return obj
+
+
+def read_jsonl_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) -> pd.DataFrame:
+    """One JSON object per line, values kept as JSON typed them (an id "007" stays a string; id columns are
+    kept as objects, so that an id 1.0 among integers is still seen as a float on its own row)."""
     rows = []
     try:
         with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is dropped, as pandas does for CSV
@@ -21,9 +47,11 @@ def read_jsonl_table(path: str) -> pd.DataFrame:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = strict_json(line)
                 except json.JSONDecodeError as exc:
                     raise TraceError(path, f"invalid JSON ({exc.msg})", row=lineno) from None
+                except ValueError as exc:
+                    raise TraceError(path, f"invalid JSON ({exc})", row=lineno) from None
                 if not isinstance(obj, dict):
                     raise TraceError(path, "each line must be a JSON object", row=lineno)
                 rows.append(obj)
@@ -31,12 +59,19 @@ def read_jsonl_table(path: str) -> pd.DataFrame:
         raise TraceError(path, f"not UTF-8 text ({first_line(exc)})") from None
     if not rows:
         raise TraceError(path, "the file has no rows")
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for col in id_columns:
+        if col in df.columns:  # pandas makes ints and floats one float column: 0, 0, 1.0 would read 0.0, 0.0, 1.0
+            df[col] = pd.Series([row.get(col) for row in rows], index=df.index, dtype=object)
+    return df
 
 
-def read_csv_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) -> pd.DataFrame:
+def read_csv_table(
+    path: str, id_columns: tuple[str, ...] = ("prompt_id",), token_columns: tuple[str, ...] = TOKEN_COLUMNS
+) -> pd.DataFrame:
     """A CSV with one header line; every row must have as many fields as the header. Id columns are read as
-    text and become integers only when every value is written as one (so "007" and "7" stay apart)."""
+    text and become integers only when every value is written as one (so "007" and "7" stay apart); token
+    columns are read as ids separated by spaces."""
     import csv
 
     try:
@@ -52,7 +87,7 @@ def read_csv_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) -> p
                 if fields and len(fields) != len(header):
                     raise TraceError(path, f"has {len(fields)} fields, the header has {len(header)}", row=lineno)
         df = pd.read_csv(
-            path, dtype={c: str for c in TOKEN_COLUMNS + tuple(id_columns)}, keep_default_na=True, index_col=False
+            path, dtype={c: str for c in (*token_columns, *id_columns)}, keep_default_na=True, index_col=False
         )
     except pd.errors.EmptyDataError:
         raise TraceError(path, "the file is empty") from None
@@ -60,19 +95,32 @@ def read_csv_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) -> p
         raise TraceError(path, f"not a readable CSV file ({first_line(exc)})") from None
     for col in id_columns:
         if col in df.columns:
-            df[col] = _canonical_ids(df[col])
-    for col in TOKEN_COLUMNS:
+            df[col] = _canonical_ids(path, df[col])
+    for col in token_columns:
         if col in df.columns:
             df[col] = [_parse_token_cell(path, i + 1, col, v) for i, v in enumerate(df[col])]
     return df
 
 
-def _canonical_ids(col: pd.Series) -> pd.Series:
+def _canonical_ids(path: str, col: pd.Series) -> pd.Series:
     """Text ids as integers when every one is written as an integer ("12", "-3"), else unchanged."""
     values = col.dropna()
-    if len(values) and all(v.lstrip("-").isdigit() and str(int(v)) == v for v in values):
-        return col.map(lambda v: int(v) if isinstance(v, str) else v)
-    return col
+    if not len(values) or not all(_written_as_int(v) for v in values):
+        return col
+    # int() refuses more than 4300 digits, and 20 digits are past int64 already: refused here, row named
+    long = col.map(lambda v: isinstance(v, str) and len(v.lstrip("-")) > 19)
+    if long.any():
+        i = int(long.to_numpy().nonzero()[0][0])
+        v = col.iloc[i]
+        shown = v if len(v) <= 40 else f"{v[:20]}... ({len(v.lstrip('-'))} digits)"
+        raise TraceError(path, f"{shown} does not fit a 64-bit integer", row=i + 1, column=str(col.name))
+    return col.map(lambda v: int(v) if isinstance(v, str) else v)
+
+
+def _written_as_int(v: str) -> bool:
+    """Whether `v` is "12" or "-3" (ASCII digits, no sign but a minus, no leading zero), as str(int) would write it."""
+    digits = v[1:] if v.startswith("-") else v
+    return digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0")) and v != "-0"
 
 
 def first_line(exc: BaseException) -> str:

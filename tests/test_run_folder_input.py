@@ -1,0 +1,96 @@
+"""A damaged run folder (`seer run`'s output) is refused in one line naming the file and the field.
+
+Each case is a copy of a committed recording with one change; before these checks each one ended in a traceback
+deep in pandas or numba, in NaN results with exit status 0, or in a refusal that did not say which file.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seer.cli import main
+
+RECORDING = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "fidelity" / "kv-verl-2i"
+
+
+def _json(name, **changes):
+    def edit(run: Path) -> None:
+        doc = json.loads((run / name).read_text())
+        (doc["summary"] if name == "summary.json" else doc).update(changes)
+        (run / name).write_text(json.dumps(doc))
+
+    return edit
+
+
+def _parquet(name, change):
+    def edit(run: Path) -> None:
+        df = pd.read_parquet(run / name)
+        change(df).to_parquet(run / name, index=False)
+
+    return edit
+
+
+def _set(column, values):
+    return lambda df: df.assign(**{column: values(df) if callable(values) else values})
+
+
+DAMAGE = {
+    "finish_text": (_parquet("requests.parquet", _set("finish_s", "x")), "requests.parquet column 'finish_s'"),
+    "finish_nan": (_parquet("requests.parquet", _set("finish_s", np.nan)), "requests.parquet row 1, column 'finish_s'"),
+    "finish_late": (
+        _parquet("requests.parquet", _set("finish_s", lambda df: df["finish_s"] * 1e6)),
+        "column 'finish_s'",
+    ),
+    "no_requests": (_parquet("requests.parquet", lambda df: df.iloc[:0]), "requests.parquet has no rows"),
+    "request_twice": (
+        _parquet("requests.parquet", lambda df: pd.concat([df, df.iloc[:1]], ignore_index=True)),
+        "requests.parquet row 97 (prompt 0, sample 0) repeats an earlier row",
+    ),
+    "chunks_negative": (_parquet("requests.parquet", _set("chunks", -1)), "requests.parquet row 1, column 'chunks'"),
+    "kv_huge": (_json("summary.json", kv_capacity_tokens=10**30), "summary.json kv_capacity_tokens"),
+    "kv_fraction": (_json("summary.json", kv_capacity_tokens=3072.5), "summary.json kv_capacity_tokens"),
+    "model_len_huge": (_json("run.json", max_model_len=10**30), "run.json: max_model_len"),
+    "max_tokens_huge": (_json("run.json", max_tokens=10**30), "run.json: max_tokens"),
+    "chunk_negative": (_json("run.json", chunk_size=-5), "run.json: chunk_size"),
+    "chunk_zero": (_json("run.json", chunk_size=0), "run.json: chunk_size"),
+    "policy_unknown_param": (_json("run.json", policy="context:nonsense=3"), "run.json policy"),
+    "step_forever": (_parquet("steps.parquet", _set("duration_s", 1e300)), "steps.parquet row 1, column 'duration_s'"),
+    "instance_fraction": (_parquet("steps.parquet", _set("instance", 0.5)), "steps.parquet row 1, column 'instance'"),
+    "preempted_vast": (_parquet("steps.parquet", _set("preempted", 10**12)), "steps.parquet row 1, column 'preempted'"),
+    "sched_tokens_inf": (
+        _parquet("steps.parquet", _set("sched_tokens", np.inf)),
+        "steps.parquet row 1, column 'sched_tokens'",
+    ),
+}
+
+
+def _damaged(tmp_path: Path, case: str) -> Path:
+    run = tmp_path / case
+    shutil.copytree(RECORDING, run)
+    DAMAGE[case][0](run)
+    return run
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_fidelity_refuses_a_damaged_run_in_one_line(tmp_path, capsys, case):
+    run = _damaged(tmp_path, case)
+    assert main(["fidelity", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"seer: error: {run}: "), err
+    assert DAMAGE[case][1] in err, err
+
+
+@pytest.mark.parametrize("case", ["policy_unknown_param", "chunk_negative", "kv_fraction"])
+def test_figures_refuses_a_run_it_cannot_replay_before_drawing_anything(tmp_path, capsys, monkeypatch, case):
+    def draw(*args, **kwargs):
+        raise AssertionError("figures were drawn for a run that cannot be replayed")
+
+    monkeypatch.setattr("seer.figures.make_figures", draw)
+    run = _damaged(tmp_path, case)
+    assert main(["figures", "--run", str(run), "--out", str(tmp_path / "figs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and DAMAGE[case][1] in err, err

@@ -379,6 +379,7 @@ FILES.update(
         "tot_negidx.json": _TOT % ("-1", ""),
         "tot_floatidx.json": _TOT % ("1.7", ""),
         "tot_reward.json": _TOT % ("0", ', "infos": [{"r": "bad"}]'),
+        "tot_accs.json": _TOT % ("0", ', "accs": [true, false]'),
         "binary.bin": bytes(range(128, 256)) * 4,
         "m_badref.toml": "[coefficients]\noverhead = 0.01\n[calibration]\nreference_batch = 'x'\n"
         "reference_median_s = [0.1]\nreference_steps = [3]\n",
@@ -400,6 +401,7 @@ CASES += [
     (["trace", "convert", "tot_negidx.json", "--from", "tot", "-o", "o.parquet"], "idx must be a non-negative"),
     (["trace", "convert", "tot_floatidx.json", "--from", "tot", "-o", "o.parquet"], "not 1.7"),
     (["trace", "convert", "tot_reward.json", "--from", "tot", "-o", "o.parquet"], "['r'] must be a number"),
+    (["trace", "convert", "tot_accs.json", "--from", "tot", "-o", "o.parquet"], "accs has 2 values for 1 responses"),
     (["trace", "convert", "tot_ok.json", "--from", "tot", "--prompts", "binary.bin", "-o", "o.parquet"], "UTF-8"),
     (["trace", "convert", "mc_str.jsonl", "--from", "mooncake", "-o", "o.parquet"], "column 'input_length'"),
     (["trace", "convert", "nolen.jsonl", "--from", "jsonl", "-o", "o.parquet"], "(the file has: a)"),
@@ -449,6 +451,13 @@ FILES.update(
         "s_seed_huge.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nseeds = [%d]\n' % 10**29,
         "s_chunks_huge.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context"]\n'
         "[sweep.params]\nmax_chunks = [%d]\n" % 10**23,
+        "len_text.jsonl": _jsonl([ROW, {**ROW, "sample_id": 1, "output_len": "7"}]),
+        "arrival_text.jsonl": _jsonl([{**ROW, "arrival_s": "1.5"}]),
+        "len_text.parquet": lambda p: pq.write_table(
+            pa.table({**{k: [v] for k, v in ROW.items()}, "output_len": ["3"]}), p
+        ),
+        "tokens_plus.csv": "prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,5,3,1 +2 3\n",
+        "tokens_underscore.csv": "prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,5,3,1 2_0 3\n",
         "s_prompts_many.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nprompts = 2000000000\n',
     }
 )
@@ -465,6 +474,11 @@ CASES += [
         "priority must be between -2**53 and 2**53, not a 23",
     ),
     ([*SIM, "--policy", "verl:priority=" + "9" * 5000], "priority must be an integer, not '999"),
+    (["trace", "validate", "len_text.jsonl"], "row 2, column 'output_len': expected an integer, got '7'"),
+    (["trace", "validate", "arrival_text.jsonl"], "column 'arrival_s': expected a number, got '1.5'"),
+    (["trace", "validate", "len_text.parquet"], "column 'output_len': expected an integer, got '3'"),
+    (["trace", "validate", "tokens_plus.csv"], "row 1, column 'output_ids': token ids must be integers"),
+    (["trace", "validate", "tokens_underscore.csv"], "row 1, column 'output_ids': token ids must be integers"),
     (["sweep", "s_seed_huge.toml"], "seeds must be a non-empty list of integers from 0 to 2**53"),
     (["sweep", "s_chunks_huge.toml"], "max_chunks must be between -2**53 and 2**53"),
     (["sweep", "s_prompts_many.toml"], "at most 100,000,000 samples"),
@@ -474,6 +488,12 @@ CASES += [
         ["trace", "convert", "good.csv", "--from", "csv", "--map", "prompt_id=a", "--map", "prompt_id=b", "-o", "o.pq"],
         "--map 'prompt_id=b': prompt_id is mapped more than once",
     ),
+    (
+        ["trace", "convert", "good.csv", "--from", "csv", "--max-tokens", "31", "-o", "o.parquet"],
+        "--max-tokens 31 is below the output_len 32 of prompt 1 sample 1 in good.csv",
+    ),
+    (["trace", "convert", "good.csv", "--from", "csv", "--max-tokens", str(10**23), "-o", "o.pq"], "at most 2**53"),
+    ([*SIM, "--instances", "9" * 5000], "99999... (5,002 characters)"),
 ]
 
 

@@ -10,6 +10,7 @@ import os
 from seer.core.traits import MAX_TOPK
 from seer.errors import SeerInputError
 from seer.fileio import json_safe
+from seer.schema import INT_LIMIT, show
 
 
 def print_json(obj) -> None:
@@ -36,9 +37,11 @@ def int_at_least(low: int, high: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {show(text)}") from None
         if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {_range(low, high)}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be {_range(low, high)}, got {show(value)}")
+        if abs(value) > INT_LIMIT:  # past what the int64 arithmetic downstream holds
+            raise argparse.ArgumentTypeError(f"must be at most 2**53, got {show(value)}")
         return value
 
     parse.__name__ = f"integer {_range(low, high)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from seer.cli.common import int_at_least, print_json, print_table
+from seer.errors import SeerInputError
 
 
 def cmd_convert(args) -> int:
@@ -14,6 +15,13 @@ def cmd_convert(args) -> int:
     mapping = parse_mapping(args.map)
     df = convert(args.path, args.source, mapping=mapping, prompts=args.prompts)
     if args.max_tokens is not None:
+        longer = df.index[df["output_len"] > args.max_tokens] if "output_len" in df.columns else []
+        if len(longer):  # the flag is at fault, not the file (named by request: converting may reorder rows)
+            pid, sid, n = df.loc[longer[0], ["prompt_id", "sample_id", "output_len"]].tolist()  # Python values
+            raise SeerInputError(
+                f"--max-tokens {args.max_tokens:,} is below the output_len {n:,} of prompt {pid!r} sample {sid} in "
+                f"{args.path}"
+            )
         df["max_tokens"] = args.max_tokens
     df = validate_trace(df, args.path)
     meta = {"source": args.source, "converted_from": str(args.path)}

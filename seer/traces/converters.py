@@ -121,7 +121,7 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
                 "prompt_ids": prompt_ids,
                 "output_ids": ids,
             }
-            if rewards is not None and j < len(rewards):
+            if rewards is not None:
                 row["reward"] = float(rewards[j])
             rows.append(row)
     return pd.DataFrame(rows)
@@ -137,16 +137,20 @@ def _finite(r) -> bool:
 def _tot_rewards(entry: Mapping, path: str, row: int) -> list | None:
     """The samples' rewards (accs as 0/1, or infos' r), None when the entry has neither; a reward that is not
     a finite number is refused (`row`: the entry's, for the message)."""
+    ys = entry.get("ys")
     if isinstance(entry.get("accs"), list):
-        return [float(bool(a)) for a in entry["accs"]]
-    infos = entry.get("infos")
-    if isinstance(infos, list) and infos and all(isinstance(i, dict) and "r" in i for i in infos):
+        rewards, key = [float(bool(a)) for a in entry["accs"]], "accs"
+    else:
+        infos, key = entry.get("infos"), "infos"
+        if not (isinstance(infos, list) and infos and all(isinstance(i, dict) and "r" in i for i in infos)):
+            return None
         rewards = [i["r"] for i in infos]
         for j, r in enumerate(rewards):
             if not _finite(r):
                 raise TraceError(path, f"infos[{j}]['r'] must be a number, not {r!r}", row=row or None)
-        return [float(r) for r in rewards]
-    return None
+    if isinstance(ys, list) and len(rewards) != len(ys):  # which response a reward belongs to is then unknown
+        raise TraceError(path, f"{key} has {len(rewards)} values for {len(ys)} responses (ys)", row=row or None)
+    return [float(r) for r in rewards]
 
 
 def convert_mooncake(path: str) -> pd.DataFrame:

@@ -82,10 +82,21 @@ def finite_numbers(path: str, values: pd.Series, col: str, expected: str) -> pd.
     """The column as float64, refusing (row and column named) a cell that is not a finite number or is a boolean."""
     numeric = pd.to_numeric(values, errors="coerce")
     bad = numeric.isna() | ~np.isfinite(numeric.astype("float64").fillna(0.0)) | _booleans(values)
+    if not bad.any():
+        bad = _number_text(values)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise TraceError(path, f"expected {expected}, got {_show(values.iloc[i])}", row=i + 1, column=col)
     return numeric.astype("float64")
+
+
+def _number_text(values: pd.Series) -> pd.Series:
+    """Where a column of numbers holds them as text ("7"): a typed file (Parquet, JSON) with a damaged column, as
+    a boolean would be. Asked only once every cell reads as a number: CSV numbers arrive as numbers, and a CSV
+    column with other text in it is refused at that text."""
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        return values.map(lambda v: isinstance(v, str)).astype(bool)
+    return pd.Series(False, index=values.index)
 
 
 def _refuse_dates(path: str, values: pd.Series, col: str, expected: str) -> None:
@@ -108,6 +119,8 @@ def check_int_column(path: str, df: pd.DataFrame, col: str, minimum: int = 0) ->
     bad = numeric.isna()
     as_float = numeric.astype("float64")
     bad |= ~np.isfinite(as_float.fillna(0.0)) | (as_float.fillna(0.0) % 1 != 0)
+    if not bad.any():
+        bad = _number_text(values)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise TraceError(path, f"expected an integer, got {_show(values.iloc[i])}", row=i + 1, column=col)

@@ -131,8 +131,12 @@ def first_line(exc: BaseException) -> str:
 def _parse_token_cell(path: str, row: int, col: str, value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []  # an empty CSV cell is an empty list; the length check catches a real omission
-    text = str(value).strip().strip("[]").replace(",", " ")
+    tokens = str(value).strip().strip("[]").replace(",", " ").split()
+    # ASCII digits only: int() also takes "+1", "1_0" and other scripts' digits, which no tokenizer writes
+    digits = "".join(tokens).replace("-", "")
     try:
-        return [int(tok) for tok in text.split()]
+        if tokens and not (digits.isascii() and digits.isdigit()):
+            raise ValueError
+        return [int(tok) for tok in tokens]
     except ValueError:
-        raise TraceError(path, "token ids must be integers separated by spaces", row=row, column=col)
+        raise TraceError(path, "token ids must be integers separated by spaces", row=row, column=col) from None

@@ -63,8 +63,7 @@ def main() -> None:
             "256",
             "--speculation",
             method,
-            "--spec-tokens",
-            str(args.spec_tokens),
+            *(["--spec-tokens", str(args.spec_tokens)] if method != "none" else []),  # refused where nothing drafts
             "--out",
             out,
             "--json",

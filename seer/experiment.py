@@ -204,6 +204,8 @@ def run_iterations(
                 "preemptions": s["preemptions"],
                 "migrations": s["migrations"],
                 "efficiency": s["efficiency"],
+                "requests": s["requests"],  # with over-issue and carried requests, more than the setup's
+                "groups_issued": int(trace["prompt_id"].nunique()),
                 "groups_trained": complete,
                 "carried_requests": carried,
             }
@@ -261,8 +263,11 @@ class _Carry:
 
 
 def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requests: int) -> dict:
-    """A compare row for a policy run over iterations: per-iteration means."""
+    """A compare row for a policy run over iterations: per-iteration means. `requests` is the setup's requests
+    per iteration; the row holds the mean the iterations ran (more under over-issue) when the table has it."""
     mean = table.mean(numeric_only=True)
+    if "requests" in mean:
+        requests = round(mean.requests)
     return {
         "policy": spec,
         "iterations": len(table),

@@ -119,10 +119,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def check_output_dir(path: str | os.PathLike) -> None:
+def check_output_dir(path: str | os.PathLike, recording: bool = False) -> None:
     """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end, or could not write."""
     target = Path(path)
-    _replaceable(target)
+    _replaceable(target, recording)
     check_writable(target.parent if target.exists() else target)
 
 
@@ -161,6 +161,9 @@ LEGACY_FILES = frozenset(
 )
 
 
+RECORDING_FILES = ("run.json", "steps.parquet")  # what marks a folder `seer run` recorded
+
+
 def _entries(folder: Path) -> set[str]:
     """Every file and folder under `folder`, as paths relative to it (symbolic links are entries, not followed)."""
     out = set()
@@ -187,11 +190,19 @@ def _legacy_results(target: Path) -> set[str] | None:
     return _entries(target) if only_ours(target, False) else None
 
 
-def _replaceable(target: Path) -> None:
+def _replaceable(target: Path, recording: bool = False) -> None:
+    """Refuse a `target` that is no folder, holds the current folder, holds files seer did not write, or holds a
+    recorded real run that a result other than a new recording (`recording`) would replace."""
     if not target.exists():
         return
     if not target.is_dir():
         raise SeerInputError(f"{target}: exists and is not a folder")
+    if not recording and all((target / f).is_file() for f in RECORDING_FILES):
+        # hours of engine time, and seer's own files: only a new `seer run` may replace it
+        raise SeerInputError(
+            f"{target}: holds a recorded real run ({', '.join(RECORDING_FILES)}), which this result would delete; "
+            "choose another output folder"
+        )
     if target.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise SeerInputError(f"{target}: is the current folder or holds it; choose another output folder")
     entries = _entries(target) - {MANIFEST}
@@ -213,12 +224,13 @@ def _replaceable(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, recording: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` whole, so the result
     folder is the complete earlier one, the complete new one, or (for an instant) absent. An existing `path` must
-    be empty or hold only what an earlier `atomic_dir` wrote there (it is replaced, never merged)."""
+    be empty or hold only what an earlier `atomic_dir` wrote there (it is replaced, never merged), and holds a
+    recorded real run only when the new result is one too (`recording`)."""
     target = Path(path)
-    _replaceable(target)
+    _replaceable(target, recording)
     parent, created = _parent_of(target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))

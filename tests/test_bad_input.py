@@ -458,6 +458,8 @@ FILES.update(
         ),
         "tokens_plus.csv": "prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,5,3,1 +2 3\n",
         "tokens_underscore.csv": "prompt_id,sample_id,prompt_len,output_len,output_ids\n0,0,5,3,1 2_0 3\n",
+        "recording": _damaged_run(lambda folder: None),  # an intact copy of a recorded real run
+        "m_huge.toml": "[coefficients]\noverhead_s = 1e308\nper_token_s = 1e308\n",
         "s_prompts_many.toml": '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["verl"]\nprompts = 2000000000\n',
     }
 )
@@ -479,6 +481,9 @@ CASES += [
     (["trace", "validate", "len_text.parquet"], "column 'output_len': expected an integer, got '3'"),
     (["trace", "validate", "tokens_plus.csv"], "row 1, column 'output_ids': token ids must be integers"),
     (["trace", "validate", "tokens_underscore.csv"], "row 1, column 'output_ids': token ids must be integers"),
+    ([*SIM, "--cost-model", "m_huge.toml"], "m_huge.toml: step model: overhead_s is 1e+308 s per unit"),
+    ([*SIM, "--out", "recording"], "recording: holds a recorded real run (run.json, steps.parquet)"),
+    (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--out", "recording"], "a recorded real run"),
     (["sweep", "s_seed_huge.toml"], "seeds must be a non-empty list of integers from 0 to 2**53"),
     (["sweep", "s_chunks_huge.toml"], "max_chunks must be between -2**53 and 2**53"),
     (["sweep", "s_prompts_many.toml"], "at most 100,000,000 samples"),

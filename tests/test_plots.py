@@ -125,7 +125,8 @@ def test_seer_figures_cli(tmp_path):
 
     assert len(list(out.glob("*.parquet"))) == 9
     bars = pd.read_parquet(out / "fig7_throughput.parquet")
-    assert {"verl", "seer"} <= set(bars["policy"])
+    assert {"verl", "seer"} <= set(bars["policy"]) and set(bars["group_size"]) == {8, 16}
+    assert bars[["throughput_tok_s", "makespan_s", "tail_s"]].notna().all().all()  # the re-run G too
     (out / "parity_sim_vs_real.png").write_bytes(b"from an earlier run")  # made with other runs: removed
     (out / "notes.txt").write_text("mine")  # not seer's: kept
     assert run_seer("figures", "--out", str(out), "--presets", "qwen2-vl-72b", "--prompts", "8").returncode == 0

@@ -265,6 +265,27 @@ def test_partial_rollout_stops_at_the_target_and_biases_lengths_short():
     assert part_len.mean() < sync_len.mean()
 
 
+def test_partial_refuses_a_target_above_the_groups_and_reports_the_requests_it_ran():
+    """A target_groups above the groups an iteration holds was run as if met: every group trained, and the
+    compare row said the setup's requests per iteration although over-issue ran twice as many."""
+    from seer.errors import SeerInputError
+    from seer.experiment import Setup, iterations_summary, run, run_iterations
+
+    cfg = SynthConfig(prompts=4, group_size=4, mean_len=200, max_tokens=2000, prompt_mean=64, seed=5)
+    cl = ClusterConfig(name="c", model="qwen2.5-7b", instances=2, kv_capacity_tokens=40_000, max_tokens=2000)
+    setup = Setup(synthesize(cfg), cl, "small", cfg)
+    with pytest.raises(SeerInputError, match=r"partial: target_groups=9 is more than the 8 groups"):
+        run_iterations(setup, "partial:target_groups=9", iterations=1)
+    with pytest.raises(SeerInputError, match=r"target_groups=5 is more than the 4 groups"):
+        run(setup, "partial:target_groups=5")  # one rollout of the trace as it is: 4 groups
+    table, trained = run_iterations(setup, "partial:target_groups=8", iterations=2)  # as many as there are
+    assert list(table.groups_issued) == [8, 8] and table.requests[0] == 8 * 4
+    row = iterations_summary("partial", table, trained, requests=len(setup.trace))
+    assert row["requests"] == round(table.requests.mean()) > len(setup.trace)
+    sync, sync_len = run_iterations(setup, "verl", iterations=1)
+    assert iterations_summary("verl", sync, sync_len, requests=len(setup.trace))["requests"] == 16
+
+
 def test_compare_takes_a_users_policy_object_and_refuses_a_name_twice():
     from seer.core import Dispatch, RolloutStarted
     from seer.errors import SeerInputError

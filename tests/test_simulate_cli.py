@@ -266,3 +266,26 @@ def test_a_policy_of_your_own_runs_by_its_module_path(tmp_path):
     ):
         bad = run_seer("simulate", *args, "--policy", name, env=env)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_tail_reduction_a_hair_below_zero_prints_as_0_percent(capsys):
+    from types import SimpleNamespace
+
+    from seer.cli.sim_cmds import _print_compare
+
+    row = dict(
+        policy="context",
+        requests=64,
+        throughput_tok_s=1000.0,
+        speedup_vs_verl=1.0,
+        makespan_s=10.0,
+        tail_s=1.0,
+        tail_reduction=-2.7e-05,
+        efficiency=0.5,
+        preemptions=0,
+        migrations=0,
+    )
+    cluster = SimpleNamespace(name="c", instances=1, tp=1, dp=1)
+    _print_compare(SimpleNamespace(name="w", cluster=cluster), [row], 1)
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert " 0%" in line and "-0%" not in line

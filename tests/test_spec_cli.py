@@ -29,6 +29,27 @@ def test_spec_bench_json_and_files(tmp_path):
     assert json.loads((out / "bench.json").read_text()) == rows
 
 
+def test_spec_bench_table_labels_its_acceptance_column_and_leaves_undefined_ratios_undefined(tmp_path, capsys):
+    from seer.cli import main
+
+    path = tmp_path / "tok.parquet"
+    token_trace(4, groups=2, G=3).to_parquet(path)
+    assert (
+        main(["spec", "bench", "--trace", str(path), "--refs", "1", "--topk", "4,1", "--out", str(tmp_path / "a")]) == 0
+    )
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("refs n"))
+    assert "acc/draft (top-4)" in header  # the column shows the first --topk listed, not top-1
+    empty = token_trace(4, groups=2, G=3)
+    empty["output_len"], empty["output_ids"] = 0, [[] for _ in range(len(empty))]
+    empty.to_parquet(tmp_path / "empty.parquet")
+    out = tmp_path / "b"
+    assert main(["spec", "bench", "--trace", str(tmp_path / "empty.parquet"), "--refs", "0", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "nan" not in table and "n/a" in table
+    for row in json.loads((out / "bench.json").read_text()):  # 0 / 0 is no 0: null, as tau is
+        assert row["drafts"] == 0 and row["accepted_per_draft"] is None and row["accepted_per_step"] is None
+
+
 def test_spec_bench_on_tree_of_thoughts_cot(shared_data, tmp_path):
     trace = tmp_path / "cot.parquet"
     log = shared_data / "tot" / "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json"

@@ -123,32 +123,90 @@ def workload_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# the policy options one command line shares across its policies: config key -> flag
+POLICY_FLAGS = {
+    "chunk_size": "--chunk-size",
+    "placement": "--placement",
+    "speculation": "--speculation",
+    "gamma": "--gamma",
+    "scope": "--spec-scope",
+    "topk": "--spec-topk",
+}
+
+
 def shared_policy_params(args) -> dict:
-    """The command line's policy options, applied to every listed policy that takes them."""
-    return {
-        "chunk_size": args.chunk_size,
-        "placement": args.placement,
-        "speculation": args.speculation,
-        "gamma": args.gamma,
-        "scope": args.spec_scope,
-        "topk": args.spec_topk,
-    }
+    """The command line's policy options, applied to every listed policy that takes them (None: not given)."""
+    return {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in POLICY_FLAGS.items()}
+
+
+def refuse_unused_policy_flags(specs: list[str], shared: dict) -> None:
+    """Refuse what no policy would use, rather than run as if it had not been given: a shared option (given, not
+    None) that none of the listed policies uses, and an entry's own gamma where its speculation is not fixed."""
+    from seer.policies import parse_policy_spec, policy_config
+
+    entries = [(parse_policy_spec(s)[1], policy_config(s, shared)[1]) for s in specs]
+    for spec, (own, cfg) in zip(specs, entries):
+        mode = getattr(cfg, "speculation", "fixed")
+        if "gamma" in own and mode != "fixed":  # adaptive budgets come from MBA (gamma_max), off drafts nothing
+            raise SeerInputError(
+                f"policy {spec}: gamma is the draft length of speculation=fixed, and this entry's speculation is "
+                f"{mode} (add :speculation=fixed)"
+            )
+    for key, flag in POLICY_FLAGS.items():
+        if shared.get(key) is not None and not any(_uses(key, own, cfg) for own, cfg in entries):
+            raise SeerInputError(_unused(key, flag, specs, entries))
+
+
+def _uses(key: str, own: dict, cfg) -> bool:
+    """Whether an entry's run depends on the shared value of `key`."""
+    if key in own or key not in type(cfg).keys():  # the entry's own value wins over the shared one
+        return False
+    mode = getattr(cfg, "speculation", None)
+    if key == "gamma":
+        return mode in (None, "fixed")
+    if key in ("scope", "topk"):  # the drafter's settings: nothing drafts with speculation off
+        return mode != "off"
+    return True
+
+
+def _unused(key: str, flag: str, specs: list[str], entries: list) -> str:
+    """Why no entry uses the shared `key`, in one line."""
+    listed = ", ".join(specs)
+    takers = [(own, cfg) for own, cfg in entries if key in type(cfg).keys()]
+    if not takers:
+        return f"{flag}: no listed policy ({listed}) takes {key} (`seer policies NAME` lists what each takes)"
+    if all(key in own for own, _ in takers):
+        return f"{flag}: every listed policy that takes {key} sets its own ({listed})"
+    modes = "/".join(sorted({cfg.speculation for own, cfg in takers if key not in own}))
+    need = "--speculation fixed" if key == "gamma" else "--speculation adaptive or fixed"
+    return f"{flag} applies only under {need}; the listed policies' speculation is {modes}"
+
+
+def check_workload_args(args) -> None:
+    """The workload options' combinations, refused before anything is read or generated."""
+    if bool(args.trace) == bool(args.preset):
+        raise SeerInputError("give exactly one of --trace PATH or --preset NAME")
+    if args.trace and not args.cluster:
+        raise SeerInputError("--trace needs --cluster PRESET (a preset name or a TOML path)")
+    if args.trace and args.prompts is not None:
+        raise SeerInputError("--prompts sizes a --preset workload; a --trace has its own prompts")
+
+
+def workload_name(args) -> str:
+    """The name `setup_from_args` gives the workload (default output folders), known before it is built."""
+    check_workload_args(args)
+    return args.preset or os.path.splitext(os.path.basename(args.trace))[0]
 
 
 def setup_from_args(args):
     """The experiment setup named by --trace/--preset/--cluster/--instances/--seed/--prompts."""
     from seer.experiment import Setup
 
-    if bool(args.trace) == bool(args.preset):
-        raise SeerInputError("give exactly one of --trace PATH or --preset NAME")
+    check_workload_args(args)
     if args.preset:
         return Setup.from_preset(
             args.preset, prompts=args.prompts, seed=args.seed, instances=args.instances, cluster=args.cluster
         )
-    if not args.cluster:
-        raise SeerInputError("--trace needs --cluster PRESET (a preset name or a TOML path)")
-    if args.prompts is not None:
-        raise SeerInputError("--prompts sizes a --preset workload; a --trace has its own prompts")
     return Setup.from_trace(args.trace, args.cluster, instances=args.instances, spec_seed=args.seed or 0)
 
 

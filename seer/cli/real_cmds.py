@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 
-from seer.cli.common import given_twice, int_at_least, number_in, print_json
+from seer.cli.common import given_twice, int_at_least, number_in, print_json, refuse_unused_policy_flags
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
 
@@ -63,6 +63,7 @@ def cmd_run(args) -> int:
     if args.engine != "vllm":
         raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
     fail, kill = _launch_checks(args)
+    refuse_unused_policy_flags([args.policy], {})  # a spec's own gamma where its speculation is not fixed
     spec = RunSpec(
         model=args.model,
         prompts=args.prompts,
@@ -243,8 +244,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--spec-tokens",
         type=int_at_least(1),
-        default=4,
-        help="draft tokens per step for --speculation ngram|group (default 4; auto uses the policy's cap)",
+        help="draft tokens per step for --speculation ngram|group (default 4); refused with auto (which uses "
+        "the policy's cap) and none",
     )
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument(

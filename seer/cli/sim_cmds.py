@@ -7,22 +7,37 @@ import json
 import math
 import os
 import sys
+from types import SimpleNamespace
 
-from seer.cli.common import int_at_least, print_json, safe_name, setup_from_args, shared_policy_params, workload_args
+from seer.cli.common import (
+    int_at_least,
+    print_json,
+    refuse_unused_policy_flags,
+    safe_name,
+    setup_from_args,
+    shared_policy_params,
+    workload_args,
+    workload_name,
+)
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, inside, json_safe
 
 
-def cost_model(args, setup):
-    """`--cost-model FILE`: a step model from `seer calibrate` in place of the cluster's roofline model (the
-    cluster's KV bytes per token still price global-pool transfers)."""
+def load_cost_model(args):
+    """`--cost-model FILE`: a step model from `seer calibrate` in place of the cluster's roofline model, loaded
+    (and refused in one line) before the workload is read or generated; `priced_on` completes it."""
     if not getattr(args, "cost_model", None):
         return None
     from seer.sim.stepfit import StepFit
 
-    model = StepFit.load(args.cost_model)
-    model.kv_bytes_per_token = setup.cluster.cost_model().kv_bytes_per_token
+    return StepFit.load(args.cost_model)
+
+
+def priced_on(model, setup):
+    """The loaded step model with the cluster's KV bytes per token, which still price global-pool transfers."""
+    if model is not None:
+        model.kv_bytes_per_token = setup.cluster.cost_model().kv_bytes_per_token
     return model
 
 
@@ -39,11 +54,16 @@ def cmd_simulate(args) -> int:
     from seer.experiment import run
     from seer.policies import make_policy
 
-    policy = make_policy(args.policy, shared_policy_params(args))  # fail on a bad spec before loading anything
+    shared = shared_policy_params(args)
+    policy = make_policy(args.policy, shared)  # fail on a bad spec before loading anything
+    refuse_unused_policy_flags([args.policy], shared)
+    # everything that can be refused is, before the workload is read or generated (a generator's warning
+    # would otherwise come before the error line)
+    out = args.out or os.path.join("out", "simulate", safe_name(f"{workload_name(args)}-{args.policy}"))
+    check_output_dir(out)
+    cost = load_cost_model(args)
     setup = setup_from_args(args)
-    out = args.out or os.path.join("out", "simulate", safe_name(f"{setup.name}-{args.policy}"))
-    check_output_dir(out)  # before the simulation, not after it
-    result = run(setup, policy, exact=args.exact, progress=None, cost=cost_model(args, setup))
+    result = run(setup, policy, exact=args.exact, progress=None, cost=priced_on(cost, setup))
     result.save(out)
     if args.json:
         print_json(dict(result.summary))
@@ -75,11 +95,10 @@ def _iterations(args, setup, names: list[str], shared: dict, out) -> list[dict]:
     return summaries
 
 
-def cmd_compare(args) -> int:
-    import pandas as pd
-
+def _compare_plan(args) -> SimpleNamespace:
+    """The checked policies, output folder and step model: everything `seer compare` can refuse is refused here,
+    before the workload is read or generated (a generator's warning would otherwise come before the error)."""
     from seer.core import traits_of
-    from seer.experiment import compare_table, run
     from seer.policies import make_policy
 
     names = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -93,28 +112,48 @@ def cmd_compare(args) -> int:
         )
     shared = shared_policy_params(args)
     policies = [make_policy(p, shared) for p in names]  # fail on a bad spec before loading or running anything
-    setup = setup_from_args(args)
+    refuse_unused_policy_flags(names, shared)
+    out = args.out or os.path.join("out", "compare", safe_name(workload_name(args)))
     # a policy that over-issues (partial rollout) is measured over iterations, which need fresh groups
     over_issuing = [n for n, p in zip(names, policies) if traits_of(p).over_issue > 1]
     over_iterations = args.iterations > 1 or bool(over_issuing and args.preset)
-    if over_issuing and not over_iterations:
-        print(
-            f"seer: {', '.join(over_issuing)} over-issue(s) and carry requests into the next iteration; on a --trace "
-            "this is one rollout without carry-over (--preset runs iterations)",
-            file=sys.stderr,
-        )
-    if over_iterations and setup.synth is None:
+    if over_iterations and not args.preset:
         raise SeerInputError("--iterations needs --preset (each iteration draws fresh groups from its generator)")
     if over_iterations and args.cost_model:
         raise SeerInputError("--cost-model prices one rollout; it does not combine with --iterations")
-    cost = cost_model(args, setup)
-    out = args.out or os.path.join("out", "compare", safe_name(setup.name))
+    check_output_dir(out)
+    return SimpleNamespace(
+        names=names,
+        folders=folders,
+        policies=policies,
+        shared=shared,
+        over_issuing=over_issuing,
+        over_iterations=over_iterations,
+        out=out,
+        cost=load_cost_model(args),
+    )
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from seer.experiment import compare_table, run
+
+    plan = _compare_plan(args)
+    setup = setup_from_args(args)
+    if plan.over_issuing and not plan.over_iterations:  # a note, not a refusal: said once the workload is read
+        print(
+            f"seer: {', '.join(plan.over_issuing)} over-issue(s) and carry requests into the next iteration; on a "
+            "--trace this is one rollout without carry-over (--preset runs iterations)",
+            file=sys.stderr,
+        )
+    cost, out, over_iterations = priced_on(plan.cost, setup), plan.out, plan.over_iterations
     with atomic_dir(out) as tmp:  # the folder is replaced whole: never a mix of two runs
         if over_iterations:
-            summaries = _iterations(args, setup, names, shared, tmp)
+            summaries = _iterations(args, setup, plan.names, plan.shared, tmp)
         else:
             summaries = []
-            for spec, folder, policy in zip(names, folders, policies):
+            for spec, folder, policy in zip(plan.names, plan.folders, plan.policies):
                 result = run(setup, policy, exact=args.exact, progress=None, cost=cost)
                 result.write_into(_subfolder(tmp, folder))
                 summaries.append({**result.summary, "policy": spec})
@@ -156,7 +195,7 @@ def _print_compare(setup, rows: list[dict], iterations: int) -> None:
         x, cut, tau = r["speedup_vs_verl"], r["tail_reduction"], r.get("spec_tau")
         line = (  # "-" where a column has no value (no verl row to compare with, no speculation)
             f"{r['policy']:<{width}}{r['throughput_tok_s']:>10,.0f}{f'{x:.2f}' if _finite(x) else '-':>8}"
-            f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{f'{100 * cut:.0f}%' if _finite(cut) else '-':>9}"
+            f"{r['makespan_s']:>12,.{dec}f}{r['tail_s']:>9,.{dec}f}{f'{round(100 * cut)}%' if _finite(cut) else '-':>9}"
             f"{eff:>7}{r['preemptions']:>9,}{r['migrations']:>8,}"
         )
         if spec:

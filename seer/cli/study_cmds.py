@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 from seer.cli.common import given_twice, int_at_least, int_list, number_in, print_json
@@ -50,21 +51,28 @@ def cmd_spec_bench(args) -> int:
         f"{args.gamma} tokens deep"
     )
     grid = {(r["refs"], r["topk"]): r for r in rows if r["drafter"] == "group-suffix"}
-    print(f"{'refs n':>8}" + "".join(f"{'top-' + str(k):>10}" for k in topk) + f"{'acc/draft (top-1)':>20}")
+    # the acceptance column is for the first --topk listed, and says which
+    print(f"{'refs n':>8}" + "".join(f"{'top-' + str(k):>10}" for k in topk) + f"{f'acc/draft (top-{topk[0]})':>20}")
     for n in refs:
         used = grid[(n, topk[0])]["refs_used"]
         label = f"{n}" if used == n else f"{n} (->{used})"
         print(
             f"{label:>8}"
-            + "".join(f"{grid[(n, k)]['tau']:>10.2f}" for k in topk)
-            + f"{grid[(n, topk[0])]['accepted_per_draft']:>20.2f}"
+            + "".join(f"{_ratio(grid[(n, k)]['tau']):>10}" for k in topk)
+            + f"{_ratio(grid[(n, topk[0])]['accepted_per_draft']):>20}"
         )
     ng = next(r for r in rows if r["drafter"] == "ngram")
     print(
-        f"{'n-gram':>8}{ng['tau']:>10.2f}  (vLLM-style prompt lookup over the request's own context, k = {args.gamma})"
+        f"{'n-gram':>8}{_ratio(ng['tau']):>10}  (vLLM-style prompt lookup over the request's own context, k = "
+        f"{args.gamma})"
     )
     print(f"results: {out}/ (bench.json, bench.parquet)")
     return 0
+
+
+def _ratio(x: float) -> str:
+    """A ratio for the table; n/a where it is undefined (no step or no draft: every response empty)."""
+    return "n/a" if math.isnan(x) else f"{x:.2f}"
 
 
 def _check_figure_folder(out: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seer.core import Abort, ChunkFinished, ClusterView, Dispatch, Event, PolicyTraits, RequestState, RolloutStarted
+from seer.errors import SeerInputError
 from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
 
 
@@ -49,6 +50,12 @@ class PartialRolloutPolicy(ConfiguredPolicy):
 
     def on_event(self, event: Event, view: ClusterView) -> list:
         if isinstance(event, RolloutStarted):
+            if self.target_groups is not None and self.target_groups > len(view.groups):
+                # the target could never be met: every group would train and the over-issue would mean nothing
+                raise SeerInputError(
+                    f"policy {self.name}: target_groups={self.target_groups} is more than the {len(view.groups)} "
+                    "groups this rollout holds (at most that many can finish)"
+                )
             self.target = self.target_groups or max(1, round(len(view.groups) / self.over_issue))
             self.done_groups, self.stopped_at = [], None
             self._left = {gid: g.size for gid, g in view.groups.items()}

@@ -15,6 +15,7 @@ from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import check_output_cap, rollout_from_trace
 
 PROMPT_FIELDS = ("question", "prompt", "text", "problem")
+DEFAULT_SPEC_TOKENS = 4
 
 
 @dataclass
@@ -33,7 +34,7 @@ class RunSpec:
     max_num_seqs: int = 64
     max_model_len: int = 2048
     speculation: str = "auto"  # auto (group when the policy drafts, else none) | none | ngram | group
-    spec_tokens: int = 4
+    spec_tokens: int | None = None  # draft depth of ngram | group (None: DEFAULT_SPEC_TOKENS); refused otherwise
     seed: int = 0
     chunk_size: int | None = None
     fail: tuple[int, float] | None = None
@@ -151,11 +152,16 @@ def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, objec
     from seer.policies.speculation import GroupDrafter
 
     method = spec.speculation
+    if spec.spec_tokens is not None and method in ("auto", "none"):  # it would be dropped, the engines started
+        why = (
+            "drafts only for a policy with a drafter, as deep as its own cap" if method == "auto" else "drafts nothing"
+        )
+        raise SeerInputError(f"--spec-tokens sets the draft depth of --speculation ngram or group; {method} {why}")
     if method == "auto":
         method = "group" if traits.drafter is not None else "none"
     if method == "none":
         return method, None, None
-    tokens = spec.spec_tokens if spec.speculation != "auto" else max(1, traits.max_draft_tokens)
+    tokens = max(1, traits.max_draft_tokens) if spec.speculation == "auto" else spec.spec_tokens or DEFAULT_SPEC_TOKENS
     if method == "ngram":
         return (
             method,
@@ -208,7 +214,7 @@ def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
         }
     )
     result.config["run"] = json_safe(vars(spec))
-    with atomic_dir(out) as tmp:  # replaced whole: never a mix of two runs
+    with atomic_dir(out, recording=True) as tmp:  # replaced whole: never a mix of two runs
         result.write_into(tmp)
         driver.recorded_trace().to_parquet(tmp / "trace.parquet", index=False)
         driver.steps_frame().to_parquet(tmp / "steps.parquet", index=False)
@@ -239,7 +245,7 @@ def _check_inputs(spec: RunSpec, out: str) -> None:
             f"--max-num-seqs {spec.max_num_seqs:,}: vLLM schedules at most {batched:,} sequences per step (the larger "
             f"of {EngineSettings.max_num_batched_tokens:,} and --max-model-len)"
         )
-    check_output_dir(out)  # before the rollout, not after it
+    check_output_dir(out, recording=True)  # before the rollout, not after it
 
 
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:

@@ -32,6 +32,7 @@ TERMS = (
     "per_attn_pair_s",
     "per_score_pair_s",
 )
+MAX_COEFFICIENT_S = 3600.0  # seconds per unit of a term (per step for overhead_s)
 FEATURES = ("one", "waiting", "logits", "tokens", "kv_tokens", "attn_pairs", "score_pairs")
 SHAPE_COLUMNS = ("sched_tokens", "sched_kv_tokens", "attn_pairs", "score_pairs", "logits")
 
@@ -47,6 +48,12 @@ class StepFit(AffineDecode):
         self.c = np.array([float(coefficients.get(t, 0.0)) for t in TERMS])
         if not np.isfinite(self.c).all() or (self.c < 0).any():
             raise SeerInputError("step model: every coefficient must be a finite number >= 0")
+        if (self.c > MAX_COEFFICIENT_S).any():  # a finite 1e308 still makes every step time inf, every result NaN
+            i = int(np.argmax(self.c > MAX_COEFFICIENT_S))
+            raise SeerInputError(
+                f"step model: {TERMS[i]} is {self.c[i]:.3g} s per unit; a coefficient above {MAX_COEFFICIENT_S:,.0f} "
+                "s (an hour) describes no engine"
+            )
         if self.c[0] <= 0:
             raise SeerInputError("step model: overhead_s must be > 0 (every step takes time)")
         self.kv_bytes_per_token = float(kv_bytes_per_token)

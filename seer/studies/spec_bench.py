@@ -161,9 +161,10 @@ def _row(key: tuple, counts: list, gamma: int) -> dict:
         "topk": k,
         "gamma": gamma,
         "tau": tokens / steps if steps else float("nan"),
-        "accepted_per_draft": accepted / drafts if drafts else 0.0,
-        "accepted_per_step": accepted / steps if steps else 0.0,
-        "drafted_per_draft": drafted / drafts if drafts else 0.0,
+        # no draft or no step (every response empty): a ratio of 0 / 0 is undefined, not 0 (null in bench.json)
+        "accepted_per_draft": accepted / drafts if drafts else float("nan"),
+        "accepted_per_step": accepted / steps if steps else float("nan"),
+        "drafted_per_draft": drafted / drafts if drafts else float("nan"),
         "steps": steps,
         "drafts": drafts,
         "accepted": accepted,

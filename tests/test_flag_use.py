@@ -1,0 +1,106 @@
+"""An option that would change nothing is refused, not silently ignored; and bad input with a small preset is
+refused before its workload is generated (the generator's warning would come before the one error line)."""
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import ROOT, cli_error, run_seer
+
+from seer.cli import main
+from seer.metrics import RolloutResult
+
+
+@pytest.fixture
+def one_prompt(tmp_path):
+    """The bundled trace cut to its first prompt: a simulation of it takes a moment."""
+    trace = pd.read_parquet(ROOT / "seer" / "data" / "gsm8k_smollm2.parquet")
+    path = tmp_path / "one_prompt.parquet"
+    trace[trace["prompt_id"] == trace["prompt_id"].iloc[0]].to_parquet(path, index=False)
+    return str(path)
+
+
+def _on(trace):
+    return ["--trace", trace, "--cluster", "qwen2-vl-72b", "--instances", "2"]
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["simulate", "--policy", "verl", "--speculation", "fixed", "--gamma", "8"], "--speculation"),
+        (["simulate", "--policy", "verl", "--chunk-size", "64"], "--chunk-size"),
+        (["simulate", "--policy", "seer", "--gamma", "8"], "--gamma applies only under --speculation fixed"),
+        (["simulate", "--policy", "seer", "--speculation", "adaptive", "--gamma", "8"], "--gamma"),
+        (["simulate", "--policy", "seer:gamma=8"], "policy seer:gamma=8: gamma"),
+        (["simulate", "--policy", "seer:speculation=off:gamma=2"], "speculation is off"),
+        (["simulate", "--policy", "seer", "--speculation", "off", "--spec-topk", "2"], "--spec-topk"),
+        (["simulate", "--policy", "seer:scope=own", "--spec-scope", "global"], "sets its own"),
+        (["compare", "--policies", "verl,context", "--speculation", "fixed", "--gamma", "8"], "--speculation"),
+        (["compare", "--policies", "verl,context", "--spec-topk", "4", "--spec-scope", "own"], "--spec-scope"),
+        (["compare", "--policies", "verl,seer", "--gamma", "8"], "--gamma"),
+        (["compare", "--policies", "verl,seer:gamma=8"], "gamma"),
+    ],
+)
+def test_an_option_no_listed_policy_uses_is_refused(argv, word, one_prompt, tmp_path, capsys):
+    out = tmp_path / "res"
+    line = cli_error(capsys, *argv, *_on(one_prompt), "--out", str(out))
+    assert word in line
+    assert not out.exists()
+
+
+def test_shared_options_still_apply_to_the_policies_of_a_mixed_list_that_take_them(one_prompt, tmp_path, capsys):
+    argv = ["--policies", "verl,seer", "--speculation", "fixed", "--gamma", "8", "--chunk-size", "512"]
+    assert main(["compare", *argv, *_on(one_prompt), "--out", str(tmp_path / "c"), "--json"]) == 0
+    assert [r["policy"] for r in json.loads(capsys.readouterr().out)] == ["verl", "seer"]
+    used = RolloutResult.load(tmp_path / "c" / "seer").config["policy"]
+    assert (used["speculation"], used["gamma"], used["chunk_size"]) == ("fixed", 8, 512)
+    spec = "seer:speculation=fixed:gamma=8"
+    assert main(["simulate", "--policy", spec, *_on(one_prompt), "--out", str(tmp_path / "s"), "--json"]) == 0
+
+
+@pytest.fixture
+def no_engines(monkeypatch):
+    """`seer run` refusals must come before a model is prepared, let alone an engine started."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("seer run went on to prepare the model")
+
+    monkeypatch.setattr("seer.real.run.prepare_model", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--spec-tokens", "4"], "--spec-tokens"),
+        (["--speculation", "none", "--spec-tokens", "4"], "none drafts nothing"),
+        (["--policy", "seer", "--spec-tokens", "2"], "--spec-tokens"),
+        (["--policy", "seer:gamma=8"], "gamma"),
+    ],
+)
+def test_run_refuses_spec_options_it_would_drop_before_any_engine(argv, word, no_engines, tmp_path, capsys):
+    out = tmp_path / "r"
+    trace = str(ROOT / "seer" / "data" / "gsm8k_smollm2.parquet")
+    line = cli_error(capsys, "run", "--model", "dummy:smollm2", "--replay", trace, *argv, "--out", str(out))
+    assert word in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--cost-model", "bad.toml", "--out", "q2"],
+        ["simulate", "--out", "afile"],
+        ["compare", "--iterations", "2", "--cost-model", "bad.toml"],
+        ["compare", "--cost-model", "bad.toml", "--out", "q2"],
+        ["compare", "--out", "afile"],
+    ],
+)
+def test_bad_input_is_refused_before_a_preset_workload_is_generated(argv, tmp_path):
+    # kimi-k2 cut to one prompt warns that its length-spread target is out of reach: it must not get that far
+    (tmp_path / "bad.toml").write_text("[coefficients]\noverhead_s = -1\n")
+    (tmp_path / "afile").write_text("mine\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_seer(*argv, "--preset", "kimi-k2", "--prompts", "1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("seer: error: "), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -66,8 +66,8 @@ def check_types(record) -> list[str]:
         value, tp = getattr(record, f.name), hints[f.name]
         if not _matches(value, tp):
             problems.append(f"{f.name} must be {type_name(tp)}, not {show(value)}")
-        elif int_problem(f.name, value):
-            problems.append(int_problem(f.name, value))
+        elif too_big := int_problem(f.name, value):
+            problems.append(too_big)
         elif tp is float and isinstance(value, int):
             object.__setattr__(record, f.name, float(value))
         elif isinstance(value, float) and not math.isfinite(value):

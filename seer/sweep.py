@@ -94,8 +94,8 @@ def load_config(path: str) -> dict:
         if twice:
             raise SeerInputError(f"{path}: [sweep] {key} lists {', '.join(twice)} more than once")
     prompts = cfg.get("prompts")
-    if prompts is not None and (type(prompts) is not int or not 1 <= prompts <= INT_LIMIT):
-        raise SeerInputError(f"{path}: [sweep] prompts must be an integer from 1 to 2**53, not {show(prompts)}")
+    if prompts is not None and (type(prompts) is not int or prompts < 1):  # its size: each preset's check below
+        raise SeerInputError(f"{path}: [sweep] prompts must be an integer >= 1, not {show(prompts)}")
     missing = [p for p in cfg["presets"] if p not in known_presets()]
     if missing:
         raise SeerInputError(f"{path}: unknown preset(s) {', '.join(missing)}; known: {', '.join(known_presets())}")

@@ -498,6 +498,7 @@ CASES += [
         "--max-tokens 31 is below the output_len 32 of prompt 1 sample 1 in good.csv",
     ),
     (["trace", "convert", "good.csv", "--from", "csv", "--max-tokens", str(10**23), "-o", "o.pq"], "at most 2**53"),
+    (["trace", "convert", "len_text.jsonl", "--from", "jsonl", "--max-tokens", "5", "-o", "o.pq"], "got '7'"),
     ([*SIM, "--instances", "9" * 5000], "99999... (5,002 characters)"),
 ]
 

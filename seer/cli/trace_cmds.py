@@ -9,13 +9,18 @@ from seer.errors import SeerInputError
 
 
 def cmd_convert(args) -> int:
+    import pandas as pd
+
     from seer.traces.converters import convert, parse_mapping
     from seer.traces.io import save_trace, validate_trace
 
     mapping = parse_mapping(args.map)
     df = convert(args.path, args.source, mapping=mapping, prompts=args.prompts)
     if args.max_tokens is not None:
-        longer = df.index[df["output_len"] > args.max_tokens] if "output_len" in df.columns else []
+        lengths = df["output_len"] if "output_len" in df.columns else pd.Series(dtype=object)
+        # numbers only: a column of text or booleans is the file's fault, which validate_trace names below
+        numeric = pd.api.types.is_numeric_dtype(lengths) and not pd.api.types.is_bool_dtype(lengths)
+        longer = df.index[lengths > args.max_tokens] if numeric else []
         if len(longer):  # the flag is at fault, not the file (named by request: converting may reorder rows)
             pid, sid, n = df.loc[longer[0], ["prompt_id", "sample_id", "output_len"]].tolist()  # Python values
             raise SeerInputError(

@@ -27,6 +27,8 @@ def strict_json(text: str):
         raise ValueError(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    if "\\u" not in text:  # read from UTF-8 text, a string holds a surrogate only through an escape
+        return obj
     try:
         json.dumps(obj, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -65,8 +65,7 @@ def main() -> None:
             str(args.instances),
             "--policy",
             policy,
-            "--chunk-size",
-            "128",
+            *(("--chunk-size", "128") if policy != "verl" else ()),  # verl does not chunk: seer run refuses it
             "--max-model-len",
             "2048",
             "--max-num-seqs",

@@ -21,7 +21,7 @@ import pandas as pd
 from seer.core import Policy, traits_of
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
-from seer.policies import make_policy
+from seer.policies import ConfiguredPolicy, make_policy
 from seer.sim.cluster import ClusterConfig, load_cluster
 from seer.sim.driver import simulate
 from seer.traces.rollout import check_output_cap
@@ -125,6 +125,22 @@ def run(
     return result
 
 
+def rollout_groups(setup: Setup, over_issue: float = 1.0, iterations: bool = False) -> int:
+    """The groups one rollout of the setup holds: the trace's, or, over RL iterations, the first iteration's (the
+    setup's prompts times a policy's over-issue; later ones hold at least as many)."""
+    if iterations and setup.synth is not None:
+        n = setup.synth.prompts
+        return math.ceil(over_issue * n) if over_issue > 1 else n
+    return int(setup.trace["prompt_id"].nunique())
+
+
+def check_groups(policies: Sequence[Policy], groups: int) -> None:
+    """Each policy's own refusal of a rollout of `groups` groups, before any of them runs."""
+    for policy in policies:
+        if isinstance(policy, ConfiguredPolicy):
+            policy.check_groups(groups)
+
+
 def compare_table(summaries: list[dict]) -> list[dict]:
     """One row per policy: its summary plus speed-up and tail reduction against verl (when verl ran)."""
     base = next((s for s in summaries if s["policy"] == "verl"), None)
@@ -156,6 +172,7 @@ def compare(
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise SeerInputError(f"compare: {', '.join(map(repr, twice))} given more than once")
+    check_groups(policies, rollout_groups(setup))
     results = {x: run(setup, p, exact=exact, progress=progress) for x, p in zip(labels, policies)}
     return compare_table([{**r.summary, "policy": x} for x, r in results.items()]), results
 

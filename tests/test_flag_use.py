@@ -75,6 +75,7 @@ def no_engines(monkeypatch):
         (["--speculation", "none", "--spec-tokens", "4"], "none drafts nothing"),
         (["--policy", "seer", "--spec-tokens", "2"], "--spec-tokens"),
         (["--policy", "seer:gamma=8"], "gamma"),
+        (["--policy", "verl", "--chunk-size", "64"], "--chunk-size: no listed policy (verl) takes chunk_size"),
     ],
 )
 def test_run_refuses_spec_options_it_would_drop_before_any_engine(argv, word, no_engines, tmp_path, capsys):
@@ -104,3 +105,62 @@ def test_bad_input_is_refused_before_a_preset_workload_is_generated(argv, tmp_pa
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("seer: error: "), proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_gamma_that_adaptive_or_no_speculation_ignores_is_refused_in_python_and_in_sweeps(tmp_path):
+    from seer.errors import SeerInputError
+    from seer.policies import SeerPolicy, make_policy
+    from seer.sweep import load_config
+
+    with pytest.raises(ValueError, match="gamma is the draft length of speculation=fixed"):
+        SeerPolicy(gamma=8)
+    with pytest.raises(SeerInputError, match="policy seer:speculation=off: gamma .* speculation is off"):
+        make_policy("seer:speculation=off", gamma=2)
+    assert SeerPolicy(gamma=8, speculation="fixed").max_draft_tokens == 8
+    # a shared value (one set of options serving a list) applies only where it is read: not refused here
+    assert make_policy("seer", {"gamma": 8}).max_draft_tokens == 8  # gamma_max: the adaptive cap
+    config = tmp_path / "s.toml"
+    config.write_text('[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["seer"]\n[sweep.params]\ngamma = [2, 8]\n')
+    with pytest.raises(SeerInputError, match="s.toml: policy seer: gamma is the draft length"):
+        load_config(str(config))
+
+
+@pytest.mark.parametrize("extra", [[], ["--preset", "qwen2-vl-72b", "--prompts", "8"]])
+def test_a_partial_target_no_rollout_can_meet_is_refused_before_any_policy_runs(
+    extra, one_prompt, tmp_path, capsys, monkeypatch
+):
+    def ran(*_args, **_kwargs):
+        raise AssertionError("a policy ran before partial's target was refused")
+
+    monkeypatch.setattr("seer.experiment.run", ran)
+    monkeypatch.setattr("seer.experiment.run_iterations", ran)
+    workload = extra or _on(one_prompt)  # one group on the trace; 16 in the preset's first iteration (2 x 8)
+    out = tmp_path / "c"
+    spec = "partial:target_groups=17" if extra else "partial:target_groups=2"
+    line = cli_error(capsys, "compare", "--policies", f"verl,{spec}", *workload, "--out", str(out))
+    groups = 16 if extra else 1
+    assert f"target_groups={spec.split('=')[1]} is more than the {groups} groups" in line
+    assert not out.exists()
+
+
+def test_compare_in_python_refuses_the_target_before_running(one_prompt, monkeypatch):
+    from seer.errors import SeerInputError
+    from seer.experiment import Setup, compare
+
+    monkeypatch.setattr("seer.experiment.run", lambda *a, **k: pytest.fail("verl ran"))
+    setup = Setup.from_trace(one_prompt, "qwen2-vl-72b", instances=2)
+    with pytest.raises(SeerInputError, match="target_groups=3 is more than the 1 groups"):
+        compare(setup, ["verl", "partial:target_groups=3"])
+
+
+@pytest.mark.parametrize("out", ["d.parquet", "d.parquet/x.parquet", "x.txt"])
+def test_trace_outputs_are_checked_before_any_work(out, tmp_path):
+    # a folder named like a trace, a path under a file... the generator's warning must not come first
+    (tmp_path / "d.parquet").mkdir()
+    (tmp_path / "d.parquet" / "x.parquet").mkdir()
+    synth = run_seer("trace", "synth", "--preset", "kimi-k2", "--prompts", "1", "-o", out, cwd=tmp_path)
+    convert = run_seer("trace", "convert", "missing.csv", "--from", "csv", "-o", out, cwd=tmp_path)
+    for proc in (synth, convert):
+        assert proc.returncode == 2
+        assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(f"seer: error: {out}"), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet"]

@@ -103,7 +103,8 @@ def test_kill_an_engine_process_mid_rollout(policy, tmp_path, local_ray):
     out = tmp_path / "run"
     res = run_seer(
         "run",
-        *("--model", "dummy:tiny", "--replay", str(path), "--policy", policy, "--chunk-size", "32"),
+        *("--model", "dummy:tiny", "--replay", str(path), "--policy", policy),
+        *(("--chunk-size", "32") if policy != "verl" else ()),
         *("--launch", "ray", "--clock", "wall", "--kill", "1@0.3", "--max-model-len", "512"),
         *("--max-num-seqs", "8", "--out", str(out), "--json"),
         env={"RAY_ADDRESS": ray_address()},

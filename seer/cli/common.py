@@ -141,17 +141,11 @@ def shared_policy_params(args) -> dict:
 
 def refuse_unused_policy_flags(specs: list[str], shared: dict) -> None:
     """Refuse what no policy would use, rather than run as if it had not been given: a shared option (given, not
-    None) that none of the listed policies uses, and an entry's own gamma where its speculation is not fixed."""
+    None) that none of the listed policies uses (an entry's own ignored values are `policy_config`'s to refuse)."""
     from seer.policies import parse_policy_spec, policy_config
 
+    # an entry's own value that its configuration never reads (gamma without speculation=fixed) is refused there
     entries = [(parse_policy_spec(s)[1], policy_config(s, shared)[1]) for s in specs]
-    for spec, (own, cfg) in zip(specs, entries):
-        mode = getattr(cfg, "speculation", "fixed")
-        if "gamma" in own and mode != "fixed":  # adaptive budgets come from MBA (gamma_max), off drafts nothing
-            raise SeerInputError(
-                f"policy {spec}: gamma is the draft length of speculation=fixed, and this entry's speculation is "
-                f"{mode} (add :speculation=fixed)"
-            )
     for key, flag in POLICY_FLAGS.items():
         if shared.get(key) is not None and not any(_uses(key, own, cfg) for own, cfg in entries):
             raise SeerInputError(_unused(key, flag, specs, entries))

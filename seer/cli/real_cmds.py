@@ -63,7 +63,8 @@ def cmd_run(args) -> int:
     if args.engine != "vllm":
         raise SeerInputError(f"unknown engine {args.engine!r}; known: vllm")
     fail, kill = _launch_checks(args)
-    refuse_unused_policy_flags([args.policy], {})  # a spec's own gamma where its speculation is not fixed
+    # --chunk-size on a policy that does not chunk (verl) would change nothing: refused, as `simulate` refuses it
+    refuse_unused_policy_flags([args.policy], {"chunk_size": args.chunk_size})
     spec = RunSpec(
         model=args.model,
         prompts=args.prompts,

@@ -137,10 +137,13 @@ def _compare_plan(args) -> SimpleNamespace:
 def cmd_compare(args) -> int:
     import pandas as pd
 
-    from seer.experiment import compare_table, run
+    from seer.core import traits_of
+    from seer.experiment import check_groups, compare_table, rollout_groups, run
 
     plan = _compare_plan(args)
     setup = setup_from_args(args)
+    for policy in plan.policies:  # a target no rollout of this workload can meet: refused before any policy runs
+        check_groups([policy], rollout_groups(setup, traits_of(policy).over_issue, plan.over_iterations))
     if plan.over_issuing and not plan.over_iterations:  # a note, not a refusal: said once the workload is read
         print(
             f"seer: {', '.join(plan.over_issuing)} over-issue(s) and carry requests into the next iteration; on a "

@@ -12,8 +12,9 @@ def cmd_convert(args) -> int:
     import pandas as pd
 
     from seer.traces.converters import convert, parse_mapping
-    from seer.traces.io import save_trace, validate_trace
+    from seer.traces.io import check_trace_output, save_trace, validate_trace
 
+    check_trace_output(args.out)  # before the input is read
     mapping = parse_mapping(args.map)
     df = convert(args.path, args.source, mapping=mapping, prompts=args.prompts)
     if args.max_tokens is not None:
@@ -42,10 +43,12 @@ def cmd_convert(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from seer.traces.io import save_trace
+    from seer.traces.io import check_trace_output, save_trace
     from seer.traces.stats import trace_stats
     from seer.traces.synth import SynthConfig, preset_config, synthesize
 
+    out = args.out or f"{args.preset or 'synth'}.parquet"
+    check_trace_output(out)  # before the generator runs: its warnings would otherwise precede the error
     knobs = dict(
         prompts=args.prompts,
         group_size=args.group_size,
@@ -62,7 +65,6 @@ def cmd_synth(args) -> int:
     else:
         cfg = SynthConfig(**{k: v for k, v in knobs.items() if v is not None})
     df = synthesize(cfg)
-    out = args.out or f"{args.preset or 'synth'}.parquet"
     save_trace(df, out, meta={"source": "synth", "preset": args.preset, "config": cfg.__dict__})
     stats = trace_stats(df, ngrams=False)
     if args.json:

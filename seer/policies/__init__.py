@@ -127,9 +127,13 @@ def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[s
     merged.update(given)
     merged.update(own)
     try:
-        return name, cls.Config(**merged)
+        config = cls.Config(**merged)
     except (TypeError, ValueError) as exc:
         raise SeerInputError(f"policy {spec}: {exc}") from None
+    ignored = config.ignored(set(given) | set(own))  # shared values apply only where they are read
+    if ignored:
+        raise SeerInputError(f"policy {spec}: {'; '.join(ignored)}")
+    return name, config
 
 
 def make_policy(spec: str, shared: Mapping | None = None, **params) -> Policy:

@@ -93,6 +93,12 @@ class PolicyConfig:
         """Range violations, one phrase each (subclasses extend)."""
         return []
 
+    def ignored(self, given) -> list[str]:
+        """Parameters among `given` (those set explicitly, not left at their defaults) that this configuration
+        never reads, one phrase each: a value that would change nothing is refused rather than run as if it had
+        not been given (subclasses extend)."""
+        return []
+
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -132,12 +138,19 @@ class ConfiguredPolicy:
                 f"valid: {', '.join(self.Config.keys())}"
             )
         self.cfg = config if config is not None else self.Config(**params)
+        ignored = self.cfg.ignored(params) if config is None else []
+        if ignored:
+            raise ValueError(f"{self.name}: {'; '.join(ignored)}")
         if not isinstance(self.cfg, self.Config):
             raise TypeError(f"{self.name} needs a {self.Config.__name__}, not {type(self.cfg).__name__}")
 
     @property
     def traits(self) -> PolicyTraits:
         return PolicyTraits()
+
+    def check_groups(self, groups: int) -> None:
+        """Refuse (SeerInputError) a rollout of `groups` groups that this configuration cannot serve: called as the
+        rollout starts, and before any run by commands that run several, so none runs in vain."""
 
     def config(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self.cfg)}

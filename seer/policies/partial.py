@@ -48,14 +48,17 @@ class PartialRolloutPolicy(ConfiguredPolicy):
     def traits(self) -> PolicyTraits:
         return PolicyTraits(aborts_are_final=True, over_issue=self.over_issue)
 
+    def check_groups(self, groups: int) -> None:
+        if self.target_groups is not None and self.target_groups > groups:
+            # the target could never be met: every group would train and the over-issue would mean nothing
+            raise SeerInputError(
+                f"policy {self.name}: target_groups={self.target_groups} is more than the {groups} "
+                "groups this rollout holds (at most that many can finish)"
+            )
+
     def on_event(self, event: Event, view: ClusterView) -> list:
         if isinstance(event, RolloutStarted):
-            if self.target_groups is not None and self.target_groups > len(view.groups):
-                # the target could never be met: every group would train and the over-issue would mean nothing
-                raise SeerInputError(
-                    f"policy {self.name}: target_groups={self.target_groups} is more than the {len(view.groups)} "
-                    "groups this rollout holds (at most that many can finish)"
-                )
+            self.check_groups(len(view.groups))
             self.target = self.target_groups or max(1, round(len(view.groups) / self.over_issue))
             self.done_groups, self.stopped_at = [], None
             self._left = {gid: g.size for gid, g in view.groups.items()}

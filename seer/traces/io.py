@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seer.errors import TraceError
-from seer.fileio import atomic_path
+from seer.fileio import atomic_path, check_writable
 from seer.traces.schema import (
     FLOAT_COLUMNS,
     INT_COLUMNS,
@@ -301,12 +301,23 @@ def _token_cell_text(cell) -> str:
     return " ".join(str(int(t)) for t in cell)
 
 
-def save_trace(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping | None = None) -> None:
-    """Validate and write a trace atomically; the format follows the extension."""
+def check_trace_output(path: str | os.PathLike) -> str:
+    """Refuse, before any work, a trace output `save_trace` could not write: an unknown extension, an existing
+    folder, or a place nothing can be written to. Returns the format."""
     path = str(path)
     fmt = format_of(path)
     if fmt is None:
         raise TraceError(path, "unknown output format: use .parquet, .csv or .jsonl")
+    if os.path.isdir(path):
+        raise TraceError(path, "is a folder; name the trace file to write")
+    check_writable(os.path.dirname(os.path.abspath(path)) if os.path.lexists(path) else path)
+    return fmt
+
+
+def save_trace(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping | None = None) -> None:
+    """Validate and write a trace atomically; the format follows the extension."""
+    path = str(path)
+    fmt = check_trace_output(path)
     df = validate_trace(df, path)
     with atomic_path(path) as tmp:
         if fmt == "parquet":

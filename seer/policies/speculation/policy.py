@@ -67,6 +67,15 @@ class SeerConfig(ContextConfig):
                 out.append(str(exc))
         return out
 
+    def ignored(self, given) -> list[str]:
+        out = super().ignored(given)
+        if "gamma" in given and self.speculation != "fixed":  # adaptive budgets come from MBA (gamma_max)
+            out.append(
+                f"gamma is the draft length of speculation=fixed, and this one's speculation is {self.speculation} "
+                "(set speculation=fixed)"
+            )
+        return out
+
     def draft_config(self) -> DraftConfig:
         return DraftConfig(
             scope=self.scope, max_match=self.max_match, min_match=self.min_match, min_prob=self.min_prob, topk=self.topk

@@ -121,6 +121,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def check_output_dir(path: str | os.PathLike, recording: bool = False) -> None:
     """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end, or could not write."""
+    if not str(path):  # Path("") is the current folder
+        raise SeerInputError("the output folder's path is empty (--out '')")
     target = Path(path)
     _replaceable(target, recording)
     check_writable(target.parent if target.exists() else target)

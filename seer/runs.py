@@ -138,10 +138,17 @@ def _checked(run_dir: str) -> tuple[RunSettings, dict]:
         )
     spec = settings(run_dir)
     summary = _json(run_dir, "summary.json").get("summary")
-    if not isinstance(summary, dict) or not all(
-        isinstance(summary.get(k), (int, float)) for k in ("makespan_s", "kv_capacity_tokens")
-    ):
-        raise SeerInputError(f"{run_dir}: summary.json lacks makespan_s or kv_capacity_tokens")
+    if not isinstance(summary, dict):
+        raise SeerInputError(f"{run_dir}: summary.json lacks its summary table")
+    for key in ("makespan_s", "kv_capacity_tokens"):
+        if key not in summary:
+            raise SeerInputError(f"{run_dir}: summary.json lacks {key}")
+        if not isinstance(summary[key], (int, float)):
+            raise SeerInputError(f"{run_dir}: summary.json {key} must be a number, not {show(summary[key])}")
+    if "instances" in summary and summary["instances"] != spec.instances:  # two files, two different runs
+        raise SeerInputError(
+            f"{run_dir}: summary.json says {show(summary['instances'])} instances and run.json {spec.instances}"
+        )
     for key in ("makespan_s", "kv_capacity_tokens"):  # a recorded run took time and held KV
         value = summary[key]
         try:
@@ -195,7 +202,7 @@ def _measured_values(
 
 
 def _requests(run_dir: str, trace: pd.DataFrame, makespan: tuple[float, str]) -> None:
-    """requests.parquet: at least one request, each of the trace, once, finished within the run."""
+    """requests.parquet: every request of the trace, once, finished within the run."""
     requests = _parquet(run_dir, "requests.parquet", REQUEST_COLUMNS)
     if not len(requests):  # every error and mean of a replay would be NaN
         raise SeerInputError(f"{run_dir}: requests.parquet has no rows (the run finished no request)")
@@ -209,6 +216,14 @@ def _requests(run_dir: str, trace: pd.DataFrame, makespan: tuple[float, str]) ->
             i = int(np.flatnonzero(bad)[0])
             pid, sid = ids["prompt_id"].tolist()[i], ids["sample_id"].tolist()[i]  # Python values, repr'd plainly
             raise SeerInputError(f"{run_dir}: requests.parquet row {i + 1} (prompt {pid!r}, sample {sid}) {why}")
+    if len(requests) < len(trace):  # a request without its record: every mean over requests would leave it out
+        keys = trace[["prompt_id", "sample_id"]]
+        lost = ~pd.MultiIndex.from_frame(keys).isin(pd.MultiIndex.from_frame(ids))
+        i = int(np.flatnonzero(lost)[0])
+        pid, sid = keys["prompt_id"].tolist()[i], keys["sample_id"].tolist()[i]
+        raise SeerInputError(
+            f"{run_dir}: requests.parquet has no row for prompt {pid!r}, sample {sid} (trace.parquet row {i + 1})"
+        )
 
 
 def _cluster(run_dir: str, spec: RunSettings, kv_capacity_tokens: int) -> ClusterConfig:
@@ -240,13 +255,25 @@ def load_run(run_dir: str) -> RecordedRun:
     # a step or a request cannot outlast the run (the slack: float rounding in the sums that made the makespan)
     makespan = (float(summary["makespan_s"]) * (1 + 1e-9), f"summary.json's makespan_s, {summary['makespan_s']}")
     trace = validate_trace(_parquet(run_dir, "trace.parquet", TRACE_COLUMNS), f"{run_dir}/trace.parquet")
+    if (trace["prompt_len"] < 1).any():  # a real engine refuses an empty prompt: the file was edited or damaged
+        i = int(np.flatnonzero((trace["prompt_len"] < 1).to_numpy())[0])
+        raise SeerInputError(f"{run_dir}: trace.parquet row {i + 1}, column 'prompt_len': a recorded prompt is >= 1")
+    _requests(run_dir, trace, makespan)  # before the steps: a cut trace is named as such, not by a step's count
     steps = _parquet(run_dir, "steps.parquet", STEP_COLUMNS)
     columns = STEP_COLUMNS + tuple(c for c in OPTIONAL_STEP_COLUMNS if c in steps)
-    # no step preempts more requests than the run has (a larger count also makes fidelity's array of times vast)
-    most = {"duration_s": makespan, "preempted": (len(trace), f"{len(trace)} (the requests in trace.parquet)")}
+    # no step preempts more requests than the run has (a larger count also makes fidelity's array of times vast),
+    # runs on an instance the run did not have, starts after the run ended or fills more than the KV cache
+    most = {
+        "duration_s": makespan,
+        "t": makespan,
+        "preempted": (len(trace), f"{len(trace)} (the requests in trace.parquet)"),
+        "instance": (spec.instances - 1, f"{spec.instances - 1} (run.json's instances, from 0)"),
+        "kv_usage": (1.0, "1 (the whole KV cache)"),
+    }
     _measured_values(run_dir, "steps.parquet", steps, columns, ("duration_s",), most)
-    _requests(run_dir, trace, makespan)
-    _parquet(run_dir, "timeline.parquet", ())
+    for name in ("timeline.parquet", "events.parquet"):  # what RolloutResult reads, each named when it is bad
+        if name == "timeline.parquet" or os.path.exists(os.path.join(run_dir, name)):
+            _parquet(run_dir, name, ())
     try:
         result = RolloutResult.load(run_dir)
     except (KeyError, ValueError, OSError) as exc:

@@ -61,6 +61,16 @@ DAMAGE = {
     "step_forever": (_parquet("steps.parquet", _set("duration_s", 1e300)), "steps.parquet row 1, column 'duration_s'"),
     "instance_fraction": (_parquet("steps.parquet", _set("instance", 0.5)), "steps.parquet row 1, column 'instance'"),
     "preempted_vast": (_parquet("steps.parquet", _set("preempted", 10**12)), "steps.parquet row 1, column 'preempted'"),
+    # contradictions between the files (each ran with exit status 0 and reported its numbers as the simulator's error)
+    "instance_missing": (_parquet("steps.parquet", _set("instance", 9)), "steps.parquet row 1, column 'instance'"),
+    "step_after_end": (_parquet("steps.parquet", _set("t", 1e9)), "steps.parquet row 1, column 't'"),
+    "kv_usage_five": (_parquet("steps.parquet", _set("kv_usage", 5.0)), "steps.parquet row 1, column 'kv_usage'"),
+    "requests_cut": (_parquet("requests.parquet", lambda df: df.iloc[:5]), "requests.parquet has no row for prompt"),
+    "trace_cut": (_parquet("trace.parquet", lambda df: df.iloc[:5]), "is not in trace.parquet"),
+    "prompt_empty": (_parquet("trace.parquet", _set("prompt_len", 0)), "trace.parquet row 1, column 'prompt_len'"),
+    "instances_differ": (_json("summary.json", instances=7), "summary.json says 7 instances and run.json 2"),
+    "makespan_text": (_json("summary.json", makespan_s="87"), "summary.json makespan_s must be a number, not '87'"),
+    "events_junk": (lambda run: (run / "events.parquet").write_bytes(b"junk"), "events.parquet is not a readable"),
     "sched_tokens_inf": (
         _parquet("steps.parquet", _set("sched_tokens", np.inf)),
         "steps.parquet row 1, column 'sched_tokens'",

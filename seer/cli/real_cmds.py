@@ -25,7 +25,7 @@ def cmd_model_prepare(args) -> int:
 
 def _fault_spec(flag: str, text: str | None, instances: int):
     """INSTANCE@SECONDS, checked against the number of instances."""
-    if not text:
+    if text is None:
         return None
     inst, _sep, at = text.partition("@")
     try:
@@ -69,7 +69,7 @@ def cmd_run(args) -> int:
         model=args.model,
         prompts=args.prompts,
         replay=args.replay,
-        group=8 if args.group is None else args.group,
+        group=None if args.replay else 8 if args.group is None else args.group,  # a replay has its own samples
         limit=args.limit,
         instances=args.instances,
         policy=args.policy,
@@ -119,7 +119,10 @@ def cmd_calibrate(args) -> int:
 
     terms = None
     if args.terms is not None:
-        given = [t.strip() for t in args.terms.split(",") if t.strip()]
+        given = [t.strip() for t in args.terms.split(",")]
+        if not all(given) and any(given):  # "a,,b" or "a,": a list flag names every item
+            raise SeerInputError(f"--terms {args.terms!r}: an empty item; valid: {', '.join(TERMS)}")
+        given = [t for t in given if t]
         bad = [t for t in given if t not in TERMS]
         twice = sorted({t for t in given if given.count(t) > 1})
         if not given or bad or twice:
@@ -151,7 +154,7 @@ def cmd_fidelity(args) -> int:
     from seer.fidelity import fidelity
     from seer.sim.stepfit import StepFit
 
-    model = StepFit.load(args.cost_model) if args.cost_model else None
+    model = StepFit.load(args.cost_model) if args.cost_model is not None else None
     res = fidelity(args.run_dir, model)
     if args.json:
         print_json(res)
@@ -224,7 +227,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instances", type=int_at_least(1), default=2, help="engine instances (default 2)")
     p.add_argument("--policy", default="context", help="scheduling policy, NAME[:KEY=VALUE...] (default context)")
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies")
-    p.add_argument("--max-tokens", type=int_at_least(1), default=512, help="generation cap (default 512)")
+    p.add_argument(
+        "--max-tokens",
+        type=int_at_least(1),
+        default=512,
+        help="generation cap (default 512); a --replay trace with a max_tokens column keeps its own caps",
+    )
     p.add_argument("--temperature", type=number_in(0, 100), default=0.7, help="sampling temperature (default 0.7)")
     p.add_argument("--top-p", type=number_in(0, 1, low_open=True), default=0.95, help="nucleus sampling (default 0.95)")
     p.add_argument(

@@ -27,7 +27,7 @@ from seer.fileio import atomic_dir, check_output_dir, inside, json_safe
 def load_cost_model(args):
     """`--cost-model FILE`: a step model from `seer calibrate` in place of the cluster's roofline model, loaded
     (and refused in one line) before the workload is read or generated; `priced_on` completes it."""
-    if not getattr(args, "cost_model", None):
+    if getattr(args, "cost_model", None) is None:
         return None
     from seer.sim.stepfit import StepFit
 

@@ -109,6 +109,36 @@ def check_model(name: str) -> None:
         raise SeerInputError(
             f"unknown model {name!r}: use one of {', '.join(model_names())} or a folder with config.json"
         )
+    _check_folder(Path(name))
+
+
+WEIGHTS = ("*.safetensors", "*.bin", "*.pt")  # what vLLM's default loader looks for, in its order
+
+
+def _check_folder(folder: Path) -> None:
+    """A Hugging Face model folder an engine can load: a config naming its model type, and weights whose
+    safetensors headers are whole (vLLM reports a missing or cut file in a hundred lines, after start-up)."""
+    where = folder / "config.json"
+    try:
+        cfg = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SeerInputError(f"{where}: unreadable model config ({getattr(exc, 'strerror', None) or exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise SeerInputError(f"{where}: not a Hugging Face model config (a JSON object with a model_type)")
+    files = [f for pattern in WEIGHTS for f in sorted(folder.glob(pattern)) if f.is_file()]
+    if not files:
+        raise SeerInputError(f"{folder}: no model weights ({', '.join(WEIGHTS)})")
+    from safetensors import SafetensorError, safe_open
+
+    for f in files:
+        if f.suffix == ".safetensors":
+            try:
+                with safe_open(str(f), "np"):  # reads and checks the header: it must cover the whole file
+                    pass
+            except (SafetensorError, OSError) as exc:
+                raise SeerInputError(
+                    f"{f}: damaged weights ({str(exc).splitlines()[0] if str(exc) else exc})"
+                ) from None
 
 
 def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> Path:

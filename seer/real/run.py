@@ -11,6 +11,7 @@ import numpy as np
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, json_safe
+from seer.real.checks import check_kv_blocks, check_kv_memory, check_replayable, model_vocab
 from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import check_output_cap, rollout_from_trace
 
@@ -23,7 +24,7 @@ class RunSpec:
     model: str = "smollm2"
     prompts: str | None = None  # JSONL of prompts
     replay: str | None = None  # trace to replay lengths of
-    group: int = 8
+    group: int | None = 8  # samples per prompt with --prompts (None for a replay, which has its own)
     limit: int | None = None  # first N prompts
     instances: int = 2
     policy: str = "context"
@@ -45,15 +46,13 @@ class RunSpec:
     kv_blocks: int | None = None
 
 
-def read_prompts(path: str, limit: int | None) -> list[str]:
-    """Prompt texts from a JSONL file (first of the fields question / prompt / text / problem)."""
+def read_prompts(path: str, limit: int | None) -> list[tuple[int, str]]:
+    """(line, prompt text) from a JSONL file (first of the fields question / prompt / text / problem)."""
     if not os.path.exists(path):
         raise SeerInputError(f"{path}: no such prompt file")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:  # decoded line by line: a bad byte is named by its line, past --limit unread
             texts = _prompt_texts(path, fh, limit)
-    except UnicodeDecodeError as exc:
-        raise SeerInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise SeerInputError(f"{path}: cannot read the prompt file ({exc.strerror or exc})") from None
     if not texts:
@@ -61,9 +60,13 @@ def read_prompts(path: str, limit: int | None) -> list[str]:
     return texts
 
 
-def _prompt_texts(path: str, lines, limit: int | None) -> list[str]:
+def _prompt_texts(path: str, lines, limit: int | None) -> list[tuple[int, str]]:
     texts = []
-    for n, line in enumerate(lines, 1):
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SeerInputError(f"{path}, line {n}: not UTF-8 text ({exc.reason})") from None
         if not line.strip():
             continue
         try:
@@ -73,7 +76,13 @@ def _prompt_texts(path: str, lines, limit: int | None) -> list[str]:
         text = next((row[f] for f in PROMPT_FIELDS if isinstance(row, dict) and isinstance(row.get(f), str)), None)
         if text is None:
             raise SeerInputError(f"{path}, line {n}: no string field among {', '.join(PROMPT_FIELDS)}")
-        texts.append(text)
+        try:  # a JSON escape can make a lone surrogate, which no tokenizer encodes
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SeerInputError(
+                f"{path}, line {n}: the prompt holds {exc.object[exc.start]!r}, a lone surrogate"
+            ) from None
+        texts.append((n, text))
         if limit and len(texts) >= limit:
             break
     return texts
@@ -99,7 +108,7 @@ def chat_prompt_ids(model_dir, texts: list[str]) -> tuple[list[list[int]], int]:
 
 def build_workload(spec: RunSpec, model_dir, vocab: int, source):
     """(rollout, prompts by group, replay lengths or None, stop ids). `source`: the loaded trace (replay) or
-    the prompt texts (real generation), read before the model is prepared so bad input fails fast."""
+    the (line, prompt text) pairs (real generation), read before the model is prepared so bad input fails fast."""
     if spec.replay:
         trace = source
         if spec.limit:
@@ -107,6 +116,7 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
             keep = sorted(trace["prompt_id"].unique(), key=str)[: spec.limit]
             trace = trace[trace["prompt_id"].isin(set(keep))]
         check_output_cap(trace, spec.max_tokens, spec.replay, "--max-tokens")
+        check_replayable(trace, spec)
         ro, true_len = rollout_from_trace(trace, spec.max_tokens)
         rng = np.random.default_rng(spec.seed)
         prompts = {}
@@ -124,9 +134,14 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
                 raise SeerInputError(f"{spec.replay}: prompt {pid!r}: {why}")
             prompts[gid] = rng.integers(3, vocab, size=g.prompt_len).tolist()
         return ro, prompts, true_len, ()
-    ids, eos = chat_prompt_ids(model_dir, source)
+    ids, eos = chat_prompt_ids(model_dir, [text for _line, text in source])
     ro, prompts = Rollout(), {}
     for gid, p in enumerate(ids):
+        if len(p) + spec.max_tokens > spec.max_model_len:
+            raise SeerInputError(
+                f"{spec.prompts}, line {source[gid][0]}: the prompt's {len(p):,} tokens under the chat template plus "
+                f"--max-tokens {spec.max_tokens:,} exceed --max-model-len {spec.max_model_len:,}"
+            )
         ro.add_group(Group(gid, len(p), spec.max_tokens, spec.group, prompt_ids=tuple(p)))
         prompts[gid] = p
     return ro, prompts, None, (eos,)
@@ -183,25 +198,6 @@ def speculation_settings(spec: RunSpec, traits) -> tuple[str, dict | None, objec
     raise SeerInputError("--speculation must be auto, none, ngram or group")
 
 
-def _model_vocab(model_dir) -> int:
-    """The model's vocabulary size (replayed prompts draw ids from 3 on), checked before an engine starts.
-    (Whether --max-model-len fits the model is vLLM's to say: rope scaling, the tokenizer's length and an
-    environment variable all move its limit; `host.EngineHost` turns its refusal into one line.)"""
-    where = f"{model_dir}/config.json"
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SeerInputError(f"{where}: unreadable model config ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise SeerInputError(f"{where}: not a model config (a JSON object)")
-    vocab, positions = cfg.get("vocab_size", 2048), cfg.get("max_position_embeddings")
-    if type(vocab) is not int or vocab < 4:
-        raise SeerInputError(f"{where}: vocab_size must be an integer >= 4, not {vocab!r}")
-    if positions is not None and (type(positions) is not int or positions < 1):
-        raise SeerInputError(f"{where}: max_position_embeddings must be an integer >= 1, not {positions!r}")
-    return vocab
-
-
 def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
     """The usual results plus trace.parquet, steps.parquet and run.json."""
     result.summary.update(
@@ -221,24 +217,12 @@ def _save(driver, result, spec: RunSpec, method: str, out: str) -> None:
         (tmp / "run.json").write_text(json.dumps(json_safe(vars(spec)), indent=2))
 
 
-def _check_kv_blocks(spec: RunSpec) -> None:
-    from seer.real.engine import EngineSettings
-
-    block = EngineSettings.block_size
-    if spec.kv_blocks is not None and (spec.kv_blocks - 1) * block < spec.max_model_len:
-        # vLLM keeps one block aside and refuses a cache that cannot hold one sequence of the model's length
-        raise SeerInputError(
-            f"--kv-blocks {spec.kv_blocks} ({block} tokens each) cannot hold one sequence of --max-model-len "
-            f"{spec.max_model_len}; use at least {-(-spec.max_model_len // block) + 1} blocks or a shorter length"
-        )
-
-
 def _check_inputs(spec: RunSpec, out: str) -> None:
     """What can be refused before any engine starts: the model, the KV size, the output folder."""
     from seer.real.engine import EngineSettings
 
     check_model(spec.model)
-    _check_kv_blocks(spec)
+    check_kv_blocks(spec)
     batched = max(EngineSettings.max_num_batched_tokens, spec.max_model_len)  # as `EngineSettings.engine_args`
     if spec.max_num_seqs > batched:  # vLLM refuses it when the engine is built
         raise SeerInputError(
@@ -264,7 +248,9 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     if traits.needs_oracle and not spec.replay:
         raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
     model_dir = prepare_model(spec.model)
-    ro, prompts, replay, stop = build_workload(spec, model_dir, _model_vocab(model_dir), source)
+    vocab = model_vocab(model_dir)
+    check_kv_memory(spec, model_dir)
+    ro, prompts, replay, stop = build_workload(spec, model_dir, vocab, source)
     proposers = None
     if drafter is not None:
         speculative["model"], proposers = proposer_for(drafter)
@@ -305,5 +291,14 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
         driver.shutdown()
     if (driver.completions > 1).any():
         raise RuntimeError("a sample completed more than once")
+    for flag, fault in (("--fail", spec.fail), ("--kill", spec.kill)):
+        if fault is not None and fault[0] not in result.summary["failed_instances"]:
+            import warnings
+
+            warnings.warn(
+                f"{flag} {fault[0]}@{fault[1]:g}: the rollout ended at {result.summary['makespan_s']:,.1f} s, before "
+                "the fault; no instance failed",
+                stacklevel=2,
+            )
     _save(driver, result, spec, method, out)
     return result.summary

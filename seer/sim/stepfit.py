@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from seer.errors import SeerInputError
+from seer.schema import show
 from seer.sim.costmodel import AffineDecode, nnls_relative
 
 TERMS = (
@@ -132,6 +133,8 @@ class StepFit(AffineDecode):
     @classmethod
     def load(cls, path: str) -> StepFit:
         """A model written by `seer calibrate`; one clear line on a missing file or a malformed one."""
+        if not str(path):  # open("") would say "No such file" of nothing
+            raise SeerInputError("the step model's path is empty (--cost-model '')")
         try:
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)
@@ -163,6 +166,13 @@ def _calibration_problem(table) -> str | None:
     reference medians as equally long lists of batch sizes, positive seconds and step counts."""
     if not isinstance(table, dict):
         return "must be a table"
+    for key in ("terms", "runs"):  # names, as `seer calibrate` writes them
+        names = table.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            return f"{key} must be a list of names, not {show(names)}"
+    unknown = [t for t in table.get("terms", []) if t not in TERMS]
+    if unknown:
+        return f"terms: unknown term {unknown[0]!r}; valid: {', '.join(TERMS)}"
     present = [k for k in REFERENCE if k in table]
     if not present:
         return None

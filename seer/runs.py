@@ -3,7 +3,9 @@
 Every problem is one line naming the folder and the file: a missing file, JSON that does not parse or lacks a
 field of the right type and range, a Parquet file that cannot be read or lacks a column, a measured value that is
 not a finite number >= 0 (a duration must be > 0, a count whole), a trace that breaks the schema, no request, a
-request the trace lacks or one given twice, or settings that make no policy or cluster the simulator can run.
+request the trace lacks, one given twice or one without its record, or settings that make no policy or cluster the
+simulator can run. Files that contradict each other are refused too: a step on an instance the run did not have,
+one starting after the run ended, a KV usage above 1, an empty recorded prompt, two different instance counts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
-from seer.policies import make_policy
+from seer.policies import POLICIES, make_policy
 from seer.schema import INT_LIMIT, check_types, show
 from seer.sim.cluster import ClusterConfig
 from seer.traces.io import validate_trace
@@ -229,6 +231,12 @@ def _requests(run_dir: str, trace: pd.DataFrame, makespan: tuple[float, str]) ->
 def _cluster(run_dir: str, spec: RunSettings, kv_capacity_tokens: int) -> ClusterConfig:
     """The simulated twin of the run's cluster and its policy, checked here so that nothing (`seer figures`'
     hours of work included) runs before a run the simulator cannot replay is refused."""
+    name = spec.policy.split(":", 1)[0].strip()
+    if name not in POLICIES:  # a dotted name would be imported: a data file must not make seer run code
+        raise SeerInputError(
+            f"{run_dir}: run.json names policy {name!r}, not one of seer's; seer imports no code a data file names "
+            f"(replay the run's trace with `seer simulate --trace {run_dir}/trace.parquet --policy {name}`)"
+        )
     try:
         make_policy(spec.policy, {"chunk_size": spec.chunk_size})
     except SeerInputError as exc:

@@ -337,7 +337,7 @@ CASES = [  # (arguments, words the one line must contain)
     ),
     (
         ["run", "--model", "dummy:tiny", "--replay", "plhuge.csv", "--out", "r"],
-        "prompt 7: prompt (1,000,000,000,000,000 tokens) plus output must fit",
+        "plhuge.csv, row 1: prompt_len 1,000,000,000,000,000 plus output_len",
     ),
     (["run", "--model", "dummy:tiny", "--prompts", "p.jsonl", "--out", "r"], "tokenizer"),
     (["run", "--model", "dummy:tiny", "--replay", "good.csv", "--policy", "context:nope=1", "--out", "r"], "nope"),
@@ -406,7 +406,7 @@ CASES += [
     (["trace", "convert", "mc_str.jsonl", "--from", "mooncake", "-o", "o.parquet"], "column 'input_length'"),
     (["trace", "convert", "nolen.jsonl", "--from", "jsonl", "-o", "o.parquet"], "(the file has: a)"),
     (["trace", "validate", "ts_len.parquet"], "got a datetime64"),
-    (["run", "--model", "smollm2", "--prompts", "binary.bin", "--out", "r"], "binary.bin: not UTF-8 text"),
+    (["run", "--model", "smollm2", "--prompts", "binary.bin", "--out", "r"], "binary.bin, line 1: not UTF-8 text"),
     ([*SIM, "--cost-model", "binary.bin"], "not a TOML step model"),
     ([*SIM, "--cost-model", "m_badref.toml"], "[calibration]"),
     ([*SIM, "--policy", "context:chunk_size=1:chunk_size=2"], "chunk_size is given twice"),

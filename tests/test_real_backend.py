@@ -124,6 +124,12 @@ def test_seer_run_cli_records_and_fidelity_reads_it(tmp_path):
         assert (out / name).exists()
     rec = pd.read_parquet(out / "trace.parquet")
     assert sorted(rec["output_len"]) == sorted(trace["output_len"])
+    # the samples of one prompt differ in prompt length here: each ran with its own (a prefix of the group's longest)
+    both = rec.merge(trace, on=["prompt_id", "sample_id"], suffixes=("", "_true"))
+    assert (both["prompt_len"] == both["prompt_len_true"]).all() and trace.groupby("prompt_id")[
+        "prompt_len"
+    ].nunique().max() > 1
+    assert all(len(ids) == n for ids, n in zip(rec["prompt_ids"], rec["prompt_len"]))
     assert summary["chunks"] == int(pd.read_parquet(out / "requests.parquet")["chunks"].sum()) >= len(trace)
     # each instance's timeline ends idle when its last step ends (a row holds until the next), not at its start
     tl, st = pd.read_parquet(out / "timeline.parquet"), pd.read_parquet(out / "steps.parquet")
@@ -162,7 +168,8 @@ def test_run_bad_input_is_one_line(tmp_path):
     res = run_seer(
         "run", "--model", "dummy:tiny", "--replay", str(long), "--max-model-len", "512", "--out", str(tmp_path / "o")
     )
-    assert res.returncode == 2 and "must fit the model context" in res.stderr and res.stderr.strip().count("\n") == 0
+    said = "long.csv, row 1: prompt_len 600 plus output_len 10 exceed --max-model-len 512"
+    assert res.returncode == 2 and said in res.stderr and res.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o").exists()
 
 

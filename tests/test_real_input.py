@@ -65,7 +65,6 @@ def test_a_prompt_too_long_for_the_context_is_named_by_its_line(tmp_path, capsys
 @pytest.mark.parametrize(
     "columns, said",
     [
-        ({"prompt_len": [10, 300]}, "t.parquet, row 2: prompt 0 has samples with prompt_len 10 and 300"),
         ({"output_len": [8, 250]}, "t.parquet, row 2: prompt_len 10 plus output_len 250 exceed --max-model-len 256"),
     ],
 )
@@ -162,3 +161,20 @@ def test_a_fault_after_the_rollout_ended_is_said(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["failed_instances"] == []
     assert "--fail 1@100000: the rollout ended at" in proc.stderr and "no instance failed" in proc.stderr
+
+
+def test_a_local_ray_asked_for_more_cpus_than_the_machine_has_says_so(monkeypatch):
+    import os
+
+    import ray
+
+    from seer.real import launch
+
+    started = {}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(launch, "init_ray", lambda **kwargs: started.update(kwargs))
+    cores = os.cpu_count() or 1
+    with pytest.warns(UserWarning, match=f"ask for {64 * cores} CPUs and this machine has {cores}"):
+        launch.ensure_ray(64 * cores)
+    assert started["num_cpus"] == 64 * cores

@@ -58,6 +58,8 @@ DAMAGE = {
     "chunk_negative": (_json("run.json", chunk_size=-5), "run.json: chunk_size"),
     "chunk_zero": (_json("run.json", chunk_size=0), "run.json: chunk_size"),
     "policy_unknown_param": (_json("run.json", policy="context:nonsense=3"), "run.json policy"),
+    # `this` prints the Zen of Python when imported: a data file must not make seer import (run) a module
+    "policy_imported": (_json("run.json", policy="this.X"), "run.json names policy 'this.X', not one of seer's"),
     "step_forever": (_parquet("steps.parquet", _set("duration_s", 1e300)), "steps.parquet row 1, column 'duration_s'"),
     "instance_fraction": (_parquet("steps.parquet", _set("instance", 0.5)), "steps.parquet row 1, column 'instance'"),
     "preempted_vast": (_parquet("steps.parquet", _set("preempted", 10**12)), "steps.parquet row 1, column 'preempted'"),
@@ -89,7 +91,9 @@ def _damaged(tmp_path: Path, case: str) -> Path:
 def test_fidelity_refuses_a_damaged_run_in_one_line(tmp_path, capsys, case):
     run = _damaged(tmp_path, case)
     assert main(["fidelity", str(run)]) == 2
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert captured.out == ""  # nothing ran (an imported module printing, say) before the refusal
     assert err.count("\n") == 1 and err.startswith(f"seer: error: {run}: "), err
     assert DAMAGE[case][1] in err, err
 

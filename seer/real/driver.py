@@ -40,15 +40,22 @@ def _check_options(clock: str, launch: str, kill, drafter) -> None:
         raise SeerInputError("the group drafter needs --launch inproc (it shares the driver's process)")
 
 
+def prompt_ids(prompts: dict, req) -> list[int]:
+    """A request's prompt: its group's, up to its own prompt length (a replayed trace's samples of one prompt may
+    differ in length; each then has a prefix of the group's longest, which prefix caching shares)."""
+    return prompts[req.group_id][: req.prompt_len]
+
+
 def _check_context(rollout: Rollout, prompts: dict, replay_len: dict | None, max_model_len: int) -> None:
     """Every request's prompt plus output fits the model's context (and starts with no tokens held)."""
     for req in rollout.requests.values():
         req.output_ids = []
-        need = len(prompts[req.group_id]) + (replay_len[req.request_id] if replay_len else req.max_tokens)
+        held = len(prompt_ids(prompts, req))
+        need = held + (replay_len[req.request_id] if replay_len else req.max_tokens)
         if need > max_model_len:
             pid, sid = req.key
             raise SeerInputError(
-                f"prompt {pid!r} sample {sid}: prompt ({len(prompts[req.group_id])} tokens) plus "
+                f"prompt {pid!r} sample {sid}: prompt ({held} tokens) plus "
                 f"output must fit the model context ({max_model_len}); needs {need}"
             )
 
@@ -56,8 +63,9 @@ def _check_context(rollout: Rollout, prompts: dict, replay_len: dict | None, max
 class RealDriver(ContractLoop):
     """Runs one rollout on `instances` real vLLM engines under a policy.
 
-    `prompts`: group id -> prompt token ids. `replay_len`: request id -> recorded output length (length
-    replay with `ignore_eos`), or None for real generation up to EOS / max_tokens. `fail`: (instance, seconds)
+    `prompts`: group id -> prompt token ids (each request takes its own prompt length of them). `replay_len`:
+    request id -> recorded output length (length replay with `ignore_eos`), or None for real generation up to EOS /
+    max_tokens. `fail`: (instance, seconds)
     to take an instance out mid-rollout by aborting its requests (fault injection); `kill`: (instance, seconds)
     to SIGKILL its engine's process (a real failure; needs `launch="ray"`). `launch`: "inproc" (every engine in
     this process) or "ray" (one actor per engine, `cpus`/`gpus` each; with the wall clock they step at once).
@@ -96,7 +104,7 @@ class RealDriver(ContractLoop):
         self.drafting = drafter
         if drafter is not None:
             for req in rollout.requests.values():
-                drafter.add_request(req.request_id, req.group_id, prompts[req.group_id])
+                drafter.add_request(req.request_id, req.group_id, prompt_ids(prompts, req))
         hosts = [None] * instances
         t0 = time.perf_counter()
         if launch == "ray":
@@ -130,7 +138,7 @@ class RealDriver(ContractLoop):
     # ---- helpers -------------------------------------------------------------------------------
 
     def _prompt_of(self, req) -> list[int]:
-        return self.prompts[req.group_id]
+        return prompt_ids(self.prompts, req)
 
     def _on_tokens(self, rid: int, tokens: list[int]) -> None:
         if self.drafting is not None:
@@ -354,7 +362,7 @@ class RealDriver(ContractLoop):
         """The run as a trace in the project's schema (replayable in the simulator)."""
         reqs = self.rollout.requests
         order = sorted(reqs)
-        prompt = [self.prompts[reqs[i].group_id] for i in order]
+        prompt = [prompt_ids(self.prompts, reqs[i]) for i in order]
         df = pd.DataFrame(
             {
                 "prompt_id": [reqs[i].key[0] for i in order],

@@ -76,7 +76,16 @@ def ensure_ray(cpus_needed: int) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
-    kwargs = {} if address else {"num_cpus": max(cpus_needed, os.cpu_count() or 1)}
+    cores = os.cpu_count() or 1
+    if not address and cpus_needed > cores:  # a local Ray is told it has them: the engines will share the cores
+        import warnings
+
+        warnings.warn(
+            f"the engine actors ask for {cpus_needed} CPUs and this machine has {cores}: a local Ray is started with "
+            f"{cpus_needed}, and the engines share the cores (step times grow)",
+            stacklevel=2,
+        )
+    kwargs = {} if address else {"num_cpus": max(cpus_needed, cores)}
     init_ray(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
 
 

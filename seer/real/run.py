@@ -120,19 +120,20 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
         ro, true_len = rollout_from_trace(trace, spec.max_tokens)
         rng = np.random.default_rng(spec.seed)
         prompts = {}
-        for gid, g in ro.groups.items():
+        for gid in ro.groups:
             # vLLM refuses an empty prompt, and one as long as the context can never run; checked before drawing
             # its token ids (a prompt_len of 1e15 asked for petabytes)
-            if not 1 <= g.prompt_len < spec.max_model_len:
-                pid = ro.requests[ro.members[gid][0]].key[0] if ro.members.get(gid) else gid
+            lens = [ro.requests[r].prompt_len for r in ro.members[gid]]
+            if not 1 <= min(lens) <= max(lens) < spec.max_model_len:
+                pid = ro.requests[ro.members[gid][0]].key[0]
                 why = (
                     "an empty prompt (vLLM refuses it)"
-                    if g.prompt_len < 1
-                    else f"prompt ({g.prompt_len:,} tokens) plus output must fit the model context "
-                    f"({spec.max_model_len})"
+                    if min(lens) < 1
+                    else f"prompt ({max(lens):,} tokens) plus output must fit the model context ({spec.max_model_len})"
                 )
                 raise SeerInputError(f"{spec.replay}: prompt {pid!r}: {why}")
-            prompts[gid] = rng.integers(3, vocab, size=g.prompt_len).tolist()
+            # the group's longest prompt: each sample takes its own length of it (`driver.prompt_ids`)
+            prompts[gid] = rng.integers(3, vocab, size=max(lens)).tolist()
         return ro, prompts, true_len, ()
     ids, eos = chat_prompt_ids(model_dir, [text for _line, text in source])
     ro, prompts = Rollout(), {}
@@ -232,6 +233,14 @@ def _check_inputs(spec: RunSpec, out: str) -> None:
     check_output_dir(out, recording=True)  # before the rollout, not after it
 
 
+def _prepared_model(spec: RunSpec):
+    """The model's folder, prepared, and its vocabulary size, with what the model decides checked (KV memory)."""
+    model_dir = prepare_model(spec.model)
+    vocab = model_vocab(model_dir)
+    check_kv_memory(spec, model_dir)
+    return model_dir, vocab
+
+
 def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     """One real rollout as `seer run` describes it; returns its summary (results written under `out`)."""
     from seer.core import traits_of
@@ -247,9 +256,7 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
     source = read_source(spec)
     if traits.needs_oracle and not spec.replay:
         raise SeerInputError(f"policy {policy.name} needs true output lengths: run it on --replay TRACE")
-    model_dir = prepare_model(spec.model)
-    vocab = model_vocab(model_dir)
-    check_kv_memory(spec, model_dir)
+    model_dir, vocab = _prepared_model(spec)
     ro, prompts, replay, stop = build_workload(spec, model_dir, vocab, source)
     proposers = None
     if drafter is not None:
@@ -291,14 +298,19 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
         driver.shutdown()
     if (driver.completions > 1).any():
         raise RuntimeError("a sample completed more than once")
-    for flag, fault in (("--fail", spec.fail), ("--kill", spec.kill)):
-        if fault is not None and fault[0] not in result.summary["failed_instances"]:
-            import warnings
-
-            warnings.warn(
-                f"{flag} {fault[0]}@{fault[1]:g}: the rollout ended at {result.summary['makespan_s']:,.1f} s, before "
-                "the fault; no instance failed",
-                stacklevel=2,
-            )
+    _faults_that_came_late(spec, result.summary)
     _save(driver, result, spec, method, out)
     return result.summary
+
+
+def _faults_that_came_late(spec: RunSpec, summary: dict) -> None:
+    """A --fail or --kill timed after the rollout ended changed nothing: said, not left to the reader to notice."""
+    import warnings
+
+    for flag, fault in (("--fail", spec.fail), ("--kill", spec.kill)):
+        if fault is not None and fault[0] not in summary["failed_instances"]:
+            warnings.warn(
+                f"{flag} {fault[0]}@{fault[1]:g}: the rollout ended at {summary['makespan_s']:,.1f} s, before "
+                "the fault; no instance failed",
+                stacklevel=3,
+            )

@@ -21,7 +21,7 @@ import pandas as pd
 
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
-from seer.policies import POLICIES, make_policy
+from seer.policies import make_policy
 from seer.schema import INT_LIMIT, check_types, show
 from seer.sim.cluster import ClusterConfig
 from seer.traces.io import validate_trace
@@ -232,10 +232,13 @@ def _cluster(run_dir: str, spec: RunSettings, kv_capacity_tokens: int) -> Cluste
     """The simulated twin of the run's cluster and its policy, checked here so that nothing (`seer figures`'
     hours of work included) runs before a run the simulator cannot replay is refused."""
     name = spec.policy.split(":", 1)[0].strip()
-    if name not in POLICIES:  # a dotted name would be imported: a data file must not make seer run code
+    if (
+        "." in name
+    ):  # registered names have no dots: this one would be imported: a data file must not make seer run code
         raise SeerInputError(
-            f"{run_dir}: run.json names policy {name!r}, not one of seer's; seer imports no code a data file names "
-            f"(replay the run's trace with `seer simulate --trace {run_dir}/trace.parquet --policy {name}`)"
+            f"{run_dir}: run.json names policy {name!r}, a class to import; seer imports no code a data file names "
+            f"(replay the run's trace with `seer simulate --trace {run_dir}/trace.parquet --cluster PRESET "
+            f"--policy {name}`)"
         )
     try:
         make_policy(spec.policy, {"chunk_size": spec.chunk_size})

@@ -123,11 +123,32 @@ def load_config(path: str) -> dict:
                     raise SeerInputError(
                         f"policy {spec!r} sets {key}, which [sweep.params] sweeps; set it in one place only"
                     )
-                for v in values:
-                    policy_config(spec, **{key: v})
+                for v in values:  # its type and range (as a swept value: read only where the cell's config reads it)
+                    policy_config(spec, {key: v})
+        _check_cells(cfg)
     except SeerInputError as exc:
         raise SeerInputError(f"{path}: {exc}") from None
     return cfg
+
+
+def _check_cells(cfg: dict) -> None:
+    """What only whole cells show: a swept key that no cell's configuration reads (gamma where every listed seer's
+    speculation is adaptive, say: its cells would repeat under other labels), and a policy that cannot serve the
+    preset's groups (partial's target_groups above them), before any cell runs."""
+    from seer.experiment import check_groups
+    from seer.policies import make_policy, policy_config
+    from seer.traces.synth import preset_config
+
+    grid = cells(cfg)
+    read = {k for cell in grid for k in cell["params"]}
+    for key, values in cfg.get("params", {}).items():
+        if key not in read:
+            spec = next(s for s in cfg["policies"] if key in policy_config(s)[1].keys())
+            why = policy_config(spec, {key: values[0]})[1].ignored({key})[key]
+            raise SeerInputError(f"[sweep.params] {key}: no cell reads it ({spec}: {why})")
+    groups = {p: preset_config(p, prompts=cfg.get("prompts")).prompts for p in cfg["presets"]}  # a cell: one rollout
+    for cell in grid:
+        check_groups([make_policy(cell["policy"], **cell["params"])], groups[cell["preset"]])
 
 
 def cells(cfg: dict) -> list[dict]:
@@ -140,12 +161,25 @@ def cells(cfg: dict) -> list[dict]:
     for preset, spec in itertools.product(cfg["presets"], cfg["policies"]):
         takes = policy_keys(parse_policy_spec(spec)[0])
         keys = sorted(k for k in params if k in takes)
-        grid = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))] or [{}]
+        grid = []
+        for combo in itertools.product(*(params[k] for k in keys)):
+            read = _read(spec, dict(zip(keys, combo)))
+            if read not in grid:
+                grid.append(read)
         for seed, p in itertools.product(cfg.get("seeds", [0]), grid):
             out.append(
                 {"preset": preset, "policy": spec, "seed": int(seed), "prompts": cfg.get("prompts"), "params": p}
             )
     return out
+
+
+def _read(spec: str, params: dict) -> dict:
+    """The swept values a cell's configuration reads: one it ignores (gamma where speculation is adaptive) would
+    only repeat a cell under another label, so it is left out of the cell."""
+    from seer.policies import policy_config
+
+    ignored = policy_config(spec, params)[1].ignored(set(params))
+    return {k: v for k, v in params.items() if k not in ignored}
 
 
 def preset_fingerprint(preset: str) -> str:

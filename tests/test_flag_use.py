@@ -107,10 +107,9 @@ def test_bad_input_is_refused_before_a_preset_workload_is_generated(argv, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_a_gamma_that_adaptive_or_no_speculation_ignores_is_refused_in_python_and_in_sweeps(tmp_path):
+def test_a_gamma_that_adaptive_or_no_speculation_ignores_is_refused_in_python():
     from seer.errors import SeerInputError
     from seer.policies import SeerPolicy, make_policy
-    from seer.sweep import load_config
 
     with pytest.raises(ValueError, match="gamma is the draft length of speculation=fixed"):
         SeerPolicy(gamma=8)
@@ -119,10 +118,6 @@ def test_a_gamma_that_adaptive_or_no_speculation_ignores_is_refused_in_python_an
     assert SeerPolicy(gamma=8, speculation="fixed").max_draft_tokens == 8
     # a shared value (one set of options serving a list) applies only where it is read: not refused here
     assert make_policy("seer", {"gamma": 8}).max_draft_tokens == 8  # gamma_max: the adaptive cap
-    config = tmp_path / "s.toml"
-    config.write_text('[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["seer"]\n[sweep.params]\ngamma = [2, 8]\n')
-    with pytest.raises(SeerInputError, match="s.toml: policy seer: gamma is the draft length"):
-        load_config(str(config))
 
 
 @pytest.mark.parametrize("extra", [[], ["--preset", "qwen2-vl-72b", "--prompts", "8"]])
@@ -164,3 +159,49 @@ def test_trace_outputs_are_checked_before_any_work(out, tmp_path):
         assert proc.returncode == 2
         assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(f"seer: error: {out}"), proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet"]
+
+
+@pytest.mark.parametrize(
+    "spec, said",
+    [
+        ("seer:speculation=off:topk=4", "topk configures the drafter, and this one's speculation is off"),
+        ("seer:speculation=off:scope=own", "scope configures the drafter"),
+        (
+            "seer:speculation=fixed:gamma_max=16",
+            "gamma_max tunes MBA's adaptive budgets, and this one's speculation is fixed",
+        ),
+    ],
+)
+def test_every_setting_a_speculation_mode_never_reads_is_refused(spec, said):
+    from seer.errors import SeerInputError
+    from seer.policies import make_policy
+
+    with pytest.raises(SeerInputError, match=said):
+        make_policy(spec)
+    make_policy(spec.split(":", 2)[0] + ":" + spec.split(":", 2)[2])  # the same setting under adaptive is read
+
+
+def _sweep(tmp_path, text):
+    from seer.sweep import cells, load_config
+
+    path = tmp_path / "s.toml"
+    path.write_text('[sweep]\npresets = ["qwen2-vl-72b"]\n' + text)
+    return [(c["policy"], c["params"]) for c in cells(load_config(str(path)))]
+
+
+def test_a_swept_value_reaches_only_the_cells_that_read_it(tmp_path):
+    # gamma swept beside fixed speculation: each gamma is a cell (it was refused, checked without the speculation)
+    grid = _sweep(tmp_path, 'policies = ["seer"]\n[sweep.params]\nspeculation = ["fixed"]\ngamma = [2, 8]\n')
+    assert grid == [("seer", {"gamma": 2, "speculation": "fixed"}), ("seer", {"gamma": 8, "speculation": "fixed"})]
+    # adaptive and fixed in one sweep: the adaptive seer runs once, not once per gamma under different labels
+    grid = _sweep(tmp_path, 'policies = ["seer", "seer:speculation=fixed"]\n[sweep.params]\ngamma = [2, 8]\n')
+    assert grid == [("seer", {}), ("seer:speculation=fixed", {"gamma": 2}), ("seer:speculation=fixed", {"gamma": 8})]
+
+
+def test_a_sweep_refuses_a_value_no_cell_reads_and_a_target_no_cell_meets_before_running(tmp_path):
+    from seer.errors import SeerInputError
+
+    with pytest.raises(SeerInputError, match=r"\[sweep.params\] gamma: no cell reads it \(seer: gamma is the draft"):
+        _sweep(tmp_path, 'policies = ["seer"]\n[sweep.params]\ngamma = [2, 8]\n')
+    with pytest.raises(SeerInputError, match="target_groups=100000 is more than the 600 groups"):
+        _sweep(tmp_path, 'policies = ["verl", "partial:target_groups=100000"]\n')

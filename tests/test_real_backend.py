@@ -130,6 +130,9 @@ def test_seer_run_cli_records_and_fidelity_reads_it(tmp_path):
         "prompt_len"
     ].nunique().max() > 1
     assert all(len(ids) == n for ids, n in zip(rec["prompt_ids"], rec["prompt_len"]))
+    for _pid, g in rec.groupby("prompt_id"):  # one prompt per group: each sample's is a prefix of the longest
+        longest = max(g["prompt_ids"], key=len)
+        assert all(list(ids) == list(longest[: len(ids)]) for ids in g["prompt_ids"])
     assert summary["chunks"] == int(pd.read_parquet(out / "requests.parquet")["chunks"].sum()) >= len(trace)
     # each instance's timeline ends idle when its last step ends (a row holds until the next), not at its start
     tl, st = pd.read_parquet(out / "timeline.parquet"), pd.read_parquet(out / "steps.parquet")

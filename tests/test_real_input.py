@@ -144,7 +144,11 @@ def test_a_step_model_with_malformed_terms_is_refused(terms, said, tmp_path, cap
     run = tmp_path / "run"
     shutil.copytree(RECORDING, run)
     assert said in cli_error(capsys, "fidelity", str(run), "--cost-model", str(model))
-    assert "the step model's path is empty" in cli_error(capsys, "fidelity", str(run), "--cost-model", "")
+
+
+def test_empty_paths_are_refused_not_replaced_by_defaults(tmp_path, capsys):
+    assert "the step model's path is empty" in cli_error(capsys, "fidelity", str(RECORDING), "--cost-model", "")
+    assert "the output trace's path is empty" in cli_error(capsys, "trace", "synth", "--prompts", "2", "-o", "")
 
 
 def test_calibrate_refuses_an_empty_term(tmp_path, capsys):
@@ -160,7 +164,7 @@ def test_a_fault_after_the_rollout_ended_is_said(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["failed_instances"] == []
-    assert "--fail 1@100000: the rollout ended at" in proc.stderr and "no instance failed" in proc.stderr
+    assert "--fail 1@100000: the rollout's last step began before it; the fault was never applied" in proc.stderr
 
 
 def test_a_local_ray_asked_for_more_cpus_than_the_machine_has_says_so(monkeypatch):
@@ -178,3 +182,47 @@ def test_a_local_ray_asked_for_more_cpus_than_the_machine_has_says_so(monkeypatc
     with pytest.warns(UserWarning, match=f"ask for {64 * cores} CPUs and this machine has {cores}"):
         launch.ensure_ray(64 * cores)
     assert started["num_cpus"] == 64 * cores
+
+
+def test_a_sample_with_a_shorter_prompt_is_still_recognised_by_the_group_drafter():
+    from types import SimpleNamespace
+
+    from seer.core import DraftConfig
+    from seer.policies.speculation import GroupDrafter
+    from seer.real.drafter import proposer_for
+    from seer.real.driver import prompt_ids, register_prompts
+    from seer.traces.rollout import rollout_from_trace
+
+    trace = pd.DataFrame({"prompt_id": [0, 0], "sample_id": [0, 1], "prompt_len": [20, 12], "output_len": [5, 5]})
+    ro, _ = rollout_from_trace(trace, 16)
+    prompts = {0: list(range(3, 23))}
+    drafter = GroupDrafter(DraftConfig())
+    register_prompts(drafter, ro, prompts)
+    proposer = proposer_for(drafter)[1](SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=4)))
+    for req in ro.requests.values():
+        row = np.array(prompt_ids(prompts, req) + [7, 8, 9])  # the engine's row: the sample's prompt, then output
+        assert len(prompt_ids(prompts, req)) == req.prompt_len
+        assert proposer.group_of(row) == 0, req.prompt_len
+
+
+def test_only_shards_an_index_names_are_loaded_and_each_must_be_there(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    folder = _model_folder(tmp_path, "sharded")
+    save_file({"w": np.zeros(4, np.float32)}, str(folder / "a.safetensors"))
+    (folder / "stale.safetensors").write_bytes(b"half a download")  # vLLM loads only what the index names
+    index = {"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert "names 'b.safetensors', which is not in the folder" in cli_error(capsys, "model", "prepare", str(folder))
+    save_file({"v": np.zeros(4, np.float32)}, str(folder / "b.safetensors"))
+    from seer.real.models import check_model
+
+    check_model(str(folder))  # accepted: every named shard whole, the stale file not read
+
+
+def test_a_step_model_naming_an_unknown_term_is_refused(tmp_path, capsys):
+    model = tmp_path / "m.toml"
+    model.write_text('[coefficients]\noverhead_s = 0.01\n\n[calibration]\nterms = ["overhead_s", "per_byte_s"]\n')
+    assert "terms: unknown term 'per_byte_s'" in cli_error(
+        capsys, "fidelity", str(RECORDING), "--cost-model", str(model)
+    )

@@ -59,7 +59,8 @@ DAMAGE = {
     "chunk_zero": (_json("run.json", chunk_size=0), "run.json: chunk_size"),
     "policy_unknown_param": (_json("run.json", policy="context:nonsense=3"), "run.json policy"),
     # `this` prints the Zen of Python when imported: a data file must not make seer import (run) a module
-    "policy_imported": (_json("run.json", policy="this.X"), "run.json names policy 'this.X', not one of seer's"),
+    "policy_imported": (_json("run.json", policy="this.X"), "run.json names policy 'this.X', a class to import"),
+    "policy_unknown": (_json("run.json", policy="contxt"), "run.json policy: unknown policy 'contxt'"),
     "step_forever": (_parquet("steps.parquet", _set("duration_s", 1e300)), "steps.parquet row 1, column 'duration_s'"),
     "instance_fraction": (_parquet("steps.parquet", _set("instance", 0.5)), "steps.parquet row 1, column 'instance'"),
     "preempted_vast": (_parquet("steps.parquet", _set("preempted", 10**12)), "steps.parquet row 1, column 'preempted'"),
@@ -108,3 +109,15 @@ def test_figures_refuses_a_run_it_cannot_replay_before_drawing_anything(tmp_path
     assert main(["figures", "--run", str(run), "--out", str(tmp_path / "figs")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and DAMAGE[case][1] in err, err
+
+
+def test_a_step_starting_at_the_makespan_and_a_full_kv_cache_are_accepted(tmp_path):
+    from seer.runs import load_run
+
+    run = tmp_path / "edge"
+    shutil.copytree(RECORDING, run)
+    makespan = json.loads((run / "summary.json").read_text())["summary"]["makespan_s"]
+    steps = pd.read_parquet(run / "steps.parquet")
+    steps.loc[steps.index[-1], ["t", "duration_s", "kv_usage"]] = [makespan, 1e-6, 1.0]
+    steps.to_parquet(run / "steps.parquet", index=False)
+    assert load_run(str(run)).steps["t"].max() == makespan

@@ -47,7 +47,7 @@ def cmd_synth(args) -> int:
     from seer.traces.stats import trace_stats
     from seer.traces.synth import SynthConfig, preset_config, synthesize
 
-    out = args.out or f"{args.preset or 'synth'}.parquet"
+    out = args.out if args.out is not None else f"{args.preset or 'synth'}.parquet"  # '' is refused, not replaced
     check_trace_output(out)  # before the generator runs: its warnings would otherwise precede the error
     knobs = dict(
         prompts=args.prompts,

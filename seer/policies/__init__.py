@@ -132,7 +132,7 @@ def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[s
         raise SeerInputError(f"policy {spec}: {exc}") from None
     ignored = config.ignored(set(given) | set(own))  # shared values apply only where they are read
     if ignored:
-        raise SeerInputError(f"policy {spec}: {'; '.join(ignored)}")
+        raise SeerInputError(f"policy {spec}: {'; '.join(ignored.values())}")
     return name, config
 
 

@@ -93,11 +93,11 @@ class PolicyConfig:
         """Range violations, one phrase each (subclasses extend)."""
         return []
 
-    def ignored(self, given) -> list[str]:
+    def ignored(self, given) -> dict[str, str]:
         """Parameters among `given` (those set explicitly, not left at their defaults) that this configuration
-        never reads, one phrase each: a value that would change nothing is refused rather than run as if it had
-        not been given (subclasses extend)."""
-        return []
+        never reads, each with a phrase saying why: a value that would change nothing is refused rather than run
+        as if it had not been given (subclasses extend)."""
+        return {}
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -138,9 +138,9 @@ class ConfiguredPolicy:
                 f"valid: {', '.join(self.Config.keys())}"
             )
         self.cfg = config if config is not None else self.Config(**params)
-        ignored = self.cfg.ignored(params) if config is None else []
+        ignored = self.cfg.ignored(params) if config is None else {}
         if ignored:
-            raise ValueError(f"{self.name}: {'; '.join(ignored)}")
+            raise ValueError(f"{self.name}: {'; '.join(ignored.values())}")
         if not isinstance(self.cfg, self.Config):
             raise TypeError(f"{self.name} needs a {self.Config.__name__}, not {type(self.cfg).__name__}")
 

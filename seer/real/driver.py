@@ -46,6 +46,17 @@ def prompt_ids(prompts: dict, req) -> list[int]:
     return prompts[req.group_id][: req.prompt_len]
 
 
+def register_prompts(drafter, rollout: Rollout, prompts: dict) -> None:
+    """Every request with the group drafter. A group's index holds the prompt its samples share (the shortest of
+    their prefixes), by which the proposer recognises vLLM's rows: every sample's prompt continues it, whereas
+    the first sample's could be longer than a sibling's."""
+    least: dict[int, int] = {}
+    for req in rollout.requests.values():
+        least[req.group_id] = min(least.get(req.group_id, req.prompt_len), req.prompt_len)
+    for req in rollout.requests.values():
+        drafter.add_request(req.request_id, req.group_id, prompts[req.group_id][: least[req.group_id]])
+
+
 def _check_context(rollout: Rollout, prompts: dict, replay_len: dict | None, max_model_len: int) -> None:
     """Every request's prompt plus output fits the model's context (and starts with no tokens held)."""
     for req in rollout.requests.values():
@@ -103,8 +114,7 @@ class RealDriver(ContractLoop):
         self.provide(replay_len, self._step_profile)
         self.drafting = drafter
         if drafter is not None:
-            for req in rollout.requests.values():
-                drafter.add_request(req.request_id, req.group_id, prompt_ids(prompts, req))
+            register_prompts(drafter, rollout, prompts)
         hosts = [None] * instances
         t0 = time.perf_counter()
         if launch == "ray":

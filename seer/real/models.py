@@ -116,16 +116,20 @@ WEIGHTS = ("*.safetensors", "*.bin", "*.pt")  # what vLLM's default loader looks
 
 
 def _check_folder(folder: Path) -> None:
-    """A Hugging Face model folder an engine can load: a config naming its model type, and weights whose
-    safetensors headers are whole (vLLM reports a missing or cut file in a hundred lines, after start-up)."""
+    """A Hugging Face model folder an engine can load: a config naming its model type (or architectures), and
+    weights, every shard an index names present and every safetensors header whole (vLLM reports a missing or
+    cut file in a hundred lines, after start-up)."""
     where = folder / "config.json"
     try:
         cfg = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SeerInputError(f"{where}: unreadable model config ({getattr(exc, 'strerror', None) or exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+    named = isinstance(cfg, dict) and (
+        isinstance(cfg.get("model_type"), str) or (isinstance(cfg.get("architectures"), list) and cfg["architectures"])
+    )
+    if not named:
         raise SeerInputError(f"{where}: not a Hugging Face model config (a JSON object with a model_type)")
-    files = [f for pattern in WEIGHTS for f in sorted(folder.glob(pattern)) if f.is_file()]
+    files = _weight_files(folder)
     if not files:
         raise SeerInputError(f"{folder}: no model weights ({', '.join(WEIGHTS)})")
     from safetensors import SafetensorError, safe_open
@@ -139,6 +143,26 @@ def _check_folder(folder: Path) -> None:
                 raise SeerInputError(
                     f"{f}: damaged weights ({str(exc).splitlines()[0] if str(exc) else exc})"
                 ) from None
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The weight files vLLM would load: those a safetensors index names (each must be there), else every file of
+    the first pattern that has any."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SeerInputError(f"{index}: unreadable weight index ({type(exc).__name__})") from None
+        missing = [name for name in shards if not (folder / str(name)).is_file()]
+        if missing:
+            raise SeerInputError(f"{index}: names {missing[0]!r}, which is not in the folder (an unfinished download?)")
+        return [folder / str(name) for name in shards]
+    for pattern in WEIGHTS:
+        found = [f for f in sorted(folder.glob(pattern)) if f.is_file()]
+        if found:
+            return found
+    return []
 
 
 def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> Path:

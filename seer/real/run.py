@@ -121,17 +121,12 @@ def build_workload(spec: RunSpec, model_dir, vocab: int, source):
         rng = np.random.default_rng(spec.seed)
         prompts = {}
         for gid in ro.groups:
-            # vLLM refuses an empty prompt, and one as long as the context can never run; checked before drawing
-            # its token ids (a prompt_len of 1e15 asked for petabytes)
+            # vLLM refuses an empty prompt (a prompt past the context was refused by `check_replayable`, before a
+            # prompt_len of 1e15 could ask for petabytes here)
             lens = [ro.requests[r].prompt_len for r in ro.members[gid]]
-            if not 1 <= min(lens) <= max(lens) < spec.max_model_len:
+            if min(lens) < 1:
                 pid = ro.requests[ro.members[gid][0]].key[0]
-                why = (
-                    "an empty prompt (vLLM refuses it)"
-                    if min(lens) < 1
-                    else f"prompt ({max(lens):,} tokens) plus output must fit the model context ({spec.max_model_len})"
-                )
-                raise SeerInputError(f"{spec.replay}: prompt {pid!r}: {why}")
+                raise SeerInputError(f"{spec.replay}: prompt {pid!r}: an empty prompt (vLLM refuses it)")
             # the group's longest prompt: each sample takes its own length of it (`driver.prompt_ids`)
             prompts[gid] = rng.integers(3, vocab, size=max(lens)).tolist()
         return ro, prompts, true_len, ()
@@ -298,19 +293,19 @@ def run_rollout(spec: RunSpec, out: str, progress: bool | None = None) -> dict:
         driver.shutdown()
     if (driver.completions > 1).any():
         raise RuntimeError("a sample completed more than once")
-    _faults_that_came_late(spec, result.summary)
+    _faults_that_came_late(driver)
     _save(driver, result, spec, method, out)
     return result.summary
 
 
-def _faults_that_came_late(spec: RunSpec, summary: dict) -> None:
-    """A --fail or --kill timed after the rollout ended changed nothing: said, not left to the reader to notice."""
+def _faults_that_came_late(driver) -> None:
+    """A --fail or --kill the driver never applied (timed after the last step) changed nothing: said, not left to
+    the reader to notice."""
     import warnings
 
-    for flag, fault in (("--fail", spec.fail), ("--kill", spec.kill)):
-        if fault is not None and fault[0] not in summary["failed_instances"]:
-            warnings.warn(
-                f"{flag} {fault[0]}@{fault[1]:g}: the rollout ended at {summary['makespan_s']:,.1f} s, before "
-                "the fault; no instance failed",
-                stacklevel=3,
-            )
+    for when, instance, kill in driver.faults:
+        warnings.warn(
+            f"{'--kill' if kill else '--fail'} {instance}@{when:g}: the rollout's last step began before it; the "
+            "fault was never applied",
+            stacklevel=3,
+        )

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seer.errors import TraceError
+from seer.errors import SeerInputError, TraceError
 from seer.fileio import atomic_path, check_writable
 from seer.traces.schema import (
     FLOAT_COLUMNS,
@@ -305,6 +305,8 @@ def check_trace_output(path: str | os.PathLike) -> str:
     """Refuse, before any work, a trace output `save_trace` could not write: an unknown extension, an existing
     folder, or a place nothing can be written to. Returns the format."""
     path = str(path)
+    if not path:
+        raise SeerInputError("the output trace's path is empty (-o '')")
     fmt = format_of(path)
     if fmt is None:
         raise TraceError(path, "unknown output format: use .parquet, .csv or .jsonl")

@@ -31,6 +31,8 @@ from seer.policies.context import ContextConfig, ContextPolicy
 from seer.policies.speculation.mba import BENEFITS, AcceptanceStats, mba
 
 MODES = ("adaptive", "fixed", "off")
+MBA_KEYS = ("gamma_max", "lam", "benefit", "draft_time_s", "prior_alpha")  # read only by adaptive budgets
+DRAFT_KEYS = ("scope", "topk", "min_prob", "max_match", "min_match")  # the drafter's: read unless speculation is off
 MAX_GAMMA = 64  # draft tokens per step: as many positions as the simulator's statistics count (SPEC_POSITIONS)
 
 
@@ -67,13 +69,19 @@ class SeerConfig(ContextConfig):
                 out.append(str(exc))
         return out
 
-    def ignored(self, given) -> list[str]:
+    def ignored(self, given) -> dict[str, str]:
         out = super().ignored(given)
-        if "gamma" in given and self.speculation != "fixed":  # adaptive budgets come from MBA (gamma_max)
-            out.append(
-                f"gamma is the draft length of speculation=fixed, and this one's speculation is {self.speculation} "
-                "(set speculation=fixed)"
-            )
+        mode = self.speculation
+        for key in sorted(given):
+            if key == "gamma" and mode != "fixed":  # adaptive budgets come from MBA (gamma_max)
+                out[key] = (
+                    f"gamma is the draft length of speculation=fixed, and this one's speculation is {mode} "
+                    "(set speculation=fixed)"
+                )
+            elif key in MBA_KEYS and mode != "adaptive":
+                out[key] = f"{key} tunes MBA's adaptive budgets, and this one's speculation is {mode}"
+            elif key in DRAFT_KEYS and mode == "off":
+                out[key] = f"{key} configures the drafter, and this one's speculation is off (nothing drafts)"
         return out
 
     def draft_config(self) -> DraftConfig:

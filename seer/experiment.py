@@ -75,6 +75,8 @@ class Setup:
     ) -> "Setup":
         """A trace (a file or a frame) on a cluster preset name, TOML path or config; `spec_seed` seeds the
         parametric acceptance draws when the trace has no output token ids."""
+        if not isinstance(cluster, (ClusterConfig, str, os.PathLike)):
+            raise SeerInputError(f"cluster must be a preset name, a TOML path or a ClusterConfig, not {cluster!r:.60}")
         if not isinstance(cluster, ClusterConfig):  # the small input first: a bad one fails before a big read
             cluster = load_cluster(cluster, instances=instances)
         elif instances is not None:
@@ -86,8 +88,13 @@ class Setup:
             source = str(trace)
             trace = load_trace(trace)
             check_output_cap(trace, cluster.max_tokens, source, "the cluster's cap")
-        else:
+        else:  # a frame is held to the schema a file is (duplicate keys, NaN ids, fractional lengths ran silently)
+            from seer.traces.io import validate_trace
+
             source = None
+            label = f"trace frame {name!r}" if name else "the trace frame"
+            trace = validate_trace(trace, label)
+            check_output_cap(trace, cluster.max_tokens, label, "the cluster's cap")
         return cls(trace, cluster, name or "trace", source=source, spec_seed=spec_seed)
 
     def with_trace(self, trace: pd.DataFrame) -> "Setup":
@@ -110,6 +117,8 @@ def run(
 ) -> RolloutResult:
     """Simulate one rollout of the setup under a policy (a fresh object per spec); `spec_seed` (default: the
     setup's) seeds the parametric acceptance draws. The result's config records the workload."""
+    if shared and not isinstance(policy, str):
+        raise SeerInputError("shared parameters configure a policy spec (NAME:KEY=VALUE), not a policy object")
     if spec_seed is not None:
         setup = dataclasses.replace(setup, spec_seed=spec_seed)
     result = simulate(

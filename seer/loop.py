@@ -272,9 +272,21 @@ class ContractLoop:
             elif isinstance(action, SetSpeculation):
                 if self.traits.drafter is None:
                     raise PolicyError(f"{self.policy.name}: set speculation budgets, but its traits declare no drafter")
+                self._check_budgets(action)
                 self._engine(action.instance, "set speculation on").set_speculation(action.budgets, action.default)
             else:
                 raise PolicyError(f"{self.policy.name}: unknown action {action!r}")
+
+    def _check_budgets(self, action: SetSpeculation) -> None:
+        """Draft budgets are whole tokens from 0 to the traits' max_draft_tokens (a larger one would outrun the
+        engines' lookahead and make the makespan bound, which assumes at most that, no bound)."""
+        top = self.traits.max_draft_tokens
+        for value in (action.default, *dict(action.budgets).values()):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= top:
+                raise PolicyError(
+                    f"{self.policy.name}: set a draft budget of {value!r}; budgets are integers from 0 to its traits' "
+                    f"max_draft_tokens ({top})"
+                )
 
     def _mark(self, action) -> None:
         if self.changes is None:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, json_safe
 
 SUMMARY_KEYS = (
@@ -80,16 +81,37 @@ class RolloutResult:
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "RolloutResult":
-        with open(os.path.join(out_dir, "summary.json")) as fh:
-            meta = json.load(fh)
+        """A result folder written by `save`; a missing or unreadable file is named in one line (SeerInputError)."""
+        path = os.path.join(out_dir, "summary.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise SeerInputError(
+                f"{path}: not a readable result summary ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("summary"), dict):
+            raise SeerInputError(f"{path}: no summary table (not written by seer?)")
         events = os.path.join(out_dir, "events.parquet")
         return cls(
-            pd.read_parquet(os.path.join(out_dir, "requests.parquet")),
-            pd.read_parquet(os.path.join(out_dir, "timeline.parquet")),
+            _table(out_dir, "requests.parquet", ("request_id", "finish_s")),
+            _table(out_dir, "timeline.parquet", ("instance", "t")),
             meta["summary"],
             meta.get("config", {}),
-            pd.read_parquet(events) if os.path.exists(events) else pd.DataFrame(),
+            _table(out_dir, "events.parquet", ()) if os.path.exists(events) else pd.DataFrame(),
         )
+
+
+def _table(out_dir, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    path = os.path.join(out_dir, name)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a missing or bad file
+        raise SeerInputError(f"{path}: not a readable result table ({type(exc).__name__})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SeerInputError(f"{path}: lacks column(s) {', '.join(missing)} (another table copied over it?)")
+    return df
 
 
 EVENT_COLUMNS = ["t", "instance", "kind", "request_id"]

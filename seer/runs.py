@@ -287,6 +287,8 @@ def load_run(run_dir: str) -> RecordedRun:
             _parquet(run_dir, name, ())
     try:
         result = RolloutResult.load(run_dir)
+    except SeerInputError as exc:
+        raise SeerInputError(f"{run_dir}: {exc}") from None
     except (KeyError, ValueError, OSError) as exc:
         raise SeerInputError(f"{run_dir}: unreadable results ({type(exc).__name__})") from None
     cluster = _cluster(run_dir, spec, summary["kv_capacity_tokens"])

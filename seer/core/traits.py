@@ -34,6 +34,12 @@ class DraftConfig:
     max_cached: int = 10_000  # finished responses kept for scope "global"
 
     def __post_init__(self):
+        for key in ("max_match", "min_match", "topk", "max_occurrences", "max_cached"):
+            value = getattr(self, key)
+            if type(value) is not int:
+                raise ValueError(f"{key} must be an integer, not {value!r}")
+        if isinstance(self.min_prob, bool) or not isinstance(self.min_prob, (int, float)):
+            raise ValueError(f"min_prob must be a number, not {self.min_prob!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
         if self.topk < 1 or self.min_match < 1 or self.max_match < self.min_match:
@@ -75,8 +81,13 @@ class PolicyTraits:
     over_issue: float = 1.0
 
     def __post_init__(self):
-        if self.tick_s is not None and not (isinstance(self.tick_s, (int, float)) and 0 < self.tick_s < math.inf):
-            raise ValueError(f"PolicyTraits: tick_s must be None or a positive number of seconds, not {self.tick_s!r}")
+        # a tick is an event: below a millisecond a rollout of minutes becomes hours of ticks (as SeerConfig bounds it)
+        if self.tick_s is not None and not (isinstance(self.tick_s, (int, float)) and 0.001 <= self.tick_s < math.inf):
+            raise ValueError(f"PolicyTraits: tick_s must be None or a number of seconds >= 0.001, not {self.tick_s!r}")
+        if type(self.max_draft_tokens) is not int or not 0 <= self.max_draft_tokens <= 64:
+            raise ValueError(
+                f"PolicyTraits: max_draft_tokens must be an integer from 0 to 64, not {self.max_draft_tokens!r}"
+            )
         if not (isinstance(self.over_issue, (int, float)) and 1 <= self.over_issue < math.inf):
             raise ValueError(f"PolicyTraits: over_issue must be a number >= 1, not {self.over_issue!r}")
 

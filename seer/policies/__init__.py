@@ -123,6 +123,14 @@ def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[s
     given = {k: v for k, v in params.items() if v is not None}
     check_params(name, given)
     check_params(name, own)
+    if shared:  # a key no policy takes is a typo, which the command line's flags cannot make (from Python it can)
+        known = keys.union(*(c.Config.keys() for c, _ in POLICIES.values()))
+        unknown = sorted(k for k in shared if k not in known)
+        if unknown:
+            raise SeerInputError(
+                f"shared parameter(s) {', '.join(map(repr, unknown))} of no policy; `seer policies NAME` lists each "
+                "policy's"
+            )
     merged = {k: v for k, v in (shared or {}).items() if v is not None and k in keys}
     merged.update(given)
     merged.update(own)

@@ -143,15 +143,16 @@ class SimDriver(ContractLoop):
         group_of = {rid: r.group_id for rid, r in self.rollout.requests.items()}
         if not _token_lists(trace, "output_ids"):
             acc = ParametricAcceptance(group_of, seed=seed, scope=config.scope)
+            default = DraftConfig()  # every drafter setting but scope own/other is a property of real drafts
             ignored = [
-                x
-                for x, on in ((f"topk={config.topk}", config.topk > 1), ("scope=global", config.scope == "global"))
-                if on
-            ]
+                f"{k}={getattr(config, k)}"
+                for k in ("topk", "min_prob", "max_match", "min_match", "max_occurrences")
+                if getattr(config, k) != getattr(default, k)
+            ] + (["scope=global"] if config.scope == "global" else [])
             if ignored:  # said, not silent: a sweep over them would return the same cells
                 note = (
                     f"{' and '.join(ignored)} not modelled without output_ids (the parametric model tells only scope "
-                    "own from the others): these results are those of topk=1, scope=group"
+                    "own from the others): these results are those of the drafter's defaults, scope group"
                 )
                 warnings.warn(note, stacklevel=2)
                 acc.label += f"; {note}"

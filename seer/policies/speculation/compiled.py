@@ -131,12 +131,37 @@ class CompiledSuffixIndex(HeapStore):
         """The buffered appends, `context` and `tail` (max_depth .. cap) as one kernel command (see the module
         docstring); empties the buffer. Returns (command, number of appends)."""
         cmd, n_seg = self._pend, len(self._segs) // 2
+        n_pend = len(cmd)
         cmd += context
         cmd += self._segs
         cmd += tail
         cmd += (n_seg, len(context))
+        try:
+            packed = pack(cmd)
+        except ValueError:
+            del cmd[n_pend:]  # the buffer as it was: the valid appends stay, only a bad one is dropped
+            self._drop_bad_appends()
+            raise
         self._pend, self._segs = [], []
-        return pack(cmd), n_seg
+        return packed, n_seg
+
+    def _drop_bad_appends(self) -> None:
+        """Keep the buffered appends that are int64 tokens; raise ValueError naming the sequence of the first that
+        is not (appends are checked only here, off the per-token path; the caller's own context may be at fault)."""
+        kept, segs, bad, at = [], [], None, 0
+        for s, n in zip(self._segs[0::2], self._segs[1::2]):
+            part, at = self._pend[at : at + n], at + n
+            try:
+                pack(part)
+            except ValueError as exc:
+                bad = bad or (s, exc)
+                continue
+            kept += part
+            segs += (s, n)
+        self._pend, self._segs = kept, segs
+        if bad is not None:
+            sid = list(self._slot)[bad[0]]
+            raise ValueError(f"tokens appended to sequence {sid} were dropped: {bad[1]}") from None
 
     def _flush(self) -> None:
         if self._segs:
@@ -277,7 +302,13 @@ class CompiledSuffixIndex(HeapStore):
             try:  # `pack`, inline: a command of an uncached length, or of ids no int64, goes through it
                 cmd = packers[len(cmd)](*cmd)
             except (KeyError, struct.error):
-                cmd = pack(cmd)
+                try:
+                    cmd = pack(cmd)
+                except ValueError:  # the buffer back as it was, less a bad append (or the context is at fault)
+                    del cmd[len(cmd) - len(ctx) - len(segs) - len(tail) - 2 :]
+                    self._pend, self._segs = cmd, segs
+                    self._drop_bad_appends()
+                    raise
             done, need, m, n, toks, probs = kernel(self._heap, cmd, min_prob)
             if need:
                 m, n, toks, probs = self._grown(cmd, n_seg, ctx, tail, min_prob, done, need)

@@ -18,7 +18,7 @@ import numpy as np
 
 from seer.core.traits import SCOPES, DraftConfig
 from seer.policies.speculation.compiled import CompiledSuffixIndex, make_index
-from seer.policies.speculation.heap import occurrence_cap
+from seer.policies.speculation.heap import ints, occurrence_cap
 from seer.policies.speculation.row_kernels import replay_kernel
 from seer.policies.speculation.suffix import EMPTY, Draft, SuffixIndex
 
@@ -28,12 +28,22 @@ __all__ = ["SCOPES", "DraftConfig", "GroupDrafter"]
 _PROMPT_SID = 0
 
 
+MAX_DEPTH = 1 << 12  # a draft's tokens: the kernels size their work by it (engines ask for at most 64)
+
+
+def _check_depth(max_depth: int) -> None:
+    if max_depth > MAX_DEPTH:
+        raise ValueError(f"max_depth must be at most {MAX_DEPTH:,} draft tokens, not {max_depth:,}")
+
+
 class GroupDrafter:
     """Per-group suffix indexes with incremental appends (a request's tokens extend only its own path).
 
     `compiled` (default) uses the numba-compiled index; False the pure-Python reference, same drafts."""
 
     def __init__(self, config: DraftConfig = DraftConfig(), compiled: bool = True):
+        if not isinstance(config, DraftConfig):
+            raise TypeError(f"GroupDrafter needs a DraftConfig, not {type(config).__name__}")
         self.config = config
         self.compiled = compiled
         self._prompts: dict[int, tuple[int, ...]] = {}
@@ -62,10 +72,14 @@ class GroupDrafter:
 
     def add_request(self, request_id: int, group_id: int, prompt_ids: Sequence[int] | None = None) -> None:
         """Register a request (its group's prompt, when known, is indexed once)."""
+        if request_id < 0:  # sequence ids are request ids + 1, and 0 is the prompt's
+            raise ValueError(f"request ids are integers >= 0, not {request_id!r}")
         if request_id in self._where:
+            if self._group_of[request_id] != group_id:
+                raise ValueError(f"request {request_id} is registered in group {self._group_of[request_id]}")
             return
         if group_id not in self._prompts:
-            self._prompts[group_id] = tuple(prompt_ids or ())
+            self._prompts[group_id] = tuple(ints(prompt_ids)) if prompt_ids is not None else ()
         if self.config.scope == "own":
             key = ("request", request_id)
             self._index[key] = self._new_index(self._prompts[group_id])
@@ -125,6 +139,7 @@ class GroupDrafter:
         idx = self._index.get(("group", group_id))
         if idx is None or max_depth <= 0:
             return EMPTY
+        _check_depth(max_depth)
         return idx.draft(context, max_depth, max_tokens, *self._args)
 
     def propose(self, request_id: int, context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
@@ -132,6 +147,7 @@ class GroupDrafter:
         `max_match` tokens) is `context`."""
         if max_depth <= 0:
             return EMPTY
+        _check_depth(max_depth)
         best = self._where[request_id][3](context, max_depth, max_tokens)
         if self._global_draft is not None:
             other = self._global_draft(context, max_depth, max_tokens)
@@ -147,6 +163,8 @@ class GroupDrafter:
         max_tokens: Sequence[int] | None = None,
     ) -> list[Draft]:
         """`propose` for the many rows of one step (one kernel call per index); equal to calling it row by row."""
+        if not len(request_ids) == len(contexts) == len(max_depths):
+            raise ValueError("request_ids, contexts and max_depths must be as long as each other")
         keys = [self._where[rid][0] for rid in request_ids]
         drafts = self._by_index(keys, contexts, max_depths, max_tokens)
         if self._global is not None:
@@ -162,6 +180,8 @@ class GroupDrafter:
         max_tokens: Sequence[int] | None = None,
     ) -> list[Draft]:
         """`propose_group` for many rows; equal to calling it row by row."""
+        if not len(group_ids) == len(contexts) == len(max_depths):
+            raise ValueError("group_ids, contexts and max_depths must be as long as each other")
         return self._by_index([("group", g) for g in group_ids], contexts, max_depths, max_tokens)
 
     def replay(

@@ -1,0 +1,140 @@
+"""The Python API given bad input, as a notebook would give it: one clear error naming what is wrong, before any
+work (each case ran silently wrong, or ended deep in pandas, numpy or simpy, before these checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from seer.core import Dispatch, DraftConfig, PolicyTraits, RolloutStarted, SetSpeculation
+from seer.errors import SeerInputError, TraceError
+from seer.experiment import Setup, run
+from seer.loop import PolicyError
+from seer.policies.speculation import GroupDrafter
+
+COLUMNS = ["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]
+
+
+@pytest.fixture(scope="module")
+def frame():
+    trace = pd.read_parquet(ROOT / "seer" / "data" / "gsm8k_smollm2.parquet")
+    return trace[trace["prompt_id"].isin(sorted(trace["prompt_id"].unique())[:3])][COLUMNS].reset_index(drop=True)
+
+
+def _setup(df):
+    return Setup.from_trace(df, "qwen2-vl-72b", instances=2)
+
+
+@pytest.mark.parametrize(
+    "column, row, value, said",
+    [
+        ("sample_id", 1, 0, "duplicate"),  # two rows of one (prompt, sample): both ran
+        ("prompt_id", 1, np.nan, "prompt_id"),  # the row was dropped: 23 requests of 24
+        ("sample_id", 1, 0.2, "sample_id"),  # truncated to 0
+        ("output_len", 1, -5, "output_len"),  # ran as one token
+        ("output_len", 1, 10.7, "output_len"),  # ran as 10
+        ("prompt_len", 1, -100, "prompt_len"),
+    ],
+)
+def test_a_trace_frame_is_held_to_the_schema_a_file_is(frame, column, row, value, said):
+    df = frame.copy()
+    if isinstance(value, float) and not np.isnan(value):
+        df[column] = df[column].astype(float)
+    df.loc[row, column] = value
+    with pytest.raises(TraceError, match=said) as got:
+        _setup(df)
+    assert str(got.value).startswith("the trace frame")
+
+
+def test_a_cluster_of_the_wrong_type_is_named(frame):
+    with pytest.raises(SeerInputError, match="cluster must be a preset name, a TOML path or a ClusterConfig"):
+        Setup.from_trace(frame, None)
+
+
+class _Budgets:
+    """Dispatches everything at once and sets a draft budget its traits do not allow."""
+
+    name = "budgets"
+    traits = PolicyTraits(drafter=DraftConfig())
+
+    def __init__(self, budget):
+        self.budget = budget
+
+    def on_event(self, event, view):
+        if not isinstance(event, RolloutStarted):
+            return []
+        out = [SetSpeculation(0, {}, self.budget)]
+        return out + [Dispatch(rid, 0, view.requests[rid].remaining_budget) for rid in view.requests]
+
+
+@pytest.mark.parametrize("budget", [8, -3, 2.5])
+def test_draft_budgets_beyond_the_traits_are_a_contract_error(frame, budget):
+    # 8 above max_draft_tokens 0 gave a makespan below its own lower bound (efficiency 1.77); -3 became 0
+    with pytest.raises(PolicyError, match="budgets are integers from 0 to its traits' max_draft_tokens"):
+        run(_setup(frame), _Budgets(budget))
+
+
+def test_traits_refuse_a_tick_below_a_millisecond_and_a_negative_draft_cap():
+    with pytest.raises(ValueError, match="tick_s must be None or a number of seconds >= 0.001"):
+        PolicyTraits(tick_s=1e-9)  # measured: hours of ticks for a rollout of seconds
+    with pytest.raises(ValueError, match="max_draft_tokens must be an integer from 0 to 64"):
+        PolicyTraits(max_draft_tokens=-1)
+
+
+def test_shared_parameters_of_no_policy_or_for_an_object_are_refused(frame):
+    from seer.experiment import compare
+    from seer.policies import make_policy
+
+    setup = _setup(frame)
+    with pytest.raises(SeerInputError, match="shared parameter\\(s\\) 'chunk_sise' of no policy"):
+        compare(setup, ["verl", "context"], shared={"chunk_sise": 4})
+    with pytest.raises(SeerInputError, match="not a policy object"):
+        run(setup, make_policy("verl"), shared={"chunk_size": 4})
+
+
+def test_drafter_settings_a_length_only_trace_cannot_show_are_said(frame):
+    with pytest.warns(UserWarning, match="min_prob=0.99 and max_match=1 not modelled without output_ids"):
+        run(_setup(frame), "seer:max_match=1:min_prob=0.99")
+
+
+def test_a_bad_append_is_named_and_only_it_is_dropped():
+    g = GroupDrafter()
+    g.add_request(0, 0)
+    g.add_request(1, 0)
+    g.append(0, [4, 5, 6, 4, 5])
+    g.append(1, [7, 8, 2.5])  # checked when the appends are applied, off the per-token path
+    with pytest.raises(ValueError, match="tokens appended to sequence 2 were dropped"):
+        g.propose(0, [4, 5], 4)
+    assert g.tokens(0) == [4, 5, 6, 4, 5]  # the valid appends were lost with the bad one
+    assert list(g.propose(0, [4, 5], 4).tokens[:1]) == [6]
+
+
+def test_drafter_usage_errors_are_plain():
+    g = GroupDrafter()
+    with pytest.raises(ValueError, match="request ids are integers >= 0"):
+        g.add_request(-1, 0, [9, 9, 9])  # its sequence id would have been the prompt's
+    g.add_request(0, 0, np.array([9, 9, 9]))  # token lists of a validated trace are arrays
+    with pytest.raises(ValueError, match="request 0 is registered in group 0"):
+        g.add_request(0, 7)
+    with pytest.raises(ValueError, match="as long as each other"):
+        g.propose_group_batch([0, 0], [[4]], [4])
+    with pytest.raises(ValueError, match="max_depth must be at most"):
+        g.propose(0, [9], 10**9)  # a 64 GiB allocation
+    with pytest.raises(TypeError, match="needs a DraftConfig"):
+        GroupDrafter(None)
+    with pytest.raises(ValueError, match="topk must be an integer"):
+        DraftConfig(topk=1.5)
+
+
+def test_a_result_folder_that_is_not_one_is_named(tmp_path, frame):
+    from seer.metrics import RolloutResult
+
+    with pytest.raises(SeerInputError, match="summary.json: not a readable result summary"):
+        RolloutResult.load(tmp_path)
+    res = run(_setup(frame), "verl")
+    res.save(tmp_path / "r")
+    (tmp_path / "r" / "requests.parquet").write_bytes((tmp_path / "r" / "timeline.parquet").read_bytes())
+    with pytest.raises(SeerInputError, match="requests.parquet: lacks column\\(s\\) request_id"):
+        RolloutResult.load(tmp_path / "r")

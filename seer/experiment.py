@@ -119,6 +119,8 @@ def run(
     setup's) seeds the parametric acceptance draws. The result's config records the workload."""
     if shared and not isinstance(policy, str):
         raise SeerInputError("shared parameters configure a policy spec (NAME:KEY=VALUE), not a policy object")
+    if spec_seed is not None and (type(spec_seed) is not int or spec_seed < 0):
+        raise SeerInputError(f"spec_seed must be an integer >= 0, not {spec_seed!r}")
     if spec_seed is not None:
         setup = dataclasses.replace(setup, spec_seed=spec_seed)
     result = simulate(
@@ -173,6 +175,8 @@ def compare(
 ) -> tuple[list[dict], dict[str, RolloutResult]]:
     """Every policy on the same setup: (comparison rows, results by spec, or by name for a policy object).
     Specs are checked before any runs; a name given twice is refused (its results would overwrite)."""
+    if isinstance(specs, str) or not isinstance(specs, Sequence):  # a string would be compared letter by letter
+        raise SeerInputError(f"compare takes a list of policies, not {specs!r:.60}")
     specs = list(specs)
     if not specs:
         raise SeerInputError("no policies to compare")
@@ -198,8 +202,10 @@ def run_iterations(
     """
     if setup.synth is None:
         raise SeerInputError("iterations need a synthetic setup (each iteration draws fresh groups from its generator)")
-    if iterations < 1:
-        raise SeerInputError("iterations must be >= 1")
+    if type(iterations) is not int or iterations < 1:
+        raise SeerInputError(f"iterations must be an integer >= 1, not {iterations!r}")
+    if not isinstance(spec, str):  # each iteration makes a fresh policy from the spec
+        raise SeerInputError(f"run_iterations takes a policy spec (NAME:KEY=VALUE), not {type(spec).__name__}")
     cfg, n = setup.synth, setup.synth.prompts
     shared = {**(shared or {}), "target_groups": n}
     carrier = _Carry()

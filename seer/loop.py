@@ -305,6 +305,9 @@ class ContractLoop:
         return self.engines[i]
 
     def _dispatch(self, action: Dispatch) -> None:
+        for what, value in (("instance", action.instance), ("max_new_tokens", action.max_new_tokens)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # 2.5 tokens was floored
+                raise PolicyError(f"{self.policy.name}: dispatched request {action.request_id} with {what} {value!r}")
         engine = self._engine(action.instance, f"dispatched request {action.request_id} to")
         if not engine.alive:
             raise PolicyError(

@@ -138,3 +138,40 @@ def test_a_result_folder_that_is_not_one_is_named(tmp_path, frame):
     (tmp_path / "r" / "requests.parquet").write_bytes((tmp_path / "r" / "timeline.parquet").read_bytes())
     with pytest.raises(SeerInputError, match="requests.parquet: lacks column\\(s\\) request_id"):
         RolloutResult.load(tmp_path / "r")
+
+
+class _Fractional:
+    """Dispatches with a budget of 2.5 tokens (it was floored to 2)."""
+
+    name = "fractional"
+
+    def on_event(self, event, view):
+        if not isinstance(event, RolloutStarted):
+            return []
+        return [Dispatch(rid, 0, 2.5) for rid in view.requests]
+
+
+def test_arguments_of_the_wrong_kind_are_named(frame):
+    from seer.experiment import compare, run_iterations
+    from seer.fidelity import calibrate
+    from seer.traces.synth import SynthConfig
+
+    setup = _setup(frame)
+    with pytest.raises(SeerInputError, match="compare takes a list of policies, not 'verl'"):
+        compare(setup, "verl")  # compared letter by letter: "unknown policy 'v'"
+    preset = Setup.from_preset("qwen2-vl-72b", prompts=4)
+    with pytest.raises(SeerInputError, match="iterations must be an integer >= 1, not 2.5"):
+        run_iterations(preset, "verl", iterations=2.5)
+    with pytest.raises(SeerInputError, match="takes a policy spec"):
+        run_iterations(preset, _Budgets(0))
+    with pytest.raises(SeerInputError, match="spec_seed must be an integer >= 0"):
+        run(setup, "seer", spec_seed=-1)
+    with pytest.raises(SeerInputError, match="seed must be >= 0"):
+        SynthConfig(seed=-1).check()
+    run_dir = str(ROOT / "benchmarks" / "data" / "fidelity" / "kv-verl-2i")
+    with pytest.raises(SeerInputError, match="takes a list of run folders"):
+        calibrate(run_dir)
+    with pytest.raises(SeerInputError, match="unknown term 'nope'"):
+        calibrate([run_dir], terms=["nope"])
+    with pytest.raises(PolicyError, match="with max_new_tokens 2.5"):
+        run(setup, _Fractional())

@@ -43,6 +43,8 @@ class SynthConfig:
             raise SeerInputError("synth: " + "; ".join(problems))
         if self.prompts < 1:
             problems.append("prompts must be >= 1")
+        if self.seed < 0:  # numpy's generators take none below 0
+            problems.append("seed must be >= 0")
         if self.group_size < 2:
             problems.append("group_size must be >= 2 (a group is several samples of one prompt)")
         if self.prompts * self.group_size > MAX_SAMPLES:

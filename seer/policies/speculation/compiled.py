@@ -130,20 +130,24 @@ class CompiledSuffixIndex(HeapStore):
     def _command(self, context: list, tail: tuple) -> tuple[bytes, int]:
         """The buffered appends, `context` and `tail` (max_depth .. cap) as one kernel command (see the module
         docstring); empties the buffer. Returns (command, number of appends)."""
-        cmd, n_seg = self._pend, len(self._segs) // 2
-        n_pend = len(cmd)
+        cmd, segs, n_seg = self._pend, self._segs, len(self._segs) // 2
         cmd += context
-        cmd += self._segs
+        cmd += segs
         cmd += tail
         cmd += (n_seg, len(context))
+        self._pend, self._segs = [], []
+        return self._packed(cmd, len(context) + len(segs) + len(tail) + 2, segs), n_seg
+
+    def _packed(self, cmd: list, own: int, segs: list) -> bytes:
+        """`pack(cmd)`, whose buffered appends precede the caller's `own` last words. When it fails, the buffer is
+        put back as it was, less a bad append (the valid ones stay; or the caller's words are at fault)."""
         try:
-            packed = pack(cmd)
+            return pack(cmd)
         except ValueError:
-            del cmd[n_pend:]  # the buffer as it was: the valid appends stay, only a bad one is dropped
+            del cmd[len(cmd) - own :]
+            self._pend, self._segs = cmd, segs
             self._drop_bad_appends()
             raise
-        self._pend, self._segs = [], []
-        return packed, n_seg
 
     def _drop_bad_appends(self) -> None:
         """Keep the buffered appends that are int64 tokens; raise ValueError naming the sequence of the first that
@@ -302,13 +306,7 @@ class CompiledSuffixIndex(HeapStore):
             try:  # `pack`, inline: a command of an uncached length, or of ids no int64, goes through it
                 cmd = packers[len(cmd)](*cmd)
             except (KeyError, struct.error):
-                try:
-                    cmd = pack(cmd)
-                except ValueError:  # the buffer back as it was, less a bad append (or the context is at fault)
-                    del cmd[len(cmd) - len(ctx) - len(segs) - len(tail) - 2 :]
-                    self._pend, self._segs = cmd, segs
-                    self._drop_bad_appends()
-                    raise
+                cmd = self._packed(cmd, len(ctx) + len(segs) + len(tail) + 2, segs)
             done, need, m, n, toks, probs = kernel(self._heap, cmd, min_prob)
             if need:
                 m, n, toks, probs = self._grown(cmd, n_seg, ctx, tail, min_prob, done, need)

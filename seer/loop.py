@@ -305,9 +305,8 @@ class ContractLoop:
         return self.engines[i]
 
     def _dispatch(self, action: Dispatch) -> None:
-        for what, value in (("instance", action.instance), ("max_new_tokens", action.max_new_tokens)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # 2.5 tokens was floored
-                raise PolicyError(f"{self.policy.name}: dispatched request {action.request_id} with {what} {value!r}")
+        if type(action.instance) is not int or type(action.max_new_tokens) is not int:  # ints: one test, the usual
+            self._check_whole(action)
         engine = self._engine(action.instance, f"dispatched request {action.request_id} to")
         if not engine.alive:
             raise PolicyError(
@@ -317,6 +316,12 @@ class ContractLoop:
         self.dispatches += 1
         self.before_submit(engine, chunk)
         engine.submit(chunk, req)
+
+    def _check_whole(self, action: Dispatch) -> None:
+        """A dispatch's instance and budget are integers (numpy's too): 2.5 tokens was floored, True was instance 1."""
+        for what, value in (("instance", action.instance), ("max_new_tokens", action.max_new_tokens)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise PolicyError(f"{self.policy.name}: dispatched request {action.request_id} with {what} {value!r}")
 
     def before_submit(self, engine: Engine, chunk: Chunk) -> None:
         """Hook: called just before a chunk is submitted."""

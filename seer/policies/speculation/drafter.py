@@ -31,9 +31,8 @@ _PROMPT_SID = 0
 MAX_DEPTH = 1 << 12  # a draft's tokens: the kernels size their work by it (engines ask for at most 64)
 
 
-def _check_depth(max_depth: int) -> None:
-    if max_depth > MAX_DEPTH:
-        raise ValueError(f"max_depth must be at most {MAX_DEPTH:,} draft tokens, not {max_depth:,}")
+def _too_deep(max_depth: int) -> ValueError:
+    return ValueError(f"max_depth must be at most {MAX_DEPTH:,} draft tokens, not {max_depth:,}")
 
 
 class GroupDrafter:
@@ -139,7 +138,8 @@ class GroupDrafter:
         idx = self._index.get(("group", group_id))
         if idx is None or max_depth <= 0:
             return EMPTY
-        _check_depth(max_depth)
+        if max_depth > MAX_DEPTH:  # a comparison only: this is the per-step path
+            raise _too_deep(max_depth)
         return idx.draft(context, max_depth, max_tokens, *self._args)
 
     def propose(self, request_id: int, context: Sequence[int], max_depth: int, max_tokens: int | None = None) -> Draft:
@@ -147,7 +147,8 @@ class GroupDrafter:
         `max_match` tokens) is `context`."""
         if max_depth <= 0:
             return EMPTY
-        _check_depth(max_depth)
+        if max_depth > MAX_DEPTH:  # a comparison only: this is the per-step path
+            raise _too_deep(max_depth)
         best = self._where[request_id][3](context, max_depth, max_tokens)
         if self._global_draft is not None:
             other = self._global_draft(context, max_depth, max_tokens)

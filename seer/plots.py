@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 COLUMN_IN = 3.4
 POLICY_COLORS = {
@@ -267,14 +268,20 @@ def save(fig: plt.Figure, stem: str, data: pd.DataFrame | None = None) -> list[s
     from seer.fileio import atomic_path
 
     out = []
-    for ext in ("png", "pdf"):
-        path = f"{stem}.{ext}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=200, format=ext, bbox_inches="tight")
-        out.append(path)
-    plt.close(fig)
+    try:
+        if data is not None:  # the table first: one that cannot be written leaves no images without their numbers
+            with atomic_path(f"{stem}.parquet") as tmp:
+                try:
+                    data.to_parquet(tmp, index=False)
+                except (TypeError, ValueError, pa.ArrowException) as exc:
+                    raise ValueError(f"{stem}.parquet: the figure's table cannot be written ({exc})") from None
+        for ext in ("png", "pdf"):
+            path = f"{stem}.{ext}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=200, format=ext, bbox_inches="tight")
+            out.append(path)
+    finally:
+        plt.close(fig)
     if data is not None:
-        with atomic_path(f"{stem}.parquet") as tmp:
-            data.to_parquet(tmp, index=False)
         out.append(f"{stem}.parquet")
     return out

@@ -175,3 +175,27 @@ def test_arguments_of_the_wrong_kind_are_named(frame):
         calibrate([run_dir], terms=["nope"])
     with pytest.raises(PolicyError, match="with max_new_tokens 2.5"):
         run(setup, _Fractional())
+
+
+def test_misspelt_keywords_and_unknown_models_are_refused_when_given():
+    from seer.sim.cluster import ClusterConfig, load_cluster
+    from seer.traces.synth import preset_config
+
+    with pytest.raises(SeerInputError, match="unknown cluster key\\(s\\) instancs"):
+        load_cluster("qwen2-vl-72b", instancs=3)  # a TypeError from the dataclass
+    with pytest.raises(SeerInputError, match="unknown workload key\\(s\\) promts"):
+        preset_config("qwen2-vl-72b", promts=3)
+    with pytest.raises(ValueError, match="model must be one of"):
+        ClusterConfig(name="x", model="nope", instances=1)  # it was refused only when a run began
+
+
+def test_a_figure_whose_table_cannot_be_written_leaves_no_images(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from seer.plots import save
+
+    fig = plt.figure()
+    table = pd.DataFrame({"x": [object(), object()]})  # no Parquet type holds it
+    with pytest.raises(ValueError, match="the figure's table cannot be written"):
+        save(fig, str(tmp_path / "f"), table)
+    assert list(tmp_path.iterdir()) == [] and not plt.fignum_exists(fig.number)

@@ -17,7 +17,7 @@ from seer.presets import load_preset
 from seer.schema import check_types
 from seer.sim.config import InstanceConfig
 from seer.sim.costmodel import CostModel
-from seer.sim.shapes import Hardware, Parallelism, model_shape
+from seer.sim.shapes import Hardware, Parallelism, model_shape, model_shapes
 
 GIB = 1024**3
 GPUS = ("h100", "h800")
@@ -66,6 +66,8 @@ class ClusterConfig:
             )
         if self.instances > MAX_INSTANCES:
             out.append(f"instances must be <= {MAX_INSTANCES:,} (a simulated process each), not {self.instances:,}")
+        if self.model not in model_shapes():  # refused when built, not when first run
+            out.append(f"model must be one of {', '.join(model_shapes())}, not {self.model!r}")
         if self.gpu.lower() not in GPUS:
             out.append(
                 f"gpu must be one of {', '.join(GPUS)} (the step model is fitted to H100 profiles; an H800 is "
@@ -175,6 +177,9 @@ def load_cluster(name_or_path: str, **overrides) -> ClusterConfig:
     if "model" not in table:
         raise SeerInputError(f"{name_or_path}: [cluster] needs a model (see `seer presets`)")
     table.setdefault("name", name)
+    bad = sorted(set(overrides) - set(known))  # a misspelt keyword from Python
+    if bad:
+        raise SeerInputError(f"{name_or_path}: unknown cluster key(s) {', '.join(bad)}; valid: {', '.join(known)}")
     table.update({k: v for k, v in overrides.items() if v is not None})
     missing = [
         f.name for f in dataclasses.fields(ClusterConfig) if f.default is dataclasses.MISSING and f.name not in table

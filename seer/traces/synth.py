@@ -77,6 +77,11 @@ def preset_config(name: str, **overrides) -> SynthConfig:
     unknown = set(workload) - fields
     if unknown:
         raise SeerInputError(f"preset {name}: unknown workload key(s) {', '.join(sorted(unknown))}")
+    bad = sorted(set(overrides) - fields)  # a misspelt keyword from Python (the command line's flags cannot be)
+    if bad:
+        raise SeerInputError(
+            f"preset {name}: unknown workload key(s) {', '.join(bad)}; valid: {', '.join(sorted(fields))}"
+        )
     workload.update({k: v for k, v in overrides.items() if v is not None})
     cfg = SynthConfig(**workload)
     try:

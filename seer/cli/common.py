@@ -152,15 +152,10 @@ def refuse_unused_policy_flags(specs: list[str], shared: dict) -> None:
 
 
 def _uses(key: str, own: dict, cfg) -> bool:
-    """Whether an entry's run depends on the shared value of `key`."""
+    """Whether an entry's run depends on the shared value of `key` (what its configuration ignores, it does not)."""
     if key in own or key not in type(cfg).keys():  # the entry's own value wins over the shared one
         return False
-    mode = getattr(cfg, "speculation", None)
-    if key == "gamma":
-        return mode in (None, "fixed")
-    if key in ("scope", "topk"):  # the drafter's settings: nothing drafts with speculation off
-        return mode != "off"
-    return True
+    return key not in cfg.ignored({key})
 
 
 def _unused(key: str, flag: str, specs: list[str], entries: list) -> str:

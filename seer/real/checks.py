@@ -15,10 +15,8 @@ if TYPE_CHECKING:
     from seer.real.run import RunSpec
 
 
-def model_vocab(model_dir) -> int:
-    """The model's vocabulary size (replayed prompts draw ids from 3 on), checked before an engine starts.
-    (Whether --max-model-len fits the model is vLLM's to say: rope scaling, the tokenizer's length and an
-    environment variable all move its limit; `host.EngineHost` turns its refusal into one line.)"""
+def model_config(model_dir) -> dict:
+    """The model's config.json, read once for the checks below."""
     where = f"{model_dir}/config.json"
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
@@ -26,6 +24,13 @@ def model_vocab(model_dir) -> int:
         raise SeerInputError(f"{where}: unreadable model config ({exc})") from None
     if not isinstance(cfg, dict):
         raise SeerInputError(f"{where}: not a model config (a JSON object)")
+    return cfg
+
+
+def model_vocab(cfg: dict, where: str) -> int:
+    """The model's vocabulary size (replayed prompts draw ids from 3 on), checked before an engine starts.
+    (Whether --max-model-len fits the model is vLLM's to say: rope scaling, the tokenizer's length and an
+    environment variable all move its limit; `host.EngineHost` turns its refusal into one line.)"""
     vocab, positions = cfg.get("vocab_size", 2048), cfg.get("max_position_embeddings")
     if type(vocab) is not int or vocab < 4:
         raise SeerInputError(f"{where}: vocab_size must be an integer >= 4, not {vocab!r}")
@@ -46,14 +51,13 @@ def check_kv_blocks(spec: RunSpec) -> None:
         )
 
 
-def check_kv_memory(spec: RunSpec, model_dir) -> None:
+def check_kv_memory(spec: RunSpec, cfg: dict) -> None:
     """--kv-blocks past this machine's memory is refused before an engine tries to allocate it (on CPU engines;
     in-process engines share one process, Ray actors may sit on other nodes, so each is held to one engine)."""
     from seer.real.engine import EngineSettings
 
     if spec.kv_blocks is None or spec.gpus_per_instance:
         return
-    cfg = json.loads((model_dir / "config.json").read_text())
     layers, heads = cfg.get("num_hidden_layers"), cfg.get("num_attention_heads")
     kv_heads = cfg.get("num_key_value_heads") or heads
     hidden = cfg.get("hidden_size")

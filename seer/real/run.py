@@ -11,7 +11,7 @@ import numpy as np
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, json_safe
-from seer.real.checks import check_kv_blocks, check_kv_memory, check_replayable, model_vocab
+from seer.real.checks import check_kv_blocks, check_kv_memory, check_replayable, model_config, model_vocab
 from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import check_output_cap, rollout_from_trace
 
@@ -231,8 +231,9 @@ def _check_inputs(spec: RunSpec, out: str) -> None:
 def _prepared_model(spec: RunSpec):
     """The model's folder, prepared, and its vocabulary size, with what the model decides checked (KV memory)."""
     model_dir = prepare_model(spec.model)
-    vocab = model_vocab(model_dir)
-    check_kv_memory(spec, model_dir)
+    cfg = model_config(model_dir)
+    vocab = model_vocab(cfg, f"{model_dir}/config.json")
+    check_kv_memory(spec, cfg)
     return model_dir, vocab
 
 

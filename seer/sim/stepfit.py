@@ -106,6 +106,9 @@ class StepFit(AffineDecode):
         y = np.asarray(seconds, dtype=np.float64)
         X = design(features)
         chosen = select_terms(X, y, folds)[0] if terms is None else list(terms)
+        unknown = [t for t in chosen if t not in TERMS]
+        if unknown:
+            raise SeerInputError(f"calibrate: unknown term {unknown[0]!r}; valid: {', '.join(TERMS)}")
         cols = [TERMS.index(t) for t in chosen]
         coef = np.zeros(len(TERMS))
         coef[cols] = nnls_relative(X[:, cols], y)

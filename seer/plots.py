@@ -30,6 +30,20 @@ POLICY_COLORS = {
 }
 
 
+def _need(what: str, table, columns: Sequence[str]) -> pd.DataFrame:
+    """The table as a frame, or a ValueError naming what is missing: a figure of nothing, or a KeyError from
+    deep inside pandas, says less."""
+    df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(list(table))
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{what}: the table has no column(s) {', '.join(missing)} (it has: {', '.join(map(str, df.columns))})"
+        )
+    if not len(df):
+        raise ValueError(f"{what}: the table has no rows")
+    return df
+
+
 def _color(policy: str, i: int) -> str:
     return POLICY_COLORS.get(policy.split(":")[0], plt.rcParams["axes.prop_cycle"].by_key()["color"][i % 10])
 
@@ -57,8 +71,13 @@ def _grouped_bars(ax, table: pd.DataFrame, value: str, label_fmt: str = "{:.2f}Ã
 def throughput_bars(table: pd.DataFrame, baseline: str = "verl") -> plt.Figure:
     """Fig 7: output-token throughput per workload, normalised to `baseline`.
     table: workload, policy, throughput_tok_s."""
-    t = table.copy()
+    t = _need("throughput_bars", table, ("workload", "policy", "throughput_tok_s")).copy()
     base = t[t["policy"] == baseline].set_index("workload")["throughput_tok_s"]
+    lacking = [w for w in dict.fromkeys(t["workload"]) if w not in base.index]
+    if lacking:
+        raise ValueError(
+            f"throughput_bars: no {baseline!r} row to normalise to for workload(s) {', '.join(map(str, lacking))}"
+        )
     t["norm"] = t["throughput_tok_s"] / t["workload"].map(base)
     fig, ax = plt.subplots(figsize=(COLUMN_IN * 2, 2.6))
     _grouped_bars(ax, t, "norm")
@@ -74,6 +93,7 @@ def throughput_bars(table: pd.DataFrame, baseline: str = "verl") -> plt.Figure:
 def time_bars(table: pd.DataFrame) -> plt.Figure:
     """Fig 8: total rollout time with the tail (last 10% of requests) marked. table: workload, policy,
     makespan_s, tail_s."""
+    table = _need("time_bars", table, ("workload", "policy", "makespan_s", "tail_s"))
     workloads = list(dict.fromkeys(table["workload"]))
     fig, axes = plt.subplots(1, len(workloads), figsize=(COLUMN_IN * len(workloads) * 0.7, 2.6), squeeze=False)
     for ax, w in zip(axes[0], workloads):
@@ -94,6 +114,8 @@ def time_bars(table: pd.DataFrame) -> plt.Figure:
 def kv_timeline(results: Mapping[str, object], metric: str = "kv_usage") -> plt.Figure:
     """Figs 3 and 9: per-instance KV usage (or running requests) over time, one panel per result.
     results: label -> RolloutResult."""
+    if not results:
+        raise ValueError("kv_timeline: no results to draw")
     fig, axes = plt.subplots(
         1, len(results), figsize=(COLUMN_IN * len(results), 2.4), squeeze=False, sharey=True, sharex=True
     )
@@ -116,6 +138,9 @@ def kv_timeline(results: Mapping[str, object], metric: str = "kv_usage") -> plt.
 
 def length_cdf(traces: Mapping[str, pd.DataFrame]) -> plt.Figure:
     """Fig 2: CDF of output lengths (log x), one line per trace."""
+    if not traces:
+        raise ValueError("length_cdf: no traces to draw")
+    traces = {label: _need(f"length_cdf ({label})", tr, ("output_len",)) for label, tr in traces.items()}
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.9))
     for label, tr in traces.items():
         x = np.sort(np.maximum(tr["output_len"].to_numpy(), 1))
@@ -130,6 +155,7 @@ def length_cdf(traces: Mapping[str, pd.DataFrame]) -> plt.Figure:
 
 def length_heatmap(trace: pd.DataFrame, prompts: int = 90) -> plt.Figure:
     """Fig 4: output length per prompt (x) and sample (y)."""
+    trace = _need("length_heatmap", trace, ("prompt_id", "sample_id", "output_len"))
     pids = list(dict.fromkeys(trace.sort_values(["prompt_id", "sample_id"])["prompt_id"]))[:prompts]
     sub = trace[trace["prompt_id"].isin(set(pids))]
     grid = sub.pivot_table(index="sample_id", columns="prompt_id", values="output_len").reindex(columns=pids)
@@ -144,6 +170,7 @@ def length_heatmap(trace: pd.DataFrame, prompts: int = 90) -> plt.Figure:
 
 def ablation(table: pd.DataFrame) -> plt.Figure:
     """Table 4: cumulative speed-up per workload; table: workload, step, speedup, source (paper / sim)."""
+    table = _need("ablation", table, ("workload", "step", "speedup", "source"))
     fig, ax = plt.subplots(figsize=(COLUMN_IN * 2, 2.6))
     steps = list(dict.fromkeys(table["step"]))
     workloads = list(dict.fromkeys(table["workload"]))
@@ -178,6 +205,7 @@ def ablation(table: pd.DataFrame) -> plt.Figure:
 def oracle_comparison(table: pd.DataFrame) -> plt.Figure:
     """Fig 12: throughput and tail time of scheduling variants, normalised to the baseline.
     table: variant, throughput_norm, tail_norm."""
+    table = _need("oracle_comparison", table, ("variant", "throughput_norm", "tail_norm"))
     fig, axes = plt.subplots(1, 2, figsize=(COLUMN_IN * 2, 2.4))
     x = np.arange(len(table))
     axes[0].bar(x, table["throughput_norm"], color=[_color(v, i) for i, v in enumerate(table["variant"])])
@@ -193,7 +221,10 @@ def oracle_comparison(table: pd.DataFrame) -> plt.Figure:
 def tau_table(rows: Sequence[Mapping]) -> plt.Figure:
     """Table 2: mean acceptance length tau vs the number of group references, one line per top-k; rows as
     printed by `seer spec bench --json`."""
-    df = pd.DataFrame([r for r in rows if r.get("drafter", "group-suffix") == "group-suffix"])
+    rows = list(rows)
+    df = _need(
+        "tau_table", [r for r in rows if r.get("drafter", "group-suffix") == "group-suffix"], ("topk", "refs", "tau")
+    )
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.4))
     for k, g in df.groupby("topk"):
         g = g.sort_values("refs")
@@ -211,6 +242,11 @@ def tau_table(rows: Sequence[Mapping]) -> plt.Figure:
 def parity(rows: Sequence[Mapping]) -> plt.Figure:
     """Sim-vs-real parity: simulated against real makespan per run, with the per-metric errors in the legend.
     rows: label, real_makespan_s, sim_makespan_s, makespan_error, finish_time_mape, step_time_mape."""
+    rows = _need(
+        "parity",
+        rows,
+        ("label", "real_makespan_s", "sim_makespan_s", "makespan_error", "finish_time_mape", "step_time_mape"),
+    ).to_dict("records")
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 3.0))
     hi = max(max(r["real_makespan_s"], r["sim_makespan_s"]) for r in rows) * 1.1
     ax.plot([0, hi], [0, hi], color="black", lw=0.6, label="simulated = real")
@@ -237,7 +273,7 @@ def parity(rows: Sequence[Mapping]) -> plt.Figure:
 def robustness_heatmap(table: pd.DataFrame, value: str = "x_verl") -> plt.Figure:
     """Throughput x verl per policy (rows) and workload @ instances (columns), annotated.
     table: workload, instances, policy, and `value`."""
-    t = table.copy()
+    t = _need("robustness_heatmap", table, ("workload", "instances", "policy", value)).copy()
     t["cell"] = t["workload"] + " @" + t["instances"].astype(str)
     cells = list(dict.fromkeys(t["cell"]))
     policies = list(dict.fromkeys(t["policy"]))

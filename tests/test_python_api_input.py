@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+from seer import plots
 from seer.core import Dispatch, DraftConfig, PolicyTraits, RolloutStarted, SetSpeculation
 from seer.errors import SeerInputError, TraceError
 from seer.experiment import Setup, run
@@ -199,3 +200,53 @@ def test_a_figure_whose_table_cannot_be_written_leaves_no_images(tmp_path):
     with pytest.raises(ValueError, match="the figure's table cannot be written"):
         save(fig, str(tmp_path / "f"), table)
     assert list(tmp_path.iterdir()) == [] and not plt.fignum_exists(fig.number)
+
+
+def test_a_frame_with_a_column_twice_is_named(frame):
+    twice = pd.concat([frame, frame[["output_len"]]], axis=1)  # ended in "'DataFrame' object has no attribute 'dtype'"
+    with pytest.raises(TraceError, match="column 'output_len' appears twice"):
+        _setup(twice)
+
+
+@pytest.mark.parametrize(
+    "draw, said",
+    [
+        # normalised to a baseline the table lacks: an empty figure, without a word
+        (
+            lambda: plots.throughput_bars(_bars().query("policy != 'verl'")),
+            "no 'verl' row to normalise to for workload",
+        ),
+        (lambda: plots.throughput_bars(_bars().head(0)), "throughput_bars: the table has no rows"),
+        (lambda: plots.time_bars(_bars().drop(columns="tail_s")), "time_bars: the table has no column"),
+        (lambda: plots.ablation(pd.DataFrame(columns=["workload", "step", "speedup", "source"])), "no rows"),
+        (lambda: plots.tau_table([]), "tau_table: the table has no column"),
+        (lambda: plots.parity([]), "parity: the table has no column"),
+        (lambda: plots.kv_timeline({}), "no results"),
+        (lambda: plots.length_cdf({"a": pd.DataFrame({"len": [1]})}), r"length_cdf \(a\): the table has no column"),
+        (lambda: plots.robustness_heatmap(_bars()), "robustness_heatmap: the table has no column"),
+    ],
+)
+def test_a_figure_of_a_table_it_cannot_draw_is_refused_in_one_line(draw, said):
+    # each ended in a KeyError or a numpy error from inside the plotting code, or drew nothing
+    with pytest.raises(ValueError, match=said):
+        draw()
+
+
+def _bars() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"workload": w, "policy": p, "throughput_tok_s": t, "makespan_s": 10.0, "tail_s": 2.0}
+            for w in ("a", "b")
+            for p, t in (("verl", 100.0), ("seer", 150.0))
+        ]
+    )
+
+
+def test_a_real_run_of_prompts_needs_a_group_size(tmp_path):
+    from seer.real.run import RunSpec, run_rollout
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    for group in (None, 0, 2.5):
+        with pytest.raises(SeerInputError, match="group: samples per prompt must be an integer >= 1"):
+            run_rollout(RunSpec(model="smollm2", prompts=str(prompts), group=group), str(tmp_path / f"out{group}"))

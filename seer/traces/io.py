@@ -235,6 +235,9 @@ def validate_trace(df: pd.DataFrame, path: str = "<trace>") -> pd.DataFrame:
     """
     if len(df) == 0:
         raise TraceError(path, "the trace has no rows")
+    twice = next((name for name in df.columns if list(df.columns).count(name) > 1), None)
+    if twice is not None:  # df[name] would be a frame, and the checks below would fail on it with a library error
+        raise TraceError(path, f"column {twice!r} appears twice")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise TraceError(

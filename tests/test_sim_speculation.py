@@ -159,7 +159,9 @@ def replay_states(draw):
     group_of = {r: r % draw(st.integers(1, 3)) for r in range(n)}
     outputs = {r: draw(st.lists(st.integers(0, 3), min_size=1, max_size=30)) for r in range(n)}
     prompts = {g: draw(st.lists(st.integers(0, 3), max_size=6)) for g in set(group_of.values()) if draw(st.booleans())}
-    spec = ExactReplay(config, outputs, group_of, prompts)
+    # or every request its own prompt, as a trace with prompt_ids per sample gives (samples' prompts may differ)
+    own = {r: draw(st.lists(st.integers(0, 3), max_size=6)) for r in range(n)} if draw(st.booleans()) else None
+    spec = ExactReplay(config, outputs, group_of, None if own else prompts, own_prompts=own)
     live = []
     for r in range(n):
         done = draw(st.integers(0, len(outputs[r])))
@@ -436,3 +438,12 @@ def test_draft_budgets_are_the_named_or_default_budget_capped(rids, named, defau
     assert cap >= 0 and all(len(rids) * (1 + b) <= max(max_batched, len(rids)) for b in got.tolist())
     assert got.tolist() == [min(max(named.get(r, default), 0), cap) for r in rids]
     assert got.dtype == np.int64
+
+
+def test_samples_with_prompts_of_their_own_draft_from_their_own_and_index_the_shared_part():
+    # the first sample's prompt stood for the group's: the second sample's draft context read [5, 6, 7] for its
+    # own [5, 6, 9], and the group's index held a prompt one of its samples never had
+    config = DraftConfig(scope="group", max_match=3)
+    spec = ExactReplay(config, {0: [1, 2], 1: [3, 4]}, {0: 0, 1: 0}, own_prompts={0: [5, 6, 7], 1: [5, 6, 9]})
+    assert spec.prompts == {0: [5, 6]}
+    assert spec._context(1, 0) == [5, 6, 9] and spec._context(0, 1) == [6, 7, 1]

@@ -160,12 +160,11 @@ class SimDriver(ContractLoop):
         ids = {(p, int(s)): o for p, s, o in zip(trace["prompt_id"], trace["sample_id"], trace["output_ids"])}
         reqs = self.rollout.requests
         outputs = {rid: ids[r.key] for rid, r in reqs.items()}
-        prompts = {}
+        own = {}
         if _token_lists(trace, "prompt_ids"):
             pids = {(p, int(s)): o for p, s, o in zip(trace["prompt_id"], trace["sample_id"], trace["prompt_ids"])}
-            for rid, r in reqs.items():
-                prompts.setdefault(group_of[rid], pids[r.key])
-        return ExactReplay(config, outputs, group_of, prompts)
+            own = {rid: pids[r.key] for rid, r in reqs.items()}
+        return ExactReplay(config, outputs, group_of, own_prompts=own)
 
     # ---- the run ------------------------------------------------------------------------------
 

@@ -46,6 +46,15 @@ def _flat(seqs: list[list[int]]) -> tuple[np.ndarray, list[int]]:
     return np.concatenate([np.asarray(x, np.int64) for x in seqs] + [np.zeros(0, np.int64)]), starts
 
 
+def _common_prefix(a: list[int], b: list[int]) -> list[int]:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
 class ExactReplay:
     """Exact acceptance from recorded output tokens and the project's group drafter."""
 
@@ -55,11 +64,19 @@ class ExactReplay:
         outputs: Mapping[int, Sequence[int]],
         group_of: Mapping[int, int],
         prompts: Mapping[int, Sequence[int]] | None = None,
+        own_prompts: Mapping[int, Sequence[int]] | None = None,
     ):
+        """`prompts`: by group, the prompt its samples share; `own_prompts`: by request, its own (a trace converted
+        from multi-turn or agentic data has samples whose prompts differ). A group's drafter index holds what all
+        its samples' prompts begin with, and each request's draft context reads its own prompt."""
         self.config = config
         self.drafter = GroupDrafter(config)
         self.outputs = {rid: list(map(int, toks)) for rid, toks in outputs.items()}
+        self.own = {rid: list(map(int, p)) for rid, p in (own_prompts or {}).items()}
         self.prompts = {gid: list(map(int, p)) for gid, p in (prompts or {}).items()}
+        for rid, p in self.own.items():
+            gid = group_of[rid]
+            self.prompts[gid] = _common_prefix(self.prompts[gid], p) if gid in self.prompts else p
         self._appended = {rid: 0 for rid in outputs}
         for rid in sorted(outputs):
             gid = group_of[rid]
@@ -70,12 +87,20 @@ class ExactReplay:
         # prompt start in them and how long each is
         rids, gids = sorted(self.outputs), sorted(self.prompts)
         self._truth, out_at = _flat([self.outputs[r] for r in rids])
-        self._prompt_tokens, prompt_at = _flat([self.prompts[g] for g in gids])
-        prompt_at = dict(zip(gids, prompt_at))
+        # the groups' shared prompts, then the requests' own where they differ from it
+        mine = [r for r in rids if r in self.own and self.own[r] != self.prompts[group_of[r]]]
+        self._prompt_tokens, prompt_at = _flat([self.prompts[g] for g in gids] + [self.own[r] for r in mine])
+        at_of = {("g", g): a for g, a in zip(gids, prompt_at)} | {
+            ("r", r): a for r, a in zip(mine, prompt_at[len(gids) :])
+        }
         self._at = np.zeros((max(rids, default=-1) + 1, 4), np.int64)
         for rid, at in zip(rids, out_at):
-            gid = group_of[rid]
-            self._at[rid] = at, len(self.outputs[rid]), prompt_at.get(gid, 0), len(self.prompts.get(gid, ()))
+            prompt, key = self._prompt(rid, group_of[rid]), ("r", rid) if rid in mine else ("g", group_of[rid])
+            self._at[rid] = at, len(self.outputs[rid]), at_of.get(key, 0), len(prompt)
+
+    def _prompt(self, rid: int, gid: int) -> list[int]:
+        """The prompt request `rid` was generated from (its group's when the trace gives none of its own)."""
+        return self.own.get(rid) or self.prompts.get(gid, [])
 
     def commit(self, rid: int, generated: int) -> None:
         done = self._appended.get(rid)
@@ -95,8 +120,7 @@ class ExactReplay:
         m, out = self.config.max_match, self.outputs[rid]
         if g >= m:
             return out[g - m : g]
-        gid = self.drafter.group_of(rid)
-        prompt = self.prompts.get(gid, [])
+        prompt = self._prompt(rid, self.drafter.group_of(rid))
         return prompt[max(0, len(prompt) - (m - g)) :] + out[:g]
 
     def plan(

@@ -353,3 +353,15 @@ def test_a_text_trace_python_cannot_take_is_refused_in_one_line_naming_the_row(t
     path = tmp_path / name
     path.write_text(text + ("\n" if not text.endswith("\n") else ""))
     assert cli_error(capsys, "trace", "validate", str(path)).startswith(f"seer: error: {path}, {message}")
+
+
+def test_ids_that_read_as_missing_values_round_trip_through_csv(tmp_path):
+    # "nan" and "NA" were written as they are and read back as empty ids (refused): a CSV written by seer failed to load
+    df = pd.DataFrame({"prompt_id": ["nan", "nan", "NA", "null"], "sample_id": [0, 1, 0, 0], "prompt_len": 5})
+    df["output_len"] = [3, 4, 5, 6]
+    save_trace(df, tmp_path / "t.csv")
+    back = load_trace(tmp_path / "t.csv")
+    assert back["prompt_id"].tolist() == ["nan", "nan", "NA", "null"]
+    (tmp_path / "e.csv").write_text("prompt_id,sample_id,prompt_len,output_len\n,0,10,20\n")
+    with pytest.raises(TraceError, match="prompt_id is empty"):  # an empty cell is still no id
+        load_trace(tmp_path / "e.csv")

@@ -219,7 +219,8 @@ def _check_inputs(spec: RunSpec, out: str) -> None:
 
     check_model(spec.model)
     check_kv_blocks(spec)
-    if spec.prompts and not (type(spec.group) is int and spec.group >= 1):  # the command line's --group is checked
+    # the command line checks --group; from Python a RunSpec of prompts may carry none
+    if spec.prompts and not spec.replay and not (type(spec.group) is int and spec.group >= 1):
         raise SeerInputError(f"group: samples per prompt must be an integer >= 1 with prompts, not {spec.group!r}")
     batched = max(EngineSettings.max_num_batched_tokens, spec.max_model_len)  # as `EngineSettings.engine_args`
     if spec.max_num_seqs > batched:  # vLLM refuses it when the engine is built

@@ -22,6 +22,7 @@ from seer.core import Policy, traits_of
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
 from seer.policies import ConfiguredPolicy, make_policy
+from seer.schema import MAX_ITERATIONS
 from seer.sim.cluster import ClusterConfig, load_cluster
 from seer.sim.driver import simulate
 from seer.traces.rollout import check_output_cap
@@ -202,8 +203,8 @@ def run_iterations(
     """
     if setup.synth is None:
         raise SeerInputError("iterations need a synthetic setup (each iteration draws fresh groups from its generator)")
-    if type(iterations) is not int or iterations < 1:
-        raise SeerInputError(f"iterations must be an integer >= 1, not {iterations!r}")
+    if type(iterations) is not int or not 1 <= iterations <= MAX_ITERATIONS:  # each one is a whole rollout
+        raise SeerInputError(f"iterations must be an integer from 1 to {MAX_ITERATIONS:,}, not {iterations!r}")
     if not isinstance(spec, str):  # each iteration makes a fresh policy from the spec
         raise SeerInputError(f"run_iterations takes a policy spec (NAME:KEY=VALUE), not {type(spec).__name__}")
     cfg, n = setup.synth, setup.synth.prompts

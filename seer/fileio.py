@@ -119,6 +119,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def input_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be read as an input file, or None: missing, a link to nothing (or a loop of links), or
+    not a regular file (a named pipe would block the read until something writes to it). A folder is each
+    caller's to name."""
+    if not os.path.exists(path):
+        return "a symbolic link to nothing (or a loop of links)" if os.path.islink(path) else "no such file"
+    if not os.path.isdir(path) and not os.path.isfile(path):
+        return "not a regular file (a named pipe, socket or device)"
+    return None
+
+
 def check_output_dir(path: str | os.PathLike, recording: bool = False) -> None:
     """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end, or could not write."""
     if not str(path):  # Path("") is the current folder

@@ -73,3 +73,6 @@ def check_types(record) -> list[str]:
         elif isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{f.name} must be finite, not {value!r}")
     return problems
+
+
+MAX_ITERATIONS = 100_000  # RL iterations of one run (each a whole rollout: more would run for days)

@@ -35,7 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError
-from seer.fileio import atomic_path, json_safe, write_text_atomic
+from seer.fileio import atomic_path, input_problem, json_safe, write_text_atomic
 from seer.schema import INT_LIMIT, int_problem, show
 
 SUMMARY_COLUMNS = (
@@ -59,6 +59,9 @@ SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
 
 
 def _read_toml(path: str) -> dict:
+    problem = input_problem(path)
+    if problem and problem != "no such file":
+        raise SeerInputError(f"{path}: {problem}")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -73,11 +76,14 @@ def _read_toml(path: str) -> dict:
 def load_config(path: str) -> dict:
     """The [sweep] table, checked: known keys, types, presets and policies that exist, parameters some listed
     policy takes with values of its type."""
-    from seer.policies import parse_policy_spec, policy_config, policy_keys
     from seer.presets import presets as known_presets
     from seer.traces.synth import preset_config
 
-    cfg = _read_toml(path).get("sweep")
+    doc = _read_toml(path)
+    outside = sorted(set(doc) - {"sweep"})
+    if outside:  # a [params] table or a prompts = 4 above [sweep] was dropped without a word
+        raise SeerInputError(f"{path}: unknown top-level key(s) {', '.join(outside)}; put them under [sweep]")
+    cfg = doc.get("sweep")
     if not isinstance(cfg, dict):
         raise SeerInputError(f"{path}: no [sweep] table")
     unknown = sorted(set(cfg) - set(SWEEP_KEYS))
@@ -108,27 +114,38 @@ def load_config(path: str) -> dict:
     if not isinstance(params, dict):
         raise SeerInputError(f"{path}: [sweep.params] must be a table of KEY = [values]")
     try:
-        names = [policy_config(spec)[0] for spec in cfg["policies"]]
-        valid = sorted({k for n in names for k in policy_keys(n)})
-        for key, values in params.items():
-            if not isinstance(values, list) or not values:
-                raise SeerInputError(f"[sweep.params] {key} must be a non-empty list of values, not {values!r}")
-            if len({repr(v) for v in values}) < len(values):
-                raise SeerInputError(f"[sweep.params] {key} lists a value more than once: {values!r}")
-            takers = [spec for spec, n in zip(cfg["policies"], names) if key in policy_keys(n)]
-            if not takers:
-                raise SeerInputError(f"[sweep.params] no listed policy takes {key!r}; valid: {', '.join(valid)}")
-            for spec in takers:
-                if key in parse_policy_spec(spec)[1]:  # the spec's own value would win, under the swept labels
-                    raise SeerInputError(
-                        f"policy {spec!r} sets {key}, which [sweep.params] sweeps; set it in one place only"
-                    )
-                for v in values:  # its type and range (as a swept value: read only where the cell's config reads it)
-                    policy_config(spec, {key: v})
+        _check_params(cfg, params)
         _check_cells(cfg)
     except SeerInputError as exc:
         raise SeerInputError(f"{path}: {exc}") from None
     return cfg
+
+
+def _check_params(cfg: dict, params: dict) -> None:
+    """Each swept key: taken by some listed policy, set in one place only, every value of its type and range;
+    the values are kept as the configurations read them."""
+    from seer.policies import parse_policy_spec, policy_config, policy_keys
+
+    names = [policy_config(spec)[0] for spec in cfg["policies"]]
+    valid = sorted({k for n in names for k in policy_keys(n)})
+    for key, values in params.items():
+        if not isinstance(values, list) or not values:
+            raise SeerInputError(f"[sweep.params] {key} must be a non-empty list of values, not {values!r}")
+        takers = [spec for spec, n in zip(cfg["policies"], names) if key in policy_keys(n)]
+        if not takers:
+            raise SeerInputError(f"[sweep.params] no listed policy takes {key!r}; valid: {', '.join(valid)}")
+        for spec in takers:
+            if key in parse_policy_spec(spec)[1]:  # the spec's own value would win, under the swept labels
+                raise SeerInputError(
+                    f"policy {spec!r} sets {key}, which [sweep.params] sweeps; set it in one place only"
+                )
+            for v in values:  # its type and range (as a swept value: read only where the cell's config reads it)
+                policy_config(spec, {key: v})
+        # as the configuration reads them ("8192" is 8192): one type per results column, and a value given
+        # twice in two spellings is one cell
+        params[key] = [getattr(policy_config(takers[0], {key: v})[1], key) for v in values]
+        if len({repr(v) for v in params[key]}) < len(values):
+            raise SeerInputError(f"[sweep.params] {key} lists a value more than once: {values!r}")
 
 
 def _check_cells(cfg: dict) -> None:
@@ -302,7 +319,8 @@ def _kept_cell(path: str) -> dict | None:
     except (ValueError, UnicodeDecodeError, OSError):
         warnings.warn(f"{path}: damaged cell result; computing it again", stacklevel=2)
         return None
-    if not isinstance(row, dict):
+    if not isinstance(row, dict) or not all(k in row for k in ("preset", "policy", "seed", *SUMMARY_COLUMNS)):
+        warnings.warn(f"{path}: damaged cell result (not a cell's row); computing it again", stacklevel=2)
         return None
     if any(int_problem(k, v) for k, v in row.items()):  # no cell computes one; the results table could not hold it
         warnings.warn(f"{path}: damaged cell result (an integer out of range); computing it again", stacklevel=2)
@@ -313,6 +331,8 @@ def _kept_cell(path: str) -> dict | None:
 def run_sweep(
     config_path: str, out: str, use_ray: bool = False, workers: int | None = None, progress: bool | None = None
 ) -> pd.DataFrame:
+    if not str(out):  # os.path.join("", "cells") is a folder here
+        raise SeerInputError("the output folder's path is empty (--out '')")
     cfg = load_config(config_path)
     grid = cells(cfg)
     store = os.path.join(out, "cells")
@@ -338,6 +358,8 @@ def run_sweep(
     )
     try:
         if todo:
+            # a pool starts all its workers at once: never more than there are cells (or, by default, cores)
+            workers = min(workers or os.cpu_count() or 1, len(todo))
             for cell, row in _run_ray(todo) if use_ray else _run_local(todo, workers):
                 key = cell_key(cell, prints[cell["preset"]])
                 write_text_atomic(os.path.join(store, key + ".json"), json.dumps(json_safe(row)))

@@ -22,6 +22,7 @@ from seer.cli.common import (
 from seer.cli.summary import print_summary
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, inside, json_safe
+from seer.schema import MAX_ITERATIONS
 
 
 def load_cost_model(args):
@@ -59,7 +60,11 @@ def cmd_simulate(args) -> int:
     refuse_unused_policy_flags([args.policy], shared)
     # everything that can be refused is, before the workload is read or generated (a generator's warning
     # would otherwise come before the error line)
-    out = args.out or os.path.join("out", "simulate", safe_name(f"{workload_name(args)}-{args.policy}"))
+    out = (
+        args.out
+        if args.out is not None
+        else os.path.join("out", "simulate", safe_name(f"{workload_name(args)}-{args.policy}"))
+    )
     check_output_dir(out)
     cost = load_cost_model(args)
     setup = setup_from_args(args)
@@ -113,7 +118,7 @@ def _compare_plan(args) -> SimpleNamespace:
     shared = shared_policy_params(args)
     policies = [make_policy(p, shared) for p in names]  # fail on a bad spec before loading or running anything
     refuse_unused_policy_flags(names, shared)
-    out = args.out or os.path.join("out", "compare", safe_name(workload_name(args)))
+    out = args.out if args.out is not None else os.path.join("out", "compare", safe_name(workload_name(args)))
     # a policy that over-issues (partial rollout) is measured over iterations, which need fresh groups
     over_issuing = [n for n, p in zip(names, policies) if traits_of(p).over_issue > 1]
     over_iterations = args.iterations > 1 or bool(over_issuing and args.preset)
@@ -241,7 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--iterations",
-        type=int_at_least(1),
+        type=int_at_least(1, MAX_ITERATIONS),
         default=1,
         help="RL iterations to run (needs --preset; partial rollout carries requests between them; the "
         "table shows per-iteration means)",

@@ -25,7 +25,7 @@ def cmd_spec_bench(args) -> int:
     # refs: other responses of a group, topk: branches per depth; the bounds keep numbers in the index's int64
     refs, topk = int_list(args.refs, "--refs", 0, MAX_REFS), int_list(args.topk, "--topk", 1, MAX_TOPK)
     name = os.path.splitext(os.path.basename(args.trace))[0]
-    out = args.out or os.path.join("out", "spec-bench", name)
+    out = args.out if args.out is not None else os.path.join("out", "spec-bench", name)
     check_output_dir(out)  # before the replay, not after it
     trace = load_trace(args.trace)
     rows = acceptance_table(
@@ -109,7 +109,11 @@ def cmd_figures(args) -> int:
 def cmd_sweep(args) -> int:
     from seer.sweep import run_sweep
 
-    out = args.out or os.path.join("out", "sweep", os.path.splitext(os.path.basename(args.config))[0])
+    out = (
+        args.out
+        if args.out is not None
+        else os.path.join("out", "sweep", os.path.splitext(os.path.basename(args.config))[0])
+    )
     table = run_sweep(args.config, out, use_ray=args.ray, workers=args.workers, progress=True)
     if args.json:
         print_json(table.to_dict(orient="records"))

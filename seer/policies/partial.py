@@ -23,7 +23,8 @@ class PartialConfig(PolicyConfig):
     over_issue: float = param(2.0, "groups held per group needed")
 
     def problems(self) -> list[str]:
-        out = ["over_issue must be >= 1"] if not self.over_issue >= 1 else []
+        # over 100 groups held per group trained on, a rollout of a few groups would hold millions
+        out = ["over_issue must be from 1 to 100"] if not 1 <= self.over_issue <= 100 else []
         if self.target_groups is not None and self.target_groups < 1:
             out.append("target_groups must be >= 1")
         return out

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass
 
 from seer.errors import SeerInputError
+from seer.fileio import input_problem
 from seer.presets import load_preset
 from seer.schema import check_types
 from seer.sim.config import InstanceConfig
@@ -149,8 +150,9 @@ class ClusterConfig:
 
 def _read_preset(name_or_path: str) -> tuple[str, dict]:
     if name_or_path.endswith(".toml") or os.sep in name_or_path or os.path.exists(name_or_path):
-        if not os.path.exists(name_or_path):
-            raise SeerInputError(f"{name_or_path}: no such cluster file")
+        problem = input_problem(name_or_path)
+        if problem:
+            raise SeerInputError(f"{name_or_path}: {problem.replace('no such file', 'no such cluster file')}")
         if os.path.isdir(name_or_path):
             raise SeerInputError(f"{name_or_path}: is a folder, not a cluster file")
         try:

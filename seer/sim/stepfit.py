@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from seer.errors import SeerInputError
+from seer.fileio import input_problem
 from seer.schema import show
 from seer.sim.costmodel import AffineDecode, nnls_relative
 
@@ -46,7 +47,12 @@ class StepFit(AffineDecode):
         unknown = set(coefficients) - set(TERMS)
         if unknown:
             raise SeerInputError(f"step model: unknown terms {sorted(unknown)}; valid: {', '.join(TERMS)}")
-        self.c = np.array([float(coefficients.get(t, 0.0)) for t in TERMS])
+        try:
+            self.c = np.array([float(coefficients.get(t, 0.0)) for t in TERMS])
+        except (TypeError, ValueError, OverflowError):  # a string, or an integer of 400 digits (no float holds it)
+            raise SeerInputError(
+                f"step model: every coefficient must be a number of seconds, at most {MAX_COEFFICIENT_S:,.0f}"
+            ) from None
         if not np.isfinite(self.c).all() or (self.c < 0).any():
             raise SeerInputError("step model: every coefficient must be a finite number >= 0")
         if (self.c > MAX_COEFFICIENT_S).any():  # a finite 1e308 still makes every step time inf, every result NaN
@@ -138,6 +144,9 @@ class StepFit(AffineDecode):
         """A model written by `seer calibrate`; one clear line on a missing file or a malformed one."""
         if not str(path):  # open("") would say "No such file" of nothing
             raise SeerInputError("the step model's path is empty (--cost-model '')")
+        problem = input_problem(path)
+        if problem and problem != "no such file":
+            raise SeerInputError(f"{path}: {problem}")
         try:
             with open(path, "rb") as fh:
                 doc = tomllib.load(fh)

@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
+from seer.fileio import input_problem
 from seer.traces.io import check_int_column, finite_numbers
 from seer.traces.schema import OPTIONAL, REQUIRED, TOKEN_COLUMNS
 from seer.traces.tables import read_csv_table, read_jsonl_table, strict_json
@@ -33,6 +34,9 @@ SOURCES = ("tot", "mooncake", "azure", "csv", "jsonl")
 
 
 def _read_json(path: str):
+    problem = input_problem(path)
+    if problem:
+        raise TraceError(path, problem)
     try:
         with open(path, encoding="utf-8") as fh:
             return strict_json(fh.read())
@@ -100,6 +104,9 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
         idx = entry["idx"]
         if type(idx) is not int or idx < 0:  # a line of the prompt file: -1 or 1.7 would pick some other line
             raise TraceError(path, f"idx must be a non-negative integer, not {idx!r}", row=i + 1)
+        bad = next((j for j, y in enumerate(entry["ys"]) if not isinstance(y, str)), None)
+        if bad is not None:  # str() made a null the text "None" and 1 the text "1"
+            raise TraceError(path, f"ys[{bad}] must be a string (a response), not {entry['ys'][bad]!r}", row=i + 1)
         _tot_rewards(entry, path, i + 1)  # refused before the (slow) tokenising
     task = _tot_task(entries)
     prompt_texts = _tot_prompts(path, task, prompts)
@@ -110,7 +117,7 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
         if idx >= len(prompt_texts):
             raise TraceError(path, f"idx {idx} has no prompt in the prompt file ({len(prompt_texts)} lines)", row=n)
         prompt_ids = encode_batch([prompt_texts[idx]])[0]
-        outs = encode_batch([str(y) for y in entry["ys"]])
+        outs = encode_batch(entry["ys"])
         rewards = _tot_rewards(entry, path, 0)
         for j, ids in enumerate(outs):
             row = {
@@ -184,10 +191,15 @@ def convert_azure(path: str) -> pd.DataFrame:
     lengths = _source_lengths(path, raw, ("ContextTokens", "GeneratedTokens"))
     # in UTC: rows with different UTC offsets are then one series (without it pandas refuses them; naive times,
     # as the published trace has, are unchanged, and only differences are kept)
-    stamps = pd.to_datetime(raw["TIMESTAMP"], errors="coerce", utc=True)
+    col = raw["TIMESTAMP"]
+    # numbers are Unix times in seconds (pandas would read them as nanoseconds: a minute apart became 60 ns)
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    stamps = pd.to_datetime(col, errors="coerce", utc=True, **({"unit": "s"} if numeric else {}))
     if stamps.isna().any():
         i = int(np.flatnonzero(stamps.isna().to_numpy())[0])
-        raise TraceError(path, f"unreadable timestamp {raw['TIMESTAMP'].iloc[i]!r}", row=i + 1, column="TIMESTAMP")
+        v = col.iloc[i]
+        shown = repr(v) if isinstance(v, str) else f"{v} (numbers are read as Unix seconds)"
+        raise TraceError(path, f"unreadable timestamp {shown}", row=i + 1, column="TIMESTAMP")
     return pd.DataFrame(
         {
             "prompt_id": np.arange(len(raw)),
@@ -283,8 +295,9 @@ def convert(
     """Dispatch to the converter for `source`."""
     if source == "tot":
         return convert_tot(path, prompts=prompts)
-    if not os.path.exists(path):
-        raise TraceError(path, "no such file")
+    problem = input_problem(path)
+    if problem:
+        raise TraceError(path, problem)
     if source == "mooncake":
         return convert_mooncake(path)
     if source == "azure":

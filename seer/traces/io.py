@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seer.errors import SeerInputError, TraceError
-from seer.fileio import atomic_path, check_writable
+from seer.fileio import atomic_path, check_writable, input_problem
 from seer.traces.schema import (
     FLOAT_COLUMNS,
     INT_COLUMNS,
@@ -286,8 +286,9 @@ def load_trace(path: str | os.PathLike, with_meta: bool = False):
     Returns the DataFrame, or (DataFrame, metadata dict) with `with_meta=True`.
     """
     path = str(path)
-    if not os.path.exists(path):
-        raise TraceError(path, "no such file")
+    problem = input_problem(path)
+    if problem:
+        raise TraceError(path, problem)
     if os.path.isdir(path):
         raise TraceError(path, "is a directory, not a trace file")
     fmt = format_of(path)

@@ -13,15 +13,30 @@ from seer.errors import TraceError
 from seer.traces.schema import TOKEN_COLUMNS
 
 
+class _KeyTwice(ValueError):
+    pass
+
+
+def _once_each(pairs: list) -> dict:
+    """An object's keys, each once: json keeps the last of a key given twice, without a word."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _KeyTwice(f"key {twice!r} appears twice in an object")
+    return obj
+
+
 def strict_json(text: str):
     """`json.loads`, every failure a ValueError with a one-line reason (a JSONDecodeError keeps its position).
 
-    Also refused: what json accepts but later steps cannot use. A string holding a lone UTF-16 surrogate
+    Also refused: what json accepts but later steps cannot use. A key given twice in an object (json keeps the
+    last). A string holding a lone UTF-16 surrogate
     (written as the escape "\\ud800") is not text: encoding it for Parquet or a tokenizer fails far from the file.
     """
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
+        obj = json.loads(text, object_pairs_hook=_once_each)
+    except (json.JSONDecodeError, _KeyTwice):
         raise
     except ValueError:  # the only other one: int() refusing a number past Python's digit limit
         raise ValueError(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
@@ -76,6 +91,8 @@ def read_csv_table(
     columns are read as ids separated by spaces."""
     import csv
 
+    # a response of 20K tokens is a field past the csv module's limit (128 KiB): seer writes them, so it reads them
+    limit = csv.field_size_limit(2**31 - 1)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh)
@@ -100,6 +117,8 @@ def read_csv_table(
         raise TraceError(path, "the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
         raise TraceError(path, f"not a readable CSV file ({first_line(exc)})") from None
+    finally:
+        csv.field_size_limit(limit)
     for col in id_columns:
         if col in df.columns:
             df[col] = _canonical_ids(path, df[col])

@@ -1,0 +1,135 @@
+"""Bad input found by trying sweeps, trace conversion and the simulation flags from outside: each case ended in a
+traceback, hung, or ran silently wrong before its check (one clear line, exit status 2, or the right reading)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pandas as pd
+import pytest
+from conftest import ROOT, cli_error
+
+from seer.sweep import load_config, run_sweep
+from seer.traces.converters import convert
+from seer.traces.io import load_trace, save_trace
+
+SWEEP = '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context"]\nprompts = 2\n'
+
+
+def _toml(tmp_path, text: str) -> str:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_swept_value_is_kept_as_its_configuration_reads_it(tmp_path):
+    # 4096 and "8192" made a results column of two types: every cell ran, then the table could not be written
+    cfg = load_config(_toml(tmp_path, SWEEP + '[sweep.params]\nchunk_size = [4096, "8192"]\n'))
+    assert cfg["params"]["chunk_size"] == [4096, 8192]
+    with pytest.raises(Exception, match="lists a value more than once"):  # one cell under two spellings
+        load_config(_toml(tmp_path, SWEEP + '[sweep.params]\nchunk_size = [4096, "4096"]\n'))
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ('prompts = 2\n[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context"]\n', "top-level key"),
+        (SWEEP + "[params]\nchunk_size = [1, 2]\n", "unknown top-level key\\(s\\) params"),
+    ],
+)
+def test_keys_outside_the_sweep_table_are_refused(tmp_path, text, said):
+    with pytest.raises(Exception, match=said):  # dropped: the sweep ran the preset's full size, or one cell
+        load_config(_toml(tmp_path, text))
+
+
+def test_a_kept_cell_that_is_not_a_cells_row_is_computed_again(tmp_path):
+    config = _toml(tmp_path, SWEEP)
+    first = run_sweep(config, str(tmp_path / "out"), workers=1, progress=False)
+    (cell,) = os.listdir(tmp_path / "out" / "cells")
+    (tmp_path / "out" / "cells" / cell).write_text('{"foo": 1}')  # valid JSON: it became a row of NaNs
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        again = run_sweep(config, str(tmp_path / "out"), workers=1, progress=False)
+    assert any("damaged cell result" in str(w.message) for w in said)
+    assert list(again.columns) == list(first.columns) and again["makespan_s"].tolist() == first["makespan_s"].tolist()
+
+
+def test_a_csv_with_responses_past_the_csv_field_limit_reads_back(tmp_path):
+    ids = list(range(30_000))  # 168K characters in one cell: refused as "field larger than field limit"
+    df = pd.DataFrame({"prompt_id": [0, 0], "sample_id": [0, 1], "prompt_len": 3, "output_len": len(ids)})
+    df["output_ids"] = [ids, ids]
+    save_trace(df, tmp_path / "t.csv")
+    assert load_trace(tmp_path / "t.csv")["output_ids"].iloc[1][-1] == ids[-1]
+
+
+def test_numeric_azure_timestamps_are_unix_seconds(tmp_path):
+    path = tmp_path / "az.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1700000000,374,44\n1700000060.5,1,1\n")
+    assert convert(str(path), "azure")["arrival_s"].tolist() == [0.0, 60.5]  # 60 s apart read as 60 ns
+
+
+def test_a_json_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"prompt_id":0,"sample_id":0,"prompt_len":10,"output_len":5,"output_len":7}\n')
+    with pytest.raises(Exception, match="key 'output_len' appears twice"):  # the last one won, without a word
+        load_trace(path)
+
+
+def test_tot_responses_must_be_text(tmp_path):
+    log, prompts = tmp_path / "tot.json", tmp_path / "p.txt"
+    log.write_text(json.dumps([{"idx": 0, "ys": ["a", 1, None]}]))  # became the texts "1" and "None"
+    prompts.write_text("hello\n")
+    with pytest.raises(Exception, match=r"ys\[1\] must be a string"):
+        convert(str(log), "tot", prompts=str(prompts))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_or_a_loop_of_links_is_named_not_waited_on(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.toml")  # each of these blocked until something wrote to the pipe
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    os.symlink(tmp_path / "loop.parquet", tmp_path / "loop.parquet")  # said "no such file"
+    pipe, trace, loop = (str(tmp_path / n) for n in ("pipe.toml", "pipe.jsonl", "loop.parquet"))
+    out = str(tmp_path / "o")
+    assert "not a regular file" in cli_error(capsys, "sweep", pipe, "--out", out)
+    assert "not a regular file" in cli_error(
+        capsys, "simulate", "--trace", trace, "--cluster", "moonlight", "--out", out
+    )
+    assert "not a regular file" in cli_error(capsys, "simulate", "--preset", "moonlight", "--cluster", pipe)
+    assert "not a regular file" in cli_error(capsys, "simulate", "--preset", "moonlight", "--cost-model", pipe)
+    assert "loop of links" in cli_error(capsys, "trace", "validate", loop)
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["simulate", "--preset", "qwen2-vl-72b", "--prompts", "2", "--out", ""], "path is empty"),
+        (["compare", "--preset", "qwen2-vl-72b", "--prompts", "2", "--policies", "verl", "--out", ""], "path is empty"),
+        (["spec", "bench", "--trace", str(ROOT / "seer" / "data" / "gsm8k_smollm2.parquet"), "--out", ""], "empty"),
+        # partial:over_issue=1e6 ran for ever; 1e30 blamed the synthesiser's prompts
+        (["compare", "--preset", "qwen2-vl-72b", "--prompts", "2", "--policies", "partial:over_issue=1e6"], "1 to 100"),
+    ],
+)
+def test_flags_out_of_reach_are_refused(capsys, tmp_path, monkeypatch, argv, said):
+    monkeypatch.chdir(tmp_path)  # an --out '' taken as the default folder would land here
+    assert said in cli_error(capsys, *argv)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_sweep_to_an_empty_path_and_a_huge_coefficient_are_refused(tmp_path, capsys):
+    config = _toml(tmp_path, SWEEP)
+    assert "path is empty" in cli_error(capsys, "sweep", config, "--out", "")
+    model = tmp_path / "m.toml"
+    model.write_text("[coefficients]\noverhead_s = 1" + "0" * 400 + "\n")  # OverflowError: int too large
+    assert "must be a number of seconds" in cli_error(
+        capsys, "simulate", "--preset", "moonlight", "--cost-model", str(model)
+    )
+
+
+def test_iterations_past_any_run_are_refused(capsys):
+    from seer.cli import main
+
+    with pytest.raises(SystemExit) as stop:  # 2**53 iterations ran for ever
+        main(["compare", "--preset", "qwen2-vl-72b", "--policies", "verl", "--iterations", "9007199254740992"])
+    assert stop.value.code == 2 and "must be in [1, 100000]" in capsys.readouterr().err

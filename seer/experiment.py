@@ -62,8 +62,9 @@ class Setup:
     ) -> "Setup":
         """A paper preset's synthetic workload on its cluster (or on `cluster`), with workload overrides (None:
         the preset's value)."""
+        cl = load_cluster(cluster or preset, instances=instances)  # before the generator can warn of anything
         cfg = preset_config(preset, seed=seed, prompts=prompts, **workload)
-        return cls(synthesize(cfg), load_cluster(cluster or preset, instances=instances), preset, cfg)
+        return cls(synthesize(cfg), cl, preset, cfg)
 
     @classmethod
     def from_trace(

@@ -333,6 +333,13 @@ def run_sweep(
 ) -> pd.DataFrame:
     if not str(out):  # os.path.join("", "cells") is a folder here
         raise SeerInputError("the output folder's path is empty (--out '')")
+    others = sorted(set(os.listdir(out)) - {"cells", "sweep.parquet"}) if os.path.isdir(out) else []
+    others = [name for name in others if not name.startswith(".")]  # an interrupted write's temporary file
+    if others:  # a sweep resumes from its own folder; another folder's files are the user's
+        raise SeerInputError(
+            f"{out}: holds files that are not a sweep's ({', '.join(others[:3])}); name a new folder or an earlier "
+            "sweep's"
+        )
     cfg = load_config(config_path)
     grid = cells(cfg)
     store = os.path.join(out, "cells")

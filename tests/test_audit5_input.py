@@ -133,3 +133,49 @@ def test_iterations_past_any_run_are_refused(capsys):
     with pytest.raises(SystemExit) as stop:  # 2**53 iterations ran for ever
         main(["compare", "--preset", "qwen2-vl-72b", "--policies", "verl", "--iterations", "9007199254740992"])
     assert stop.value.code == 2 and "must be in [1, 100000]" in capsys.readouterr().err
+
+
+def test_lengths_past_two_to_the_53_are_refused(tmp_path):
+    path = tmp_path / "t.jsonl"  # stats gave cv 0 and a max one short: the float statistics had rounded them
+    path.write_text(
+        "".join(
+            json.dumps({"prompt_id": 0, "sample_id": i, "prompt_len": 3, "output_len": 2**62 + i}) + "\n"
+            for i in range(3)
+        )
+    )
+    with pytest.raises(Exception, match=r"row 1, column 'output_len': 4611686018427387904 is more than 2\*\*53"):
+        load_trace(path)
+
+
+def test_a_block_larger_than_the_kv_memory_names_the_cluster(tmp_path, capsys):
+    text = (ROOT / "seer" / "presets" / "kimi-k2.toml").read_text().replace("block_size = 16", "block_size = 100000000")
+    (tmp_path / "cl.toml").write_text(text)  # every request was blamed for needing more KV than an instance holds (0)
+    said = cli_error(
+        capsys, "simulate", "--preset", "qwen2-vl-72b", "--prompts", "2", "--cluster", str(tmp_path / "cl.toml")
+    )
+    assert "block_size 100,000,000 is more than the KV memory holds" in said
+
+
+def test_flags_a_command_would_ignore_or_misread_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"prompt_id": [0], "sample_id": [0], "prompt_len": [3], "output_len": [4]}).to_csv(
+        "t.csv", index=False
+    )
+    (tmp_path / "tot.json").write_text(json.dumps([{"idx": 0, "ys": ["a"]}]))
+    assert "empty item" in cli_error(capsys, "compare", "--preset", "qwen2-vl-72b", "--policies", "verl,,context")
+    assert "is the input itself" in cli_error(capsys, "trace", "convert", "t.csv", "--from", "csv", "-o", "t.csv")
+    assert "--prompts is the prompt file of --from tot" in cli_error(
+        capsys, "trace", "convert", "t.csv", "--from", "csv", "--prompts", "nope.txt", "-o", "x.parquet"
+    )
+    assert "--map renames the columns of --from csv or jsonl" in cli_error(
+        capsys, "trace", "convert", "tot.json", "--from", "tot", "--map", "output_len=x", "-o", "x.parquet"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["t.csv", "tot.json"]
+
+
+def test_a_sweep_does_not_write_into_a_folder_of_other_files(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(Exception, match="holds files that are not a sweep's"):
+        run_sweep(_toml(tmp_path, SWEEP), str(tmp_path / "mine"), workers=1, progress=False)
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]

@@ -161,7 +161,7 @@ def test_arguments_of_the_wrong_kind_are_named(frame):
     with pytest.raises(SeerInputError, match="compare takes a list of policies, not 'verl'"):
         compare(setup, "verl")  # compared letter by letter: "unknown policy 'v'"
     preset = Setup.from_preset("qwen2-vl-72b", prompts=4)
-    with pytest.raises(SeerInputError, match="iterations must be an integer >= 1, not 2.5"):
+    with pytest.raises(SeerInputError, match="iterations must be an integer from 1 to 100,000, not 2.5"):
         run_iterations(preset, "verl", iterations=2.5)
     with pytest.raises(SeerInputError, match="takes a policy spec"):
         run_iterations(preset, _Budgets(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from seer.cli.common import int_at_least, print_json, print_table
 from seer.errors import SeerInputError
@@ -15,6 +16,12 @@ def cmd_convert(args) -> int:
     from seer.traces.io import check_trace_output, save_trace, validate_trace
 
     check_trace_output(args.out)  # before the input is read
+    if os.path.exists(args.path) and os.path.exists(args.out) and os.path.samefile(args.path, args.out):
+        raise SeerInputError(f"-o {args.out}: is the input itself; write the converted trace elsewhere")
+    if args.prompts is not None and args.source != "tot":  # else ignored without a word
+        raise SeerInputError(f"--prompts is the prompt file of --from tot, not of --from {args.source}")
+    if args.map and args.source not in ("csv", "jsonl"):
+        raise SeerInputError(f"--map renames the columns of --from csv or jsonl, not of --from {args.source}")
     mapping = parse_mapping(args.map)
     df = convert(args.path, args.source, mapping=mapping, prompts=args.prompts)
     if args.max_tokens is not None:

@@ -125,6 +125,11 @@ class ClusterConfig:
             if free <= 0:
                 raise SeerInputError(f"cluster {self.name}: the weights of {self.model} do not fit in {gpus} GPU(s)")
             tokens = int(free // self.shape.kv_bytes_per_token)
+            if tokens < self.block_size:  # else every request was blamed for needing more than an instance holds (0)
+                raise SeerInputError(
+                    f"cluster {self.name}: block_size {self.block_size:,} is more than the KV memory holds "
+                    f"({tokens:,} tokens)"
+                )
         return (tokens // self.block_size) * self.block_size
 
     def cost_model(self) -> CostModel:

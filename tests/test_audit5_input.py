@@ -179,3 +179,11 @@ def test_a_sweep_does_not_write_into_a_folder_of_other_files(tmp_path):
     with pytest.raises(Exception, match="holds files that are not a sweep's"):
         run_sweep(_toml(tmp_path, SWEEP), str(tmp_path / "mine"), workers=1, progress=False)
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+def test_a_tot_log_with_an_idx_twice_names_the_entries(tmp_path):
+    log, prompts = tmp_path / "tot.json", tmp_path / "p.txt"
+    log.write_text(json.dumps([{"idx": 0, "ys": ["a", "b"]}, {"idx": 1, "ys": ["q"]}, {"idx": 0, "ys": ["x"]}]))
+    prompts.write_text("hello\nworld\n")
+    with pytest.raises(Exception, match=r"tot.json, row 3: idx 0 is also entry 1's"):  # said row 5, column sample_id
+        convert(str(log), "tot", prompts=str(prompts))

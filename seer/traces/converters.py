@@ -98,12 +98,16 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
     entries = _read_json(path)
     if not isinstance(entries, list) or not entries:
         raise TraceError(path, "expected a non-empty JSON list of {idx, ys} entries (a ToT sample log)")
+    first: dict[int, int] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "idx" not in entry or not isinstance(entry.get("ys"), list):
             raise TraceError(path, "entry lacks 'idx' or a list 'ys'", row=i + 1)
         idx = entry["idx"]
         if type(idx) is not int or idx < 0:  # a line of the prompt file: -1 or 1.7 would pick some other line
             raise TraceError(path, f"idx must be a non-negative integer, not {idx!r}", row=i + 1)
+        if idx in first:  # else named later by the converted table's row and its sample_id, which the log has not
+            raise TraceError(path, f"idx {idx} is also entry {first[idx]}'s (one entry per prompt)", row=i + 1)
+        first[idx] = i + 1
         bad = next((j for j, y in enumerate(entry["ys"]) if not isinstance(y, str)), None)
         if bad is not None:  # str() made a null the text "None" and 1 the text "1"
             raise TraceError(path, f"ys[{bad}] must be a string (a response), not {entry['ys'][bad]!r}", row=i + 1)

@@ -187,3 +187,17 @@ def test_a_tot_log_with_an_idx_twice_names_the_entries(tmp_path):
     prompts.write_text("hello\nworld\n")
     with pytest.raises(Exception, match=r"tot.json, row 3: idx 0 is also entry 1's"):  # said row 5, column sample_id
         convert(str(log), "tot", prompts=str(prompts))
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("t.jsonl", '\n{"prompt_id": 0, "sample_id": 0, "prompt_len": 3, "output_len": 4}\n\n{"prompt_id": 0, oops}\n'),
+        ("t.csv", "prompt_id,sample_id,prompt_len,output_len\n\n0,0,3,4\n\n0,1,3\n"),
+    ],
+)
+def test_a_file_with_blank_lines_names_a_malformed_row_as_a_schema_error_would(tmp_path, name, text):
+    # the second data row: a parse error counted file lines (row 4) where a schema error counts data rows (row 2)
+    (tmp_path / name).write_text(text)
+    with pytest.raises(Exception, match=f"{name}, row 2:"):
+        load_trace(tmp_path / name)

@@ -60,17 +60,18 @@ def read_jsonl_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) ->
     rows = []
     try:
         with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is dropped, as pandas does for CSV
-            for lineno, line in enumerate(fh, 1):
+            for line in fh:
                 if not line.strip():
                     continue
+                row = len(rows) + 1  # data rows, blank lines skipped: as a schema error names them
                 try:
                     obj = strict_json(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceError(path, f"invalid JSON ({exc.msg})", row=lineno) from None
+                    raise TraceError(path, f"invalid JSON ({exc.msg})", row=row) from None
                 except ValueError as exc:
-                    raise TraceError(path, f"invalid JSON ({exc})", row=lineno) from None
+                    raise TraceError(path, f"invalid JSON ({exc})", row=row) from None
                 if not isinstance(obj, dict):
-                    raise TraceError(path, "each line must be a JSON object", row=lineno)
+                    raise TraceError(path, "each line must be a JSON object", row=row)
                 rows.append(obj)
     except UnicodeDecodeError as exc:
         raise TraceError(path, f"not UTF-8 text ({first_line(exc)})") from None
@@ -102,9 +103,11 @@ def read_csv_table(
             twice = next((name for name in header if header.count(name) > 1), None)
             if twice is not None:  # pandas would read the second as "name.1" and use the first without a word
                 raise TraceError(path, f"column {twice!r} appears twice in the header")
-            for lineno, fields in enumerate(reader, 1):
+            row = 0
+            for fields in reader:
+                row += bool(fields)  # data rows, blank lines skipped (pandas skips them): as a schema error names them
                 if fields and len(fields) != len(header):
-                    raise TraceError(path, f"has {len(fields)} fields, the header has {len(header)}", row=lineno)
+                    raise TraceError(path, f"has {len(fields)} fields, the header has {len(header)}", row=row)
         df = pd.read_csv(
             path, dtype={c: str for c in (*token_columns, *id_columns)}, keep_default_na=True, index_col=False
         )

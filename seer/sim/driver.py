@@ -72,7 +72,7 @@ class SimDriver(ContractLoop):
         rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens, progress)
         if "arrival_s" in trace.columns and len(trace) and float(trace["arrival_s"].max()) > 0:
             warnings.warn(
-                f"the trace's arrival_s (up to {float(trace['arrival_s'].max()):,.1f} s) is ignored: a synchronous "
+                f"the trace's arrival_s (up to {float(trace['arrival_s'].max()):,.6g} s) is ignored: a synchronous "
                 "rollout has every request at t = 0",
                 stacklevel=2,
             )

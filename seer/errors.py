@@ -16,3 +16,8 @@ class TraceError(SeerInputError):
         if column is not None:
             where.append(f"column '{column}'")
         super().__init__(f"{', '.join(where)}: {message}")
+
+
+class PolicyError(RuntimeError):
+    """A policy broke the contract (dispatched a request that is not waiting, to a failed instance, ...). The CLI
+    reports it in one line with exit status 2, as bad input: a policy given as module.Class is the user's."""

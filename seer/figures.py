@@ -122,7 +122,8 @@ def _draw(out: str, presets, prompts, runs, bar) -> list[str]:
     cdf = {"GSM8K · SmolLM2 (real)": bundled, **traces}
     written += plots.save(plots.length_cdf(cdf), f"{out}/fig2_length_cdf", _lengths(cdf))
     hm = traces.get("qwen2-vl-72b", next(iter(traces.values())))
-    hm_data = hm[["prompt_id", "sample_id", "output_len"]]
+    shown = list(dict.fromkeys(hm.sort_values(["prompt_id", "sample_id"])["prompt_id"]))[: plots.HEATMAP_PROMPTS]
+    hm_data = hm.loc[hm["prompt_id"].isin(set(shown)), ["prompt_id", "sample_id", "output_len"]]  # what is drawn
     written += plots.save(plots.length_heatmap(hm), f"{out}/fig4_length_heatmap", hm_data)
     bar.update(1)
     rows = acceptance_table(bundled, refs=(0, 1, 3, 7), topk=(1, 2, 4), progress=False)
@@ -139,6 +140,7 @@ def _draw(out: str, presets, prompts, runs, bar) -> list[str]:
     orc = pd.DataFrame(
         [
             {
+                "workload": q,  # the table says which preset the figure drew (qwen2-vl-72b when listed)
                 "variant": pol,
                 "throughput_norm": results[(q, pol)].summary["throughput_tok_s"] / b["throughput_tok_s"],
                 "tail_norm": results[(q, pol)].summary["tail_s"] / b["tail_s"],

@@ -287,7 +287,11 @@ def staged_files(path: str | os.PathLike) -> Iterator[Path]:
     moved = False
     try:
         yield tmp
-        for f in sorted(tmp.iterdir()):
+        made = sorted(tmp.iterdir())
+        blocked = [f.name for f in made if (target / f.name).is_dir()]
+        if blocked:  # found before any move: a move failing half-way left a set half of this run, half the last
+            raise SeerInputError(f"{target / blocked[0]}: is a folder where a file of this set goes")
+        for f in made:
             with contextlib.suppress(OSError):
                 os.chmod(f, 0o666 & ~_umask())
             os.replace(f, target / f.name)

@@ -49,13 +49,14 @@ from seer.core import (
     Tick,
     traits_of,
 )
-from seer.errors import SeerInputError
+from seer.errors import PolicyError, SeerInputError
 
 RECORD_COLUMNS = ("first_dispatch_s", "finish_s", "instance", "chunks", "preemptions", "migrations")
 
 
-class PolicyError(RuntimeError):
-    """A policy broke the contract (dispatched a request that is not waiting, to a failed instance, ...)."""
+def _an_int(value) -> bool:
+    """An integer, numpy's too, but not a bool (True is not instance 1)."""
+    return isinstance(value, (int, np.integer)) and type(value) is not bool
 
 
 class RequestLedger:
@@ -80,7 +81,7 @@ class RequestLedger:
         """WAITING -> RUNNING on `action.instance`; returns the request and the chunk to submit."""
         req = self.rollout.requests.get(action.request_id)
         if req is None:
-            raise PolicyError(f"{policy_name}: dispatched unknown request {action.request_id}")
+            raise PolicyError(f"{policy_name}: dispatched unknown request {action.request_id!r}")
         if req.state is not RequestState.WAITING:
             raise PolicyError(f"{policy_name}: dispatched request {req.request_id} in state {req.state.value}")
         budget = min(action.max_new_tokens, req.remaining_budget)
@@ -281,8 +282,16 @@ class ContractLoop:
         """Draft budgets are whole tokens from 0 to the traits' max_draft_tokens (a larger one would outrun the
         engines' lookahead and make the makespan bound, which assumes at most that, no bound)."""
         top = self.traits.max_draft_tokens
-        for value in (action.default, *dict(action.budgets).values()):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= top:
+        if not isinstance(action.budgets, Mapping):
+            raise PolicyError(
+                f"{self.policy.name}: set draft budgets {action.budgets!r}; they map request ids to tokens"
+            )
+        requests = self.rollout.requests
+        unknown = next((r for r in action.budgets if not _an_int(r) or r not in requests), None)
+        if unknown is not None:  # a budget for no request was dropped without a word, or failed in the engine
+            raise PolicyError(f"{self.policy.name}: set a draft budget for unknown request {unknown!r}")
+        for value in (action.default, *action.budgets.values()):
+            if not _an_int(value) or not 0 <= value <= top:
                 raise PolicyError(
                     f"{self.policy.name}: set a draft budget of {value!r}; budgets are integers from 0 to its traits' "
                     f"max_draft_tokens ({top})"
@@ -292,7 +301,7 @@ class ContractLoop:
         if self.changes is None:
             return
         if isinstance(action, Abort):
-            req = self.rollout.requests.get(action.request_id)
+            req = self.rollout.requests.get(action.request_id) if _an_int(action.request_id) else None
             inst = req.instance if req is not None else None
             if inst is not None:
                 self.changes.mark(inst)
@@ -300,12 +309,15 @@ class ContractLoop:
             self.changes.mark(action.instance)
 
     def _engine(self, i: int, what: str) -> Engine:
-        if not 0 <= i < len(self.engines):
+        if not _an_int(i) or not 0 <= i < len(self.engines):
             raise PolicyError(f"{self.policy.name}: {what} instance {i}, but there are {len(self.engines)}")
         return self.engines[i]
 
     def _dispatch(self, action: Dispatch) -> None:
-        if type(action.instance) is not int or type(action.max_new_tokens) is not int:  # ints: one test, the usual
+        a = action  # ints: one type test per field, the usual case; the full check only otherwise
+        if type(a.request_id) is not int or type(a.instance) is not int or type(a.max_new_tokens) is not int:
+            self._check_whole(action)
+        elif type(a.priority) is not int:
             self._check_whole(action)
         engine = self._engine(action.instance, f"dispatched request {action.request_id} to")
         if not engine.alive:
@@ -318,18 +330,21 @@ class ContractLoop:
         engine.submit(chunk, req)
 
     def _check_whole(self, action: Dispatch) -> None:
-        """A dispatch's instance and budget are integers (numpy's too): 2.5 tokens was floored, True was instance 1."""
-        for what, value in (("instance", action.instance), ("max_new_tokens", action.max_new_tokens)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise PolicyError(f"{self.policy.name}: dispatched request {action.request_id} with {what} {value!r}")
+        """A dispatch's fields are integers (numpy's too): 2.5 tokens was floored, True was instance 1, request 3.0
+        ran as 3, and a priority "high" failed inside the engine's queue."""
+        fields = ("request_id", "instance", "max_new_tokens", "priority")
+        for what, value in ((f, getattr(action, f)) for f in fields):
+            if not _an_int(value):
+                raise PolicyError(f"{self.policy.name}: dispatched request {action.request_id!r} with {what} {value!r}")
 
     def before_submit(self, engine: Engine, chunk: Chunk) -> None:
         """Hook: called just before a chunk is submitted."""
 
     def _abort(self, action: Abort) -> None:
-        req = self.rollout.requests.get(action.request_id)
+        rid = action.request_id
+        req = self.rollout.requests.get(rid) if _an_int(rid) else None
         if req is None:
-            raise PolicyError(f"{self.policy.name}: aborted unknown request {action.request_id}")
+            raise PolicyError(f"{self.policy.name}: aborted unknown request {rid!r}")
         if req.state is RequestState.RUNNING:
             self.ledger.abort_requested(req.request_id)
             self.engines[req.instance].abort(req.request_id)

@@ -153,7 +153,10 @@ def length_cdf(traces: Mapping[str, pd.DataFrame]) -> plt.Figure:
     return fig
 
 
-def length_heatmap(trace: pd.DataFrame, prompts: int = 90) -> plt.Figure:
+HEATMAP_PROMPTS = 90  # the paper's Fig 4 draws 90 prompts
+
+
+def length_heatmap(trace: pd.DataFrame, prompts: int = HEATMAP_PROMPTS) -> plt.Figure:
     """Fig 4: output length per prompt (x) and sample (y)."""
     trace = _need("length_heatmap", trace, ("prompt_id", "sample_id", "output_len"))
     pids = list(dict.fromkeys(trace.sort_values(["prompt_id", "sample_id"])["prompt_id"]))[:prompts]

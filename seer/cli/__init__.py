@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from seer import __version__
 from seer.cli import info_cmds, real_cmds, sim_cmds, study_cmds, trace_cmds
-from seer.errors import SeerInputError
+from seer.errors import PolicyError, SeerInputError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args) or 0)
     except SeerInputError as exc:
         print(f"seer: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:  # the message names the policy and what it did
+        print(f"seer: error: the policy broke the contract: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`seer ... | head`): nothing more to say
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from seer.cli.common import print_json
+from seer.errors import SeerInputError
 
 
 def cmd_presets(args) -> int:
@@ -44,7 +45,9 @@ def _first_line(doc: str | None) -> str:
 def cmd_policies(args) -> int:
     from seer.policies import POLICIES, policy_class
 
-    names = [args.name] if args.name else list(POLICIES)
+    if args.name is not None and (not args.name.strip() or ":" in args.name):  # '' listed them all
+        raise SeerInputError(f"policies takes one policy name (NAME, without :KEY=VALUE), not {args.name!r}")
+    names = [args.name] if args.name is not None else list(POLICIES)
     table = {
         n: {
             "description": POLICIES[n][1] if n in POLICIES else _first_line(policy_class(n).__doc__),

@@ -77,8 +77,13 @@ def _ratio(x: float) -> str:
 
 def _check_figure_folder(out: str) -> None:
     """Figures are written into --out beside what is there; refuse, before the work, a folder they cannot go to."""
-    if os.path.exists(out) and not os.path.isdir(out):
+    if not out:  # '' wrote the figures into the current folder
+        raise SeerInputError("the output folder's path is empty (--out '')")
+    if os.path.lexists(out) and not os.path.isdir(out):
         raise SeerInputError(f"--out {out}: exists and is not a folder")
+    if os.path.isfile(os.path.join(out, ".seer-output")) or os.path.isfile(os.path.join(out, "run.json")):
+        # a result or recorded-run folder: figures beside its files made it one that seer later refused as foreign
+        raise SeerInputError(f"--out {out}: is a seer result or run folder; write the figures to a folder of their own")
     check_writable(out)  # figures are staged inside it
 
 
@@ -87,7 +92,10 @@ def cmd_figures(args) -> int:
     from seer.presets import presets as known
     from seer.runs import load_run
 
-    presets = [p.strip() for p in (",".join(PRESETS) if args.presets is None else args.presets).split(",") if p.strip()]
+    presets = [p.strip() for p in (",".join(PRESETS) if args.presets is None else args.presets).split(",")]
+    if any(presets) and not all(presets):  # "moonlight,,kimi-k2": a preset left out by mistake
+        raise SeerInputError(f"--presets has an empty item: {args.presets!r}")
+    presets = [p for p in presets if p]
     bad = [p for p in presets if p not in known()]
     if not presets or bad:  # checked before anything is computed or written
         raise SeerInputError(

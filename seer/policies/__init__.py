@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
-from seer.core import Policy
+from seer.core import Policy, traits_of
 from seer.errors import SeerInputError
 from seer.policies.baselines import LeastLoadedPolicy, VerlLBPolicy, VerlPolicy
 from seer.policies.config import ConfiguredPolicy, PolicyConfig
@@ -84,12 +84,14 @@ def _imported(name: str) -> type[ConfiguredPolicy]:
     module, _, attr = name.rpartition(".")
     try:
         mod = importlib.import_module(module)
-    except Exception as exc:  # a missing module, a syntax error in it, an error while it runs: all the user's
+    except (Exception, SystemExit) as exc:  # a missing module, a syntax error, an error or sys.exit() as it runs
         raise SeerInputError(f"policy {name!r}: cannot import {module!r} ({type(exc).__name__}: {exc})") from None
     cls = getattr(mod, attr, None)
     if cls is None:
         raise SeerInputError(f"policy {name!r}: module {module} has no {attr}")
-    if not (isinstance(cls, type) and issubclass(cls, ConfiguredPolicy)):
+    if not (isinstance(cls, type) and issubclass(cls, ConfiguredPolicy)) or not callable(
+        getattr(cls, "on_event", None)
+    ):
         raise SeerInputError(
             f"policy {name!r}: not a seer.policies.config.ConfiguredPolicy subclass (one with a name, on_event "
             "and a Config of typed parameters)"
@@ -147,7 +149,12 @@ def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[s
 def make_policy(spec: str, shared: Mapping | None = None, **params) -> Policy:
     """A fresh policy object from a spec such as 'context:chunk_size=512' (see `policy_config`)."""
     name, config = policy_config(spec, shared, **params)
-    return policy_class(name)(config)
+    policy = policy_class(name)(config)
+    try:  # a class of one's own may declare anything: refused here, not when a run first reads it
+        traits_of(policy)
+    except TypeError as exc:
+        raise SeerInputError(str(exc)) from None
+    return policy
 
 
 __all__ = [

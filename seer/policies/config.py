@@ -111,12 +111,21 @@ class PolicyConfig:
             {
                 "name": f.name,
                 "type": _type_name(hints[f.name]),
-                "default": f.default,
+                "default": _default(f),
                 "help": f.metadata.get("help", ""),
                 "choices": f.metadata.get("choices"),
             }
             for f in dataclasses.fields(cls)
         ]
+
+
+def _default(f: dataclasses.Field):
+    """A field's default as `seer policies` shows it (a field of one's own config may have none, or a factory)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return "(required)"
 
 
 class ConfiguredPolicy:

@@ -231,7 +231,7 @@ def test_a_resumed_chunk_counts_the_context_it_prefills_again():
 
 def test_arrival_times_are_ignored_and_the_user_is_told():
     rows = trace([(0, s, 10, 5) for s in range(4)]).assign(arrival_s=[0.0, 1.0, 2.0, 30.0])
-    with pytest.warns(UserWarning, match=r"arrival_s \(up to 30.0 s\) is ignored"):
+    with pytest.warns(UserWarning, match=r"arrival_s \(up to 30 s\) is ignored"):
         late = simulate(rows, tiny(kv_capacity_tokens=4096), make_policy("verl"))
     plain = simulate(rows.drop(columns="arrival_s"), tiny(kv_capacity_tokens=4096), make_policy("verl"))
     assert late.summary["makespan_s"] == plain.summary["makespan_s"]

@@ -288,7 +288,7 @@ def staged_files(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         made = sorted(tmp.iterdir())
-        blocked = [f.name for f in made if (target / f.name).is_dir()]
+        blocked = [f.name for f in made if (target / f.name).is_dir() and not (target / f.name).is_symlink()]
         if blocked:  # found before any move: a move failing half-way left a set half of this run, half the last
             raise SeerInputError(f"{target / blocked[0]}: is a folder where a file of this set goes")
         for f in made:

@@ -305,7 +305,7 @@ class ContractLoop:
             inst = req.instance if req is not None else None
             if inst is not None:
                 self.changes.mark(inst)
-        elif isinstance(action, (Dispatch, SetSpeculation)):
+        elif isinstance(action, (Dispatch, SetSpeculation)) and _an_int(action.instance):  # else refused next
             self.changes.mark(action.instance)
 
     def _engine(self, i: int, what: str) -> Engine:

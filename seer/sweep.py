@@ -122,8 +122,8 @@ def load_config(path: str) -> dict:
 
 
 def _check_params(cfg: dict, params: dict) -> None:
-    """Each swept key: taken by some listed policy, set in one place only, every value of its type and range;
-    the values are kept as the configurations read them."""
+    """Each swept key: taken by some listed policy, set in one place only, every value of its type and range and
+    given once."""
     from seer.policies import parse_policy_spec, policy_config, policy_keys
 
     names = [policy_config(spec)[0] for spec in cfg["policies"]]
@@ -141,10 +141,9 @@ def _check_params(cfg: dict, params: dict) -> None:
                 )
             for v in values:  # its type and range (as a swept value: read only where the cell's config reads it)
                 policy_config(spec, {key: v})
-        # as the configuration reads them ("8192" is 8192): one type per results column, and a value given
-        # twice in two spellings is one cell
-        params[key] = [getattr(policy_config(takers[0], {key: v})[1], key) for v in values]
-        if len({repr(v) for v in params[key]}) < len(values):
+        # a value given twice in two spellings ("4096" and 4096) would run one cell twice
+        read = [getattr(policy_config(takers[0], {key: v})[1], key) for v in values]
+        if len({repr(v) for v in read}) < len(values):
             raise SeerInputError(f"[sweep.params] {key} lists a value more than once: {values!r}")
 
 
@@ -229,14 +228,17 @@ def run_cell(cell: dict) -> dict:
 
     try:
         setup = Setup.from_preset(cell["preset"], seed=cell["seed"], prompts=cell["prompts"])
-        res = run(setup, make_policy(cell["policy"], **cell["params"]))
+        policy = make_policy(cell["policy"], **cell["params"])
+        res = run(setup, policy)
     except SeerInputError as exc:  # as a plain one: a subclass with its own arguments may not unpickle here
         raise SeerInputError(str(exc)) from None
     row = {
         "preset": cell["preset"],
         "policy": cell["policy"],
         "seed": cell["seed"],
-        **{f"param_{k}": v for k, v in cell["params"].items()},
+        # as the configuration read them ("8192" is 8192): one type per results column (the cell, and so its
+        # stored name, keeps the values as the config file gives them)
+        **{f"param_{k}": getattr(policy.cfg, k) for k in cell["params"]},
     }
     row.update({k: res.summary.get(k) for k in SUMMARY_COLUMNS})
     return row

@@ -26,8 +26,9 @@ def _toml(tmp_path, text: str) -> str:
 
 def test_a_swept_value_is_kept_as_its_configuration_reads_it(tmp_path):
     # 4096 and "8192" made a results column of two types: every cell ran, then the table could not be written
-    cfg = load_config(_toml(tmp_path, SWEEP + '[sweep.params]\nchunk_size = [4096, "8192"]\n'))
-    assert cfg["params"]["chunk_size"] == [4096, 8192]
+    config = _toml(tmp_path, SWEEP + '[sweep.params]\nchunk_size = [4096, "8192"]\n')
+    table = run_sweep(config, str(tmp_path / "out"), workers=1, progress=False)
+    assert table["param_chunk_size"].tolist() == [4096, 8192] and str(table["param_chunk_size"].dtype) == "Int64"
     with pytest.raises(Exception, match="lists a value more than once"):  # one cell under two spellings
         load_config(_toml(tmp_path, SWEEP + '[sweep.params]\nchunk_size = [4096, "4096"]\n'))
 

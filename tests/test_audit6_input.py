@@ -59,6 +59,11 @@ class StrInstance(_Once):
         return Dispatch(_first(view), "0", 16)
 
 
+class ListInstance(_Once):
+    def action(self, view):
+        return Dispatch(_first(view), [0], 16)
+
+
 class NoOnEvent(ConfiguredPolicy):
     name = "none"
     Config = PolicyConfig
@@ -95,6 +100,7 @@ def mypol(tmp_path, monkeypatch):
         ("WordPriority", "with priority 'high'"),  # a ValueError inside simpy's queue
         ("ListAbort", "aborted unknown request [1, 2]"),  # unhashable type
         ("StrInstance", "with instance '0'"),
+        ("ListInstance", "with instance [0]"),  # unhashable type, in the change log before any check
     ],
 )
 def test_a_policy_that_breaks_the_contract_is_one_line(mypol, capsys, cls, said):

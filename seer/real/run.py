@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from seer.core import Group, Rollout
 from seer.errors import SeerInputError
-from seer.fileio import atomic_dir, check_output_dir, json_safe
+from seer.fileio import atomic_dir, check_output_dir, input_problem, json_safe
 from seer.real.checks import check_kv_blocks, check_kv_memory, check_replayable, model_config, model_vocab
 from seer.real.models import check_model, is_dummy, prepare_model
 from seer.traces.rollout import check_output_cap, rollout_from_trace
@@ -48,8 +47,9 @@ class RunSpec:
 
 def read_prompts(path: str, limit: int | None) -> list[tuple[int, str]]:
     """(line, prompt text) from a JSONL file (first of the fields question / prompt / text / problem)."""
-    if not os.path.exists(path):
-        raise SeerInputError(f"{path}: no such prompt file")
+    problem = input_problem(path)
+    if problem:
+        raise SeerInputError(f"{path}: {'no such prompt file' if problem == 'no such file' else problem}")
     try:
         with open(path, "rb") as fh:  # decoded line by line: a bad byte is named by its line, past --limit unread
             texts = _prompt_texts(path, fh, limit)

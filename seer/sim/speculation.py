@@ -76,7 +76,10 @@ class ExactReplay:
         self.prompts = {gid: list(map(int, p)) for gid, p in (prompts or {}).items()}
         for rid, p in self.own.items():
             gid = group_of[rid]
-            self.prompts[gid] = _common_prefix(self.prompts[gid], p) if gid in self.prompts else p
+            if gid not in self.prompts:
+                self.prompts[gid] = p
+            elif p != self.prompts[gid]:  # the usual case: one prompt for the whole group
+                self.prompts[gid] = _common_prefix(self.prompts[gid], p)
         self._appended = {rid: 0 for rid in outputs}
         for rid in sorted(outputs):
             gid = group_of[rid]

@@ -74,6 +74,9 @@ def _tot_prompt_file(path: str, task: str) -> str | None:
 
 def _tot_prompts(path: str, task: str, prompts: str | None) -> list[str]:
     source = prompts or _tot_prompt_file(path, task)
+    problem = input_problem(source) if source is not None else None
+    if problem and problem != "no such file":
+        raise TraceError(source, problem)
     if source is None or not os.path.exists(source):
         name = "24.csv" if task == "game24" else "data_100_random_text.txt"
         where = source or f"{name} next to the log or in the repository's src/tot/data/"

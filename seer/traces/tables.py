@@ -111,10 +111,10 @@ def read_csv_table(
         df = pd.read_csv(
             path, dtype={c: str for c in (*token_columns, *id_columns)}, keep_default_na=True, index_col=False
         )
-        ids = [c for c in id_columns if c in df.columns]
-        if (
-            ids
-        ):  # an id is text: "nan" and "NA" are ids that the CSV writer wrote as they are; only an empty cell is none
+        # an id is text: "nan" and "NA" are ids that the CSV writer wrote as they are, only an empty cell is none
+        # (read again without pandas' missing-value words, which costs a second parse: only when one was seen)
+        ids = [c for c in id_columns if c in df.columns and df[c].isna().any()]
+        if ids:
             df[ids] = pd.read_csv(path, usecols=ids, dtype=str, keep_default_na=False, na_values=[""])[ids]
     except pd.errors.EmptyDataError:
         raise TraceError(path, "the file is empty") from None

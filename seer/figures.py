@@ -122,7 +122,7 @@ def _draw(out: str, presets, prompts, runs, bar) -> list[str]:
     cdf = {"GSM8K · SmolLM2 (real)": bundled, **traces}
     written += plots.save(plots.length_cdf(cdf), f"{out}/fig2_length_cdf", _lengths(cdf))
     hm = traces.get("qwen2-vl-72b", next(iter(traces.values())))
-    shown = list(dict.fromkeys(hm.sort_values(["prompt_id", "sample_id"])["prompt_id"]))[: plots.HEATMAP_PROMPTS]
+    shown = plots.heatmap_prompts(hm)
     hm_data = hm.loc[hm["prompt_id"].isin(set(shown)), ["prompt_id", "sample_id", "output_len"]]  # what is drawn
     written += plots.save(plots.length_heatmap(hm), f"{out}/fig4_length_heatmap", hm_data)
     bar.update(1)

@@ -119,12 +119,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def input_problem(path: str | os.PathLike) -> str | None:
-    """Why `path` cannot be read as an input file, or None: missing, a link to nothing (or a loop of links), or
-    not a regular file (a named pipe would block the read until something writes to it). A folder is each
-    caller's to name."""
+def input_problem(path: str | os.PathLike, what: str = "file") -> str | None:
+    """Why `path` cannot be read as an input `what`, or None: missing ("no such `what`"), a link to nothing (or a
+    loop of links), or not a regular file (a named pipe would block the read until something writes to it). A
+    folder is each caller's to name."""
     if not os.path.exists(path):
-        return "a symbolic link to nothing (or a loop of links)" if os.path.islink(path) else "no such file"
+        return "a symbolic link to nothing (or a loop of links)" if os.path.islink(path) else f"no such {what}"
     if not os.path.isdir(path) and not os.path.isfile(path):
         return "not a regular file (a named pipe, socket or device)"
     return None

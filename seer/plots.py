@@ -156,10 +156,15 @@ def length_cdf(traces: Mapping[str, pd.DataFrame]) -> plt.Figure:
 HEATMAP_PROMPTS = 90  # the paper's Fig 4 draws 90 prompts
 
 
+def heatmap_prompts(trace: pd.DataFrame, prompts: int = HEATMAP_PROMPTS) -> list:
+    """The prompt ids Fig 4 draws: the first `prompts` in id order."""
+    return list(dict.fromkeys(trace.sort_values(["prompt_id", "sample_id"])["prompt_id"]))[:prompts]
+
+
 def length_heatmap(trace: pd.DataFrame, prompts: int = HEATMAP_PROMPTS) -> plt.Figure:
     """Fig 4: output length per prompt (x) and sample (y)."""
     trace = _need("length_heatmap", trace, ("prompt_id", "sample_id", "output_len"))
-    pids = list(dict.fromkeys(trace.sort_values(["prompt_id", "sample_id"])["prompt_id"]))[:prompts]
+    pids = heatmap_prompts(trace, prompts)
     sub = trace[trace["prompt_id"].isin(set(pids))]
     grid = sub.pivot_table(index="sample_id", columns="prompt_id", values="output_len").reindex(columns=pids)
     fig, ax = plt.subplots(figsize=(COLUMN_IN * 2, 2.2))

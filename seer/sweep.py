@@ -59,14 +59,12 @@ SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
 
 
 def _read_toml(path: str) -> dict:
-    problem = input_problem(path)
-    if problem and problem != "no such file":
+    problem = input_problem(path, "sweep config")
+    if problem:
         raise SeerInputError(f"{path}: {problem}")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
-    except FileNotFoundError:
-        raise SeerInputError(f"{path}: no such sweep config") from None
     except IsADirectoryError:
         raise SeerInputError(f"{path}: is a folder, not a sweep config") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

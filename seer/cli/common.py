@@ -74,6 +74,14 @@ def number_in(low: float, high: float, low_open: bool = False):
     return parse
 
 
+def name_list(text: str, flag: str) -> list[str]:
+    """Comma-separated names; [] for none, and an empty item among names ("a,,b": one left out) refused."""
+    names = [x.strip() for x in text.split(",")]
+    if any(names) and not all(names):
+        raise SeerInputError(f"{flag} has an empty item: {text!r}")
+    return [x for x in names if x]
+
+
 def int_list(text: str, flag: str, low: int = 0, high: int | None = None) -> list[int]:
     """Comma-separated integers >= low (and <= high; an empty item is a typo: refused)."""
     parts = [x.strip() for x in text.split(",")]

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from seer.cli.common import (
     int_at_least,
+    name_list,
     print_json,
     refuse_unused_policy_flags,
     safe_name,
@@ -106,11 +107,9 @@ def _compare_plan(args) -> SimpleNamespace:
     from seer.core import traits_of
     from seer.policies import make_policy
 
-    names = [p.strip() for p in args.policies.split(",")]
-    if not any(names):
+    names = name_list(args.policies, "--policies")
+    if not names:
         raise SeerInputError(f"--policies names no policy: {args.policies!r}")
-    if not all(names):  # "verl,,context": a policy left out by mistake, as --refs 1,,2 is refused
-        raise SeerInputError(f"--policies has an empty item: {args.policies!r}")
     folders = [safe_name(p) for p in names]
     twice = sorted({p for p, f in zip(names, folders) if folders.count(f) > 1})
     if twice:

@@ -7,7 +7,7 @@ import json
 import math
 import os
 
-from seer.cli.common import given_twice, int_at_least, int_list, number_in, print_json
+from seer.cli.common import given_twice, int_at_least, int_list, name_list, number_in, print_json
 from seer.core.traits import MAX_MATCH, MAX_TOPK
 from seer.errors import SeerInputError
 from seer.fileio import atomic_dir, check_output_dir, check_writable, json_safe
@@ -92,10 +92,7 @@ def cmd_figures(args) -> int:
     from seer.presets import presets as known
     from seer.runs import load_run
 
-    presets = [p.strip() for p in (",".join(PRESETS) if args.presets is None else args.presets).split(",")]
-    if any(presets) and not all(presets):  # "moonlight,,kimi-k2": a preset left out by mistake
-        raise SeerInputError(f"--presets has an empty item: {args.presets!r}")
-    presets = [p for p in presets if p]
+    presets = list(PRESETS) if args.presets is None else name_list(args.presets, "--presets")
     bad = [p for p in presets if p not in known()]
     if not presets or bad:  # checked before anything is computed or written
         raise SeerInputError(

@@ -47,9 +47,9 @@ class RunSpec:
 
 def read_prompts(path: str, limit: int | None) -> list[tuple[int, str]]:
     """(line, prompt text) from a JSONL file (first of the fields question / prompt / text / problem)."""
-    problem = input_problem(path)
+    problem = input_problem(path, "prompt file")
     if problem:
-        raise SeerInputError(f"{path}: {'no such prompt file' if problem == 'no such file' else problem}")
+        raise SeerInputError(f"{path}: {problem}")
     try:
         with open(path, "rb") as fh:  # decoded line by line: a bad byte is named by its line, past --limit unread
             texts = _prompt_texts(path, fh, limit)

@@ -155,9 +155,9 @@ class ClusterConfig:
 
 def _read_preset(name_or_path: str) -> tuple[str, dict]:
     if name_or_path.endswith(".toml") or os.sep in name_or_path or os.path.exists(name_or_path):
-        problem = input_problem(name_or_path)
+        problem = input_problem(name_or_path, "cluster file")
         if problem:
-            raise SeerInputError(f"{name_or_path}: {problem.replace('no such file', 'no such cluster file')}")
+            raise SeerInputError(f"{name_or_path}: {problem}")
         if os.path.isdir(name_or_path):
             raise SeerInputError(f"{name_or_path}: is a folder, not a cluster file")
         try:

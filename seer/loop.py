@@ -24,6 +24,7 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,10 @@ from seer.core import (
     traits_of,
 )
 from seer.errors import PolicyError, SeerInputError
+
+# requests are read-only to everyone but this ledger (seer.core.model.write_request); a field at a time, inline,
+# as it runs several times an event
+_set = object.__setattr__
 
 RECORD_COLUMNS = ("first_dispatch_s", "finish_s", "instance", "chunks", "preemptions", "migrations")
 
@@ -88,8 +93,9 @@ class RequestLedger:
         if budget < 1:
             raise PolicyError(f"{policy_name}: dispatched request {req.request_id} with a budget of {budget} tokens")
         rid = req.request_id
-        req.state, req.instance = RequestState.RUNNING, action.instance
-        req.chunks += 1
+        _set(req, "state", RequestState.RUNNING)
+        _set(req, "instance", action.instance)
+        _set(req, "chunks", req.chunks + 1)
         if math.isnan(self.first_dispatch_s[rid]):  # np.isnan on one element costs ten times more
             self.first_dispatch_s[rid] = now
         if self.last_instance[rid] not in (-1, action.instance):
@@ -104,26 +110,28 @@ class RequestLedger:
 
     def abort_waiting(self, req: Request, now: float) -> None:
         """A buffered request is aborted before it runs again (final by definition)."""
-        req.state = RequestState.ABORTED
+        _set(req, "state", RequestState.ABORTED)
         self._close(req.request_id, "abort", now, None)
 
     def chunk_finished(self, event: ChunkFinished, aborts_are_final: bool) -> Request:
         """Apply a finished chunk to its request; returns the request (done or back in the buffer)."""
         req = self.rollout.requests[event.request_id]
-        req.generated += event.new_tokens
+        _set(req, "generated", req.generated + event.new_tokens)
         if event.token_ids and req.output_ids is not None:
             req.output_ids.extend(event.token_ids)
         requested = event.request_id in self._abort_requested
         self._abort_requested.discard(event.request_id)
         if event.finished:
-            req.state, req.finish_reason = RequestState.FINISHED, event.reason
+            _set(req, "state", RequestState.FINISHED)
+            _set(req, "finish_reason", event.reason)
             self.completions[req.request_id] += 1
             self._close(req.request_id, event.reason.value, event.t, event.instance)
         elif event.reason is FinishReason.ABORT and requested and aborts_are_final:
-            req.state, req.finish_reason = RequestState.ABORTED, FinishReason.ABORT
+            _set(req, "state", RequestState.ABORTED)
+            _set(req, "finish_reason", FinishReason.ABORT)
             self._close(req.request_id, "abort", event.t, event.instance)
         else:
-            req.state = RequestState.WAITING
+            _set(req, "state", RequestState.WAITING)
         return req
 
     def preempted(self, event: RequestPreempted) -> None:
@@ -195,6 +203,9 @@ class ContractLoop:
         self.drafting = None  # the backend's drafting state: an object with finish(request_id)
         # set by backends whose engines mark their own changes (the simulator); None: policies read every view
         self.changes: InstanceChanges | None = None
+        # live, read-only windows on the rollout's indexes for the views: a policy that stored into them would
+        # change what every later view, and the ledger, sees
+        self._read_only = tuple(map(MappingProxyType, (rollout.groups, rollout.requests, rollout.members)))
         self._inbox: deque[Event] = deque()
         self._delivering = False
         self._bar = None
@@ -223,8 +234,8 @@ class ContractLoop:
     # ---- events in --------------------------------------------------------------------------
 
     def view(self) -> ClusterView:
-        ro = self.rollout
-        return ClusterView(self.now, EngineViews(self.engines), ro.groups, ro.requests, ro.members, self.changes)
+        groups, requests, members = self._read_only
+        return ClusterView(self.now, EngineViews(self.engines), groups, requests, members, self.changes)
 
     def emit(self, event: Event) -> None:
         """The engines' callback: deliver now, or after the actions being applied when called from inside them."""

@@ -22,6 +22,7 @@ from seer.core import (
     Rollout,
     worst_case_kv,
 )
+from seer.core.model import write_request
 from seer.loop import ContractLoop
 
 # request id -> (prompt tokens, true output length)
@@ -106,7 +107,7 @@ class Script:
         self.events.append(event)
         if isinstance(event, ChunkFinished):
             req = self.requests[event.request_id]
-            req.generated += event.new_tokens
+            write_request(req, generated=req.generated + event.new_tokens)
             req.output_ids.extend(event.token_ids or [0] * event.new_tokens)
 
     def submit(self, engine, rid: int, budget: int) -> None:

@@ -13,6 +13,7 @@ from seer.core import (
     RequestState,
     Rollout,
 )
+from seer.core.model import write_request
 
 
 def test_rollout_creates_g_requests_with_group_fields():
@@ -23,7 +24,7 @@ def test_rollout_creates_g_requests_with_group_fields():
     assert [r.sample_index for r in ro.group_requests(7)] == [0, 1, 2, 3]
     r = ro.requests[0]
     assert (r.state, r.context_len, r.remaining_budget) == (RequestState.WAITING, 100, 50)
-    r.generated = 20
+    write_request(r, generated=20)
     assert (r.context_len, r.remaining_budget) == (120, 30)
 
 

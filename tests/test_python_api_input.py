@@ -3,13 +3,23 @@ work (each case ran silently wrong, or ended deep in pandas, numpy or simpy, bef
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
 
 from seer import plots
-from seer.core import Dispatch, DraftConfig, PolicyTraits, RolloutStarted, SetSpeculation
+from seer.core import (
+    ChunkFinished,
+    Dispatch,
+    DraftConfig,
+    PolicyTraits,
+    RequestState,
+    RolloutStarted,
+    SetSpeculation,
+)
 from seer.errors import SeerInputError, TraceError
 from seer.experiment import Setup, run
 from seer.loop import PolicyError
@@ -250,3 +260,55 @@ def test_a_real_run_of_prompts_needs_a_group_size(tmp_path):
     for group in (None, 0, 2.5):
         with pytest.raises(SeerInputError, match="group: samples per prompt must be an integer >= 1"):
             run_rollout(RunSpec(model="smollm2", prompts=str(prompts), group=group), str(tmp_path / f"out{group}"))
+
+
+class _Writer:
+    """Dispatches everything to instance 0 and, at its first finished chunk, writes into what it was shown."""
+
+    name = "writer"
+
+    def __init__(self, write):
+        self.write = write
+
+    def on_event(self, event, view):
+        if isinstance(event, RolloutStarted):
+            return [Dispatch(rid, 0, view.requests[rid].remaining_budget) for rid in view.requests]
+        if isinstance(event, ChunkFinished):
+            self.write(view, event.request_id)
+        return []
+
+
+def _set_generated(view, rid):
+    view.requests[rid].generated = 0  # ran to completion and recorded a 0-token response
+
+
+def _set_state(view, rid):
+    view.requests[rid].state = RequestState.WAITING  # a finished request would be dispatched again
+
+
+def _replace(view, rid):
+    view.requests[rid] = view.requests[(rid + 1) % len(view.requests)]
+
+
+def _drop_member(view, rid):
+    del view.members[view.requests[rid].group_id]
+
+
+def _cached(view, rid):
+    view.instances[0].cached_prefix_tokens[rid] = 10**9  # every later reader of this view saw it
+
+
+@pytest.mark.parametrize(
+    "write, error",
+    [
+        (_set_generated, FrozenInstanceError),
+        (_set_state, FrozenInstanceError),
+        (_replace, TypeError),
+        (_drop_member, TypeError),
+        (_cached, TypeError),
+    ],
+)
+def test_what_a_policy_is_shown_it_cannot_change(frame, write, error):
+    # before, each write went through silently: the ledger recorded what the policy wrote
+    with pytest.raises(error):
+        run(Setup.from_trace(frame, "qwen2-vl-72b", instances=1), _Writer(write))

@@ -54,14 +54,21 @@ class Group:
     iteration: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Request:
     """One sample of a group: what a scheduler can know about it while it runs.
 
     `generated` counts output tokens produced so far; `output_ids` holds them when the backend
     reports token ids (the speculation drafter reads them). A request's context is its prompt plus
     what it generated; a chunk resumes from there.
+
+    Read-only (assigning a field raises `dataclasses.FrozenInstanceError`): policies and engines read the same
+    live objects, and a policy that wrote `generated` or `state` would silently change what the loop records.
+    The contract loop's ledger is the one writer (`write_request`); a policy keeps its own per-request state
+    in itself and changes a request only through actions.
     """
+
+    __hash__ = None  # equal by value, mutable through the ledger: not a dict key
 
     request_id: int
     group_id: int
@@ -92,6 +99,13 @@ class Request:
         return self.state in (RequestState.FINISHED, RequestState.ABORTED)
 
 
+def write_request(req: Request, **fields) -> None:
+    """Set fields of a request: for the contract loop's ledger (and a request's builder) only, the single
+    writer of request state."""
+    for name, value in fields.items():
+        object.__setattr__(req, name, value)
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A unit of work handed to an engine: continue `request_id` for at most `max_new_tokens` tokens.
@@ -119,15 +133,24 @@ class Rollout:
     requests: dict[int, Request] = field(default_factory=dict)
     members: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
-    def add_group(self, group: Group, arrival_s: float = 0.0, keys: list[tuple] | None = None) -> list[Request]:
+    def add_group(
+        self,
+        group: Group,
+        arrival_s: float = 0.0,
+        keys: list[tuple] | None = None,
+        prompt_lens: list[int] | None = None,
+        max_tokens: list[int] | None = None,
+    ) -> list[Request]:
         """Register a group and create its G requests (ids continue the rollout's numbering).
 
         `keys`: each sample's identity in its trace, (prompt_id, sample_id); default (group_id, sample index).
+        `prompt_lens`, `max_tokens`: each sample's own, where a trace gives them (default: the group's).
         """
         if group.group_id in self.groups:
             raise ValueError(f"group {group.group_id} already in the rollout")
-        if keys is not None and len(keys) != group.size:
-            raise ValueError(f"group {group.group_id}: {len(keys)} keys for {group.size} samples")
+        for what, per in (("keys", keys), ("prompt_lens", prompt_lens), ("max_tokens", max_tokens)):
+            if per is not None and len(per) != group.size:
+                raise ValueError(f"group {group.group_id}: {len(per)} {what} for {group.size} samples")
         self.groups[group.group_id] = group
         start = len(self.requests)
         made = []
@@ -136,8 +159,8 @@ class Rollout:
                 request_id=start + i,
                 group_id=group.group_id,
                 sample_index=i,
-                prompt_len=group.prompt_len,
-                max_tokens=group.max_tokens,
+                prompt_len=prompt_lens[i] if prompt_lens is not None else group.prompt_len,
+                max_tokens=max_tokens[i] if max_tokens is not None else group.max_tokens,
                 arrival_s=arrival_s,
                 key=tuple(keys[i]) if keys is not None else (group.group_id, i),
             )

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from seer.core import Chunk, Policy, Rollout, describe_policy
+from seer.core.model import write_request
 from seer.errors import SeerInputError
 from seer.loop import ContractLoop
 from seer.metrics import RolloutResult, events_frame, summarize
@@ -60,7 +61,7 @@ def register_prompts(drafter, rollout: Rollout, prompts: dict) -> None:
 def _check_context(rollout: Rollout, prompts: dict, replay_len: dict | None, max_model_len: int) -> None:
     """Every request's prompt plus output fits the model's context (and starts with no tokens held)."""
     for req in rollout.requests.values():
-        req.output_ids = []
+        write_request(req, output_ids=[])
         held = len(prompt_ids(prompts, req))
         need = held + (replay_len[req.request_id] if replay_len else req.max_tokens)
         if need > max_model_len:

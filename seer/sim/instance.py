@@ -19,6 +19,7 @@ as vLLM does (lookahead slots) and kept by the sequence.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import numpy as np
 import simpy
@@ -177,9 +178,9 @@ class SimInstance:
         return self._view[1]
 
     def _build_view(self) -> InstanceView:
-        # requests' cached contexts (a group's cached prompt is keyed by `prompt_key`, not a request id)
+        # requests' cached contexts (a group's prompt is keyed by `prompt_key`), read-only: the view is handed out again
         cache = self.kv.cache if self.kv.prefix_cache else {}
-        cached = {rid: e[0] for rid, e in cache.items() if type(rid) is not tuple}
+        cached = MappingProxyType({rid: e[0] for rid, e in cache.items() if type(rid) is not tuple})
         bs = self.cfg.block_size
         spec = {}
         if self.spec is not None:

@@ -43,12 +43,14 @@ def rollout_from_trace(
         max_tokens = int(max(caps[a:b])) if caps is not None else int(default_max_tokens)
         iteration = int(iters[a:b].min()) if iters is not None else 0
         keys = [(pid, int(s)) for s in samples[a:b]]
-        reqs = ro.add_group(Group(gid, int(prompt_lens[a]), max_tokens, b - a, iteration=iteration), keys=keys)
+        reqs = ro.add_group(
+            Group(gid, int(prompt_lens[a]), max_tokens, b - a, iteration=iteration),
+            keys=keys,
+            prompt_lens=[int(x) for x in prompt_lens[a:b]],
+            max_tokens=[int(x) for x in caps[a:b]] if caps is not None else None,
+        )
         gid += 1
         for i, req in enumerate(reqs, a):
-            req.prompt_len = int(prompt_lens[i])
-            if caps is not None:
-                req.max_tokens = int(caps[i])
             out = int(outs[i])
             if out > req.max_tokens:
                 raise SeerInputError(

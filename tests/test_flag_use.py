@@ -205,3 +205,33 @@ def test_a_sweep_refuses_a_value_no_cell_reads_and_a_target_no_cell_meets_before
         _sweep(tmp_path, 'policies = ["seer"]\n[sweep.params]\ngamma = [2, 8]\n')
     with pytest.raises(SeerInputError, match="target_groups=100000 is more than the 600 groups"):
         _sweep(tmp_path, 'policies = ["verl", "partial:target_groups=100000"]\n')
+
+
+@pytest.mark.parametrize(
+    "argv, tokens, word",
+    [
+        (["simulate", "--policy", "seer"], True, "the trace has output token ids"),
+        (["simulate", "--policy", "verl"], False, "no listed policy (verl) speculates"),
+        (["simulate", "--policy", "seer:speculation=off"], False, "speculates"),
+        (["compare", "--policies", "verl,context"], False, "no listed policy (verl, context) speculates"),
+        (["compare", "--policies", "verl,seer"], True, "output token ids"),
+    ],
+)
+def test_a_seed_that_draws_nothing_is_refused(argv, tokens, word, one_prompt, tmp_path, capsys):
+    # with --trace, --seed seeds only the parametric acceptance draws: it ran as if not given
+    trace = one_prompt
+    if not tokens:
+        trace = str(tmp_path / "lengths.parquet")
+        pd.read_parquet(one_prompt).drop(columns=["output_ids", "prompt_ids"], errors="ignore").to_parquet(trace)
+    out = tmp_path / "res"
+    line = cli_error(capsys, *argv, *_on(trace), "--seed", "3", "--out", str(out))
+    assert word in line
+    assert not out.exists()
+
+
+def test_a_seed_a_speculating_policy_draws_with_is_taken(one_prompt, tmp_path, capsys):
+    trace = str(tmp_path / "lengths.parquet")
+    pd.read_parquet(one_prompt).drop(columns=["output_ids", "prompt_ids"], errors="ignore").to_parquet(trace)
+    argv = ["compare", "--policies", "verl,seer", *_on(trace), "--seed", "3", "--out", str(tmp_path / "c"), "--json"]
+    assert main(argv) == 0
+    assert RolloutResult.load(tmp_path / "c" / "seer").config["workload"]["spec_seed"] == 3

@@ -107,7 +107,7 @@ def workload_args(p: argparse.ArgumentParser) -> None:
         "--seed",
         type=int_at_least(0),
         help="with --preset: seed of the synthetic workload (default: the preset's); with --trace: seed of the "
-        "parametric acceptance draws, used when the trace has no output token ids (default 0)",
+        "parametric acceptance draws of policies that speculate, when the trace has no output token ids (default 0)",
     )
     p.add_argument("--prompts", type=int_at_least(1), help="with --preset: number of prompts (groups) per iteration")
     p.add_argument("--chunk-size", type=int_at_least(1), help="tokens per chunk for divided policies (default 8192)")
@@ -205,6 +205,26 @@ def setup_from_args(args):
             args.preset, prompts=args.prompts, seed=args.seed, instances=args.instances, cluster=args.cluster
         )
     return Setup.from_trace(args.trace, args.cluster, instances=args.instances, spec_seed=args.seed or 0)
+
+
+def refuse_unused_seed(args, setup, specs: list[str], policies: list) -> None:
+    """With --trace, --seed seeds only the parametric acceptance draws: refused where no run draws any (the
+    trace's recorded tokens are replayed, or no listed policy speculates), rather than run as if not given."""
+    if not args.trace or args.seed is None:
+        return
+    from seer.core import traits_of
+    from seer.sim.driver import replays_tokens
+
+    if replays_tokens(setup.trace):
+        raise SeerInputError(
+            "--seed: the trace has output token ids, so speculation replays them and draws nothing at random "
+            "(with --trace, --seed seeds only the parametric acceptance draws)"
+        )
+    if not any(traits_of(p).drafter is not None for p in policies):
+        raise SeerInputError(
+            f"--seed: no listed policy ({', '.join(specs)}) speculates, so nothing is drawn at random (with --trace, "
+            "--seed seeds only the parametric acceptance draws)"
+        )
 
 
 def safe_name(text: str) -> str:

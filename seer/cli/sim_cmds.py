@@ -14,6 +14,7 @@ from seer.cli.common import (
     name_list,
     print_json,
     refuse_unused_policy_flags,
+    refuse_unused_seed,
     safe_name,
     setup_from_args,
     shared_policy_params,
@@ -69,6 +70,7 @@ def cmd_simulate(args) -> int:
     check_output_dir(out)
     cost = load_cost_model(args)
     setup = setup_from_args(args)
+    refuse_unused_seed(args, setup, [args.policy], [policy])
     result = run(setup, policy, exact=args.exact, progress=None, cost=priced_on(cost, setup))
     result.save(out)
     if args.json:
@@ -148,6 +150,7 @@ def cmd_compare(args) -> int:
 
     plan = _compare_plan(args)
     setup = setup_from_args(args)
+    refuse_unused_seed(args, setup, plan.names, plan.policies)
     for policy in plan.policies:  # a target no rollout of this workload can meet: refused before any policy runs
         check_groups([policy], rollout_groups(setup, traits_of(policy).over_issue, plan.over_iterations))
     if plan.over_issuing and not plan.over_iterations:  # a note, not a refusal: said once the workload is read

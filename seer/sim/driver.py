@@ -54,6 +54,12 @@ def _token_lists(trace: pd.DataFrame, column: str) -> bool:
     return column in trace.columns and bool(trace[column].notna().all())
 
 
+def replays_tokens(trace: pd.DataFrame) -> bool:
+    """Whether speculation on this trace replays its recorded tokens (exact replay, nothing drawn at random)
+    rather than drawing acceptance from the parametric model."""
+    return _token_lists(trace, "output_ids")
+
+
 class SimDriver(ContractLoop):
     """Runs one rollout of a trace on a simulated cluster under a policy."""
 
@@ -141,7 +147,7 @@ class SimDriver(ContractLoop):
         if config is None:
             return None
         group_of = {rid: r.group_id for rid, r in self.rollout.requests.items()}
-        if not _token_lists(trace, "output_ids"):
+        if not replays_tokens(trace):
             acc = ParametricAcceptance(group_of, seed=seed, scope=config.scope)
             default = DraftConfig()  # every drafter setting but scope own/other is a property of real drafts
             ignored = [

@@ -92,6 +92,10 @@ def test_traits_refuse_a_tick_below_a_millisecond_and_a_negative_draft_cap():
         PolicyTraits(tick_s=1e-9)  # measured: hours of ticks for a rollout of seconds
     with pytest.raises(ValueError, match="max_draft_tokens must be an integer from 0 to 64"):
         PolicyTraits(max_draft_tokens=-1)
+    for over in (1e6, True, 0.5):  # 1e6: every iteration generated a million times the groups (partial's cap is 100)
+        with pytest.raises(ValueError, match="over_issue must be a number from 1 to 100"):
+            PolicyTraits(over_issue=over)
+    assert PolicyTraits(over_issue=100).over_issue == 100
 
 
 def test_shared_parameters_of_no_policy_or_for_an_object_are_refused(frame):

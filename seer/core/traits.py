@@ -15,6 +15,7 @@ SCOPES = ("own", "group", "global")
 MAX_MATCH = 256  # the longest context suffix a suffix index hashes
 MAX_TOPK = 256
 MAX_OCCURRENCES = 1 << 31
+MAX_OVER_ISSUE = 100  # groups held per group needed (partial rollout), at most
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,12 @@ class PolicyTraits:
             raise ValueError(
                 f"PolicyTraits: max_draft_tokens must be an integer from 0 to 64, not {self.max_draft_tokens!r}"
             )
-        if not (isinstance(self.over_issue, (int, float)) and 1 <= self.over_issue < math.inf):
-            raise ValueError(f"PolicyTraits: over_issue must be a number >= 1, not {self.over_issue!r}")
+        # each iteration generates over_issue x the groups: 1e6 ran for ever (partial's own config has the same bound)
+        ok = isinstance(self.over_issue, (int, float)) and type(self.over_issue) is not bool
+        if not (ok and 1 <= self.over_issue <= MAX_OVER_ISSUE):
+            raise ValueError(
+                f"PolicyTraits: over_issue must be a number from 1 to {MAX_OVER_ISSUE}, not {self.over_issue!r}"
+            )
 
 
 NO_TRAITS = PolicyTraits()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seer.core import Abort, ChunkFinished, ClusterView, Dispatch, Event, PolicyTraits, RequestState, RolloutStarted
+from seer.core.traits import MAX_OVER_ISSUE
 from seer.errors import SeerInputError
 from seer.policies.config import ConfiguredPolicy, PolicyConfig, param
 
@@ -24,7 +25,8 @@ class PartialConfig(PolicyConfig):
 
     def problems(self) -> list[str]:
         # over 100 groups held per group trained on, a rollout of a few groups would hold millions
-        out = ["over_issue must be from 1 to 100"] if not 1 <= self.over_issue <= 100 else []
+        bad = not 1 <= self.over_issue <= MAX_OVER_ISSUE
+        out = [f"over_issue must be from 1 to {MAX_OVER_ISSUE}"] if bad else []
         if self.target_groups is not None and self.target_groups < 1:
             out.append("target_groups must be >= 1")
         return out

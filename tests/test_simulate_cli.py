@@ -177,7 +177,10 @@ def test_a_partial_spec_with_parameters_also_runs_over_iterations(tmp_path, caps
     args = ["compare", "--preset", "qwen2-vl-72b", "--prompts", "12", "--instances", "2", "--out", str(tmp_path)]
     assert main([*args, "--policies", "verl,partial:over_issue=2"]) == 0
     assert (tmp_path / "iterations.parquet").is_file() and not (tmp_path / "verl").exists()
-    assert "iterations.parquet" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "iterations.parquet" in printed
+    # the header gave verl's 192 requests for both rows; partial held twice as many
+    assert "requests verl 192, partial:over_issue=2 384 per iteration" in printed.splitlines()[0]
 
 
 def test_a_trace_run_records_its_workload_and_seed_seeds_the_acceptance_draws(tmp_path):

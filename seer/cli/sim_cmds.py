@@ -191,10 +191,14 @@ def _subfolder(root, name: str):
 def _print_compare(setup, rows: list[dict], iterations: int) -> None:
     cl = setup.cluster
     per = f", means over {iterations} iterations" if "iterations" in rows[0] else ""
-    print(
-        f"{setup.name} on {cl.name} ({cl.instances} instances x {cl.tp * cl.dp} GPUs), "
-        f"{rows[0]['requests']:,} requests per iteration{per}"
+    counts = {r["requests"] for r in rows}
+    # a policy that over-issues (partial) holds more requests than the others: each row's count, not the first's
+    held = (
+        f"{rows[0]['requests']:,} requests"
+        if len(counts) == 1
+        else "requests " + ", ".join(f"{r['policy']} {r['requests']:,}" for r in rows)
     )
+    print(f"{setup.name} on {cl.name} ({cl.instances} instances x {cl.tp * cl.dp} GPUs), {held} per iteration{per}")
     width = max(16, max(len(r["policy"]) for r in rows) + 2)
     spec = any("spec_tau" in r for r in rows)
     dec = 1 if max(r["makespan_s"] for r in rows) < 100 else 0

@@ -8,11 +8,14 @@ class SeerInputError(Exception):
 class TraceError(SeerInputError):
     """A trace file that cannot be read or does not follow the schema."""
 
-    def __init__(self, path: str, message: str, row: int | None = None, column: str | None = None):
+    def __init__(
+        self, path: str, message: str, row: int | None = None, column: str | None = None, line: int | None = None
+    ):
+        """`line`: the row's line in the file, where blank lines make it other than a reader would count."""
         self.path, self.row, self.column = path, row, column
         where = [str(path)]
         if row is not None:
-            where.append(f"row {row}")
+            where.append(f"row {row}" + (f" (line {line})" if line not in (None, row) else ""))
         if column is not None:
             where.append(f"column '{column}'")
         super().__init__(f"{', '.join(where)}: {message}")

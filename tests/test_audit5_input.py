@@ -198,7 +198,9 @@ def test_a_tot_log_with_an_idx_twice_names_the_entries(tmp_path):
     ],
 )
 def test_a_file_with_blank_lines_names_a_malformed_row_as_a_schema_error_would(tmp_path, name, text):
-    # the second data row: a parse error counted file lines (row 4) where a schema error counts data rows (row 2)
+    # the second data row: a parse error counted file lines (row 4) where a schema error counts data rows (row 2);
+    # the line an editor shows is said beside it (data line 4; the CSV's header is line 1 and not a row)
     (tmp_path / name).write_text(text)
-    with pytest.raises(Exception, match=f"{name}, row 2:"):
+    line = 4 if name.endswith(".jsonl") else 5
+    with pytest.raises(Exception, match=rf"{name}, row 2 \(line {line}\):"):
         load_trace(tmp_path / name)

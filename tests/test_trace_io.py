@@ -119,6 +119,11 @@ def test_each_validation_error_names_file_row_and_column(tmp_path, text, row, co
             "row 2: invalid JSON",
         ),
         ("list.jsonl", "[1, 2]\n", "row 1: each line must be a JSON object"),
+        (  # blank lines are not rows: the line an editor shows is said too
+            "blank.jsonl",
+            '\n{"prompt_id": 0, "sample_id": 0, "prompt_len": 1, "output_len": 1}\n\n{broken\n',
+            r"row 2 \(line 4\): invalid JSON",
+        ),
         ("trace.txt", "whatever", "unknown trace format"),
     ],
 )

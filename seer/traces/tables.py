@@ -60,18 +60,18 @@ def read_jsonl_table(path: str, id_columns: tuple[str, ...] = ("prompt_id",)) ->
     rows = []
     try:
         with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is dropped, as pandas does for CSV
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 row = len(rows) + 1  # data rows, blank lines skipped: as a schema error names them
                 try:
                     obj = strict_json(line)
                 except json.JSONDecodeError as exc:
-                    raise TraceError(path, f"invalid JSON ({exc.msg})", row=row) from None
+                    raise TraceError(path, f"invalid JSON ({exc.msg})", row=row, line=number) from None
                 except ValueError as exc:
-                    raise TraceError(path, f"invalid JSON ({exc})", row=row) from None
+                    raise TraceError(path, f"invalid JSON ({exc})", row=row, line=number) from None
                 if not isinstance(obj, dict):
-                    raise TraceError(path, "each line must be a JSON object", row=row)
+                    raise TraceError(path, "each line must be a JSON object", row=row, line=number)
                 rows.append(obj)
     except UnicodeDecodeError as exc:
         raise TraceError(path, f"not UTF-8 text ({first_line(exc)})") from None
@@ -107,7 +107,10 @@ def read_csv_table(
             for fields in reader:
                 row += bool(fields)  # data rows, blank lines skipped (pandas skips them): as a schema error names them
                 if fields and len(fields) != len(header):
-                    raise TraceError(path, f"has {len(fields)} fields, the header has {len(header)}", row=row)
+                    what = f"has {len(fields)} fields, the header has {len(header)}"
+                    # the file line where blank lines make it other than the row's own (the header is line 1)
+                    line = reader.line_num if reader.line_num != row + 1 else None
+                    raise TraceError(path, what, row=row, line=line)
         df = pd.read_csv(
             path, dtype={c: str for c in (*token_columns, *id_columns)}, keep_default_na=True, index_col=False
         )

@@ -36,7 +36,15 @@ def calibrate(run_dirs: Sequence[str], terms: Sequence[str] | None = None) -> St
         raise SeerInputError(f"calibrate takes a list of run folders, not the one path {str(run_dirs)!r}")
     if not run_dirs:
         raise SeerInputError("calibrate: name at least one run folder")
-    steps = pd.concat([_measured(load_run(d)) for d in run_dirs], ignore_index=True)
+    measured = [_measured(load_run(d)) for d in run_dirs]
+    # a copy of a run counts its steps twice, and the cross-validation would test on copies of its training steps
+    seen: dict[int, str] = {}
+    for d, m in zip(run_dirs, measured):
+        key = int(pd.util.hash_pandas_object(m, index=False).sum())
+        if key in seen:
+            raise SeerInputError(f"calibrate: runs {seen[key]} and {d} hold the same measured steps (one run copied?)")
+        seen[key] = str(d)
+    steps = pd.concat(measured, ignore_index=True)
     model = StepFit.fit(step_features(steps), steps["duration_s"].to_numpy(np.float64), terms)
     model.meta["runs"] = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
     ref = decode_medians(steps)  # the machine's speed while calibrating, to compare the runs it will predict with
@@ -96,6 +104,23 @@ def _reference(model: StepFit) -> pd.DataFrame | None:
     )
 
 
+def _real_preemptions(recorded: RecordedRun) -> tuple[np.ndarray, int | None]:
+    """(the time of every preemption, their count): from the steps where they recorded it; a run recorded before
+    steps did has its count in the requests' records only (no times), else it is unknown (None)."""
+    steps, requests = recorded.steps, recorded.result.requests
+    if "preempted" in steps:
+        times = np.repeat(steps["t"].to_numpy(), steps["preempted"].to_numpy(int))
+        return times, int(len(times))
+    count = int(requests["preemptions"].sum()) if "preemptions" in requests else None
+    return np.zeros(0), count
+
+
+def _finish_mape(real: np.ndarray, sim: np.ndarray) -> float | None:
+    """Mean |simulated - real| / real over requests that finished after t = 0 (None: none did)."""
+    ok = real > 0
+    return float(np.mean(np.abs(sim[ok] - real[ok]) / real[ok])) if ok.any() else None
+
+
 def _preempt_share(times: np.ndarray, makespan: float) -> float | None:
     """Median preemption time as a share of the makespan (None without preemptions)."""
     return float(np.median(times) / makespan) if len(times) and makespan > 0 else None
@@ -130,10 +155,7 @@ def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None =
     a = real.requests.set_index(["prompt_id", "sample_id"])["finish_s"]
     b = sim.requests.set_index(["prompt_id", "sample_id"])["finish_s"].reindex(a.index)
     tokens = float(recorded.trace["output_len"].sum())
-    real_pt = np.repeat(
-        recorded.steps["t"].to_numpy(),
-        recorded.steps.get("preempted", pd.Series(0, recorded.steps.index)).to_numpy(int),
-    )
+    real_pt, real_preemptions = _real_preemptions(recorded)
     sim_pt = sim.events.loc[sim.events["kind"] == "preempt", "t"].to_numpy(np.float64)
     ref = None if fitted else _reference(model)
     real_prefill, sim_prefill = real_prefill_tokens(recorded), int(sim.summary["prefill_tokens"])
@@ -147,11 +169,12 @@ def fidelity(run_dir: str, model: StepFit | None = None, progress: bool | None =
         "real_makespan_s": real_ms,
         "sim_makespan_s": sim_ms,
         "makespan_error": (sim_ms - real_ms) / real_ms,
-        "throughput_error": (tokens / sim_ms - tokens / real_ms) / (tokens / real_ms),
-        "finish_time_mape": float(np.mean(np.abs(b.to_numpy() - a.to_numpy()) / a.to_numpy())),
+        # no output tokens: no throughput to be wrong about
+        "throughput_error": (tokens / sim_ms - tokens / real_ms) / (tokens / real_ms) if tokens and sim_ms else None,
+        "finish_time_mape": _finish_mape(a.to_numpy(), b.to_numpy()),
         "step_time_mape": step_mape,
         "step_time_mape_heldout": model.meta.get("mape_heldout") if fitted else None,
-        "real_preemptions": int(len(real_pt)),
+        "real_preemptions": real_preemptions,
         "sim_preemptions": int(sim.summary["preemptions"]),
         "real_preempt_time_share": _preempt_share(real_pt, real_ms),
         "sim_preempt_time_share": _preempt_share(sim_pt, sim_ms),

@@ -247,6 +247,11 @@ def tau_table(rows: Sequence[Mapping]) -> plt.Figure:
     return fig
 
 
+def _share(x) -> str:
+    """A fraction as a percentage, n/a where there is none."""
+    return "n/a" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
+
+
 def parity(rows: Sequence[Mapping]) -> plt.Figure:
     """Sim-vs-real parity: simulated against real makespan per run, with the per-metric errors in the legend.
     rows: label, real_makespan_s, sim_makespan_s, makespan_error, finish_time_mape, step_time_mape."""
@@ -266,7 +271,7 @@ def parity(rows: Sequence[Mapping]) -> plt.Figure:
             color=_color(r["label"], i),
             zorder=3,
             label=f"{r['label']}: makespan {100 * r['makespan_error']:+.1f}%, "
-            f"finish {100 * r['finish_time_mape']:.1f}%, "
+            f"finish {_share(r['finish_time_mape'])}, "
             f"step {100 * r['step_time_mape']:.1f}%",
         )
     ax.set_xlim(0, hi)

@@ -260,6 +260,37 @@ def _cluster(run_dir: str, spec: RunSettings, kv_capacity_tokens: int) -> Cluste
         raise SeerInputError(f"{run_dir}: its settings make no cluster the simulator can run ({exc})") from None
 
 
+def _one_step_at_a_time(run_dir: str, steps: pd.DataFrame, makespan: float) -> None:
+    """An engine runs one step at a time: a step on an instance that starts before its previous one ended (a row
+    copied, two runs' steps in one file) is refused, as its time would count twice."""
+    order = np.lexsort((steps["t"].to_numpy(), steps["instance"].to_numpy()))
+    inst = steps["instance"].to_numpy()[order]
+    start = steps["t"].to_numpy(np.float64)[order]
+    end = start + steps["duration_s"].to_numpy(np.float64)[order]
+    slack = 1e-9 * max(makespan, 1.0)  # the recorder's float sums
+    clash = (inst[1:] == inst[:-1]) & (start[1:] < end[:-1] - slack)
+    if clash.any():
+        k = int(np.flatnonzero(clash)[0])
+        first, second = sorted((int(order[k]) + 1, int(order[k + 1]) + 1))
+        raise SeerInputError(
+            f"{run_dir}: steps.parquet rows {first} and {second} overlap on instance {int(inst[k])} (one starts at "
+            f"{start[k + 1]:.6g} s, before the other ends at {end[k]:.6g} s); an engine runs one step at a time"
+        )
+
+
+def _fits(run_dir: str, trace: pd.DataFrame, cluster: ClusterConfig) -> None:
+    """Every recorded request fits the recorded KV cache: a run cannot have held more than it had."""
+    cap = cluster.instance_config().kv_capacity_tokens
+    need = (trace["prompt_len"] + trace["output_len"]).to_numpy()
+    if len(need) and need.max() > cap:
+        i = int(need.argmax())
+        raise SeerInputError(
+            f"{run_dir}: trace.parquet row {i + 1} (prompt {trace['prompt_id'].iloc[i]!r}, sample "
+            f"{trace['sample_id'].iloc[i]}) held {int(need[i]):,} tokens of KV, more than summary.json's "
+            f"kv_capacity_tokens ({cluster.kv_capacity_tokens:,}; {cap:,} in whole blocks of {cluster.block_size})"
+        )
+
+
 def load_run(run_dir: str) -> RecordedRun:
     """Every file of a run folder, checked."""
     spec, summary = _checked(run_dir)
@@ -279,9 +310,11 @@ def load_run(run_dir: str) -> RecordedRun:
         "t": makespan,
         "preempted": (len(trace), f"{len(trace)} (the requests in trace.parquet)"),
         "instance": (spec.instances - 1, f"{spec.instances - 1} (run.json's instances, from 0)"),
+        "running": (spec.max_num_seqs, f"{spec.max_num_seqs} (run.json's max_num_seqs)"),
         "kv_usage": (1.0, "1 (the whole KV cache)"),
     }
     _measured_values(run_dir, "steps.parquet", steps, columns, ("duration_s",), most)
+    _one_step_at_a_time(run_dir, steps, makespan[0])
     for name in ("timeline.parquet", "events.parquet"):  # what RolloutResult reads, each named when it is bad
         if name == "timeline.parquet" or os.path.exists(os.path.join(run_dir, name)):
             _parquet(run_dir, name, ())
@@ -292,4 +325,5 @@ def load_run(run_dir: str) -> RecordedRun:
     except (KeyError, ValueError, OSError) as exc:
         raise SeerInputError(f"{run_dir}: unreadable results ({type(exc).__name__})") from None
     cluster = _cluster(run_dir, spec, summary["kv_capacity_tokens"])
+    _fits(run_dir, trace, cluster)
     return RecordedRun(run_dir, spec, _json(run_dir, "run.json"), steps, trace, result, cluster)

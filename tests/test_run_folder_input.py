@@ -74,6 +74,16 @@ DAMAGE = {
     "instances_differ": (_json("summary.json", instances=7), "summary.json says 7 instances and run.json 2"),
     "makespan_text": (_json("summary.json", makespan_s="87"), "summary.json makespan_s must be a number, not '87'"),
     "events_junk": (lambda run: (run / "events.parquet").write_bytes(b"junk"), "events.parquet is not a readable"),
+    # audit 7: each ran with exit status 0 and reported confident numbers
+    "steps_twice": (
+        _parquet("steps.parquet", lambda df: pd.concat([df, df], ignore_index=True)),
+        "overlap on instance 0",
+    ),
+    "max_num_seqs_one": (_json("run.json", max_num_seqs=1), "column 'running'"),
+    "kv_below_a_request": (
+        _json("summary.json", kv_capacity_tokens=600),
+        "held 905 tokens of KV, more than summary.json's kv_capacity_tokens (600; 576 in whole blocks of 32)",
+    ),
     "sched_tokens_inf": (
         _parquet("steps.parquet", _set("sched_tokens", np.inf)),
         "steps.parquet row 1, column 'sched_tokens'",
@@ -121,3 +131,41 @@ def test_a_step_starting_at_the_makespan_and_a_full_kv_cache_are_accepted(tmp_pa
     steps.loc[steps.index[-1], ["t", "duration_s", "kv_usage"]] = [makespan, 1e-6, 1.0]
     steps.to_parquet(run / "steps.parquet", index=False)
     assert load_run(str(run)).steps["t"].max() == makespan
+
+
+def test_fidelity_of_a_run_without_output_tokens_or_preemption_times_says_what_it_cannot_tell(tmp_path, capsys):
+    # no output tokens: a ZeroDivisionError traceback; no `preempted` column (older runs): "real 0" for 74
+    run = tmp_path / "old"
+    shutil.copytree(RECORDING, run)
+    _parquet("steps.parquet", lambda df: df.drop(columns=["preempted"]))(run)
+    recorded = int(pd.read_parquet(run / "requests.parquet")["preemptions"].sum())
+    assert recorded > 0
+    assert main(["fidelity", str(run)]) == 0
+    assert f"real {recorded:,} (median at - of the makespan)" in capsys.readouterr().out
+    _parquet("requests.parquet", lambda df: df.drop(columns=["preemptions"]))(run)
+    _parquet("trace.parquet", _set("output_len", 0))(run)
+    assert main(["fidelity", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "throughput n/a" in out and "real unknown (not recorded)" in out
+
+
+def test_calibrate_refuses_a_copy_of_a_run_and_an_output_that_is_not_toml(tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(RECORDING, copy)
+    line = _error(capsys, ["calibrate", str(RECORDING), str(copy), "-o", str(tmp_path / "m.toml")])
+    assert "hold the same measured steps" in line
+    other = tmp_path / "other"
+    shutil.copytree(RECORDING, other)
+    before = (other / "steps.parquet").read_bytes()
+    # another recorded run's steps were replaced by the model's TOML without a word
+    line = _error(capsys, ["calibrate", str(RECORDING), "-o", str(other / "steps.parquet")])
+    assert "name one ending in .toml" in line and (other / "steps.parquet").read_bytes() == before
+    assert "the path is empty" in _error(capsys, ["calibrate", str(RECORDING), "-o", ""])
+    assert not (tmp_path / "m.toml").exists()
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("seer: error: "), err
+    return err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 
@@ -134,9 +135,13 @@ def cmd_calibrate(args) -> int:
     same = given_twice(args.run_dirs)
     if same:  # its steps would count twice, and the cross-validation would test on copies of its training steps
         raise SeerInputError(f"run {same[0]} is given more than once")
+    if not args.output:
+        raise SeerInputError("-o: the path is empty (-o '')")
     output = os.path.realpath(args.output)
     if any(output == r or output.startswith(r + os.sep) for r in map(os.path.realpath, args.run_dirs)):
         raise SeerInputError(f"-o {args.output}: lies inside a run being read; write the model elsewhere")
+    if not args.output.lower().endswith(".toml"):  # a trace or another run's steps.parquet was replaced by TOML
+        raise SeerInputError(f"-o {args.output}: the model is a TOML file; name one ending in .toml")
     model = calibrate(args.run_dirs, terms)
     write_text_atomic(args.output, model.to_toml())
     if args.json:
@@ -163,20 +168,24 @@ def cmd_fidelity(args) -> int:
     print(
         f"  step model        {res['cost_model']}: " + ", ".join(f"{k} {v:.3g}" for k, v in res["step_model"].items())
     )
+    sim_s = f"{res['sim_makespan_s']:.3g}" if res["sim_makespan_s"] < 0.01 else f"{res['sim_makespan_s']:.2f}"
     print(
-        f"  makespan          real {res['real_makespan_s']:.2f} s, simulated {res['sim_makespan_s']:.2f} s "
-        f"(error {100 * res['makespan_error']:+.1f}%; throughput {100 * res['throughput_error']:+.1f}%)"
+        f"  makespan          real {res['real_makespan_s']:.2f} s, simulated {sim_s} s "
+        f"(error {_pct(res['makespan_error'])}; throughput {_pct(res['throughput_error'])})"
     )
-    print(f"  finish times      mean error {100 * res['finish_time_mape']:.1f}% per request")
+    print(f"  finish times      mean error {_pct(res['finish_time_mape'], sign='')} per request")
     if res["prefill_error"] is not None:
         print(
             f"  prefill work      real {res['real_prefill_tokens']:,} tokens, simulated {res['sim_prefill_tokens']:,} "
-            f"(error {100 * res['prefill_error']:+.1f}%; what the prefix cache did not supply)"
+            f"(error {_pct(res['prefill_error'])}; what the prefix cache did not supply)"
         )
     if res["speed_ratio"] is not None:
+        ratio = res["speed_ratio"]
+        how = f"{100 * abs(ratio - 1):.1f}% {'longer' if ratio > 1 else 'less time'} than"
+        how = "the same time as" if how.startswith("0.0%") else how
         print(
-            f"  machine speed     identical decode steps took {100 * (res['speed_ratio'] - 1):+.1f}% of the "
-            f"calibration runs' time ({res['speed_steps']:,} steps compared); the makespan error follows it"
+            f"  machine speed     identical decode steps took {how} in the calibration runs "
+            f"({res['speed_steps']:,} steps compared); the makespan error follows it"
         )
     held = res["step_time_mape_heldout"]
     extra = f" (cross-validated {100 * held:.1f}%)" if held is not None else ""
@@ -185,11 +194,19 @@ def cmd_fidelity(args) -> int:
         k: "-" if res[k] is None else f"{100 * res[k]:.0f}%"
         for k in ("real_preempt_time_share", "sim_preempt_time_share")
     }
+    real = "unknown (not recorded)" if res["real_preemptions"] is None else f"{res['real_preemptions']:,}"
     print(
-        f"  preemptions       real {res['real_preemptions']:,} (median at {share['real_preempt_time_share']} of the "
+        f"  preemptions       real {real} (median at {share['real_preempt_time_share']} of the "
         f"makespan), simulated {res['sim_preemptions']:,} (at {share['sim_preempt_time_share']})"
     )
     return 0
+
+
+def _pct(x: float | None, sign: str = "+") -> str:
+    """A relative error as a percentage: n/a when there is none; beyond +-10,000% in powers of ten, not 300 digits."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{100 * x:{sign}.1f}%" if abs(x) < 100 else f"{100 * x:{sign}.3g}%"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ import pandas as pd
 from seer.core import Policy, traits_of
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
-from seer.policies import ConfiguredPolicy, make_policy
+from seer.policies import ConfiguredPolicy, make_policy, unused_shared
 from seer.schema import MAX_ITERATIONS
 from seer.sim.cluster import ClusterConfig, load_cluster
 from seer.sim.driver import simulate
@@ -62,7 +62,9 @@ class Setup:
     ) -> "Setup":
         """A paper preset's synthetic workload on its cluster (or on `cluster`), with workload overrides (None:
         the preset's value)."""
-        cl = load_cluster(cluster or preset, instances=instances)  # before the generator can warn of anything
+        if not isinstance(preset, str):
+            raise SeerInputError(f"preset must be a preset name (see `seer presets`), not {preset!r:.60}")
+        cl = _cluster(cluster or preset, instances)  # before the generator can warn of anything
         cfg = preset_config(preset, seed=seed, prompts=prompts, **workload)
         return cls(synthesize(cfg), cl, preset, cfg)
 
@@ -77,12 +79,10 @@ class Setup:
     ) -> "Setup":
         """A trace (a file or a frame) on a cluster preset name, TOML path or config; `spec_seed` seeds the
         parametric acceptance draws when the trace has no output token ids."""
-        if not isinstance(cluster, (ClusterConfig, str, os.PathLike)):
-            raise SeerInputError(f"cluster must be a preset name, a TOML path or a ClusterConfig, not {cluster!r:.60}")
-        if not isinstance(cluster, ClusterConfig):  # the small input first: a bad one fails before a big read
-            cluster = load_cluster(cluster, instances=instances)
-        elif instances is not None:
-            cluster = dataclasses.replace(cluster, instances=instances)
+        cluster = _cluster(cluster, instances)  # the small inputs first: a bad one fails before a big read
+        _check_seed(spec_seed)
+        if not isinstance(trace, (str, os.PathLike, pd.DataFrame)):
+            raise SeerInputError(f"trace must be a file path or a DataFrame, not {trace!r:.60}")
         if not isinstance(trace, pd.DataFrame):
             from seer.traces.io import load_trace
 
@@ -103,6 +103,43 @@ class Setup:
         return dataclasses.replace(self, trace=trace)
 
 
+def _cluster(cluster, instances) -> ClusterConfig:
+    """A preset name, TOML path or config, with `instances` (None: its own) checked as the command line checks it."""
+    if not isinstance(cluster, (ClusterConfig, str, os.PathLike)):
+        raise SeerInputError(f"cluster must be a preset name, a TOML path or a ClusterConfig, not {cluster!r:.60}")
+    if instances is not None and (isinstance(instances, bool) or not isinstance(instances, (int, np.integer))):
+        raise SeerInputError(f"instances must be an integer >= 1, not {instances!r:.60}")
+    if instances is not None and instances < 1:
+        raise SeerInputError(f"instances must be >= 1, not {instances}")
+    instances = None if instances is None else int(instances)
+    if not isinstance(cluster, ClusterConfig):
+        return load_cluster(cluster, instances=instances)
+    return cluster if instances is None else dataclasses.replace(cluster, instances=instances)
+
+
+def _check_seed(seed) -> None:
+    if type(seed) is not int or seed < 0:
+        raise SeerInputError(f"spec_seed must be an integer >= 0, not {seed!r:.60}")
+
+
+def _check_call(caller: str, setup, shared) -> None:
+    """What every entry point takes: a Setup, and shared parameters as a mapping."""
+    if not isinstance(setup, Setup):
+        raise SeerInputError(f"{caller} takes a Setup (Setup.from_preset or Setup.from_trace), not {setup!r:.60}")
+    if shared is not None and not isinstance(shared, Mapping):
+        raise SeerInputError(f"{caller}: shared parameters are a mapping (KEY: VALUE), not {shared!r:.60}")
+
+
+def _refuse_unused(specs: list[str], shared: Mapping | None) -> None:
+    """A shared parameter no listed policy reads is refused, as the command line refuses its flag."""
+    unused = unused_shared(specs, shared)
+    if unused:
+        raise SeerInputError(
+            f"shared {', '.join(f'{k}={shared[k]!r}' for k in unused)}: no listed policy ({', '.join(specs)}) reads it "
+            "(`seer policies NAME` lists what each takes)"
+        )
+
+
 def as_policy(policy: str | Policy, shared: Mapping | None = None) -> Policy:
     """A policy object from a spec ('context:chunk_size=512'), or the object itself."""
     return make_policy(policy, shared) if isinstance(policy, str) else policy
@@ -119,12 +156,18 @@ def run(
 ) -> RolloutResult:
     """Simulate one rollout of the setup under a policy (a fresh object per spec); `spec_seed` (default: the
     setup's) seeds the parametric acceptance draws. The result's config records the workload."""
+    _check_call("run", setup, shared)
     if shared and not isinstance(policy, str):
         raise SeerInputError("shared parameters configure a policy spec (NAME:KEY=VALUE), not a policy object")
-    if spec_seed is not None and (type(spec_seed) is not int or spec_seed < 0):
-        raise SeerInputError(f"spec_seed must be an integer >= 0, not {spec_seed!r}")
+    if cost is not None and not callable(getattr(cost, "step_time_sums", None)):
+        raise SeerInputError(
+            f"cost must be a step-time model (StepFit.load(path) reads one from `seer calibrate`), not {cost!r:.60}"
+        )
     if spec_seed is not None:
+        _check_seed(spec_seed)
         setup = dataclasses.replace(setup, spec_seed=spec_seed)
+    if shared:
+        _refuse_unused([policy], shared)
     result = simulate(
         setup.trace,
         setup.cluster,
@@ -177,13 +220,20 @@ def compare(
 ) -> tuple[list[dict], dict[str, RolloutResult]]:
     """Every policy on the same setup: (comparison rows, results by spec, or by name for a policy object).
     Specs are checked before any runs; a name given twice is refused (its results would overwrite)."""
+    _check_call("compare", setup, shared)
     if isinstance(specs, str) or not isinstance(specs, Sequence):  # a string would be compared letter by letter
         raise SeerInputError(f"compare takes a list of policies, not {specs!r:.60}")
     specs = list(specs)
     if not specs:
         raise SeerInputError("no policies to compare")
     policies = [as_policy(s, shared) for s in specs]
-    labels = [s if isinstance(s, str) else getattr(p, "name", type(p).__name__) for s, p in zip(specs, policies)]
+    strings = [s for s in specs if isinstance(s, str)]
+    if shared and strings:
+        _refuse_unused(strings, shared)
+    # " verl" is verl: the spec's spaces make no other policy (it ran twice, the second overwriting the first)
+    labels = [
+        s.strip() if isinstance(s, str) else getattr(p, "name", type(p).__name__) for s, p in zip(specs, policies)
+    ]
     twice = sorted({x for x in labels if labels.count(x) > 1})
     if twice:
         raise SeerInputError(f"compare: {', '.join(map(repr, twice))} given more than once")
@@ -202,6 +252,7 @@ def run_iterations(
     with what they generated, into the next iteration. Returns the per-iteration table and the lengths of
     every response that reached training (Seer Fig 10: partial rollout under-represents long outputs).
     """
+    _check_call("run_iterations", setup, shared)
     if setup.synth is None:
         raise SeerInputError("iterations need a synthetic setup (each iteration draws fresh groups from its generator)")
     if type(iterations) is not int or not 1 <= iterations <= MAX_ITERATIONS:  # each one is a whole rollout
@@ -209,6 +260,11 @@ def run_iterations(
     if not isinstance(spec, str):  # each iteration makes a fresh policy from the spec
         raise SeerInputError(f"run_iterations takes a policy spec (NAME:KEY=VALUE), not {type(spec).__name__}")
     cfg, n = setup.synth, setup.synth.prompts
+    if (shared or {}).get("target_groups") is not None:  # it was replaced by the setup's prompts without a word
+        raise SeerInputError(
+            f"run_iterations: every iteration trains on the setup's {n} groups; a partial target of its own goes in "
+            "the spec (partial:target_groups=K), not in shared"
+        )
     shared = {**(shared or {}), "target_groups": n}
     carrier = _Carry()
     rows = []

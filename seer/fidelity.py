@@ -57,15 +57,12 @@ def calibrate(run_dirs: Sequence[str], terms: Sequence[str] | None = None) -> St
 def simulate_recorded(recorded: RecordedRun, model: StepFit, progress: bool | None = None):
     """The run's trace simulated with its policy, instances and engine limits, priced by `model`."""
     from seer.experiment import Setup, run
+    from seer.policies import make_policy
 
     tr = recorded.trace[["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]].copy()
-    return run(
-        Setup(tr, recorded.cluster, "fidelity"),
-        recorded.settings.policy,
-        shared={"chunk_size": recorded.settings.chunk_size},
-        cost=model,
-        progress=progress,
-    )
+    # the run's chunk size where its policy takes one (run.json may record it for any policy)
+    policy = make_policy(recorded.settings.policy, {"chunk_size": recorded.settings.chunk_size})
+    return run(Setup(tr, recorded.cluster, "fidelity"), policy, cost=model, progress=progress)
 
 
 def decode_medians(steps: pd.DataFrame, min_steps: int = 20) -> pd.DataFrame:

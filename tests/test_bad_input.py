@@ -247,7 +247,7 @@ CASES = [  # (arguments, words the one line must contain)
     (["compare", "--trace", "seer/data/gsm8k_smollm2.parquet", "--policies", "context:chunk_sise=4"], "chunk_sise"),
     (["compare", "--preset", "moonlight", "--iterations", "0"], "--iterations"),
     (["compare", "--trace", "good.csv", "--cluster", "moonlight", "--iterations", "2"], "--preset"),
-    (["spec", "bench", "--trace", "good.csv"], "output_ids"),
+    (["spec", "bench", "--trace", "good.csv"], "good.csv: spec bench needs a trace with output_ids"),
     (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--groups", "-1"], "--groups"),
     (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--max-match", "0"], "--max-match"),
     (["spec", "bench", "--trace", "seer/data/gsm8k_smollm2.parquet", "--min-prob", "nan"], "--min-prob"),

@@ -316,3 +316,41 @@ def test_what_a_policy_is_shown_it_cannot_change(frame, write, error):
     # before, each write went through silently: the ledger recorded what the policy wrote
     with pytest.raises(error):
         run(Setup.from_trace(frame, "qwen2-vl-72b", instances=1), _Writer(write))
+
+
+def test_the_api_names_a_wrong_argument_as_the_command_line_would(frame, tmp_path):
+    """Audit 7: each ended in an AttributeError or TypeError deep inside (a cost path inside SimPy), or ran while
+    the command line refuses the same request."""
+    from seer.experiment import compare, run_iterations
+    from seer.sim.cluster import load_cluster
+
+    setup = _setup(frame)
+    preset = Setup.from_preset("qwen2-vl-72b", prompts=4)
+    wrong = [
+        (lambda: run(None, "verl"), "run takes a Setup"),
+        (lambda: compare(None, ["verl"]), "compare takes a Setup"),
+        (lambda: run_iterations(None, "verl", 2), "run_iterations takes a Setup"),
+        (lambda: run(setup, "verl", cost="m.toml"), "cost must be a step-time model"),
+        (lambda: run(setup, "verl", cost=5), "cost must be a step-time model"),
+        (lambda: Setup.from_preset(3), "preset must be a preset name"),
+        (lambda: Setup.from_preset("moonlight", cluster=5), "cluster must be a preset name"),
+        (lambda: run_iterations(preset, "verl", 2, shared=[1]), "shared parameters are a mapping"),
+        (lambda: Setup.from_trace(frame, load_cluster("qwen2-vl-72b"), instances=0), "instances must be >= 1"),
+        (lambda: Setup.from_trace(frame, "qwen2-vl-72b", instances="2"), "instances must be an integer"),
+        (lambda: Setup.from_trace(frame, "qwen2-vl-72b", spec_seed="a"), "spec_seed must be an integer >= 0"),
+        (lambda: Setup.from_trace(frame, "qwen2-vl-72b", spec_seed=-1), "spec_seed must be an integer >= 0"),
+        (lambda: Setup.from_trace([1, 2, 3], "qwen2-vl-72b"), "trace must be a file path or a DataFrame"),
+        (lambda: Setup.from_trace(b"small.parquet", "qwen2-vl-72b"), "trace must be a file path or a DataFrame"),
+        # what the command line refuses as a flag no listed policy reads
+        (lambda: run(setup, "verl", shared={"chunk_size": 64}), "shared chunk_size=64: no listed policy \\(verl\\)"),
+        (lambda: compare(setup, ["verl"], shared={"chunk_size": 64}), "no listed policy"),
+        (lambda: compare(setup, ["verl", " verl"]), "'verl' given more than once"),
+        # replaced by the setup's 4 groups without a word
+        (lambda: run_iterations(preset, "partial", 1, shared={"target_groups": 100}), "partial:target_groups=K"),
+    ]
+    for call, said in wrong:
+        with pytest.raises(SeerInputError, match=said):
+            call()
+    # a shared value applies where it is read: one of the listed policies takes it
+    rows, _ = compare(setup, ["verl", "context"], shared={"chunk_size": 64})
+    assert [r["policy"] for r in rows] == ["verl", "context"]

@@ -150,20 +150,14 @@ def shared_policy_params(args) -> dict:
 def refuse_unused_policy_flags(specs: list[str], shared: dict) -> None:
     """Refuse what no policy would use, rather than run as if it had not been given: a shared option (given, not
     None) that none of the listed policies uses (an entry's own ignored values are `policy_config`'s to refuse)."""
-    from seer.policies import parse_policy_spec, policy_config
+    from seer.policies import parse_policy_spec, policy_config, unused_shared
 
     # an entry's own value that its configuration never reads (gamma without speculation=fixed) is refused there
-    entries = [(parse_policy_spec(s)[1], policy_config(s, shared)[1]) for s in specs]
+    unused = unused_shared(specs, shared)
     for key, flag in POLICY_FLAGS.items():
-        if shared.get(key) is not None and not any(_uses(key, own, cfg) for own, cfg in entries):
+        if key in unused:
+            entries = [(parse_policy_spec(s)[1], policy_config(s, shared)[1]) for s in specs]
             raise SeerInputError(_unused(key, flag, specs, entries))
-
-
-def _uses(key: str, own: dict, cfg) -> bool:
-    """Whether an entry's run depends on the shared value of `key` (what its configuration ignores, it does not)."""
-    if key in own or key not in type(cfg).keys():  # the entry's own value wins over the shared one
-        return False
-    return key not in cfg.ignored({key})
 
 
 def _unused(key: str, flag: str, specs: list[str], entries: list) -> str:

@@ -28,6 +28,8 @@ def cmd_spec_bench(args) -> int:
     out = args.out if args.out is not None else os.path.join("out", "spec-bench", name)
     check_output_dir(out)  # before the replay, not after it
     trace = load_trace(args.trace)
+    if "output_ids" not in trace.columns or trace["output_ids"].isna().any():  # named by its file, here
+        raise SeerInputError(f"{args.trace}: spec bench needs a trace with output_ids (token ids of every response)")
     rows = acceptance_table(
         trace,
         refs=refs,

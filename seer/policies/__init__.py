@@ -146,6 +146,20 @@ def policy_config(spec: str, shared: Mapping | None = None, **params) -> tuple[s
     return name, config
 
 
+def unused_shared(specs: list[str], shared: Mapping | None) -> list[str]:
+    """The shared parameters (given: not None) that no listed spec's run would read: one no listed policy takes,
+    one every taker sets itself, or one its configuration ignores (gamma without speculation=fixed)."""
+    entries = [(parse_policy_spec(s)[1], policy_config(s, shared)[1]) for s in specs]
+    return [k for k, v in (shared or {}).items() if v is not None and not any(_uses(k, o, c) for o, c in entries)]
+
+
+def _uses(key: str, own: dict, cfg: PolicyConfig) -> bool:
+    """Whether an entry's run depends on the shared value of `key` (what its configuration ignores, it does not)."""
+    if key in own or key not in type(cfg).keys():  # the entry's own value wins over the shared one
+        return False
+    return key not in cfg.ignored({key})
+
+
 def make_policy(spec: str, shared: Mapping | None = None, **params) -> Policy:
     """A fresh policy object from a spec such as 'context:chunk_size=512' (see `policy_config`)."""
     name, config = policy_config(spec, shared, **params)
@@ -165,4 +179,5 @@ __all__ = [
     "policy_class",
     "policy_config",
     "policy_keys",
+    "unused_shared",
 ]

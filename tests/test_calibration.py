@@ -55,6 +55,10 @@ def test_noise_terms_are_left_out_and_chosen_terms_are_given_terms():
     assert "per_waiting_s" not in model.meta["terms"] and "per_score_pair_s" not in model.meta["terms"]
     forced = StepFit.fit(f, y, terms=["overhead_s", "per_token_s"])
     assert forced.meta["terms"] == ["overhead_s", "per_token_s"] and set(forced.coefficients) <= set(TRUE)
+    # a term the steps never exercise was printed among the fitted terms with a coefficient of 0
+    quiet = {**f, "waiting": np.zeros_like(f["waiting"])}
+    with pytest.raises(SeerInputError, match="term per_waiting_s has nothing to fit"):
+        StepFit.fit(quiet, y, terms=["overhead_s", "per_waiting_s"])
 
 
 def test_the_model_file_round_trips(tmp_path):

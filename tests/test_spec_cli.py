@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_seer, token_trace
+import pytest
+from conftest import cli_error, run_seer, token_trace
 
 
 def test_spec_bench_json_and_files(tmp_path):
@@ -75,6 +76,21 @@ def test_spec_bench_bad_input(tmp_path):
     res = run_seer("spec", "bench", "--trace", str(tok), "--refs", "0,x")
     assert res.returncode == 2 and "--refs" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--groups", "10"], "--groups 10: "),  # silently capped at the trace's 2
+        (["--groups", "0", "--seed", "5"], "--seed draws the --groups sample"),  # the same output as --seed 0
+        (["--seed", "5"], "every one of the trace's 2 groups is replayed"),  # the default 20 takes all 2
+    ],
+)
+def test_spec_bench_refuses_a_group_count_or_seed_that_changes_nothing(tmp_path, capsys, argv, said):
+    tok = tmp_path / "tok.parquet"
+    token_trace(5, groups=2, G=2).to_parquet(tok)
+    assert said in cli_error(capsys, "spec", "bench", "--trace", str(tok), *argv, "--out", str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
 
 
 def test_compare_shows_the_gain_of_grouped_speculation(tmp_path):

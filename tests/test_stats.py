@@ -67,6 +67,19 @@ def test_undefined_statistics_are_nan_not_made_up():
     s = trace_stats(single)
     assert all(math.isnan(s[k]) for k in ("eta2", "within_cv", "rho_first_max_rest", "straggler_share"))
     assert math.isnan(eta_squared([4, 4, 4, 4], [0, 0, 1, 1]))
+    one = trace_stats(frame({7: [10, 20, 90]}))  # one group: no spread between groups (both read 0.000)
+    assert math.isnan(one["eta2"]) and math.isnan(one["across_cv"])
+    assert one["straggler_share"] == 1.0  # a share of the one group: defined
+
+
+def test_no_ngrams_on_a_trace_without_token_ids_is_refused(tmp_path, capsys):
+    from conftest import cli_error
+
+    path = tmp_path / "lengths.csv"
+    frame({0: [1, 2], 1: [3, 4]}).to_csv(path, index=False)
+    assert "has no output_ids, so there are no n-gram statistics to skip" in cli_error(
+        capsys, "trace", "stats", str(path), "--no-ngrams"
+    )
 
 
 lengths_by_group = st.dictionaries(
@@ -80,7 +93,7 @@ def test_eta2_bounded_and_invariant_to_renaming_and_order(groups, seed):
     df = frame(groups)
     e = eta_squared(df.output_len, df.prompt_id)
     if math.isnan(e):
-        assert df.output_len.nunique() == 1 or df.groupby("prompt_id").size().max() < 2
+        assert df.output_len.nunique() == 1 or df.groupby("prompt_id").size().max() < 2 or len(groups) < 2
         return
     assert 0.0 <= e <= 1.0
     rng = np.random.default_rng(seed)

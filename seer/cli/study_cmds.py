@@ -16,6 +16,18 @@ from seer.policies.speculation.policy import MAX_GAMMA
 MAX_REFS = 1 << 20
 
 
+def _bench_groups(args, have: int) -> int:
+    """--groups as given (default 20), refusing more groups than the trace has and a --seed that picks nothing."""
+    if args.groups is not None and args.groups > have:
+        raise SeerInputError(f"--groups {args.groups}: {args.trace} has {have} groups (--groups 0 replays them all)")
+    groups = 20 if args.groups is None else args.groups
+    if args.seed is not None and (groups == 0 or groups >= have):  # every group replayed: no sample to draw
+        raise SeerInputError(
+            f"--seed draws the --groups sample; here every one of the trace's {have} groups is replayed"
+        )
+    return groups
+
+
 def cmd_spec_bench(args) -> int:
     import pandas as pd
 
@@ -30,16 +42,17 @@ def cmd_spec_bench(args) -> int:
     trace = load_trace(args.trace)
     if "output_ids" not in trace.columns or trace["output_ids"].isna().any():  # named by its file, here
         raise SeerInputError(f"{args.trace}: spec bench needs a trace with output_ids (token ids of every response)")
+    groups = _bench_groups(args, int(trace["prompt_id"].nunique()))
     rows = acceptance_table(
         trace,
         refs=refs,
         topk=topk,
         gamma=args.gamma,
-        groups=args.groups,
+        groups=groups,
         samples=args.samples,
         min_prob=args.min_prob,
         max_match=args.max_match,
-        seed=args.seed,
+        seed=args.seed or 0,
     )
     with atomic_dir(out) as tmp:
         (tmp / "bench.json").write_text(json.dumps(json_safe(rows), indent=2))
@@ -160,8 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--groups",
         type=int_at_least(0),
-        default=20,
-        help="groups to replay, drawn at random (default 20, as the paper; 0 = all)",
+        help="groups to replay, drawn at random (default 20, as the paper, or all the trace has; 0 = all)",
     )
     p.add_argument("--samples", type=int_at_least(0), default=16, help="samples per group (default 16; 0 = all)")
     p.add_argument("--min-prob", type=number_in(0, 1), default=0.1, help="draft probability cut-off (default 0.1)")
@@ -171,7 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=8,
         help=f"longest context suffix matched (default 8, at most {MAX_MATCH})",
     )
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed for the group sample (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), help="seed for the group sample (default 0)")
     p.add_argument("--out", help="result folder (default out/spec-bench/TRACE)")
     p.add_argument("--json", action="store_true", help="print a list of {refs, topk, tau, accepted_per_draft, ...}")
     p.set_defaults(func=cmd_spec_bench)

@@ -89,6 +89,8 @@ def cmd_stats(args) -> int:
     from seer.traces.stats import trace_stats
 
     df = load_trace(args.path)
+    if args.no_ngrams and "output_ids" not in df.columns:
+        raise SeerInputError(f"--no-ngrams: {args.path} has no output_ids, so there are no n-gram statistics to skip")
     stats = trace_stats(df, ngrams=not args.no_ngrams)
     if args.json:
         print_json(stats)

@@ -116,6 +116,12 @@ class StepFit(AffineDecode):
         if unknown:
             raise SeerInputError(f"calibrate: unknown term {unknown[0]!r}; valid: {', '.join(TERMS)}")
         cols = [TERMS.index(t) for t in chosen]
+        idle = [t for t, c in zip(chosen, cols) if c and not X[:, c].any()]
+        if idle:  # its coefficient would be 0 whatever the machine does: the term was printed as fitted, and was not
+            raise SeerInputError(
+                f"calibrate: term {idle[0]} has nothing to fit: every measured step has none of it "
+                f"(its feature is 0 in all {len(y):,} steps)"
+            )
         coef = np.zeros(len(TERMS))
         coef[cols] = nnls_relative(X[:, cols], y)
         coef[0] = max(coef[0], 1e-9)  # a step never takes no time (the simulator would not advance)

@@ -3,9 +3,9 @@ and share text?
 
 Definitions (all over groups = rows sharing a `prompt_id`):
 - eta2: between-group sum of squares over total sum of squares of output lengths (population form),
-  the share of length variance explained by the prompt. NaN when all lengths are equal.
+  the share of length variance explained by the prompt. NaN when all lengths are equal or there is one group.
 - within_cv: mean over groups (>= 2 samples, mean > 0) of population std / mean.
-- across_cv: population std / mean of the group means.
+- across_cv: population std / mean of the group means (NaN for one group).
 - rho_first_max_rest: Spearman rank correlation, over groups with >= 2 samples, between the length of
   the first sample (lowest sample_id) and the max length of the others: how well one probe predicts
   the group's longest response (what context-aware scheduling relies on).
@@ -42,7 +42,7 @@ def eta_squared(lengths, groups) -> float:
     """
     x = np.asarray(lengths, dtype=np.float64)
     g = pd.Series(x).groupby(np.asarray(groups), sort=False)
-    if g.size().max() < 2:
+    if g.size().max() < 2 or g.ngroups < 2:  # one group: no variance between groups to explain (it read 0)
         return math.nan
     mean = x.mean()
     ss_total = float(((x - mean) ** 2).sum())
@@ -61,10 +61,10 @@ def within_group_cv(lengths, groups) -> float:
 
 
 def across_group_cv(lengths, groups) -> float:
-    """Population CV of the group means."""
+    """Population CV of the group means (NaN for one group: nothing to spread across)."""
     means = pd.Series(np.asarray(lengths, dtype=np.float64)).groupby(np.asarray(groups), sort=False).mean()
     m = float(means.mean())
-    return float(means.std(ddof=0) / m) if m > 0 else math.nan
+    return float(means.std(ddof=0) / m) if m > 0 and len(means) > 1 else math.nan
 
 
 def spearman(a, b) -> float:

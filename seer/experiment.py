@@ -242,15 +242,34 @@ def compare(
     return compare_table([{**r.summary, "policy": x} for x, r in results.items()]), results
 
 
+# each iteration's summary fields in the iterations table
+ITERATION_KEYS = (
+    "makespan_s",
+    "output_tokens",
+    "throughput_tok_s",
+    "tail_s",
+    "preemptions",
+    "migrations",
+    "efficiency",
+    "requests",
+)
+
+
 def run_iterations(
-    setup: Setup, spec: str, iterations: int = 5, shared: Mapping | None = None, progress: bool | None = False
+    setup: Setup,
+    spec: str,
+    iterations: int = 5,
+    shared: Mapping | None = None,
+    progress: bool | None = False,
+    exact: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Several RL iterations in a row, each needing the setup's number of fresh groups (the paper averages 5).
 
     Synchronous policies generate every group of an iteration. A policy whose traits say it over-issues
     (`partial`, APRIL) holds over_issue x the groups, stops at the target, and carries unfinished requests,
     with what they generated, into the next iteration. Returns the per-iteration table and the lengths of
-    every response that reached training (Seer Fig 10: partial rollout under-represents long outputs).
+    every response that reached training (Seer Fig 10: partial rollout under-represents long outputs). `exact`:
+    every step one at a time (the check on the fast path), as in `run`.
     """
     _check_call("run_iterations", setup, shared)
     if setup.synth is None:
@@ -280,21 +299,14 @@ def run_iterations(
             carrier.next_pid += n_new
             parts.append(new)
         trace = pd.concat(parts, ignore_index=True)
-        res = simulate(trace, setup.cluster, policy, progress=progress)
+        res = simulate(trace, setup.cluster, policy, exact=exact, progress=progress)
         complete, carried = carrier.update(trace, res.requests)
-        s = res.summary
         rows.append(
             {
                 "iteration": it,
                 "policy": spec,
-                "makespan_s": s["makespan_s"],
-                "output_tokens": s["output_tokens"],
-                "throughput_tok_s": s["throughput_tok_s"],
-                "tail_s": s["tail_s"],
-                "preemptions": s["preemptions"],
-                "migrations": s["migrations"],
-                "efficiency": s["efficiency"],
-                "requests": s["requests"],  # with over-issue and carried requests, more than the setup's
+                "mode": "exact" if exact else "fast",
+                **{k: res.summary[k] for k in ITERATION_KEYS},  # requests: with over-issue, more than the setup's
                 "groups_issued": int(trace["prompt_id"].nunique()),
                 "groups_trained": complete,
                 "carried_requests": carried,
@@ -360,6 +372,7 @@ def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requ
         requests = round(mean.requests)
     return {
         "policy": spec,
+        **({"mode": str(table["mode"].iloc[0])} if "mode" in table and len(table) else {}),
         "iterations": len(table),
         "makespan_s": float(mean.makespan_s),
         "throughput_tok_s": float(mean.throughput_tok_s),

@@ -292,3 +292,38 @@ def test_a_tail_reduction_a_hair_below_zero_prints_as_0_percent(capsys):
     _print_compare(SimpleNamespace(name="w", cluster=cluster), [row], 1)
     line = capsys.readouterr().out.splitlines()[-1]
     assert " 0%" in line and "-0%" not in line
+
+
+def test_exact_reaches_the_iterations_path_and_is_recorded(tmp_path, capsys):
+    """`compare --exact` with partial on a preset runs iterations: it ran them in fast mode, and nothing said so."""
+    import pandas as pd
+
+    from seer.cli import main
+
+    args = ["compare", "--exact", "--preset", "qwen2-vl-72b", "--prompts", "2", "--instances", "2"]
+    assert main([*args, "--policies", "verl,partial", "--out", str(tmp_path / "c"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["mode"] for r in rows] == ["exact", "exact"]
+    table = pd.read_parquet(tmp_path / "c" / "iterations.parquet")
+    assert set(table["mode"]) == {"exact"}
+
+
+def test_simulate_says_n_a_for_tau_with_nothing_drafted_and_compare_names_each_speculation(tmp_path, capsys):
+    import pandas as pd
+    from conftest import token_trace
+
+    from seer.cli import main
+
+    empty = tmp_path / "empty.csv"
+    rows = [(p, s, 100, 0, 1024) for p in range(2) for s in range(4)]
+    pd.DataFrame(rows, columns=["prompt_id", "sample_id", "prompt_len", "output_len", "max_tokens"]).to_csv(empty)
+    argv = ["--cluster", "moonlight", "--instances", "2"]
+    assert main(["simulate", "--trace", str(empty), *argv, "--policy", "seer", "--out", str(tmp_path / "s")]) == 0
+    assert "tau n/a tokens per speculative step" in capsys.readouterr().out  # it printed "tau nan"
+    tok = tmp_path / "tok.parquet"
+    token_trace(5, groups=2, G=3).to_parquet(tok)
+    policies = "seer:scope=global,seer,seer:topk=4"  # the lines were sorted by label and named no policy
+    assert main(["compare", "--trace", str(tok), *argv, "--policies", policies, "--out", str(tmp_path / "c")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("speculation")]
+    assert len(lines) == 3 and all(x.startswith(f"speculation ({p}): ") for x, p in zip(lines, policies.split(",")))
+    assert "scope global" in lines[0] and "top-4" in lines[2]

@@ -212,3 +212,13 @@ def test_bad_knobs_are_input_errors():
         synthesize(SynthConfig(group_size=1))
     with pytest.raises(SeerInputError, match="unknown preset"):
         preset_config("gpt-5")
+
+
+def test_synth_of_one_prompt_says_eta2_has_no_meaning(tmp_path, capsys):
+    from conftest import run_seer
+
+    res = run_seer("trace", "synth", "--preset", "moonlight", "--prompts", "1", "-o", str(tmp_path / "one.parquet"))
+    assert res.returncode == 0, res.stderr
+    # it warned "got 0" and printed "eta2 nan" for the same trace
+    assert "eta2 target 0.6 has no meaning for one prompt" in res.stderr and "got 0" not in res.stderr
+    assert "eta2 n/a" in res.stdout

@@ -93,7 +93,9 @@ def _iterations(args, setup, names: list[str], shared: dict, out) -> list[dict]:
     tables, lengths, summaries = [], {}, []
     requests = setup.synth.prompts * setup.synth.group_size
     for spec in names:
-        table, trained = run_iterations(setup, spec, iterations=args.iterations, shared=shared, progress=None)
+        table, trained = run_iterations(
+            setup, spec, iterations=args.iterations, shared=shared, progress=None, exact=args.exact
+        )
         tables.append(table)
         lengths[spec] = trained
         summaries.append(iterations_summary(spec, table, trained, requests))
@@ -217,8 +219,12 @@ def _print_compare(setup, rows: list[dict], iterations: int) -> None:
         if spec:
             line += f"{f'{tau:.2f}' if _finite(tau) else '-':>8}"
         print(line)
-    for label in sorted({r["speculation"] for r in rows if r.get("speculation")}):
-        print(f"speculation: {label}")
+    labels = {r["speculation"] for r in rows if r.get("speculation")}
+    for r in rows:  # in table order; named by policy where the rows speculate differently
+        if r.get("speculation") in labels:
+            print(f"speculation{'' if len(labels) == 1 else ' (' + r['policy'] + ')'}: {r['speculation']}")
+            if len(labels) == 1:
+                break
 
 
 def _finite(v) -> bool:

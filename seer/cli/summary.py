@@ -32,13 +32,14 @@ def print_summary(title: str, s: dict) -> None:
         rows.pop("lower bound")
         rows["simulated in"] = f"{s['wall_s']:.2f} s wall ({s['clock']} clock: makespan in instance time)"
         rows["ran in"] = rows.pop("simulated in")
+    # no speculative step at all (every response empty): no acceptance length to give
+    tau = s.get("spec_tau")
+    tau = "n/a" if tau is None or not math.isfinite(tau) else f"{tau:.2f}"
     if s.get("speculation") and s.get("backend") == "vllm":
-        rows["speculative decoding"] = (
-            f"tau {s['spec_tau']:.2f} over {s['spec_drafts']:,} drafts ({s['speculation_method']})"
-        )
+        rows["speculative decoding"] = f"tau {tau} over {s['spec_drafts']:,} drafts ({s['speculation_method']})"
     elif s.get("speculation"):
         rows["speculative decoding"] = (
-            f"tau {s['spec_tau']:.2f} tokens per speculative step, "
+            f"tau {tau} tokens per speculative step, "
             f"{s['spec_accepted_tokens']:,} of {s['spec_drafted_tokens']:,} draft tokens accepted"
         )
         rows["acceptance"] = s["speculation"]

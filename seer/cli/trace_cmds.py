@@ -79,9 +79,15 @@ def cmd_synth(args) -> int:
     else:
         print(
             f"wrote {out}: {stats['groups']:,} groups x G={cfg.group_size}, {stats['samples']:,} samples, "
-            f"mean {stats['mean_len']:,.0f} tokens, eta2 {stats['eta2']:.3f}, within-group CV {stats['within_cv']:.3f}"
+            f"mean {stats['mean_len']:,.0f} tokens, eta2 {_stat(stats['eta2'])}, within-group CV "
+            f"{_stat(stats['within_cv'])}"
         )
     return 0
+
+
+def _stat(x: float) -> str:
+    """A statistic to three decimals, n/a where it is undefined (one group, equal lengths)."""
+    return "n/a" if x != x else f"{x:.3f}"
 
 
 def cmd_stats(args) -> int:

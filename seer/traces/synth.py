@@ -140,7 +140,10 @@ def synthesize(cfg: SynthConfig) -> pd.DataFrame:
         ("eta2", eta2, cfg.eta2, 0.03),
         ("within_cv", within, cfg.within_cv, 0.03),
     ):
-        if not abs(got - want) <= tol:  # NaN (all lengths equal) counts as a miss
+        if name == "eta2" and P == 1:  # one group has no spread between groups: eta2 is undefined (it said "got 0")
+            if want:
+                warnings.warn(f"synth: eta2 target {want:g} has no meaning for one prompt (one group)", stacklevel=2)
+        elif not abs(got - want) <= tol:  # NaN (all lengths equal) counts as a miss
             warnings.warn(f"synth: {name} target {want:g} not reachable with these knobs; got {got:.4g}", stacklevel=2)
 
     if cfg.prompt_cv > 0:

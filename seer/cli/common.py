@@ -30,6 +30,11 @@ def print_table(title: str, items: dict) -> None:
         print(f"  {key:<{width}}  {text}")
 
 
+def number(x, spec: str) -> str:
+    """A value in `spec` format, n/a where there is none (None, NaN or infinite: undefined, as for one group)."""
+    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
+
+
 def int_at_least(low: int, high: int | None = None):
     """An argparse type: an integer >= low (and <= high)."""
 

@@ -219,12 +219,12 @@ def _print_compare(setup, rows: list[dict], iterations: int) -> None:
         if spec:
             line += f"{f'{tau:.2f}' if _finite(tau) else '-':>8}"
         print(line)
-    labels = {r["speculation"] for r in rows if r.get("speculation")}
-    for r in rows:  # in table order; named by policy where the rows speculate differently
-        if r.get("speculation") in labels:
-            print(f"speculation{'' if len(labels) == 1 else ' (' + r['policy'] + ')'}: {r['speculation']}")
-            if len(labels) == 1:
-                break
+    speculating = [r for r in rows if r.get("speculation")]
+    if len({r["speculation"] for r in speculating}) == 1:
+        print(f"speculation: {speculating[0]['speculation']}")
+    else:  # in table order, each named by its policy
+        for r in speculating:
+            print(f"speculation ({r['policy']}): {r['speculation']}")
 
 
 def _finite(v) -> bool:

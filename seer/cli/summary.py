@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from seer.cli.common import print_table
+from seer.cli.common import number, print_table
 
 
 def _share(x, digits: int = 0) -> str:
@@ -32,9 +32,7 @@ def print_summary(title: str, s: dict) -> None:
         rows.pop("lower bound")
         rows["simulated in"] = f"{s['wall_s']:.2f} s wall ({s['clock']} clock: makespan in instance time)"
         rows["ran in"] = rows.pop("simulated in")
-    # no speculative step at all (every response empty): no acceptance length to give
-    tau = s.get("spec_tau")
-    tau = "n/a" if tau is None or not math.isfinite(tau) else f"{tau:.2f}"
+    tau = number(s.get("spec_tau"), ".2f")  # n/a: no speculative step at all (every response empty)
     if s.get("speculation") and s.get("backend") == "vllm":
         rows["speculative decoding"] = f"tau {tau} over {s['spec_drafts']:,} drafts ({s['speculation_method']})"
     elif s.get("speculation"):

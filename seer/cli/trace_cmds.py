@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from seer.cli.common import int_at_least, print_json, print_table
+from seer.cli.common import int_at_least, number, print_json, print_table
 from seer.errors import SeerInputError
 
 
@@ -79,15 +79,10 @@ def cmd_synth(args) -> int:
     else:
         print(
             f"wrote {out}: {stats['groups']:,} groups x G={cfg.group_size}, {stats['samples']:,} samples, "
-            f"mean {stats['mean_len']:,.0f} tokens, eta2 {_stat(stats['eta2'])}, within-group CV "
-            f"{_stat(stats['within_cv'])}"
+            f"mean {stats['mean_len']:,.0f} tokens, eta2 {number(stats['eta2'], '.3f')}, within-group CV "
+            f"{number(stats['within_cv'], '.3f')}"
         )
     return 0
-
-
-def _stat(x: float) -> str:
-    """A statistic to three decimals, n/a where it is undefined (one group, equal lengths)."""
-    return "n/a" if x != x else f"{x:.3f}"
 
 
 def cmd_stats(args) -> int:

@@ -86,13 +86,16 @@ def acceptance_table(
     ngram: tuple[int, int] = (1, 4),
     seed: int = 0,
     progress: bool | None = None,
+    source: str | None = None,
 ) -> list[dict]:
     """Rows {drafter, refs, topk, tau, accepted_per_draft, ...} for every (n, k) and the n-gram baseline.
 
     groups / samples: how many groups (random, by `seed`; 0 = all) and samples per group (the first ones;
-    0 = all) to replay. A reference count larger than samples - 1 is clipped, and the row says so."""
+    0 = all) to replay. A reference count larger than samples - 1 is clipped, and the row says so. `source`: the
+    trace's file, named in a refusal."""
     if "output_ids" not in trace.columns or trace["output_ids"].isna().any():
-        raise SeerInputError("spec bench needs a trace with output_ids (token ids of every response)")
+        where = f"{source}: " if source else ""
+        raise SeerInputError(f"{where}spec bench needs a trace with output_ids (token ids of every response)")
     if gamma < 1 or any(k < 1 for k in topk) or any(n < 0 for n in refs):
         raise SeerInputError("need --gamma >= 1, --topk values >= 1 and --refs values >= 0")
     for flag, vals in (("--refs", refs), ("--topk", topk)):  # a repeat would count its requests twice

@@ -496,3 +496,45 @@ def test_an_abort_answering_a_finish_on_the_same_instance_lands_before_its_next_
     assert fast.summary["output_tokens"] == exact.summary["output_tokens"]
     assert (fast.requests["finish_reason"] == "abort").sum() > 0
     assert list(fast.requests["finish_reason"]) == list(exact.requests["finish_reason"])
+
+
+@pytest.mark.parametrize(
+    "outputs, groups, prompt_len, capacity, batched",
+    [
+        # instances 0 and 2 end a step at the same instant; the end on 2 meets the target, and the abort it sends
+        # to 0 landed before 0's next step in fast mode and after it in exact mode (the order of tied events
+        # followed when each end had been scheduled)
+        ([1, 6, 0, 6, 2, 0, 6, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0], [4, 2, 3, 3, 3, 2], [3] * 6, 9, 59),
+        # the end on 1 meets the target at the instant a step inside 2's fast epoch ends: the epoch counted the
+        # next step as in flight (one more token), while exact mode's step end let the abort land first
+        ([4, 2, 1, 0, 1, 7, 4, 7, 1, 0, 5, 1, 0, 1, 7, 6], [3, 4, 4, 2, 2, 1], [2, 1, 1, 1, 1, 2], 8, 34),
+    ],
+)
+def test_events_that_tie_between_instances_land_in_the_same_order_in_both_modes(
+    outputs, groups, prompt_len, capacity, batched
+):
+    """Three identical instances serving identical shapes end steps at the same instants. At one instant the
+    simulator runs the instant's other events, then step ends in instance order, then step starts, whatever the
+    mode, so an abort answering a tied finish lands at the same step boundary in both."""
+    keys = [(p, s) for p, n in enumerate(groups) for s in range(n)]
+    trace = pd.DataFrame(
+        [{"prompt_id": p, "sample_id": s, "prompt_len": prompt_len[p], "output_len": out}
+         for (p, s), out in zip(keys, outputs)]
+    )  # fmt: skip
+    cluster = ClusterConfig(
+        name="ties",
+        model="moonlight-16b-a3b",
+        instances=3,
+        kv_capacity_tokens=capacity,
+        block_size=1,
+        max_num_seqs=1,
+        max_num_batched_tokens=batched,
+        prefix_cache=True,
+        max_tokens=400,
+    )
+    fast = simulate(trace, cluster, make_policy("partial"), progress=False)
+    exact = simulate(trace, cluster, make_policy("partial"), exact=True, progress=False)
+    assert fast.summary["makespan_s"] == pytest.approx(exact.summary["makespan_s"], rel=1e-9)
+    assert fast.summary["steps"] == exact.summary["steps"]
+    assert list(fast.requests["output_len"]) == list(exact.requests["output_len"])
+    assert list(fast.requests["finish_reason"]) == list(exact.requests["finish_reason"])

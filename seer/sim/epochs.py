@@ -65,14 +65,45 @@ def fast_epoch_length(rs: Running, block_size: int, avail: int) -> int:
     return int(epoch_length(rs.stop, rs.produced, rs.computed, rs.blocks, block_size, avail))
 
 
+# SimPy orders one instant's events by priority before insertion order; its own are URGENT (0) or NORMAL (1).
+# Insertion order would make a tie between instances depend on when each event was scheduled, which differs
+# between fast mode (an epoch's end is scheduled at its start) and exact mode (at its last step's start): a
+# reaction to one instance's step end (an abort) reached another before its next step in one mode, after it in
+# the other. So an instant runs: its other events, then step ends in instance order, then step starts.
+STEP_END, STEP_START = 10, 10 + (1 << 32)
+
+
+class Ordered(simpy.Event):
+    """A timeout with a priority among the events of the instant it falls in."""
+
+    def __init__(self, env: simpy.Environment, delay: float, priority: int):
+        super().__init__(env)
+        self._ok, self._value = True, None
+        env.schedule(self, priority, delay)
+
+
+def step_end(env: simpy.Environment, delay: float, instance_id: int) -> Ordered:
+    return Ordered(env, delay, STEP_END + instance_id)
+
+
+def step_start(env: simpy.Environment, instance_id: int) -> Ordered:
+    """Processed once every other event of this instant has been (the step then starts)."""
+    return Ordered(env, 0.0, STEP_START + instance_id)
+
+
 def run_epoch(
-    env: simpy.Environment, wake: simpy.Event, steps: int, total: float, cut: Callable[[float], tuple[int, float]]
+    env: simpy.Environment,
+    wake: simpy.Event,
+    steps: int,
+    within: Callable[[float], int],
+    span: Callable[[int], float],
+    instance_id: int,
 ):
-    """Wait out an epoch of `steps` steps lasting `total` seconds; a wake-up cuts it short, but the step in
-    flight completes. `cut(elapsed)` gives (steps completed by then, in-flight one included; its end offset).
-    Returns (steps taken, seconds taken)."""
-    t0 = env.now
-    timer = env.timeout(total)
+    """Wait out an epoch of `steps` steps; a wake-up cuts it short, but the step in flight completes.
+    `within(elapsed)` gives the steps completed by then, `span(n)` the end offset of the first n. Returns (steps
+    taken, seconds taken)."""
+    t0, total = env.now, span(steps)
+    timer = step_end(env, total, instance_id)
     # `timer | wake` without SimPy's condition machinery (about 4 µs an epoch): `done` is scheduled when the first
     # of the two is processed, exactly when the condition would be, so the event queue sees the same hops
     done = env.event()
@@ -86,10 +117,15 @@ def run_epoch(
     yield done
     if timer.processed or env.now >= t0 + total:
         return steps, total
-    steps, end = cut(env.now - t0)
+    n = min(within(env.now - t0), steps)
+    # a step ending at this very instant has no successor in flight yet: a step starts only once the instant's
+    # events have landed (`SimInstance._run`), and exact mode's step ends are such instants
+    if n < steps and (n == 0 or t0 + span(n) != env.now):
+        n += 1
+    end = span(n)
     if t0 + end > env.now:
-        yield env.timeout(t0 + end - env.now)
-    return steps, (t0 + end) - t0
+        yield step_end(env, t0 + end - env.now, instance_id)
+    return n, end
 
 
 @dataclass
@@ -152,14 +188,9 @@ def plan_spec_epoch_reference(
     return SpecEpoch(plan, C, blocks, np.cumsum(np.broadcast_to(dur, (k,))), k)
 
 
-def spec_steps_within(cum_s: np.ndarray, k: int) -> Callable[[float], tuple[int, float]]:
-    """`run_epoch`'s cut for a speculative epoch."""
-
-    def cut(elapsed: float) -> tuple[int, float]:
-        j = min(int(np.searchsorted(cum_s, elapsed, side="right")) + 1, k)
-        return j, float(cum_s[j - 1])
-
-    return cut
+def spec_steps_within(cum_s: np.ndarray) -> Callable[[float], int]:
+    """`run_epoch`'s `within` for a speculative epoch (its `span(n)` is `cum_s[n - 1]`)."""
+    return lambda elapsed: int(np.searchsorted(cum_s, elapsed, side="right"))
 
 
 def apply_spec_epoch(rs: Running, epoch: SpecEpoch, j: int, remaining: np.ndarray) -> int:

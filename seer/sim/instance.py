@@ -50,6 +50,8 @@ from seer.sim.epochs import (
     plan_spec_epoch,
     run_epoch,
     spec_steps_within,
+    step_end,
+    step_start,
 )
 from seer.sim.kv import KVMemory
 from seer.sim.step_scheduler import StepScheduler
@@ -94,7 +96,7 @@ class SimInstance:
         self._aborts: list[int] = []
         self._wake: simpy.Event | None = None
         self._arrivals = 0
-        self._idle_reported = False
+        self._idle_reported, self._settled = False, -1.0  # _settled: the instant last waited out before a step
         if spec is not None:  # per request; a driver passes one table to all its instances (fewer cache lines)
             if spec_counts is None:
                 spec_counts = np.zeros((max(true_output_len, default=-1) + 1, 3), np.int64)
@@ -300,9 +302,6 @@ class SimInstance:
             return False
         return all_decoding(rs.ctx0, rs.produced, rs.computed)
 
-    def _gammas(self) -> np.ndarray:
-        return draft_budgets(self.run_set.rid, self._budget_table, self.spec_default, self.cfg.max_num_batched_tokens)
-
     # ---- the process -------------------------------------------------------------------------
 
     def _run(self):
@@ -320,8 +319,13 @@ class SimInstance:
                 yield self._new_wake()
                 continue
             self._idle_reported = False
+            if self.env.peek() == self.env.now != self._settled:  # let the instant's events land first
+                self._settled = self.env.now
+                yield step_start(self.env, self.instance_id)
+                continue
             if self.spec is not None and self._plain_decode_ready():
-                gammas = self._gammas()
+                cap = self.cfg.max_num_batched_tokens
+                gammas = draft_budgets(self.run_set.rid, self._budget_table, self.spec_default, cap)
                 if np.count_nonzero(gammas):
                     ran = yield from self._spec_epoch(gammas, 1 if self.exact else self.spec_horizon)
                     if ran:
@@ -347,7 +351,7 @@ class SimInstance:
         rs = self.run_set
         tokens, kv, attn, pairs, logits = step_sums(idx, n, rs.computed, rs.ctx0, rs.produced)
         dur = self.cost.step_time_sums(tokens, kv, attn, pairs, logits, len(self.waiting))
-        yield self.env.timeout(dur)
+        yield step_end(self.env, dur, self.instance_id)
         self.stats.busy_s += dur
         self.stats.steps += 1
         apply_step(idx, n, rs.computed, rs.ctx0, rs.produced)
@@ -358,15 +362,11 @@ class SimInstance:
         B = len(rs)
         S0 = float(rs.computed.sum())
         W = len(self.waiting)  # constant through the epoch: nothing is admitted until it ends
-        dur = self.cost.decode_span(B, S0, steps, W)
         self.stats.epochs += 1
         self._record()
-
-        def cut(elapsed: float) -> tuple[int, float]:
-            s = min(self.cost.steps_within(B, S0, elapsed, W) + 1, steps)  # the step in flight completes
-            return s, self.cost.decode_span(B, S0, s, W)
-
-        steps, dur = yield from run_epoch(self.env, self._new_wake(), steps, dur, cut)
+        within = lambda elapsed: self.cost.steps_within(B, S0, elapsed, W)  # noqa: E731
+        span = lambda n: self.cost.decode_span(B, S0, n, W)  # noqa: E731
+        steps, dur = yield from run_epoch(self.env, self._new_wake(), steps, within, span, self.instance_id)
         self.stats.busy_s += dur
         self.stats.steps += steps
         ok = self.kv.allocate(int(advance_decode(rs.computed, rs.produced, rs.blocks, steps, self.cfg.block_size)))
@@ -387,9 +387,8 @@ class SimInstance:
             return False
         self.stats.epochs += 1
         self._record()
-        j, _dur = yield from run_epoch(
-            self.env, self._new_wake(), epoch.k, float(epoch.cum_s[-1]), spec_steps_within(epoch.cum_s, epoch.k)
-        )
+        within, span = spec_steps_within(epoch.cum_s), lambda n: float(epoch.cum_s[n - 1])
+        j, _ = yield from run_epoch(self.env, self._new_wake(), epoch.k, within, span, self.instance_id)
         ok = self.kv.allocate(apply_spec_epoch(rs, epoch, j, remaining))
         assert ok, "speculative epoch over-allocated KV"
         self.stats.busy_s += float(epoch.cum_s[j - 1])

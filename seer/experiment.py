@@ -24,7 +24,7 @@ from seer.metrics import RolloutResult
 from seer.policies import ConfiguredPolicy, make_policy, unused_shared
 from seer.schema import MAX_ITERATIONS
 from seer.sim.cluster import ClusterConfig, load_cluster
-from seer.sim.driver import simulate
+from seer.sim.driver import replays_tokens, simulate
 from seer.traces.rollout import check_output_cap
 from seer.traces.synth import SynthConfig, preset_config, synthesize
 
@@ -140,6 +140,15 @@ def _refuse_unused(specs: list[str], shared: Mapping | None) -> None:
         )
 
 
+def seed_draws_nothing(trace: pd.DataFrame, policies: Sequence[Policy], specs: Sequence[str]) -> str | None:
+    """Why a seed of the parametric acceptance draws would draw nothing in these runs (None: it draws)."""
+    if replays_tokens(trace):
+        return "the trace has output token ids, so speculation replays them and draws nothing at random"
+    if not any(traits_of(p).drafter is not None for p in policies):
+        return f"no listed policy ({', '.join(specs)}) speculates, so nothing is drawn at random"
+    return None
+
+
 def as_policy(policy: str | Policy, shared: Mapping | None = None) -> Policy:
     """A policy object from a spec ('context:chunk_size=512'), or the object itself."""
     return make_policy(policy, shared) if isinstance(policy, str) else policy
@@ -163,15 +172,19 @@ def run(
         raise SeerInputError(
             f"cost must be a step-time model (StepFit.load(path) reads one from `seer calibrate`), not {cost!r:.60}"
         )
-    if spec_seed is not None:
-        _check_seed(spec_seed)
-        setup = dataclasses.replace(setup, spec_seed=spec_seed)
     if shared:
         _refuse_unused([policy], shared)
+    policy = as_policy(policy, shared)
+    if spec_seed is not None:  # a setup's own seed is kept for the runs that draw; one given here must be used
+        _check_seed(spec_seed)
+        unused = seed_draws_nothing(setup.trace, [policy], [getattr(policy, "name", type(policy).__name__)])
+        if unused:
+            raise SeerInputError(f"spec_seed={spec_seed}: {unused}")
+        setup = dataclasses.replace(setup, spec_seed=spec_seed)
     result = simulate(
         setup.trace,
         setup.cluster,
-        as_policy(policy, shared),
+        policy,
         exact=exact,
         progress=progress,
         spec_seed=setup.spec_seed,

@@ -181,6 +181,9 @@ def test_arguments_of_the_wrong_kind_are_named(frame):
         run_iterations(preset, _Budgets(0))
     with pytest.raises(SeerInputError, match="spec_seed must be an integer >= 0"):
         run(setup, "seer", spec_seed=-1)
+    # a seed given to run is used or refused, as --seed is: verl draws nothing (it ran as if not given)
+    with pytest.raises(SeerInputError, match=r"spec_seed=3: no listed policy \(verl\) speculates"):
+        run(setup, "verl", spec_seed=3)
     with pytest.raises(SeerInputError, match="seed must be >= 0"):
         SynthConfig(seed=-1).check()
     run_dir = str(ROOT / "benchmarks" / "data" / "fidelity" / "kv-verl-2i")

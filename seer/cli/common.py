@@ -211,19 +211,11 @@ def refuse_unused_seed(args, setup, specs: list[str], policies: list) -> None:
     trace's recorded tokens are replayed, or no listed policy speculates), rather than run as if not given."""
     if not args.trace or args.seed is None:
         return
-    from seer.core import traits_of
-    from seer.sim.driver import replays_tokens
+    from seer.experiment import seed_draws_nothing
 
-    if replays_tokens(setup.trace):
-        raise SeerInputError(
-            "--seed: the trace has output token ids, so speculation replays them and draws nothing at random "
-            "(with --trace, --seed seeds only the parametric acceptance draws)"
-        )
-    if not any(traits_of(p).drafter is not None for p in policies):
-        raise SeerInputError(
-            f"--seed: no listed policy ({', '.join(specs)}) speculates, so nothing is drawn at random (with --trace, "
-            "--seed seeds only the parametric acceptance draws)"
-        )
+    unused = seed_draws_nothing(setup.trace, policies, specs)
+    if unused:
+        raise SeerInputError(f"--seed: {unused} (with --trace, --seed seeds only the parametric acceptance draws)")
 
 
 def safe_name(text: str) -> str:

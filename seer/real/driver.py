@@ -59,9 +59,8 @@ def register_prompts(drafter, rollout: Rollout, prompts: dict) -> None:
 
 
 def _check_context(rollout: Rollout, prompts: dict, replay_len: dict | None, max_model_len: int) -> None:
-    """Every request's prompt plus output fits the model's context (and starts with no tokens held)."""
+    """Every request's prompt plus output fits the model's context."""
     for req in rollout.requests.values():
-        write_request(req, output_ids=[])
         held = len(prompt_ids(prompts, req))
         need = held + (replay_len[req.request_id] if replay_len else req.max_tokens)
         if need > max_model_len:
@@ -112,6 +111,8 @@ class RealDriver(ContractLoop):
         self.faults = sorted([(f[1], f[0], False) for f in [fail] if f] + [(k[1], k[0], True) for k in [kill] if k])
         self.progress_enabled = progress
         _check_context(rollout, prompts, replay_len, settings.max_model_len)
+        for req in rollout.requests.values():  # the engines' tokens are appended here as they stream
+            write_request(req, output_ids=[])
         self.provide(replay_len, self._step_profile)
         self.drafting = drafter
         if drafter is not None:

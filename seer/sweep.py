@@ -1,8 +1,9 @@
 """`seer sweep CONFIG`: a grid of simulations (presets x policies x parameters x seeds) run on a local process
 pool, or on a Ray cluster (`--ray`, or whenever RAY_ADDRESS is set). Each finished cell is stored on its own
 (atomically), so a sweep that was interrupted and is run again only computes the cells still missing; the
-results land in one Parquet table. A cell is stored under a hash of the cell and of its preset's contents
-(workload, cluster, cost model), so an edited preset is computed again, not served from the old cells.
+results land in one Parquet table. A cell is stored under a hash of the cell, of its preset's contents (workload,
+cluster, cost model) and of the code (seer's, and a policy of one's own), so an edited preset, policy or seer
+computes it again rather than serving the old cell (`seer.sweep_store`).
 
 CONFIG (TOML):
 
@@ -21,13 +22,11 @@ cell runs, with one line naming it and listing the valid ones.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
 import json
 import os
+import socket
 import tomllib
-import warnings
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -36,25 +35,17 @@ from tqdm import tqdm
 
 from seer.errors import SeerInputError
 from seer.fileio import atomic_path, input_problem, json_safe, write_text_atomic
-from seer.schema import INT_LIMIT, int_problem, show
-
-SUMMARY_COLUMNS = (
-    "makespan_s",
-    "throughput_tok_s",
-    "tail_s",
-    "tail_share",
-    "lower_bound_s",
-    "efficiency",
-    "preemptions",
-    "migrations",
-    "output_tokens",
-    "requests",
-    "spec_tau",
+from seer.schema import INT_LIMIT, show
+from seer.sweep_store import (  # noqa: F401  (cell_key and the columns re-exported)
+    LABEL_COLUMNS,
+    SUMMARY_COLUMNS,
+    cell_key,
+    code_fingerprint,
+    kept_cell,
+    preset_fingerprint,
+    typed,
 )
 
-
-COUNT_COLUMNS = ("preemptions", "migrations", "output_tokens", "requests")
-FLOAT_COLUMNS = tuple(c for c in SUMMARY_COLUMNS if c not in COUNT_COLUMNS)
 SWEEP_KEYS = ("presets", "policies", "seeds", "prompts", "params")
 
 
@@ -124,7 +115,15 @@ def _check_params(cfg: dict, params: dict) -> None:
     given once."""
     from seer.policies import parse_policy_spec, policy_config, policy_keys
 
-    names = [policy_config(spec)[0] for spec in cfg["policies"]]
+    configs = [policy_config(spec) for spec in cfg["policies"]]
+    names = [name for name, _ in configs]
+    first = {}
+    for spec, (name, config) in zip(cfg["policies"], configs):  # context and context:chunk_size=8192, say
+        first.setdefault((name, repr(config)), spec)
+        if first[(name, repr(config))] != spec:
+            raise SeerInputError(
+                f"policies {first[(name, repr(config))]!r} and {spec!r} are one configuration: their cells would repeat"
+            )
     valid = sorted({k for n in names for k in policy_keys(n)})
     for key, values in params.items():
         if not isinstance(values, list) or not values:
@@ -196,29 +195,6 @@ def _read(spec: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in ignored}
 
 
-def preset_fingerprint(preset: str) -> str:
-    """A hash of everything a preset's cell depends on besides the cell itself: the preset's TOML, its
-    cluster, the model's shapes, the hardware and the fitted coefficients. An edited preset makes new cells."""
-    from seer.presets import load_preset
-    from seer.sim.cluster import load_cluster
-
-    cluster = load_cluster(preset)
-    parts = {
-        "preset": load_preset(preset),
-        "cluster": cluster.describe(),
-        "shape": dataclasses.asdict(cluster.shape),
-        "hardware": dataclasses.asdict(cluster.hardware()),
-        "cost": cluster.cost_model().describe(),
-    }
-    return hashlib.sha256(json.dumps(json_safe(parts), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def cell_key(cell: dict, fingerprint: str | None = None) -> str:
-    """The cell's stored name: the cell and its preset's fingerprint (computed when not given)."""
-    fp = fingerprint if fingerprint is not None else preset_fingerprint(cell["preset"])
-    return hashlib.sha256(json.dumps({**cell, "fingerprint": fp}, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def run_cell(cell: dict) -> dict:
     """Simulate one cell; returns its row (cell description + summary metrics). Pure: same cell, same row."""
     from seer.experiment import Setup, run
@@ -238,7 +214,7 @@ def run_cell(cell: dict) -> dict:
         # stored name, keeps the values as the config file gives them)
         **{f"param_{k}": getattr(policy.cfg, k) for k in cell["params"]},
     }
-    row.update({k: res.summary.get(k) for k in SUMMARY_COLUMNS})
+    row.update({k: res.summary.get(k) for k in (*SUMMARY_COLUMNS, *LABEL_COLUMNS)})
     return row
 
 
@@ -277,15 +253,33 @@ def _run_local(todo: list[dict], workers: int | None) -> Iterable[tuple[dict, di
     pool.shutdown()
 
 
-def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
+def _connect_ray() -> None:
+    """Start Ray here, or join the cluster at RAY_ADDRESS: refused in one line where nothing answers there (Ray
+    retries for minutes, and the sweep hung)."""
     try:
         import ray
 
         from seer.ray_init import init_ray
     except ImportError:
-        raise SeerInputError("--ray needs Ray: pip install 'seer-rollout[ray]'")
-    if not ray.is_initialized():
-        init_ray(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        raise SeerInputError("--ray needs Ray: pip install 'seer-rollout[ray]'") from None
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    host, _, port = (address or "").split("://")[-1].rpartition(":")
+    if host and port.isdigit():  # "auto" and the like are Ray's to resolve
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise SeerInputError(
+                f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); unset it to run the "
+                "cells on a local process pool"
+            ) from None
+    init_ray(address=address, include_dashboard=False, log_to_driver=False)
+
+
+def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
+    import ray
+
     remote = ray.remote(run_cell)
     refs = {remote.remote(c): c for c in todo}
     pending = list(refs)
@@ -295,42 +289,11 @@ def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
             yield refs[ref], ray.get(ref)
 
 
-def _typed(rows: list[dict]) -> pd.DataFrame:
-    """The rows as a table whose column types do not depend on which cells ran: a parameter some policies do not
-    take stays integer (nullable) rather than float, and a metric with no value anywhere (spec_tau without
-    speculation) is float."""
-    table = pd.DataFrame(rows)
-    for col in table.columns:
-        values = [r[col] for r in rows if r.get(col) is not None]
-        if col.startswith("param_") and values and all(type(v) is int for v in values):
-            table[col] = table[col].astype("Int64")
-        elif col in FLOAT_COLUMNS:
-            table[col] = pd.to_numeric(table[col], errors="coerce").astype("float64")
-    return table
-
-
-def _kept_cell(path: str) -> dict | None:
-    """A finished cell's row, or None when there is none or it is damaged (it is then computed again)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            row = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError, OSError):
-        warnings.warn(f"{path}: damaged cell result; computing it again", stacklevel=2)
-        return None
-    if not isinstance(row, dict) or not all(k in row for k in ("preset", "policy", "seed", *SUMMARY_COLUMNS)):
-        warnings.warn(f"{path}: damaged cell result (not a cell's row); computing it again", stacklevel=2)
-        return None
-    if any(int_problem(k, v) for k, v in row.items()):  # no cell computes one; the results table could not hold it
-        warnings.warn(f"{path}: damaged cell result (an integer out of range); computing it again", stacklevel=2)
-        return None
-    return row
-
-
 def run_sweep(
     config_path: str, out: str, use_ray: bool = False, workers: int | None = None, progress: bool | None = None
 ) -> pd.DataFrame:
+    """Run the cells of the sweep CONFIG not already stored in `out` and write `out`/sweep.parquet; the table's
+    `attrs["reused"]` counts the cells read back from an earlier run."""
     if not str(out):  # os.path.join("", "cells") is a folder here
         raise SeerInputError("the output folder's path is empty (--out '')")
     others = sorted(set(os.listdir(out)) - {"cells", "sweep.parquet"}) if os.path.isdir(out) else []
@@ -340,22 +303,27 @@ def run_sweep(
             f"{out}: holds files that are not a sweep's ({', '.join(others[:3])}); name a new folder or an earlier "
             "sweep's"
         )
+    use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
+    if use_ray and workers is not None:  # it sized nothing: Ray places the cells
+        raise SeerInputError("--workers sizes the local process pool; on Ray (--ray, or RAY_ADDRESS set) it has no use")
     cfg = load_config(config_path)
     grid = cells(cfg)
     store = os.path.join(out, "cells")
+    prints = {p: preset_fingerprint(p) for p in cfg["presets"]}
+    codes = {spec: code_fingerprint(spec) for spec in cfg["policies"]}
+    keys = [cell_key(c, prints[c["preset"]], codes[c["policy"]]) for c in grid]
+    done = {}
+    for cell, key in zip(grid, keys):
+        row = kept_cell(os.path.join(store, key + ".json"), cell)
+        if row is not None:
+            done[key] = row
+    todo = [c for c, key in zip(grid, keys) if key not in done]
+    if todo and use_ray:  # before the folder: a cluster that cannot be reached leaves nothing behind
+        _connect_ray()
     try:
         os.makedirs(store, exist_ok=True)
     except OSError as exc:
         raise SeerInputError(f"{store}: cannot create the sweep's cell folder ({exc.strerror or exc})") from None
-    prints = {p: preset_fingerprint(p) for p in cfg["presets"]}
-    keys = [cell_key(c, prints[c["preset"]]) for c in grid]
-    done = {}
-    for key in keys:
-        row = _kept_cell(os.path.join(store, key + ".json"))
-        if row is not None:
-            done[key] = row
-    todo = [c for c, key in zip(grid, keys) if key not in done]
-    use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
     bar = tqdm(
         total=len(grid),
         initial=len(grid) - len(todo),
@@ -368,13 +336,14 @@ def run_sweep(
             # a pool starts all its workers at once: never more than there are cells (or, by default, cores)
             workers = min(workers or os.cpu_count() or 1, len(todo))
             for cell, row in _run_ray(todo) if use_ray else _run_local(todo, workers):
-                key = cell_key(cell, prints[cell["preset"]])
+                key = cell_key(cell, prints[cell["preset"]], codes[cell["policy"]])
                 write_text_atomic(os.path.join(store, key + ".json"), json.dumps(json_safe(row)))
                 done[key] = row
                 bar.update(1)
     finally:
         bar.close()
-    table = _typed([done[key] for key in keys])
+    table = typed([done[key] for key in keys])
     with atomic_path(os.path.join(out, "sweep.parquet")) as tmp:
         table.to_parquet(tmp, index=False)
+    table.attrs["reused"] = len(grid) - len(todo)
     return table

@@ -153,7 +153,7 @@ def test_figures_refuse_an_empty_out_an_empty_preset_and_a_result_folder(tmp_pat
     run = ROOT / "benchmarks" / "data" / "fidelity" / "gsm8k-verl-2i"
     assert "path is empty" in cli_error(capsys, "figures", "--presets", "moonlight", "--out", "")  # wrote here
     assert "empty item" in cli_error(capsys, "figures", "--presets", "moonlight,,kimi-k2", "--out", "f")
-    assert "is a seer result or run folder" in cli_error(capsys, "figures", "--run", str(run), "--out", str(run))
+    assert "is a seer result, run or sweep folder" in cli_error(capsys, "figures", "--run", str(run), "--out", str(run))
     assert os.listdir(tmp_path) == []
 
 

@@ -192,3 +192,76 @@ except Exception as exc:
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "BrokenProcessPool", proc.stderr[-2000:]
+
+
+def test_a_changed_policy_is_computed_again_and_reuse_is_counted(tmp_path, monkeypatch):
+    """A cell's stored name covers the code it comes from: a policy of one's own edited after a sweep gave the
+    old cell's numbers, and said nothing of reusing it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "sweep_policy_of_mine.py"
+    module.write_text('from seer.policies.baselines import VerlPolicy\n\nclass Mine(VerlPolicy):\n    name = "mine"\n')
+    config = tmp_path / "mine.toml"
+    config.write_text('[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["sweep_policy_of_mine.Mine"]\nprompts = 4\n')
+    out = tmp_path / "s"
+    assert run_sweep(str(config), str(out), workers=1, progress=False).attrs["reused"] == 0
+    assert run_sweep(str(config), str(out), workers=1, progress=False).attrs["reused"] == 1
+    module.write_text(module.read_text() + "# edited\n")
+    assert run_sweep(str(config), str(out), workers=1, progress=False).attrs["reused"] == 0
+    assert len(os.listdir(out / "cells")) == 2
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"makespan_s": "abc"},  # became NaN in the table
+        {"requests": 1.5},  # made the column float
+        {"preemptions": True},
+        {"efficiency": [1]},
+        {"seed": 7},  # another cell's row under this one's name
+    ],
+)
+def test_a_stored_cell_with_values_no_cell_computes_is_computed_again(config, tmp_path, edit):
+    import json
+
+    out = tmp_path / "s"
+    first = run_sweep(config, str(out), workers=2, progress=False)
+    path = out / "cells" / f"{cell_key(cells(load_config(config))[0])}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.warns(UserWarning, match="damaged cell result"):
+        again = run_sweep(config, str(out), workers=2, progress=False)
+    pd.testing.assert_frame_equal(first, again)
+    assert again.attrs["reused"] == 5
+
+
+def test_sweep_refusals_before_any_folder(config, tmp_path, monkeypatch):
+    from seer.errors import SeerInputError
+
+    out = tmp_path / "s"
+    with pytest.raises(SeerInputError, match="--workers sizes the local process pool"):
+        run_sweep(config, str(out), use_ray=True, workers=2, progress=False)  # ran, ignoring --workers
+    twice = tmp_path / "twice.toml"
+    twice.write_text('[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["context", "context:chunk_size=8192"]\n')
+    with pytest.raises(SeerInputError, match="'context' and 'context:chunk_size=8192' are one configuration"):
+        run_sweep(str(twice), str(out), progress=False)  # every cell ran twice
+    unread = tmp_path / "unread.toml"
+    unread.write_text(
+        '[sweep]\npresets = ["qwen2-vl-72b"]\npolicies = ["divided"]\n[sweep.params]\nimbalance_threshold = [1, 64]\n'
+    )
+    with pytest.raises(SeerInputError, match="imbalance_threshold tunes placement=cache-aware"):
+        run_sweep(str(unread), str(out), progress=False)  # two cells with the same numbers
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(SeerInputError, match="RAY_ADDRESS=127.0.0.1:1: no Ray cluster answers there"):
+        run_sweep(config, str(out), progress=False)  # hung, retrying, with an empty cells folder
+    assert not out.exists()
+
+
+def test_a_cell_says_which_bound_and_acceptance_its_efficiency_is_against():
+    """seer's efficiency is against a bound at 1 + gamma_max tokens a step, with acceptance from the parametric
+    model: the sweep table dropped both, so its efficiency read as comparable with verl's."""
+    from seer.sweep import run_cell
+
+    cell = {"preset": "qwen2-vl-72b", "seed": 0, "prompts": 2, "params": {}}
+    verl, seer = run_cell({**cell, "policy": "verl"}), run_cell({**cell, "policy": "seer"})
+    assert verl["bound_tokens_per_step"] == 1 and verl["speculation"] is None
+    assert seer["bound_tokens_per_step"] > 1 and seer["speculation"].startswith("parametric model")

@@ -94,9 +94,13 @@ def _check_figure_folder(out: str) -> None:
         raise SeerInputError("the output folder's path is empty (--out '')")
     if os.path.lexists(out) and not os.path.isdir(out):
         raise SeerInputError(f"--out {out}: exists and is not a folder")
-    if os.path.isfile(os.path.join(out, ".seer-output")) or os.path.isfile(os.path.join(out, "run.json")):
-        # a result or recorded-run folder: figures beside its files made it one that seer later refused as foreign
-        raise SeerInputError(f"--out {out}: is a seer result or run folder; write the figures to a folder of their own")
+    ours = [f for f in (".seer-output", "run.json", "sweep.parquet", "cells") if os.path.exists(os.path.join(out, f))]
+    if ours:
+        # a result, recorded-run or sweep folder: figures beside its files made it one seer later refused as foreign
+        raise SeerInputError(
+            f"--out {out}: is a seer result, run or sweep folder (it holds {ours[0]}); write the figures to a folder "
+            "of their own"
+        )
     check_writable(out)  # figures are staged inside it
 
 
@@ -137,7 +141,9 @@ def cmd_sweep(args) -> int:
         print_json(table.to_dict(orient="records"))
     else:
         print(table.to_string(index=False, float_format=lambda x: f"{x:,.3g}"))
-        print(f"results: {out}/sweep.parquet ({len(table)} cells; finished cells are kept in {out}/cells/)")
+        reused = table.attrs.get("reused", 0)
+        ran = f"{reused} read back from an earlier run, {len(table) - reused} computed" if reused else "all computed"
+        print(f"results: {out}/sweep.parquet ({len(table)} cells: {ran}; finished cells are kept in {out}/cells/)")
     return 0
 
 

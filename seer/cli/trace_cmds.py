@@ -71,7 +71,7 @@ def cmd_synth(args) -> int:
         cfg = preset_config(args.preset, **knobs)
     else:
         cfg = SynthConfig(**{k: v for k, v in knobs.items() if v is not None})
-    df = synthesize(cfg)
+    df = synthesize(cfg, progress=None)
     save_trace(df, out, meta={"source": "synth", "preset": args.preset, "config": cfg.__dict__})
     stats = trace_stats(df, ngrams=False)
     if args.json:

@@ -55,6 +55,15 @@ class DividedConfig(PolicyConfig):
         ]
         return out
 
+    def ignored(self, given) -> dict[str, str]:
+        out = super().ignored(given)
+        for key in sorted(given):
+            if key in ("imbalance_threshold", "affinity_margin") and self.placement != "cache-aware":
+                out[key] = f"{key} tunes placement=cache-aware, and this one's placement is {self.placement}"
+            elif key in ("max_chunks", "backfill") and self.admission != "adaptive":
+                out[key] = f"{key} tunes admission=adaptive, and this one's admission is {self.admission}"
+        return out
+
 
 class DividedPolicy(ConfiguredPolicy):
     """Divided rollout with FIFO order (requests in group order; a returning request rejoins the back)."""

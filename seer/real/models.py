@@ -167,8 +167,11 @@ def _weight_files(folder: Path) -> list[Path]:
 
 def prepare_model(name: str, force: bool = False, max_positions: int = 8192) -> Path:
     """The local folder of model `name` (see `model_names()`), prepared on first use."""
+    own = name != "smollm2" and not is_dummy(name)
+    if own and force:  # it rebuilt nothing: a user's folder is used as it is
+        raise SeerInputError(f"--force rebuilds a model seer prepares (smollm2, dummy:...), not a folder: {name}")
     check_model(name)
-    if name != "smollm2" and not is_dummy(name):
+    if own:
         return Path(name)  # a user's own HF folder
     final = models_dir() / name.replace(":", "-")
     if _prepared(final) and not force:

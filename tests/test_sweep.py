@@ -67,6 +67,8 @@ def test_interrupted_sweep_resumes(config, tmp_path):
 def test_sweep_cli_and_bad_config(config, tmp_path):
     res = run_seer("sweep", config, "--out", str(tmp_path / "o"), "--workers", "2", "--json")
     assert res.returncode == 0, res.stderr[-2000:]
+    res = run_seer("sweep", config, "--out", str(tmp_path / "o"))
+    assert res.returncode == 0 and "(6 cells: 6 read back from an earlier run, 0 computed;" in res.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[sweep]\npresets = []\n")
     res = run_seer("sweep", str(bad))

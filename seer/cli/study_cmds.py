@@ -140,7 +140,11 @@ def cmd_sweep(args) -> int:
     if args.json:
         print_json(table.to_dict(orient="records"))
     else:
-        print(table.to_string(index=False, float_format=lambda x: f"{x:,.3g}"))
+        shown = table.drop(columns=["speculation"])  # a paragraph per row: said once below the table
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:,.3g}"))
+        labels = table.dropna(subset=["speculation"]).groupby("speculation", sort=False)["policy"].unique()
+        for label, policies in labels.items():
+            print(f"speculation ({', '.join(policies)}): {label}")
         reused = table.attrs.get("reused", 0)
         ran = f"{reused} read back from an earlier run, {len(table) - reused} computed" if reused else "all computed"
         print(f"results: {out}/sweep.parquet ({len(table)} cells: {ran}; finished cells are kept in {out}/cells/)")

@@ -77,8 +77,8 @@ class Ordered(simpy.Event):
     """A timeout with a priority among the events of the instant it falls in."""
 
     def __init__(self, env: simpy.Environment, delay: float, priority: int):
-        super().__init__(env)
-        self._ok, self._value = True, None
+        # Event.__init__ inlined, as SimPy's own Timeout does (one of these per step)
+        self.env, self.callbacks, self._value, self._ok = env, [], None, True
         env.schedule(self, priority, delay)
 
 

@@ -119,11 +119,9 @@ def _check_params(cfg: dict, params: dict) -> None:
     names = [name for name, _ in configs]
     first = {}
     for spec, (name, config) in zip(cfg["policies"], configs):  # context and context:chunk_size=8192, say
-        first.setdefault((name, repr(config)), spec)
-        if first[(name, repr(config))] != spec:
-            raise SeerInputError(
-                f"policies {first[(name, repr(config))]!r} and {spec!r} are one configuration: their cells would repeat"
-            )
+        earlier = first.setdefault((name, repr(config)), spec)
+        if earlier != spec:
+            raise SeerInputError(f"policies {earlier!r} and {spec!r} are one configuration: their cells would repeat")
     valid = sorted({k for n in names for k in policy_keys(n)})
     for key, values in params.items():
         if not isinstance(values, list) or not values:

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from seer import plots
 from seer.fileio import staged_files
+from seer.progress import progress_bar
 
 BUNDLED = Path(__file__).resolve().parent / "data" / "gsm8k_smollm2.parquet"
 PRESETS = ("moonlight", "qwen2-vl-72b", "kimi-k2")
@@ -94,7 +94,7 @@ def make_figures(
     """Write every figure under `out` (PNG, PDF, and a Parquet table of what each draws); returns the files
     written. They are made aside and moved in together: an interrupted run leaves the earlier set."""
     work = len(presets) * (len(POLICIES) + 1) + 3 + len(runs)
-    bar = tqdm(total=work, desc="figures", unit="step", disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=work, desc="figures", unit="step")
     try:
         with staged_files(out) as tmp:
             names = [os.path.basename(f) for f in _draw(str(tmp), presets, prompts, runs, bar)]

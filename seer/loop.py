@@ -28,7 +28,6 @@ from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from seer.core import (
     Abort,
@@ -51,6 +50,7 @@ from seer.core import (
     traits_of,
 )
 from seer.errors import PolicyError, SeerInputError
+from seer.progress import progress_bar
 
 # requests are read-only to everyone but this ledger (seer.core.model.write_request); a field at a time, inline,
 # as it runs several times an event
@@ -372,9 +372,7 @@ class ContractLoop:
     @contextlib.contextmanager
     def progress(self, desc: str, enabled: bool | None) -> Iterator[None]:
         """A progress bar over finished requests for the duration of the block."""
-        self._bar = tqdm(
-            total=len(self.rollout.requests), desc=desc, unit="req", disable=None if enabled is None else not enabled
-        )
+        self._bar = progress_bar(enabled, total=len(self.rollout.requests), desc=desc, unit="req")
         try:
             yield
         finally:

@@ -31,10 +31,10 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
-from tqdm import tqdm
 
 from seer.errors import SeerInputError
 from seer.fileio import atomic_path, input_problem, json_safe, write_text_atomic
+from seer.progress import progress_bar
 from seer.schema import INT_LIMIT, show
 from seer.sweep_store import (  # noqa: F401  (cell_key and the columns re-exported)
     LABEL_COLUMNS,
@@ -322,13 +322,7 @@ def run_sweep(
         os.makedirs(store, exist_ok=True)
     except OSError as exc:
         raise SeerInputError(f"{store}: cannot create the sweep's cell folder ({exc.strerror or exc})") from None
-    bar = tqdm(
-        total=len(grid),
-        initial=len(grid) - len(todo),
-        desc="sweep",
-        unit="cell",
-        disable=None if progress is None else not progress,
-    )
+    bar = progress_bar(progress, total=len(grid), initial=len(grid) - len(todo), desc="sweep", unit="cell")
     try:
         if todo:
             # a pool starts all its workers at once: never more than there are cells (or, by default, cores)

@@ -85,8 +85,16 @@ ALLOWED = {
     "core": ("seer.core",),
     # seer.schema is a leaf (it imports nothing of seer): the bound on integers typed inputs may hold
     "policies": ("seer.core", "seer.errors", "seer.schema", "seer.policies"),
-    "loop": ("seer.core", "seer.errors", "seer.metrics", "seer.fileio", "seer.loop"),
-    "traces": ("seer.core", "seer.errors", "seer.fileio", "seer.presets", "seer.schema", "seer.traces"),
+    "loop": ("seer.core", "seer.errors", "seer.metrics", "seer.fileio", "seer.progress", "seer.loop"),
+    "traces": (
+        "seer.core",
+        "seer.errors",
+        "seer.fileio",
+        "seer.presets",
+        "seer.progress",
+        "seer.schema",
+        "seer.traces",
+    ),
 }
 FORBIDDEN = {
     "sim": ("seer.real", "seer.cli", "seer.experiment", "seer.fidelity", "seer.figures", "seer.sweep"),

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from seer.errors import SeerInputError
 from seer.policies.speculation.compiled import make_index
 from seer.policies.speculation.ngram import ngram_propose
 from seer.policies.speculation.suffix import accepted_length
+from seer.progress import progress_bar
 
 _PROMPT, _OWN = 0, 1
 
@@ -105,7 +105,7 @@ def acceptance_table(
     work = _sample_groups(trace, groups, samples, seed)
     acc: dict = {}  # (drafter, n, k) -> [steps, drafts, drafted, accepted, tokens, requests, n_effective]
     total = sum(len(outs) for outs, _ in work)
-    bar = tqdm(total=total, desc="replaying drafts", unit="req", disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=total, desc="replaying drafts", unit="req")
     try:
         for outs, prompt in work:
             for j in range(len(outs)):

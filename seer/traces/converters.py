@@ -21,10 +21,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from seer.errors import SeerInputError, TraceError
 from seer.fileio import input_problem
+from seer.progress import progress_bar
 from seer.traces.io import check_int_column, finite_numbers
 from seer.traces.schema import OPTIONAL, REQUIRED, TOKEN_COLUMNS
 from seer.traces.tables import read_csv_table, read_jsonl_table, strict_json
@@ -118,7 +118,7 @@ def convert_tot(path: str, prompts: str | None = None, progress: bool | None = N
     task = _tot_task(entries)
     prompt_texts = _tot_prompts(path, task, prompts)
     rows = []
-    bar = tqdm(entries, desc="tokenising", unit="group", disable=None if progress is None else not progress)
+    bar = progress_bar(progress, entries, desc="tokenising", unit="group")
     for n, entry in enumerate(bar, 1):
         idx = entry["idx"]
         if idx >= len(prompt_texts):

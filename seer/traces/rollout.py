@@ -18,10 +18,10 @@ def rollout_from_trace(
     Returns (rollout, true output length by request id); `Request.key` is the row's (prompt_id, sample_id).
     `progress`: a bar over the rows while the rollout is built (large traces take a while).
     """
-    from tqdm import tqdm
+    from seer.progress import progress_bar
 
     df = trace.sort_values(["prompt_id", "sample_id"], kind="stable").reset_index(drop=True)
-    bar = tqdm(total=len(df), desc="setting up", unit="req", disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=len(df), desc="setting up", unit="req")
     ro = Rollout()
     true_len: dict[int, int] = {}
     # the groups are runs of equal prompt_id in the sorted frame: columns read once, not a pandas group per prompt

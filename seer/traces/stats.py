@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+
+from seer.progress import progress_bar
 
 SUMMARY_KEYS = (
     "groups",
@@ -128,9 +129,7 @@ def ngram_sharing(df: pd.DataFrame, n: int = 4, seed: int = 0, progress: bool | 
     rng = np.random.default_rng(seed)
     union = {gid: np.unique(np.concatenate(lst)) if lst else np.empty(0, np.uint64) for gid, lst in grams.items()}
     own, other = [], []
-    for gi, gid in enumerate(
-        tqdm(group_ids, desc="n-gram sharing", unit="group", disable=None if progress is None else not progress)
-    ):
+    for gi, gid in enumerate(progress_bar(progress, group_ids, desc="n-gram sharing", unit="group")):
         lst = grams[gid]
         # count, per n-gram, how many responses of the group contain it; "in another response" = count >= 2
         allg = np.concatenate(lst) if lst else np.empty(0, np.uint64)

@@ -119,7 +119,7 @@ def _bisect(fn, target: float, lo: float, hi: float, iters: int = 40) -> float:
 def synthesize(cfg: SynthConfig, progress: bool | None = False) -> pd.DataFrame:
     """Draw a trace that measures cfg's mean length, eta2 and within-group CV (see module docstring); `progress`
     shows the fit's rounds (None: when writing to a terminal)."""
-    from tqdm import tqdm
+    from seer.progress import progress_bar
 
     cfg.check()
     rng = np.random.default_rng(cfg.seed)
@@ -133,9 +133,7 @@ def synthesize(cfg: SynthConfig, progress: bool | None = False) -> pd.DataFrame:
 
     mu, sa, se = math.log(cfg.mean_len), 0.5, 0.3
     # each round re-fits the three knobs over every sample: seconds per round at a million samples
-    for _ in tqdm(
-        range(6), desc="fitting lengths", unit="round", leave=False, disable=None if progress is None else not progress
-    ):
+    for _ in progress_bar(progress, range(6), desc="fitting lengths", unit="round", leave=False):
         se = _bisect(lambda s: _stats(lengths(mu, sa, s))[2], cfg.within_cv, 0.0, 3.0)
         sa = _bisect(lambda s: _stats(lengths(mu, s, se))[1], cfg.eta2, 0.0, 4.0)
         mu = _bisect(lambda m: _stats(lengths(m, sa, se))[0], cfg.mean_len, -30.0, math.log(cap) + 10.0)

@@ -1,0 +1,39 @@
+"""One rule for every progress bar (seer.progress): True shows it, False hides it, None shows it only on a
+terminal (a test's captured stderr is not one)."""
+
+import pandas as pd
+import pytest
+
+from seer.experiment import Setup, run
+from seer.progress import progress_bar
+from seer.traces.rollout import rollout_from_trace
+from seer.traces.stats import trace_stats
+from seer.traces.synth import SynthConfig, synthesize
+
+
+def _trace() -> pd.DataFrame:
+    return synthesize(SynthConfig(prompts=3, group_size=2, mean_len=40, max_tokens=200))
+
+
+CALLS = {
+    "setting up": lambda p: rollout_from_trace(_trace(), 200, progress=p),
+    "n-gram sharing": lambda p: trace_stats(
+        _trace().assign(output_ids=[list(range(i, i + 12)) for i in range(6)]), progress=p
+    ),
+    "simulating": lambda p: run(Setup.from_preset("moonlight", prompts=2), "verl", progress=p),
+}
+
+
+@pytest.mark.parametrize("desc", sorted(CALLS))
+@pytest.mark.parametrize("progress, shown", [(True, True), (False, False), (None, False)])
+def test_a_long_call_shows_its_bar_as_asked(capsys, desc, progress, shown):
+    capsys.readouterr()
+    CALLS[desc](progress)
+    err = capsys.readouterr().err
+    assert (desc in err) is shown, err[-300:]
+
+
+def test_the_bar_counts_what_it_is_given(capsys):
+    assert list(progress_bar(True, range(3), desc="counting")) == [0, 1, 2]
+    assert "3/3" in capsys.readouterr().err
+    assert progress_bar(False, total=5).disable

@@ -118,7 +118,7 @@ class RequestLedger:
         req = self.rollout.requests[event.request_id]
         _set(req, "generated", req.generated + event.new_tokens)
         if event.token_ids and req.output_ids is not None:
-            req.output_ids.extend(event.token_ids)
+            _set(req, "output_ids", req.output_ids + tuple(event.token_ids))
         requested = event.request_id in self._abort_requested
         self._abort_requested.discard(event.request_id)
         if event.finished:

@@ -108,7 +108,7 @@ class Script:
         if isinstance(event, ChunkFinished):
             req = self.requests[event.request_id]
             write_request(req, generated=req.generated + event.new_tokens)
-            req.output_ids.extend(event.token_ids or [0] * event.new_tokens)
+            write_request(req, output_ids=req.output_ids + tuple(event.token_ids or [0] * event.new_tokens))
 
     def submit(self, engine, rid: int, budget: int) -> None:
         req = self.requests[rid]

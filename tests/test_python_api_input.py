@@ -357,3 +357,23 @@ def test_the_api_names_a_wrong_argument_as_the_command_line_would(frame, tmp_pat
     # a shared value applies where it is read: one of the listed policies takes it
     rows, _ = compare(setup, ["verl", "context"], shared={"chunk_size": 64})
     assert [r["policy"] for r in rows] == ["verl", "context"]
+
+
+def test_a_requests_tokens_cannot_be_changed_by_a_reader():
+    """An engine resumes a chunk from `output_ids` (the real backend builds its prompt from them): as a list, a
+    policy that appended to it changed what the next chunk continued from, and what the run recorded."""
+    from seer.core import FinishReason, Group, Request, Rollout
+    from seer.core.model import write_request
+    from seer.loop import RequestLedger
+
+    ro = Rollout()
+    ro.add_group(Group(0, prompt_len=4, max_tokens=8, size=1))
+    req = ro.requests[0]
+    write_request(req, output_ids=())
+    ledger = RequestLedger(ro)
+    ledger.dispatch(Dispatch(0, 0, 3), 0.0, "p")
+    ledger.chunk_finished(ChunkFinished(1.0, 0, 0, 3, False, FinishReason.CHUNK, (5, 6, 7)), False)
+    assert req.output_ids == (5, 6, 7) and req.generated == 3
+    with pytest.raises(AttributeError):
+        req.output_ids.append(9)
+    assert Request(1, 0, 0, 4, 8, output_ids=[1, 2]).output_ids == (1, 2)  # a list given is copied

@@ -58,7 +58,7 @@ class Group:
 class Request:
     """One sample of a group: what a scheduler can know about it while it runs.
 
-    `generated` counts output tokens produced so far; `output_ids` holds them when the backend
+    `generated` counts output tokens produced so far; `output_ids` holds them (a tuple) when the backend
     reports token ids (the speculation drafter reads them). A request's context is its prompt plus
     what it generated; a chunk resumes from there.
 
@@ -78,11 +78,16 @@ class Request:
     generated: int = 0
     state: RequestState = RequestState.WAITING
     instance: int | None = None
-    output_ids: list[int] | None = None
+    output_ids: tuple[int, ...] | None = None
     finish_reason: FinishReason | None = None
     chunks: int = 0  # chunks dispatched so far
     arrival_s: float = 0.0
     key: tuple = ()  # the sample's identity in its trace: (prompt_id, sample_id)
+
+    def __post_init__(self):
+        # a tuple, so a reader cannot append to the tokens an engine resumes from (a list given is copied)
+        if self.output_ids is not None and type(self.output_ids) is not tuple:
+            object.__setattr__(self, "output_ids", tuple(self.output_ids))
 
     @property
     def context_len(self) -> int:

@@ -112,7 +112,7 @@ class RealDriver(ContractLoop):
         self.progress_enabled = progress
         _check_context(rollout, prompts, replay_len, settings.max_model_len)
         for req in rollout.requests.values():  # the engines' tokens are appended here as they stream
-            write_request(req, output_ids=[])
+            write_request(req, output_ids=())
         self.provide(replay_len, self._step_profile)
         self.drafting = drafter
         if drafter is not None:

@@ -28,10 +28,15 @@ def test_a_parameter_the_configuration_never_reads_is_refused(spec, said):
 
 
 @pytest.mark.parametrize(
-    "spec", ["divided:placement=cache-aware:imbalance_threshold=5", "context:max_chunks=8", "oracle:backfill=false"]
+    "spec, read",
+    [
+        ("divided:placement=cache-aware:imbalance_threshold=5", lambda p: p.placement.imbalance_threshold == 5),
+        ("context:max_chunks=8", lambda p: p.admission.max_chunks == 8),
+        ("oracle:backfill=false", lambda p: p.admission.backfill is False),
+    ],
 )
-def test_the_same_parameters_are_taken_where_they_are_read(spec):
-    make_policy(spec)
+def test_the_same_parameters_are_taken_where_they_are_read(spec, read):
+    assert read(make_policy(spec))  # accepted, and reaching the part that reads it
 
 
 def test_figures_refuse_a_sweep_folder(tmp_path, capsys):

@@ -122,7 +122,10 @@ def test_simulate_and_compare_take_a_calibrated_model(tmp_path):
         "--out", str(tmp_path / "sim"), "--json",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert '"cost_model"' in (tmp_path / "sim" / "summary.json").read_text()
+    saved = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert saved["config"]["cost_model"]["coefficients"] == TRUE
+    assert saved["config"]["cost_model"]["source"] == str(model)
+    assert saved["summary"]["efficiency"] is None  # a fitted model has no roofline bound to measure against
     bad = run_seer(
         "compare", "--trace", BUNDLED, "--cluster", "qwen2-vl-72b", "--cost-model", str(tmp_path / "none.toml"),
         "--out", str(tmp_path / "cmp"),

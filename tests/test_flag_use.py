@@ -116,8 +116,9 @@ def test_a_gamma_that_adaptive_or_no_speculation_ignores_is_refused_in_python():
     with pytest.raises(SeerInputError, match="policy seer:speculation=off: gamma .* speculation is off"):
         make_policy("seer:speculation=off", gamma=2)
     assert SeerPolicy(gamma=8, speculation="fixed").max_draft_tokens == 8
-    # a shared value (one set of options serving a list) applies only where it is read: not refused here
-    assert make_policy("seer", {"gamma": 8}).max_draft_tokens == 8  # gamma_max: the adaptive cap
+    # a shared value (one set of options serving a list) applies only where it is read: not refused here, and
+    # not applied (adaptive drafts up to gamma_max, 8)
+    assert make_policy("seer", {"gamma": 3}).max_draft_tokens == 8
 
 
 @pytest.mark.parametrize("extra", [[], ["--preset", "qwen2-vl-72b", "--prompts", "8"]])
@@ -178,7 +179,13 @@ def test_every_setting_a_speculation_mode_never_reads_is_refused(spec, said):
 
     with pytest.raises(SeerInputError, match=said):
         make_policy(spec)
-    make_policy(spec.split(":", 2)[0] + ":" + spec.split(":", 2)[2])  # the same setting under adaptive is read
+    # the same setting under adaptive is read
+    policy = make_policy(spec.split(":", 2)[0] + ":" + spec.split(":", 2)[2])
+    name, value = spec.rsplit(":", 1)[1].split("=")
+    if name == "gamma_max":
+        assert policy.max_draft_tokens == int(value)
+    else:
+        assert str(getattr(policy.traits.drafter, name)) == value
 
 
 def _sweep(tmp_path, text):

@@ -118,9 +118,19 @@ def test_only_oracle_policies_can_receive_true_lengths():
 
 
 class Spy(DividedPolicy):
+    """Takes true lengths if handed them (it has the method), but does not declare needs_oracle."""
+
     name = "spy"
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.events, self.given = 0, []
+
+    def set_oracle_lengths(self, lengths):
+        self.given.append(lengths)
+
     def on_event(self, event, view):
+        self.events += 1
         for req in view.requests.values():
             assert req.generated <= req.max_tokens
             assert not hasattr(req, "output_len")
@@ -131,8 +141,9 @@ def test_the_driver_gives_ordinary_policies_no_lengths():
     tr = synthesize(SynthConfig(prompts=4, group_size=2, mean_len=50, max_tokens=400))
     cl = ClusterConfig(name="c", model="qwen2.5-1.5b", instances=2, kv_capacity_tokens=5000, max_tokens=400)
     spy = Spy(chunk_size=16)
-    simulate(tr, cl, spy, progress=False)
-    assert not hasattr(spy, "_true")
+    res = simulate(tr, cl, spy, progress=False)
+    assert spy.events >= len(tr) and res.summary["requests"] == len(tr)  # it ran the whole rollout
+    assert spy.given == []  # the true lengths go only to a policy whose traits ask for them
 
 
 ADMISSION_VARIANTS = [

@@ -13,6 +13,7 @@ import pytest
 from conftest import run_seer
 
 from seer.core import Chunk, Request
+from seer.experiment import Setup, run
 from seer.policies import make_policy
 from seer.traces.rollout import rollout_from_trace
 
@@ -78,6 +79,9 @@ def test_two_instance_rollout_completes_every_sample_once(policy, tiny_model):
     rec = driver.recorded_trace()
     assert [len(x) for x in rec["output_ids"]] == rec["output_len"].tolist()
     assert res.summary["makespan_s"] > 0 and set(res.requests["instance"]) <= {0, 1}
+    sim = run(Setup.from_trace(rec, "moonlight", instances=2), make_policy(policy, shared={"chunk_size": 64}))
+    merged = sim.requests.merge(res.requests, on="request_id", suffixes=("_sim", "_real"))
+    assert len(merged) == len(trace) and (merged["output_len_sim"] == merged["output_len_real"]).all()
 
 
 @pytest.mark.parametrize("policy", ["context", "verl"])
@@ -90,6 +94,8 @@ def test_failed_instance_requests_continue_elsewhere(policy, tiny_model):
     assert res.summary["failed_instances"] == [1]
     # whatever ran on instance 1 before it failed was continued on instance 0 from its last tokens
     assert (res.requests["instance"] == 0).all()
+    assert (driver.steps_frame()["instance"] == 1).any()  # instance 1 stepped before it failed
+    assert (res.requests["migrations"] > 0).any()
 
 
 def test_seer_run_cli_records_and_fidelity_reads_it(tmp_path):

@@ -69,13 +69,14 @@ def test_spec_bench_on_tree_of_thoughts_cot(shared_data, tmp_path):
 def test_spec_bench_bad_input(tmp_path):
     path = tmp_path / "len.csv"
     token_trace(5, groups=2, G=2).drop(columns=["output_ids", "prompt_ids"]).to_csv(path, index=False)
-    res = run_seer("spec", "bench", "--trace", str(path))
+    out = tmp_path / "bench"
+    res = run_seer("spec", "bench", "--trace", str(path), "--out", str(out))
     assert res.returncode == 2 and "output_ids" in res.stderr and res.stderr.count("\n") == 1
     tok = tmp_path / "tok.parquet"
     token_trace(5, groups=2, G=2).to_parquet(tok)
-    res = run_seer("spec", "bench", "--trace", str(tok), "--refs", "0,x")
+    res = run_seer("spec", "bench", "--trace", str(tok), "--refs", "0,x", "--out", str(out))
     assert res.returncode == 2 and "--refs" in res.stderr
-    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["len.csv", "tok.parquet"]  # nothing written
 
 
 @pytest.mark.parametrize(

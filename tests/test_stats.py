@@ -151,7 +151,7 @@ def _measured(cfg):
         and s["eta2"] == pytest.approx(cfg.eta2, abs=0.03)
         and s["within_cv"] == pytest.approx(cfg.within_cv, abs=0.03)
     )
-    return hits, [str(w.message) for w in caught]
+    return hits, [str(w.message) for w in caught], s
 
 
 @settings(max_examples=20, deadline=None)
@@ -168,7 +168,7 @@ def test_synth_hits_its_targets_in_the_realistic_range(prompts, G, mean, eta2, c
     cfg = SynthConfig(
         prompts=prompts, group_size=G, mean_len=mean, eta2=eta2, within_cv=cv, max_tokens=int(mean * 8), seed=seed
     )
-    hits, warned = _measured(cfg)
+    hits, warned, _ = _measured(cfg)
     assert hits and not warned
 
 
@@ -186,8 +186,12 @@ def test_synth_either_hits_its_targets_or_says_it_cannot(prompts, G, mean, eta2,
     cfg = SynthConfig(
         prompts=prompts, group_size=G, mean_len=mean, eta2=eta2, within_cv=cv, max_tokens=int(mean * cap) + 1, seed=seed
     )
-    hits, warned = _measured(cfg)
+    hits, warned, s = _measured(cfg)
     assert hits or warned
+    # a clear miss (twice the tolerance, so the generator's own measure cannot disagree) is named in a warning
+    for name, tol in (("mean_len", 0.04 * cfg.mean_len), ("eta2", 0.06), ("within_cv", 0.06)):
+        if not abs(s[name] - getattr(cfg, name)) <= tol:
+            assert any(name in w for w in warned), (name, s[name], warned)
 
 
 def test_same_seed_same_trace_and_the_knob_moves_the_statistic():

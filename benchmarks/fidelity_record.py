@@ -1,6 +1,9 @@
 """Record the real runs the fidelity matrix checks against (`benchmarks/fidelity_matrix.py`), with `seer run`.
 
-    python benchmarks/fidelity_record.py [--only NAME,...] [--prompts ../shared/data/gsm8k/test.jsonl]
+    python benchmarks/fidelity_record.py [--only NAME,...] [--prompts test.jsonl]
+
+`--prompts`: GSM8K's test.jsonl (github.com/openai/grade-school-math), needed by gsm8k-verl-2i; beside a developer
+checkout, the shared data folder's copy.
 
 Five recordings that differ in policy, instance count, max tokens, KV size and generation (real SmolLM2 text or
 a length replay on SmolLM2's shape with random weights):
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 
 import pandas as pd
 from seer_cli import seer_text as seer
@@ -111,6 +115,10 @@ def main() -> None:
     ap.add_argument("--prompts", default=GSM8K, help="GSM8K test.jsonl (for the real-generation recording)")
     ap.add_argument("--out", default="out/fidelity")
     args = ap.parse_args()
+    names = args.only.split(",") if args.only else None
+    if (names is None or "gsm8k-verl-2i" in names) and not os.path.isfile(args.prompts):
+        print(f"fidelity_record.py: --prompts {args.prompts}: no such file (GSM8K test.jsonl)", file=sys.stderr)
+        raise SystemExit(2)
     os.makedirs(args.out, exist_ok=True)
     longtail = os.path.join(args.out, "longtail.parquet")
     seer(
@@ -118,7 +126,7 @@ def main() -> None:
         *("--max-tokens", "1024", "--prompt-mean", "120", "--prompt-cv", "0.3", "--seed", "3", "-o", longtail),
     )
     todo = recordings(args.prompts, longtail)
-    names = args.only.split(",") if args.only else list(todo)
+    names = names or list(todo)
     for name in names:
         run_args, env = todo[name]
         out = os.path.join(args.out, name)

@@ -5,7 +5,10 @@ Each configuration runs `seer run` in its own process (an in-process engine buil
 same process crashes vLLM's CPU kernel registry). One instance, virtual clock, same prompts, sampling and
 seed; throughput = output tokens / makespan (the instance's measured step time).
 
-    python benchmarks/real_spec.py [--limit 16] [--group 8] [--max-tokens 384] [--spec-tokens 4]
+    python benchmarks/real_spec.py --prompts test.jsonl [--limit 16] [--group 8] [--max-tokens 384] [--spec-tokens 4]
+
+`--prompts`: GSM8K's test.jsonl (github.com/openai/grade-school-math, grade_school_math/data/); beside a developer
+checkout, the shared data folder's copy.
 
 Writes out/bench/real_spec.json.
 """
@@ -20,12 +23,12 @@ import sys
 
 from seer.fileio import write_text_atomic
 
-PROMPTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k", "test.jsonl")
+PROMPTS_DEFAULT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k", "test.jsonl")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompts", default=PROMPTS)
+    ap.add_argument("--prompts", help="GSM8K test.jsonl (see the docstring)")
     ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=384)
@@ -33,6 +36,10 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--out", default="out/bench/real_spec")
     args = ap.parse_args()
+    args.prompts = args.prompts or PROMPTS_DEFAULT
+    if not os.path.isfile(args.prompts):
+        print(f"real_spec.py: --prompts {args.prompts}: no such prompt file (GSM8K's test.jsonl)", file=sys.stderr)
+        raise SystemExit(2)
     rows = []
     for method in ("none", "ngram", "group"):
         out = os.path.join(args.out, method)

@@ -256,6 +256,9 @@ def main() -> None:
     ap.add_argument("--trace", help="trace with prompt_ids and output_ids (default: the converted ToT CoT log)")
     ap.add_argument("--groups", type=int, default=20)
     ap.add_argument("--gamma", type=int, default=8)
+    ap.add_argument(
+        "--max-occurrences", type=int, default=16, help="occurrences a draft counts (DraftConfig; seer's drafters only)"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--impl", default="compiled,python,arctic", help="implementations to time, comma-separated")
     ap.add_argument(
@@ -273,7 +276,9 @@ def main() -> None:
     if not impls or set(impls) - {"compiled", "python", "arctic"}:
         fail(f"--impl: {args.impl!r} names none or other than compiled, python, arctic")
     groups = load_groups(args.trace, args.groups)
-    config = DraftConfig(scope="group")
+    if args.max_occurrences < 1:
+        fail(f"--max-occurrences: {args.max_occurrences} is not >= 1")
+    config = DraftConfig(scope="group", max_occurrences=args.max_occurrences)
     skipped = {}
     if "arctic" in impls and (why := arctic_available()):
         skipped["arctic"] = why

@@ -9,7 +9,8 @@ per instance). Cost should follow scheduling events (epochs + preemptions), not 
     python benchmarks/sim_speed.py --policies verl,context,seer --scales 1 --mode requests   # every policy
     python benchmarks/sim_speed.py --jit   # the compiled kernels' first-call cost, cold and from the disk cache
     python benchmarks/sim_speed.py --split --policies context,seer --presets kimi-k2 --scales 1 --mode requests
-        # also time the policy's own decisions (its `on_event`) and the speculative planning
+        # also time the policy's own decisions (its `on_event`) and the speculative planning part by part, and
+        # count the speculative epochs' shapes (rows, planned and run steps, draws) of the parametric model
     git worktree add /tmp/before 868c219 && \
     python benchmarks/sim_speed.py --against /tmp/before --policies verl,context,seer --presets kimi-k2 --repeats 3
         # this tree against another checkout, run in turn (A B A B ...), each run a fresh process timing the
@@ -27,6 +28,8 @@ import json
 import os
 import statistics
 import time
+
+import numpy as np
 
 from seer.experiment import Setup, run
 from seer.fileio import write_text_atomic
@@ -74,15 +77,15 @@ def main() -> None:
         if mode == "cluster":
             setup = Setup.from_trace(setup.trace, setup.cluster, instances=setup.cluster.instances * scale, name=name)
         cluster = setup.cluster
-        walls, policy_s, spec_s, summary = [], [], [], None
+        walls, policy_s, spec_parts, summary = [], [], [], None
         for _ in range(args.repeats):
             pol, clock = timed_policy(policy) if args.split else (policy, None)
-            with timed_speculation() as spec_clock:
+            with timed_speculation() if args.split else contextlib.nullcontext() as parts:
                 t0 = time.perf_counter()
                 summary = run(setup, pol, progress=False).summary
                 walls.append(time.perf_counter() - t0)
             policy_s.append(clock[0] if clock else float("nan"))
-            spec_s.append(spec_clock[0] if args.split else float("nan"))
+            spec_parts.append(parts)
         wall = statistics.median(walls)
         row = {
             "preset": name,
@@ -107,11 +110,24 @@ def main() -> None:
         if args.split:
             row["policy_s_median"] = statistics.median(policy_s)
             row["policy_us_per_event"] = 1e6 * row["policy_s_median"] / max(1, row["events"])
-            row["spec_planning_s_median"] = statistics.median(spec_s)
-            split = (
-                f"   policy {row['policy_s_median']:.2f} s ({row['policy_us_per_event']:.1f} µs/event),"
-                f" speculative planning {row['spec_planning_s_median']:.2f} s over {summary['epochs']:,} epochs"
-            )
+            # planning = the acceptance plan (draws included), the cut and pricing, the statistics
+            row["spec_planning_s_median"] = statistics.median(p["plan"] + p["cut"] + p["stats"] for p in spec_parts)
+            for part in ("plan", "draws", "cut", "stats", "apply"):
+                row[f"spec_{part}_s_median"] = statistics.median(p[part] for p in spec_parts)
+            row.update(shape_summary(spec_parts[-1]["shapes"]))  # the same every run
+            split = f"   policy {row['policy_s_median']:.2f} s ({row['policy_us_per_event']:.1f} µs/event)"
+            if row.get("spec_epochs"):
+                per = 1e6 / row["spec_epochs"]
+                split += (
+                    f", speculative planning {row['spec_planning_s_median']:.2f} s over {row['spec_epochs']:,} "
+                    f"speculative epochs (µs each: plan {row['spec_plan_s_median'] * per:.0f}, of it draws "
+                    f"{row['spec_draws_s_median'] * per:.0f}; cut and pricing {row['spec_cut_s_median'] * per:.0f}; "
+                    f"statistics {row['spec_stats_s_median'] * per:.0f}; apply {row['spec_apply_s_median'] * per:.0f})"
+                    f"\n{'':14}shapes: rows median {row['rows_median']:.0f} (10th-90th {row['rows_p10_p90'][0]:.0f}-"
+                    f"{row['rows_p10_p90'][1]:.0f}), {row['planned_steps_mean']:.1f} planned steps, "
+                    f"{row['planned_row_steps'] / 1e6:.1f}M planned row-steps, {row['draws'] / 1e6:.1f}M draws, "
+                    f"{row['run_row_steps'] / 1e6:.1f}M row-steps run"
+                )
         rows.append(row)
         print(
             f"{name:<14}{policy:>8}{mode:>9}{scale:>6}{row['requests']:>10,}{row['output_tokens']:>16,}{wall:>17.2f}"
@@ -141,34 +157,66 @@ def timed_policy(spec: str):
 
 @contextlib.contextmanager
 def timed_speculation():
-    """Time the simulator's speculative planning (acceptance plan, epoch cut and pricing, statistics) while the
-    block runs; yields a one-element list of seconds."""
+    """Time the simulator's speculative planning while the block runs, part by part, and record each speculative
+    epoch's shape. Yields a dict: seconds per part ("draws": the acceptance model's uniforms, inside "plan"; "cut":
+    the epoch's cut, step sums and pricing; "stats": the acceptance statistics; "apply": advancing the rows) and
+    "shapes", one (rows, planned steps, draws, steps run) per epoch of the parametric model."""
     import seer.sim.instance as instance
 
-    clock = [0.0]
-    names = ("plan_spec_epoch", "count_spec_steps")
+    parts = {"plan": 0.0, "draws": 0.0, "cut": 0.0, "stats": 0.0, "apply": 0.0, "shapes": []}
+    names = {"plan_spec_epoch": "cut", "count_spec_steps": "stats", "apply_spec_epoch": "apply"}
     saved = {n: getattr(instance, n) for n in names}
-    plan = ParametricAcceptance.plan
+    plan, uniforms = ParametricAcceptance.plan, ParametricAcceptance._uniforms
+    planned = []  # the last plan's (rows, steps, draws): its epoch's steps run are known when it is applied
 
-    def timed(fn):
+    def timed(fn, part):
         def call(*a, **k):
             t0 = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                clock[0] += time.perf_counter() - t0
+                parts[part] += time.perf_counter() - t0
 
         return call
 
+    def drawn(self, rows, gammas, horizon):
+        out = uniforms(self, rows, gammas, horizon)
+        planned[:] = [(rows, horizon, out.size)]
+        return out
+
+    def applied(rs, epoch, j, remaining):
+        if planned:
+            parts["shapes"].append((*planned.pop(), j))
+        return saved["apply_spec_epoch"](rs, epoch, j, remaining)
+
     try:
-        for n in names:
-            setattr(instance, n, timed(saved[n]))
-        ParametricAcceptance.plan = timed(plan)
-        yield clock
+        for n, part in names.items():
+            setattr(instance, n, timed(applied if n == "apply_spec_epoch" else saved[n], part))
+        ParametricAcceptance.plan = timed(plan, "plan")
+        ParametricAcceptance._uniforms = timed(drawn, "draws")
+        yield parts
     finally:
         for n in names:
             setattr(instance, n, saved[n])
-        ParametricAcceptance.plan = plan
+        ParametricAcceptance.plan, ParametricAcceptance._uniforms = plan, uniforms
+
+
+def shape_summary(shapes: list) -> dict:
+    """What the speculative epochs' array work amounts to: epochs, rows (median, 10th-90th percentile), planned
+    steps, planned row-steps, uniform draws, and the row-steps that ran before an event cut the epoch."""
+    if not shapes:
+        return {}
+    a = np.array(shapes, dtype=np.int64)
+    rows, steps, draws, ran = a.T
+    return {
+        "spec_epochs": len(a),
+        "rows_median": float(np.median(rows)),
+        "rows_p10_p90": [float(np.percentile(rows, 10)), float(np.percentile(rows, 90))],
+        "planned_steps_mean": float(steps.mean()),
+        "planned_row_steps": int((rows * steps).sum()),
+        "draws": int(draws.sum()),
+        "run_row_steps": int((rows * ran).sum()),
+    }
 
 
 PAIR_PROBE = """

@@ -1,4 +1,5 @@
-"""Behaviour snapshot: every policy's summary on the three paper presets and the bundled trace, through the CLI.
+"""Behaviour snapshot: every policy's summary on the three paper presets and the bundled trace, through the CLI,
+with a hash of each request table (every request's output length, finish time, instance, chunks, ...).
 
 Used to show that a refactor changes no number: take a snapshot before, one after, and diff them.
 
@@ -9,11 +10,15 @@ Used to show that a refactor changes no number: take a snapshot before, one afte
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+import pandas as pd
 
 POLICIES = "verl,least-loaded,divided,context,oracle,streamrl-oracle,seer"
 KEYS = (
@@ -27,6 +32,7 @@ KEYS = (
     "steps",
     "epochs",
     "spec_tau",
+    "requests_sha",
 )
 WORKLOADS = {
     "moonlight": ["--preset", "moonlight"],
@@ -44,7 +50,14 @@ def compare(args: list[str], policies: str) -> list[dict]:
             text=True,
             check=True,
         )
-    return json.loads(res.stdout)
+        rows = json.loads(res.stdout)
+        sha = {}  # policy label -> hash of its request table (one folder per policy)
+        for folder in Path(tmp).iterdir():
+            if (folder / "requests.parquet").exists():
+                label = json.loads((folder / "summary.json").read_text())["summary"]["policy"]
+                table = pd.read_parquet(folder / "requests.parquet")
+                sha[label] = hashlib.sha256(pd.util.hash_pandas_object(table, index=True).values.tobytes()).hexdigest()
+    return [{**r, "requests_sha": sha.get(r["policy"], "")[:16]} for r in rows]
 
 
 def main() -> None:

@@ -87,6 +87,35 @@ def test_grouped_speculation_beats_context_on_a_token_trace():
     assert grp["spec_tau"] > own["spec_tau"]
 
 
+def _one_token_responses() -> pd.DataFrame:
+    """16 groups x 8 responses of one repeated token (200-800 tokens): every draft is accepted."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(16):
+        for s in range(8):
+            n = int(rng.integers(200, 801))
+            rows.append(
+                {"prompt_id": p, "sample_id": s, "prompt_len": 4, "output_len": n, "max_tokens": 1024}
+                | {"prompt_ids": [1, 2, 3, 4], "output_ids": [7] * n}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_budgets_rest_on_the_prior_until_the_first_tick():
+    """MBA folds acceptance in at ticks: a rollout shorter than a few ticks is budgeted on `prior_alpha`
+    throughout (docs/speculation.md quotes these numbers)."""
+    cl = ClusterConfig(name="c", model="qwen2.5-1.5b", instances=2, kv_capacity_tokens=200_000, max_tokens=1024)
+    tau = {}
+    for spec in ("seer", "seer:tick_s=0.05", "seer:prior_alpha=0.95"):
+        res = simulate(_one_token_responses(), cl, make_policy(spec), progress=False)
+        tau[spec] = res.summary["spec_tau"]
+        if spec == "seer":
+            assert res.summary["makespan_s"] < 2 * 2.0  # shorter than two of the default 2 s ticks
+    print(tau)
+    assert tau["seer:tick_s=0.05"] > tau["seer"] + 1.5  # ticks inside the rollout: budgets grow with acceptance
+    assert tau["seer:prior_alpha=0.95"] > tau["seer"] + 3  # a confident prior drafts deep from the start
+
+
 def test_length_only_traces_use_the_labelled_parametric_model():
     trace = token_trace(3, groups=3, G=4).drop(columns=["output_ids", "prompt_ids"])
     res = simulate(trace, small_cluster(), make_policy("seer"), progress=False)

@@ -82,24 +82,30 @@ def _parent_of(target: Path) -> tuple[Path, list[Path]]:
     return parent, created
 
 
-def _remove_empty(created: list[Path]) -> None:
+def remove_empty_folders(created: list[Path]) -> None:
     """Undo the folders a failed write created (only those still empty)."""
     for folder in reversed(created):
         with contextlib.suppress(OSError):
             folder.rmdir()
 
 
+def _through_link(path: str | os.PathLike) -> Path:
+    """Where a write to `path` lands: a symbolic link is written through (replacing the link itself would leave
+    the folder or file it points to with the old result)."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
-    target = Path(path)
+    """Yield a temporary path beside `path` (a link's target); move it into place only if the block succeeds."""
+    target = _through_link(path)
     if target.is_dir():
         raise SeerInputError(f"{target}: is a folder, not a file")
     parent, created = _parent_of(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     try:
@@ -110,7 +116,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
 
 
@@ -134,7 +140,7 @@ def check_output_dir(path: str | os.PathLike, recording: bool = False) -> None:
     """Refuse, before any work, an output folder that `atomic_dir` would refuse at the end, or could not write."""
     if not str(path):  # Path("") is the current folder
         raise SeerInputError("the output folder's path is empty (--out '')")
-    target = Path(path)
+    target = _through_link(path)
     _replaceable(target, recording)
     check_writable(target.parent if target.exists() else target)
 
@@ -204,8 +210,17 @@ def _legacy_results(target: Path) -> set[str] | None:
 
 
 def _replaceable(target: Path, recording: bool = False) -> None:
-    """Refuse a `target` that is no folder, holds the current folder, holds files seer did not write, or holds a
-    recorded real run that a result other than a new recording (`recording`) would replace."""
+    """Refuse a `target` that is no folder, holds the current folder, holds files seer did not write, holds a
+    recorded real run that a result other than a new recording (`recording`) would replace, or lies inside another
+    result folder (whose files belong together)."""
+    if str(target) == "-":
+        raise SeerInputError("-: seer writes a result folder here, not standard output (--json prints the summary)")
+    for parent in target.absolute().parents:
+        if (parent / MANIFEST).is_file():
+            raise SeerInputError(
+                f"{target}: is inside the seer result folder {parent}, whose files belong together; choose a folder "
+                "outside it"
+            )
     if not target.exists():
         return
     if not target.is_dir():
@@ -241,14 +256,14 @@ def atomic_dir(path: str | os.PathLike, recording: bool = False) -> Iterator[Pat
     """Yield an empty temporary folder beside `path`; if the block succeeds it replaces `path` whole, so the result
     folder is the complete earlier one, the complete new one, or (for an instant) absent. An existing `path` must
     be empty or hold only what an earlier `atomic_dir` wrote there (it is replaced, never merged), and holds a
-    recorded real run only when the new result is one too (`recording`)."""
-    target = Path(path)
+    recorded real run only when the new result is one too (`recording`). A link is written through."""
+    target = _through_link(path)
     _replaceable(target, recording)
     parent, created = _parent_of(target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     try:
         make_public(tmp)
@@ -263,7 +278,7 @@ def atomic_dir(path: str | os.PathLike, recording: bool = False) -> Iterator[Pat
             os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise
 
 
@@ -282,7 +297,7 @@ def staged_files(path: str | os.PathLike) -> Iterator[Path]:
         clean_stale(target, "staged")
         tmp = Path(tempfile.mkdtemp(prefix=f".staged.{os.getpid()}.", suffix=".tmp", dir=target))
     except OSError as exc:
-        _remove_empty(created)
+        remove_empty_folders(created)
         raise SeerInputError(f"{target}: cannot write ({exc.strerror or exc})") from None
     moved = False
     try:
@@ -299,7 +314,7 @@ def staged_files(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if not moved:
-            _remove_empty(created)
+            remove_empty_folders(created)
 
 
 def inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:

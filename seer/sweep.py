@@ -29,11 +29,12 @@ import socket
 import tomllib
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 
 from seer.errors import SeerInputError
-from seer.fileio import atomic_path, input_problem, json_safe, write_text_atomic
+from seer.fileio import atomic_path, input_problem, json_safe, remove_empty_folders, write_text_atomic
 from seer.progress import progress_bar
 from seer.schema import INT_LIMIT, show
 from seer.sweep_store import (  # noqa: F401  (cell_key and the columns re-exported)
@@ -287,13 +288,15 @@ def _run_ray(todo: list[dict]) -> Iterable[tuple[dict, dict]]:
             yield refs[ref], ray.get(ref)
 
 
-def run_sweep(
-    config_path: str, out: str, use_ray: bool = False, workers: int | None = None, progress: bool | None = None
-) -> pd.DataFrame:
-    """Run the cells of the sweep CONFIG not already stored in `out` and write `out`/sweep.parquet; the table's
-    `attrs["reused"]` counts the cells read back from an earlier run."""
+def _check_out(out: str) -> None:
+    """Refuse, before any cell runs, an output path a sweep cannot resume in or write to."""
     if not str(out):  # os.path.join("", "cells") is a folder here
         raise SeerInputError("the output folder's path is empty (--out '')")
+    reached = Path(out)  # the nearest part of the path that exists must be a folder
+    while not reached.exists() and reached != reached.parent:
+        reached = reached.parent
+    if not reached.is_dir():
+        raise SeerInputError(f"{reached}: exists and is not a folder")
     others = sorted(set(os.listdir(out)) - {"cells", "sweep.parquet"}) if os.path.isdir(out) else []
     others = [name for name in others if not name.startswith(".")]  # an interrupted write's temporary file
     if others:  # a sweep resumes from its own folder; another folder's files are the user's
@@ -301,6 +304,14 @@ def run_sweep(
             f"{out}: holds files that are not a sweep's ({', '.join(others[:3])}); name a new folder or an earlier "
             "sweep's"
         )
+
+
+def run_sweep(
+    config_path: str, out: str, use_ray: bool = False, workers: int | None = None, progress: bool | None = None
+) -> pd.DataFrame:
+    """Run the cells of the sweep CONFIG not already stored in `out` and write `out`/sweep.parquet; the table's
+    `attrs["reused"]` counts the cells read back from an earlier run."""
+    _check_out(out)
     use_ray = use_ray or bool(os.environ.get("RAY_ADDRESS"))
     if use_ray and workers is not None:  # it sized nothing: Ray places the cells
         raise SeerInputError("--workers sizes the local process pool; on Ray (--ray, or RAY_ADDRESS set) it has no use")
@@ -318,6 +329,7 @@ def run_sweep(
     todo = [c for c, key in zip(grid, keys) if key not in done]
     if todo and use_ray:  # before the folder: a cluster that cannot be reached leaves nothing behind
         _connect_ray()
+    created = [p for p in [Path(store), *Path(store).parents] if not p.exists()][::-1]
     try:
         os.makedirs(store, exist_ok=True)
     except OSError as exc:
@@ -332,6 +344,9 @@ def run_sweep(
                 write_text_atomic(os.path.join(store, key + ".json"), json.dumps(json_safe(row)))
                 done[key] = row
                 bar.update(1)
+    except BaseException:
+        remove_empty_folders(created)  # interrupted before its first cell: the folders it made go too
+        raise
     finally:
         bar.close()
     table = typed([done[key] for key in keys])

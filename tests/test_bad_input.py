@@ -725,3 +725,30 @@ def test_a_result_folder_holding_a_users_own_files_is_never_replaced(tmp_path, c
     capsys.readouterr()
     assert main(cmp) == 2 and "divided/notes.txt" in capsys.readouterr().err
     assert (tmp_path / "cmp" / "divided" / "notes.txt").read_text() == "mine"
+
+
+def test_output_paths_that_are_links_inside_results_or_a_dash(tmp_path, capsys):
+    """Audit 10: a link was replaced by a folder (its target kept the old result); simulate wrote into a policy's
+    folder of a compare result, which then disagreed with compare.parquet; `--out -` made a folder named '-'."""
+    csv = tmp_path / "t.csv"
+    csv.write_text(
+        "prompt_id,sample_id,prompt_len,output_len,max_tokens\n" + "".join(f"0,{s},10,5,64\n" for s in range(4))
+    )
+    sim = ["simulate", "--trace", str(csv), "--cluster", "moonlight", "--instances", "1", "--out"]
+    store = tmp_path / "store" / "res"
+    assert main([*sim, str(store), "--policy", "verl"]) == 0
+    (tmp_path / "link").symlink_to(store, target_is_directory=True)
+    assert main([*sim, str(tmp_path / "link"), "--policy", "context"]) == 0
+    assert (tmp_path / "link").is_symlink() and _policy(store) == "context"  # written through the link
+    trace_link = tmp_path / "t.parquet"
+    (tmp_path / "real.parquet").write_text("")
+    trace_link.symlink_to(tmp_path / "real.parquet")
+    assert main(["trace", "convert", str(csv), "--from", "csv", "-o", str(trace_link)]) == 0
+    assert trace_link.is_symlink() and len(pd.read_parquet(tmp_path / "real.parquet")) == 4
+    capsys.readouterr()
+    compare = ["compare", "--trace", str(csv), "--cluster", "moonlight", "--policies", "verl,context"]
+    assert main([*compare, "--out", str(tmp_path / "cmp")]) == 0
+    assert main([*sim, str(tmp_path / "cmp" / "verl")]) == 2
+    assert "is inside the seer result folder" in capsys.readouterr().err
+    assert main([*sim, "-"]) == 2 and "not standard output" in capsys.readouterr().err
+    assert not os.path.exists("-")

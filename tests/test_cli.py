@@ -132,3 +132,28 @@ def test_compare_on_a_trace_of_empty_responses_reports_no_ratios(tmp_path, capsy
     capsys.readouterr()
     assert main(["simulate", *args, "--out", str(tmp_path / "sim")]) == 0
     assert "efficiency n/a" in capsys.readouterr().out
+
+
+def _interrupted_inside_compiled_code(args):
+    # what numba reports when Ctrl-C lands inside a compiled function: a SystemError around the interrupt
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise SystemError("CPUDispatcher(<function plan_tokens>) returned a result with an exception set")
+
+
+def test_ctrl_c_inside_compiled_code_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr("seer.cli.info_cmds.cmd_presets", _interrupted_inside_compiled_code)
+    assert main(["presets"]) == 130  # was a 50-line traceback and exit status 1
+    assert capsys.readouterr().err == "seer: interrupted\n"
+    monkeypatch.setattr("seer.cli.info_cmds.cmd_presets", lambda args: (_ for _ in ()).throw(SystemError("other")))
+    with pytest.raises(SystemError, match="other"):  # a SystemError of its own is not an interrupt
+        main(["presets"])
+
+
+def test_ctrl_c_while_the_command_line_starts_is_one_line(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt  # the subcommands' imports take most of a second
+
+    monkeypatch.setattr("seer.cli.build_parser", interrupted)
+    assert main(["presets"]) == 130 and capsys.readouterr().err == "seer: interrupted\n"

@@ -37,3 +37,14 @@ def test_the_bar_counts_what_it_is_given(capsys):
     assert list(progress_bar(True, range(3), desc="counting")) == [0, 1, 2]
     assert "3/3" in capsys.readouterr().err
     assert progress_bar(False, total=5).disable
+
+
+def test_a_command_writing_to_a_pipe_draws_no_bar(tmp_path, capsys):
+    """sweep, figures and run forced their bars on (progress=True): a log or a pipe got every frame."""
+    from seer.cli import main
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[sweep]\npresets = ["moonlight"]\npolicies = ["verl"]\nseeds = [0]\nprompts = 2\n')
+    assert main(["sweep", str(cfg), "--workers", "1", "--out", str(tmp_path / "sw")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "cell/s" not in err, err[-300:]

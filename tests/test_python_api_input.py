@@ -112,6 +112,10 @@ def test_shared_parameters_of_no_policy_or_for_an_object_are_refused(frame):
 def test_drafter_settings_a_length_only_trace_cannot_show_are_said(frame):
     with pytest.warns(UserWarning, match="min_prob=0.99 and max_match=1 not modelled without output_ids"):
         run(_setup(frame), "seer:max_match=1:min_prob=0.99")
+    # audit 10: scope own kept its own model, but the note said the results were scope group's
+    with pytest.warns(UserWarning, match="those of the drafter's defaults, scope own$"):
+        mixed = run(_setup(frame), "seer:scope=own:topk=4")
+    assert mixed.summary["makespan_s"] == run(_setup(frame), "seer:scope=own").summary["makespan_s"]
 
 
 def test_a_bad_append_is_named_and_only_it_is_dropped():

@@ -267,3 +267,24 @@ def test_a_cell_says_which_bound_and_acceptance_its_efficiency_is_against():
     verl, seer = run_cell({**cell, "policy": "verl"}), run_cell({**cell, "policy": "seer"})
     assert verl["bound_tokens_per_step"] == 1 and verl["speculation"] is None
     assert seer["bound_tokens_per_step"] > 1 and seer["speculation"].startswith("parametric model")
+
+
+def test_an_output_path_through_a_file_is_refused_before_any_cell(config, tmp_path, capsys):
+    from seer.cli import main
+
+    (tmp_path / "afile").write_text("mine")
+    for out in ("afile", "afile/sub"):  # each cell warned it was damaged, then the folder could not be made
+        assert main(["sweep", str(config), "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"seer: error: {tmp_path / 'afile'}: exists and is not a folder\n", err
+
+
+def test_a_sweep_interrupted_before_its_first_cell_leaves_no_folders(config, tmp_path, monkeypatch):
+    def interrupted(todo, workers):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr("seer.sweep._run_local", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(str(config), str(tmp_path / "a" / "b" / "sw"), workers=1)
+    assert os.listdir(tmp_path) == [os.path.basename(config)]  # a/b/sw/cells was left, every folder empty

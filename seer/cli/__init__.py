@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Sequence
 
 from seer import __version__
-from seer.cli import info_cmds, real_cmds, sim_cmds, study_cmds, trace_cmds
 from seer.errors import PolicyError, SeerInputError
 
 
@@ -29,6 +28,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the subcommands' modules import pandas, numpy and more (most of a second): imported here, inside `main`'s
+    # guard, so that Ctrl-C during start-up is one line too
+    from seer.cli import info_cmds, real_cmds, sim_cmds, study_cmds, trace_cmds
+
     parser = OneLineParser(
         prog="seer", description="Rollout scheduling for synchronous LLM RL: traces, simulation, real engines."
     )
@@ -77,13 +80,29 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"seer: warning: {one_line(message)}", file=sys.stderr)
 
 
+def _interrupt(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or Terminated behind `exc`: a compiled (numba) function interrupted mid-call
+    reports a SystemError whose context is the interrupt."""
+    while exc is not None:
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("seer: interrupted", file=sys.stderr)
+        return 130
     warnings.showwarning = _one_line_warning
     try:
         with _sigterm_as_exception():
-            return int(args.func(args) or 0)
+            try:
+                return int(args.func(args) or 0)
+            except SystemError as exc:
+                raise (_interrupt(exc) or exc) from None
     except SeerInputError as exc:
         print(f"seer: error: {one_line(exc)}", file=sys.stderr)
         return 2

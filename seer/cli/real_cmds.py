@@ -94,7 +94,7 @@ def cmd_run(args) -> int:
     # Ray's driver thread prints worker deaths (an expected --kill among them) to stdout: keep stdout for results
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            summary = run_rollout(spec, args.out, progress=True)
+            summary = run_rollout(spec, args.out, progress=None)
         finally:
             ray = sys.modules.get("ray")
             if ray is not None and ray.is_initialized():

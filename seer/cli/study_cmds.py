@@ -121,7 +121,7 @@ def cmd_figures(args) -> int:
     _check_figure_folder(args.out)
     for run in args.run or ():
         load_run(run)  # every file read and checked before hours of figures, not after
-    files = make_figures(args.out, presets=presets, prompts=args.prompts, runs=args.run or (), progress=True)
+    files = make_figures(args.out, presets=presets, prompts=args.prompts, runs=args.run or (), progress=None)
     print(f"wrote {len(files)} files to {args.out}/")
     if not args.run:
         print("no --run given: the sim-vs-real parity plot needs recorded runs (`seer run ... --out DIR`)")
@@ -136,7 +136,7 @@ def cmd_sweep(args) -> int:
         if args.out is not None
         else os.path.join("out", "sweep", os.path.splitext(os.path.basename(args.config))[0])
     )
-    table = run_sweep(args.config, out, use_ray=args.ray, workers=args.workers, progress=True)
+    table = run_sweep(args.config, out, use_ray=args.ray, workers=args.workers, progress=None)
     if args.json:
         print_json(table.to_dict(orient="records"))
     else:

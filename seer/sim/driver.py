@@ -158,7 +158,8 @@ class SimDriver(ContractLoop):
             if ignored:  # said, not silent: a sweep over them would return the same cells
                 note = (
                     f"{' and '.join(ignored)} not modelled without output_ids (the parametric model tells only scope "
-                    "own from the others): these results are those of the drafter's defaults, scope group"
+                    f"own from the others): these results are those of the drafter's defaults, scope "
+                    f"{'own' if config.scope == 'own' else 'group'}"
                 )
                 warnings.warn(note, stacklevel=2)
                 acc.label += f"; {note}"

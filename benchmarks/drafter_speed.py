@@ -24,26 +24,18 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+
+from seer_cli import fail, shared_data
 
 from seer.errors import SeerInputError
 from seer.fileio import write_text_atomic
 from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
 from seer.traces.io import load_trace
 
-DEFAULT_LOG = os.path.join(
-    os.path.dirname(__file__),
-    "..",
-    "..",
-    "shared",
-    "data",
-    "tot",
-    "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json",
-)
+DEFAULT_LOG = shared_data("tot", "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json")
 
 
 ARCTIC_DEPTH = 24  # the pattern length vLLM's suffix proposer passes (max_tree_depth)
@@ -51,12 +43,6 @@ REPLAYS = {
     "row": "row by row (each sample drafts, then appends, in turn)",
     "step": "by step (every active sample drafts in one batched call, then each appends)",
 }
-
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit status 2, as the seer CLI answers bad input."""
-    print(f"drafter_speed.py: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def load_groups(path: str | None, groups: int) -> list[tuple[list[int], list[list[int]]]]:

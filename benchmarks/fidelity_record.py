@@ -25,14 +25,14 @@ import argparse
 import json
 import os
 import shutil
-import sys
 
 import pandas as pd
+from seer_cli import fail, shared_data
 from seer_cli import seer_text as seer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "benchmarks", "data", "fidelity")
-GSM8K = os.path.join(ROOT, "..", "shared", "data", "gsm8k", "test.jsonl")
+GSM8K = shared_data("gsm8k", "test.jsonl")
 BUNDLED = os.path.join(ROOT, "seer", "data", "gsm8k_smollm2.parquet")
 COMMON = ("--max-model-len", "2048")
 
@@ -117,8 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     names = args.only.split(",") if args.only else None
     if (names is None or "gsm8k-verl-2i" in names) and not os.path.isfile(args.prompts):
-        print(f"fidelity_record.py: --prompts {args.prompts}: no such file (GSM8K test.jsonl)", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"--prompts {args.prompts}: no such file (GSM8K test.jsonl)")
     os.makedirs(args.out, exist_ok=True)
     longtail = os.path.join(args.out, "longtail.parquet")
     seer(

@@ -21,9 +21,11 @@ import os
 import subprocess
 import sys
 
+from seer_cli import fail, shared_data
+
 from seer.fileio import write_text_atomic
 
-PROMPTS_DEFAULT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k", "test.jsonl")
+PROMPTS_DEFAULT = shared_data("gsm8k", "test.jsonl")
 
 
 def main() -> None:
@@ -38,8 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     args.prompts = args.prompts or PROMPTS_DEFAULT
     if not os.path.isfile(args.prompts):
-        print(f"real_spec.py: --prompts {args.prompts}: no such prompt file (GSM8K's test.jsonl)", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"--prompts {args.prompts}: no such prompt file (GSM8K's test.jsonl)")
     rows = []
     for method in ("none", "ngram", "group"):
         out = os.path.join(args.out, method)

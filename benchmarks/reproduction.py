@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
+from seer_cli import fail, shared_data
 
 from seer.experiment import Setup, run_iterations
 from seer.experiment import run as run_policy
@@ -36,15 +36,7 @@ PAPER_F13 = {
     "qwen2-vl-72b": (1.06, 2.19, 1.38, 2.15, "Qwen2-VL-7B draft model, gamma_max 3"),
     "kimi-k2": (1.22, 1.74, 1.25, 1.77, "MTP, gamma_max 1"),
 }
-TOT_DEFAULT = os.path.join(
-    os.path.dirname(__file__),
-    "..",
-    "..",
-    "shared",
-    "data",
-    "tot",
-    "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json",
-)
+TOT_DEFAULT = shared_data("tot", "gpt-4_0.7_naive_cot_sample_100_start900_end1000.json")
 PAPER_F12 = {"verl": (1.00, 1.00), "divided": (1.42, 0.79), "context": (1.56, 0.11), "oracle": (1.63, 0.00)}
 POLICIES = [
     "verl",
@@ -161,8 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     tot_log = args.tot or (TOT_DEFAULT if os.path.exists(TOT_DEFAULT) else None)
     if tot_log is not None and not os.path.isfile(tot_log):
-        print(f"reproduction.py: --tot {tot_log}: no such file", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"--tot {tot_log}: no such file")
     t0 = time.time()
     lines = []
     w = lines.append

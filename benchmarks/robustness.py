@@ -22,13 +22,11 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from seer_cli import shared_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the Tree-of-Thoughts logs: --tot DIR (passed to the pool's workers as SEER_TOT); beside a developer checkout,
 # the shared data folder
-TOT = os.environ.get("SEER_TOT") or os.path.join(
-    os.environ.get("SEER_SHARED", os.path.join(ROOT, "..", "shared")), "data", "tot"
-)
+TOT = os.environ.get("SEER_TOT") or shared_data("tot")
 TOT_NOTE = (
     "The `tot-cot` and `tot-text` workloads convert the Tree-of-Thoughts logs of github.com/princeton-nlp/"
     "tree-of-thought-llm (`logs/game24/gpt-4_0.7_naive_cot_sample_100_start900_end1000.json`, `logs/text/"

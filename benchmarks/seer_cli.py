@@ -1,4 +1,5 @@
-"""The `seer` command run from a benchmark script, in a child process (so each run starts clean)."""
+"""What the benchmark scripts share: the `seer` command run in a child process (so each run starts clean), the
+developers' shared data folder as a default input, and the one-line refusal of a bad input."""
 
 from __future__ import annotations
 
@@ -6,6 +7,21 @@ import json
 import os
 import subprocess
 import sys
+from typing import NoReturn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_data(*parts: str) -> str:
+    """A file of the shared data folder beside a developer checkout (`SEER_SHARED`, default ../shared): a default
+    input only; a user who cloned this repository alone names the file with the script's flag."""
+    return os.path.join(os.environ.get("SEER_SHARED", os.path.join(ROOT, "..", "shared")), "data", *parts)
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, naming the script, and exit status 2, as the seer CLI answers bad input."""
+    print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def seer_text(*args: str, env: dict | None = None) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from seer.errors import SeerInputError
-from seer.fileio import atomic_path, input_problem, json_safe, remove_empty_folders, write_text_atomic
+from seer.fileio import atomic_path, check_writable, input_problem, json_safe, remove_empty_folders, write_text_atomic
 from seer.progress import progress_bar
 from seer.schema import INT_LIMIT, show
 from seer.sweep_store import (  # noqa: F401  (cell_key and the columns re-exported)
@@ -292,11 +292,7 @@ def _check_out(out: str) -> None:
     """Refuse, before any cell runs, an output path a sweep cannot resume in or write to."""
     if not str(out):  # os.path.join("", "cells") is a folder here
         raise SeerInputError("the output folder's path is empty (--out '')")
-    reached = Path(out)  # the nearest part of the path that exists must be a folder
-    while not reached.exists() and reached != reached.parent:
-        reached = reached.parent
-    if not reached.is_dir():
-        raise SeerInputError(f"{reached}: exists and is not a folder")
+    check_writable(out)  # the nearest part of the path that exists is a folder that takes new entries
     others = sorted(set(os.listdir(out)) - {"cells", "sweep.parquet"}) if os.path.isdir(out) else []
     others = [name for name in others if not name.startswith(".")]  # an interrupted write's temporary file
     if others:  # a sweep resumes from its own folder; another folder's files are the user's

@@ -276,7 +276,7 @@ def test_an_output_path_through_a_file_is_refused_before_any_cell(config, tmp_pa
     for out in ("afile", "afile/sub"):  # each cell warned it was damaged, then the folder could not be made
         assert main(["sweep", str(config), "--out", str(tmp_path / out)]) == 2
         err = capsys.readouterr().err
-        assert err == f"seer: error: {tmp_path / 'afile'}: exists and is not a folder\n", err
+        assert err == f"seer: error: {tmp_path / out}: {tmp_path / 'afile'} is not a folder\n", err
 
 
 def test_a_sweep_interrupted_before_its_first_cell_leaves_no_folders(config, tmp_path, monkeypatch):

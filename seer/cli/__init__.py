@@ -28,8 +28,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # the subcommands' modules import pandas, numpy and more (most of a second): imported here, inside `main`'s
-    # guard, so that Ctrl-C during start-up is one line too
+    # the subcommands' modules import pandas, numpy and more: imported here, so that `main` can guard it
     from seer.cli import info_cmds, real_cmds, sim_cmds, study_cmds, trace_cmds
 
     parser = OneLineParser(
@@ -91,14 +90,10 @@ def _interrupt(exc: BaseException) -> BaseException | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except KeyboardInterrupt:
-        print("seer: interrupted", file=sys.stderr)
-        return 130
     warnings.showwarning = _one_line_warning
     try:
         with _sigterm_as_exception():
+            args = build_parser().parse_args(argv)  # inside the guard: its imports take most of a second
             try:
                 return int(args.func(args) or 0)
             except SystemError as exc:

@@ -322,7 +322,8 @@ def main() -> None:
     cfg, cl = preset_config("qwen2-vl-72b"), load_cluster("qwen2-vl-72b")
     tabs, lens = {}, {}
     for pol in ("verl", "context", "seer", "partial"):
-        tabs[pol], lens[pol] = run_iterations(Setup(synthesize(cfg), cl, "qwen2-vl-72b", cfg), pol, iterations=iters)
+        tabs[pol], trained = run_iterations(Setup(synthesize(cfg), cl, "qwen2-vl-72b", cfg), pol, iterations=iters)
+        lens[pol] = trained["output_len"].to_numpy()
     print(f"partial: done ({time.time() - t0:.0f} s)", flush=True)
     w(f"## Partial rollout (Fig 10, Qwen2-VL-72B, {iters} iterations)\n")
     w("| policy | mean tok/s | × verl | mean iteration s | carried requests / iteration | mean trained length |")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from seer.carry import Carry
 from seer.core import Policy, traits_of
 from seer.errors import SeerInputError
 from seer.metrics import RolloutResult
@@ -275,13 +276,14 @@ def run_iterations(
     shared: Mapping | None = None,
     progress: bool | None = False,
     exact: bool = False,
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Several RL iterations in a row, each needing the setup's number of fresh groups (the paper averages 5).
 
     Synchronous policies generate every group of an iteration. A policy whose traits say it over-issues
     (`partial`, APRIL) holds over_issue x the groups, stops at the target, and carries unfinished requests,
-    with what they generated, into the next iteration. Returns the per-iteration table and the lengths of
-    every response that reached training (Seer Fig 10: partial rollout under-represents long outputs). `exact`:
+    with what they generated, into the next iteration. Returns the per-iteration table and every response that
+    reached training (`seer.carry.TRAINED_COLUMNS`: its full length, the iteration its prompt was issued in and the
+    one it trained in; Seer Fig 10: partial rollout under-represents long outputs). `exact`:
     every step one at a time (the check on the fast path), as in `run`.
     """
     _check_call("run_iterations", setup, shared)
@@ -298,7 +300,7 @@ def run_iterations(
             "the spec (partial:target_groups=K), not in shared"
         )
     shared = {**(shared or {}), "target_groups": n}
-    carrier = _Carry()
+    carrier = Carry()
     rows = []
     for it in range(iterations):
         policy = make_policy(spec, shared)
@@ -313,7 +315,7 @@ def run_iterations(
             parts.append(new)
         trace = pd.concat(parts, ignore_index=True)
         res = simulate(trace, setup.cluster, policy, exact=exact, progress=progress)
-        complete, carried = carrier.update(trace, res.requests)
+        complete, carried = carrier.update(trace, res.requests, it)
         rows.append(
             {
                 "iteration": it,
@@ -325,59 +327,10 @@ def run_iterations(
                 "carried_requests": carried,
             }
         )
-    return pd.DataFrame(rows), np.asarray(carrier.trained, dtype=np.int64)
+    return pd.DataFrame(rows), carrier.trained()
 
 
-class _Carry:
-    """What one iteration hands to the next: unfinished requests (resuming from prompt + partial output), the
-    tokens each generated earlier, and the lengths of every response that reached training."""
-
-    def __init__(self):
-        self.trace = pd.DataFrame()
-        self.next_pid = 0
-        self.done_before: dict[tuple, int] = {}  # (prompt_id, sample_id) -> tokens generated in earlier iterations
-        self.finished_earlier: dict = {}  # prompt_id -> full lengths of its samples already finished
-        self.trained: list[int] = []
-
-    def groups(self) -> int:
-        return int(self.trace["prompt_id"].nunique()) if len(self.trace) else 0
-
-    def update(self, trace: pd.DataFrame, req: pd.DataFrame) -> tuple[int, int]:
-        """Record an iteration's outcome; returns (groups trained, requests carried)."""
-        truth = trace.set_index(["prompt_id", "sample_id"])
-        req = req.join(truth[["output_len"]].rename(columns={"output_len": "true_left"}), on=["prompt_id", "sample_id"])
-        done = req["finish_reason"] != "abort"
-        complete = req.groupby("prompt_id")["finish_reason"].apply(lambda s: (s != "abort").all())
-        before = self.done_before
-        for pid in complete[complete].index:
-            sub = req[req.prompt_id == pid]
-            lengths = [before.get((pid, s), 0) + o for s, o in zip(sub.sample_id, sub.output_len)]
-            self.trained.extend(lengths + self.finished_earlier.pop(pid, []))
-        left = req[~done & ~req.prompt_id.map(complete)]
-        for pid, sub in req[done & ~req.prompt_id.map(complete)].groupby("prompt_id"):
-            self.finished_earlier.setdefault(pid, []).extend(
-                before.get((pid, s), 0) + o for s, o in zip(sub.sample_id, sub.output_len)
-            )
-        if len(left):
-            prev = truth.loc[list(zip(left.prompt_id, left.sample_id))]
-            self.trace = pd.DataFrame(
-                {
-                    "prompt_id": left.prompt_id.to_numpy(),
-                    "sample_id": left.sample_id.to_numpy(),
-                    "prompt_len": left.prompt_len.to_numpy() + left.output_len.to_numpy(),
-                    "output_len": left.true_left.to_numpy() - left.output_len.to_numpy(),
-                    "max_tokens": prev["max_tokens"].to_numpy() - left.output_len.to_numpy(),
-                    "iteration": prev["iteration"].to_numpy(),
-                }
-            )
-            for pid, s, o in zip(left.prompt_id, left.sample_id, left.output_len):
-                before[(pid, s)] = before.get((pid, s), 0) + int(o)
-        else:
-            self.trace = pd.DataFrame()
-        return int(complete.sum()), int(len(left))
-
-
-def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requests: int) -> dict:
+def iterations_summary(spec: str, table: pd.DataFrame, trained: pd.DataFrame, requests: int) -> dict:
     """A compare row for a policy run over iterations: per-iteration means. `requests` is the setup's requests
     per iteration; the row holds the mean the iterations ran (more under over-issue) when the table has it."""
     mean = table.mean(numeric_only=True)
@@ -395,6 +348,6 @@ def iterations_summary(spec: str, table: pd.DataFrame, trained: np.ndarray, requ
         "requests": int(requests),
         "efficiency": float(mean.efficiency),
         "migrations": int(round(mean.migrations)),
-        "trained_mean_len": float(trained.mean()) if len(trained) else math.nan,
+        "trained_mean_len": float(trained["output_len"].mean()) if len(trained) else math.nan,
         "trained_samples": int(len(trained)),
     }

@@ -168,6 +168,18 @@ def test_compare_partial_over_iterations(tmp_path):
         mine = it[it.policy == p]
         assert row["migrations"] == round(mine.migrations.mean())
         assert row["efficiency"] == pytest.approx(mine.efficiency.mean()) and 0 < row["efficiency"] <= 1
+    # every trained response once, with the iterations it was issued and trained in: verl trains what it issues
+    trained = pd.read_parquet(tmp_path / "trained_lengths.parquet")
+    assert list(trained.columns) == ["policy", "prompt_id", "sample_id", "output_len", "issued", "iteration"]
+    for p, row in rows.items():
+        mine = trained[trained.policy == p]
+        assert len(mine) == row["trained_samples"] and mine.output_len.mean() == pytest.approx(row["trained_mean_len"])
+        assert not mine.duplicated(["prompt_id", "sample_id"]).any()
+        assert set(mine.iteration) == {0, 1} and (mine.issued <= mine.iteration).all()
+    verl, partial = (trained[trained.policy == p] for p in ("verl", "partial"))
+    assert (verl.issued == verl.iteration).all()
+    carried = partial[partial.issued < partial.iteration]  # started in iteration 0, trained in 1
+    assert len(carried) and (partial.groupby("prompt_id").iteration.nunique() == 1).all()
 
 
 def test_a_partial_spec_with_parameters_also_runs_over_iterations(tmp_path, capsys):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from conftest import run_seer
 
+from seer.cli.study_cmds import table_number
 from seer.sweep import cell_key, cells, load_config, run_sweep
 
 CONFIG = """
@@ -64,11 +65,18 @@ def test_interrupted_sweep_resumes(config, tmp_path):
     assert [os.stat(p).st_mtime_ns for p in kept] == stamps  # finished cells were reused, not recomputed
 
 
+def test_the_sweep_table_keeps_four_figures_and_whole_numbers_above_a_thousand():
+    # 3 significant figures printed 1,801.06 s as 1.8e+03
+    assert [table_number(x) for x in (1801.06, 123.456, 1.23456, 0.5)] == ["1,801", "123.5", "1.235", "0.5"]
+
+
 def test_sweep_cli_and_bad_config(config, tmp_path):
     res = run_seer("sweep", config, "--out", str(tmp_path / "o"), "--workers", "2", "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     res = run_seer("sweep", config, "--out", str(tmp_path / "o"))
     assert res.returncode == 0 and "(6 cells: 6 read back from an earlier run, 0 computed;" in res.stdout
+    table = pd.read_parquet(tmp_path / "o" / "sweep.parquet")
+    assert all(table_number(x) in res.stdout for x in table["makespan_s"]) and "e+0" not in res.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[sweep]\npresets = []\n")
     res = run_seer("sweep", str(bad))

@@ -100,7 +100,8 @@ def _iterations(args, setup, names: list[str], shared: dict, out) -> list[dict]:
         lengths[spec] = trained
         summaries.append(iterations_summary(spec, table, trained, requests))
     pd.concat(tables, ignore_index=True).to_parquet(os.path.join(out, "iterations.parquet"), index=False)
-    trained = pd.DataFrame([(p, int(x)) for p, arr in lengths.items() for x in arr], columns=["policy", "output_len"])
+    trained = pd.concat([t.assign(policy=p) for p, t in lengths.items()], ignore_index=True)
+    trained = trained[["policy", *(c for c in trained.columns if c != "policy")]]
     trained.to_parquet(os.path.join(out, "trained_lengths.parquet"), index=False)
     return summaries
 

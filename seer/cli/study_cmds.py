@@ -128,6 +128,11 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def table_number(x: float) -> str:
+    """A sweep table's float: whole above 1,000 (1,801 s, not 3 figures' 1.8e+03), else 4 significant figures."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def cmd_sweep(args) -> int:
     from seer.sweep import run_sweep
 
@@ -141,7 +146,7 @@ def cmd_sweep(args) -> int:
         print_json(table.to_dict(orient="records"))
     else:
         shown = table.drop(columns=["speculation"])  # a paragraph per row: said once below the table
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:,.3g}"))
+        print(shown.to_string(index=False, float_format=table_number))
         labels = table.dropna(subset=["speculation"]).groupby("speculation", sort=False)["policy"].unique()
         for label, policies in labels.items():
             print(f"speculation ({', '.join(policies)}): {label}")

@@ -110,9 +110,9 @@ def main() -> None:
         if args.split:
             row["policy_s_median"] = statistics.median(policy_s)
             row["policy_us_per_event"] = 1e6 * row["policy_s_median"] / max(1, row["events"])
-            # planning = the acceptance plan (draws included), the cut and pricing, the statistics
+            # planning = the acceptance plan (its draws included), the cut and pricing, the statistics
             row["spec_planning_s_median"] = statistics.median(p["plan"] + p["cut"] + p["stats"] for p in spec_parts)
-            for part in ("plan", "draws", "cut", "stats", "apply"):
+            for part in ("plan", "cut", "stats", "apply"):
                 row[f"spec_{part}_s_median"] = statistics.median(p[part] for p in spec_parts)
             row.update(shape_summary(spec_parts[-1]["shapes"]))  # the same every run
             split = f"   policy {row['policy_s_median']:.2f} s ({row['policy_us_per_event']:.1f} µs/event)"
@@ -120,8 +120,8 @@ def main() -> None:
                 per = 1e6 / row["spec_epochs"]
                 split += (
                     f", speculative planning {row['spec_planning_s_median']:.2f} s over {row['spec_epochs']:,} "
-                    f"speculative epochs (µs each: plan {row['spec_plan_s_median'] * per:.0f}, of it draws "
-                    f"{row['spec_draws_s_median'] * per:.0f}; cut and pricing {row['spec_cut_s_median'] * per:.0f}; "
+                    f"speculative epochs (µs each: plan {row['spec_plan_s_median'] * per:.0f}; "
+                    f"cut and pricing {row['spec_cut_s_median'] * per:.0f}; "
                     f"statistics {row['spec_stats_s_median'] * per:.0f}; apply {row['spec_apply_s_median'] * per:.0f})"
                     f"\n{'':14}shapes: rows median {row['rows_median']:.0f} (10th-90th {row['rows_p10_p90'][0]:.0f}-"
                     f"{row['rows_p10_p90'][1]:.0f}), {row['planned_steps_mean']:.1f} planned steps, "
@@ -158,15 +158,16 @@ def timed_policy(spec: str):
 @contextlib.contextmanager
 def timed_speculation():
     """Time the simulator's speculative planning while the block runs, part by part, and record each speculative
-    epoch's shape. Yields a dict: seconds per part ("draws": the acceptance model's uniforms, inside "plan"; "cut":
-    the epoch's cut, step sums and pricing; "stats": the acceptance statistics; "apply": advancing the rows) and
-    "shapes", one (rows, planned steps, draws, steps run) per epoch of the parametric model."""
+    epoch's shape. Yields a dict: seconds per part ("plan": the acceptance model's plan, its hashed draws inside;
+    "cut": the epoch's cut, step sums and pricing; "stats": the acceptance statistics; "apply": advancing the rows)
+    and "shapes", one (rows, planned steps, draws, steps run) per epoch of the parametric model, where draws are
+    the uniforms the plan evaluated (a step stops at its first rejected draft or its budget)."""
     import seer.sim.instance as instance
 
-    parts = {"plan": 0.0, "draws": 0.0, "cut": 0.0, "stats": 0.0, "apply": 0.0, "shapes": []}
+    parts = {"plan": 0.0, "cut": 0.0, "stats": 0.0, "apply": 0.0, "shapes": []}
     names = {"plan_spec_epoch": "cut", "count_spec_steps": "stats", "apply_spec_epoch": "apply"}
     saved = {n: getattr(instance, n) for n in names}
-    plan, uniforms = ParametricAcceptance.plan, ParametricAcceptance._uniforms
+    plan = ParametricAcceptance.plan
     planned = []  # the last plan's (rows, steps, draws): its epoch's steps run are known when it is applied
 
     def timed(fn, part):
@@ -179,9 +180,12 @@ def timed_speculation():
 
         return call
 
-    def drawn(self, rows, gammas, horizon):
-        out = uniforms(self, rows, gammas, horizon)
-        planned[:] = [(rows, horizon, out.size)]
+    def planning(self, rids, generated, remaining, gammas, horizon):
+        t0 = time.perf_counter()
+        out = plan(self, rids, generated, remaining, gammas, horizon)
+        parts["plan"] += time.perf_counter() - t0
+        draws = int(np.minimum(out.accepted + 1, out.budget).sum())
+        planned[:] = [(len(rids), horizon, draws)]
         return out
 
     def applied(rs, epoch, j, remaining):
@@ -192,18 +196,18 @@ def timed_speculation():
     try:
         for n, part in names.items():
             setattr(instance, n, timed(applied if n == "apply_spec_epoch" else saved[n], part))
-        ParametricAcceptance.plan = timed(plan, "plan")
-        ParametricAcceptance._uniforms = timed(drawn, "draws")
+        ParametricAcceptance.plan = planning
         yield parts
     finally:
         for n in names:
             setattr(instance, n, saved[n])
-        ParametricAcceptance.plan, ParametricAcceptance._uniforms = plan, uniforms
+        ParametricAcceptance.plan = plan
 
 
 def shape_summary(shapes: list) -> dict:
     """What the speculative epochs' array work amounts to: epochs, rows (median, 10th-90th percentile), planned
-    steps, planned row-steps, uniform draws, and the row-steps that ran before an event cut the epoch."""
+    steps, planned row-steps, the uniforms the plans evaluated, and the row-steps that ran before an event cut the
+    epoch."""
     if not shapes:
         return {}
     a = np.array(shapes, dtype=np.int64)
@@ -281,8 +285,8 @@ t0 = time.perf_counter()
 import numpy as np
 from seer.sim import batch_kernels, cost_kernels, spec_kernels as k
 t1 = time.perf_counter()
-u = np.zeros((1, 1, 1)); a = np.ones(1); i = np.ones(1, np.int64)
-b, acc, adv = k.parametric_plan(u, i * 0, i, i * 0, 1, np.zeros(1, bool), i, a, False, i, i)
+a = np.ones(1); i = np.ones(1, np.int64)
+b, acc, adv = k.parametric_plan(np.uint64(1), i * 0, i, i * 0, 1, np.zeros(1, bool), i, a, False, i, i, 1)
 k.epoch_plan(adv, b, i, i, i, 16, 10)
 k.count_steps(b, acc, b, i * 0, 1, np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros((1, 3), np.int64))
 k.ahead_counts(i * 0, i, i * 0, 1, np.zeros(1, bool), i)

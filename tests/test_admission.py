@@ -36,9 +36,21 @@ def test_scarce_memory_is_shared_over_the_waiting_requests():
 
 
 def test_a_request_never_gets_less_than_its_floor():
-    # max_tokens 1000 / max_chunks 4 = 250: with 300 tokens free, one chunk of 250 fits, no more
-    h = Harness(DividedPolicy(chunk_size=500, max_chunks=4), [6], capacity=300)
+    # max_tokens 1000 / max_chunks 4 = 250: with 300 tokens free (of 2,000), one chunk of 250 fits, no more
+    h = Harness(DividedPolicy(chunk_size=500, max_chunks=4), [6], capacity=2000)
+    h.reserved = 1700
     assert budgets(h.start()) == [250]
+
+
+def test_the_floor_is_sized_by_what_an_instance_holds_when_max_tokens_is_more():
+    # max_tokens 10**6 on a 300-token instance: no response grows past 290 tokens beside its prompt of 10, so the
+    # floor is 290 / 4 = 73 and three chunks run at once (sized by max_tokens, 250,000, one chunk took the instance)
+    h = Harness(DividedPolicy(chunk_size=500, max_chunks=4), [6], capacity=300, max_tokens=10**6)
+    assert budgets(h.start()) == [73] * 3
+    # a cap beyond what any instance holds changes nothing further: the same passes at 290 and at 10**6
+    for cap in (290, 10**9):
+        again = Harness(DividedPolicy(chunk_size=500, max_chunks=4), [6], capacity=300, max_tokens=cap)
+        assert budgets(again.start()) == [73] * 3
 
 
 def test_the_head_gets_what_the_emptiest_instance_has_left():
@@ -51,20 +63,20 @@ def test_backfill_keeps_the_emptiest_instance_for_the_blocked_head():
     # instance 0 (the emptiest) is kept for the head
     # (the floor is 1000 / 20 = 50 tokens: a short request needs 10 + 50)
     pol = DividedPolicy(chunk_size=50, max_chunks=20)
-    h = Harness(pol, [1, 4], capacity=400, prompt=[500, 10], instances=2, max_tokens=1000)
-    h.engines[0].reserved, h.engines[1].reserved = 100, 250
+    h = Harness(pol, [1, 4], capacity=1100, prompt=[500, 10], instances=2, max_tokens=1000)
+    h.engines[0].reserved, h.engines[1].reserved = 800, 950
     acts = h.start()
     assert 0 not in [a.request_id for a in acts]
     assert {a.instance for a in acts} == {1} and budgets(acts) == [50, 50]  # 150 free on instance 1: two of 60
     h2 = Harness(
         DividedPolicy(chunk_size=50, max_chunks=20, backfill=False),
         [1, 4],
-        capacity=400,
+        capacity=1100,
         prompt=[500, 10],
         instances=2,
         max_tokens=1000,
     )
-    h2.engines[0].reserved, h2.engines[1].reserved = 100, 250
+    h2.engines[0].reserved, h2.engines[1].reserved = 800, 950
     assert h2.start() == []  # the paper's cycle: the head does not fit, nothing runs
 
 

@@ -239,6 +239,47 @@ def test_arrival_times_are_ignored_and_the_user_is_told():
     assert late.summary["makespan_s"] == plain.summary["makespan_s"]
 
 
+def test_a_trace_of_several_iterations_runs_as_one_rollout_and_the_user_is_told():
+    import warnings
+
+    rows = trace([(p, s, 10, 5) for p in range(3) for s in range(2)]).assign(iteration=[0, 0, 1, 1, 5, 5])
+    with pytest.warns(UserWarning, match=r"iteration column holds 3 iterations; they run as one rollout"):
+        simulate(rows, tiny(kv_capacity_tokens=4096), make_policy("verl"))
+    with warnings.catch_warnings():  # partial reads it (carried groups first), and one iteration says nothing
+        warnings.simplefilter("error")
+        simulate(rows, tiny(kv_capacity_tokens=4096), make_policy("partial:target_groups=3"))
+        simulate(rows.assign(iteration=2), tiny(kv_capacity_tokens=4096), make_policy("verl"))
+
+
+def test_compare_says_a_warning_once_not_once_per_policy(tmp_path, capsys):
+    from seer.cli import main
+
+    path = tmp_path / "t.parquet"
+    trace([(p, s, 10, 5) for p in range(2) for s in range(2)]).assign(arrival_s=[0.0, 1.0, 2.0, 3.0]).to_parquet(path)
+    toml = tmp_path / "c.toml"
+    toml.write_text('[cluster]\nmodel = "qwen2.5-1.5b"\ninstances = 2\nkv_capacity_tokens = 4096\n')
+    out = str(tmp_path / "o")
+    assert (
+        main(
+            [
+                "compare",
+                "--trace",
+                str(path),
+                "--cluster",
+                str(toml),
+                "--policies",
+                "verl,divided,context",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().err.count("arrival_s") == 1
+    assert main(["simulate", "--trace", str(path), "--cluster", str(toml), "--out", out + "s"]) == 0  # said again
+    assert capsys.readouterr().err.count("arrival_s") == 1
+
+
 @pytest.mark.parametrize("policy", ["verl", "context"])
 def test_first_instance_done_counts_an_instance_that_finished_no_request(policy):
     # one group on three instances: verl keeps it whole on one instance, so two never work and were done at 0;

@@ -476,3 +476,63 @@ def test_samples_with_prompts_of_their_own_draft_from_their_own_and_index_the_sh
     spec = ExactReplay(config, {0: [1, 2], 1: [3, 4]}, {0: 0, 1: 0}, own_prompts={0: [5, 6, 7], 1: [5, 6, 9]})
     assert spec.prompts == {0: [5, 6]}
     assert spec._context(1, 0) == [5, 6, 9] and spec._context(0, 1) == [6, 7, 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**64 - 1), rows=st.integers(1, 12), horizon=st.integers(1, 12), data=st.data())
+def test_a_parametric_step_draws_the_same_numbers_in_any_epoch(seed, rows, horizon, data):
+    """Counter-based draws: a step's acceptance is a function of (seed, request, the token it starts at, draft
+    position), so planning `horizon` steps at once equals planning them one at a time (the fast path against
+    --exact), and a row's plan does not depend on the other rows of its batch or their order."""
+    ints = lambda lo, hi: np.array(data.draw(st.lists(st.integers(lo, hi), min_size=rows, max_size=rows)), np.int64)  # noqa: E731
+    gen, rem, gam = ints(0, 500), ints(1, 80), ints(0, 8)
+    acc = ParametricAcceptance({r: r % 3 for r in range(rows)}, seed=seed, scope="own")
+    rids = np.arange(rows)
+    whole = acc.plan(rids, gen, rem, gam, horizon)
+    g, r = gen.copy(), rem.copy()
+    for s in range(horizon):
+        one = acc.plan(rids, g, r, gam, 1)
+        for name in ("budget", "accepted", "advance"):
+            assert getattr(one, name)[:, 0].tolist() == getattr(whole, name)[:, s].tolist(), (s, name)
+        g, r = g + one.advance[:, 0], r - one.advance[:, 0]
+    order = np.array(data.draw(st.permutations(range(rows))), np.int64)
+    shuffled = acc.plan(rids[order], gen[order], rem[order], gam[order], horizon)
+    assert shuffled.accepted.tolist() == whole.accepted[order].tolist()
+
+
+def test_parametric_draws_accept_at_the_models_rates():
+    """The hashed draws are uniform enough that position i of a draft is accepted with probability alpha**i."""
+    acc = ParametricAcceptance({0: 0}, seed=7, scope="own")  # alpha(0) = 0.412
+    positions = np.arange(0, 400_000, 20, dtype=np.int64)  # 20,000 steps of one request, 8 drafts each
+    plan = acc.plan(
+        np.zeros(len(positions), np.int64), positions, np.full(len(positions), 10**6), np.full(len(positions), 8), 1
+    )
+    got = plan.accepted[:, 0]
+    alpha = float(acc.alpha_of_n[0])
+    for i in (1, 2, 3):
+        assert (got >= i).mean() == pytest.approx(alpha**i, abs=0.01)
+
+
+@pytest.mark.filterwarnings("ignore:synth:UserWarning")
+def test_seer_fast_and_exact_draw_alike_on_a_length_only_trace():
+    """Fast epochs and single steps draw the same numbers: with scope own (acceptance depends on nothing but the
+    draws) the two modes give the same rollout; with the group's references they differ only by the lag of the
+    siblings' progress (read as last committed: at epoch ends in fast mode, every step in exact mode)."""
+    from seer.traces.synth import SynthConfig, synthesize
+
+    cl = ClusterConfig(name="c", model="qwen2.5-7b", instances=2, kv_capacity_tokens=10_000, max_tokens=2000)
+    for seed in (0, 1):
+        trace = synthesize(
+            SynthConfig(prompts=6, group_size=4, mean_len=300, max_tokens=2000, prompt_mean=64, seed=seed)
+        )
+        for spec in ("seer:scope=own", "seer"):
+            fast, exact = (simulate(trace, cl, make_policy(spec), exact=e, progress=False) for e in (False, True))
+            if spec == "seer:scope=own":
+                for key in ("steps", "spec_accepted_tokens", "spec_drafted_tokens", "preemptions", "chunks"):
+                    assert fast.summary[key] == exact.summary[key], key
+                assert fast.summary["makespan_s"] == pytest.approx(exact.summary["makespan_s"], rel=1e-9)
+                assert fast.requests["finish_s"].to_numpy() == pytest.approx(
+                    exact.requests["finish_s"].to_numpy(), rel=1e-9
+                )
+            else:
+                assert fast.summary["makespan_s"] == pytest.approx(exact.summary["makespan_s"], rel=0.04)

@@ -339,3 +339,34 @@ def test_simulate_says_n_a_for_tau_with_nothing_drafted_and_compare_names_each_s
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("speculation")]
     assert len(lines) == 3 and all(x.startswith(f"speculation ({p}): ") for x, p in zip(lines, policies.split(",")))
     assert "scope global" in lines[0] and "top-4" in lines[2]
+
+
+def test_one_rollout_of_an_over_issuing_policy_says_what_it_left_ungenerated(tmp_path, capsys):
+    """partial on one rollout stops at its target and aborts the rest: its makespan covers less work than verl's,
+    which the summary counts and both commands say (the compare table gave partial 1.96x verl for half the work)."""
+    import pandas as pd
+    from conftest import ROOT
+
+    from seer.cli import main
+
+    workload = [
+        "--trace",
+        str(ROOT / "seer/data/gsm8k_smollm2.parquet"),
+        "--cluster",
+        "qwen2-vl-72b",
+        "--instances",
+        "2",
+    ]
+    assert main(["simulate", *workload, "--policy", "partial", "--out", str(tmp_path / "s")]) == 0
+    printed = capsys.readouterr()
+    assert "one rollout without carry-over, and the requests it aborts at its target are not generated" in printed.err
+    res = RolloutResult.load(tmp_path / "s")
+    aborted = int((res.requests.finish_reason == "abort").sum())
+    assert aborted > 0 and res.summary["aborted_requests"] == aborted
+    assert f"({aborted:,} aborted unfinished)" in printed.out
+    assert main(["compare", *workload, "--policies", "verl,partial", "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr()
+    table = pd.read_parquet(tmp_path / "c" / "compare.parquet").set_index("policy")
+    assert table.aborted_requests.to_dict() == {"verl": 0, "partial": aborted}
+    assert f"partial: {aborted:,} of {res.summary['requests']:,} requests aborted unfinished" in printed.out
+    assert "verl:" not in printed.out

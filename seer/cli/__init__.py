@@ -75,8 +75,16 @@ def one_line(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+_warned: set[str] = set()
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"seer: warning: {one_line(message)}", file=sys.stderr)
+    # once per command: Python's own once-per-place rule is reset whenever a library mutes warnings for a moment,
+    # and `compare` met the same note about the trace once per policy
+    text = one_line(message)
+    if text not in _warned:
+        _warned.add(text)
+        print(f"seer: warning: {text}", file=sys.stderr)
 
 
 def _interrupt(exc: BaseException) -> BaseException | None:
@@ -91,6 +99,7 @@ def _interrupt(exc: BaseException) -> BaseException | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
+    _warned.clear()
     try:
         with _sigterm_as_exception():
             args = build_parser().parse_args(argv)  # inside the guard: its imports take most of a second

@@ -53,7 +53,18 @@ def cost_model_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def note_one_rollout(over_issuing: list[str], where: str) -> None:
+    """Over-issue means something only across iterations: said where one rollout runs it."""
+    print(
+        f"seer: {', '.join(over_issuing)} over-issue(s) and carry requests into the next iteration; {where} this is "
+        "one rollout without carry-over, and the requests it aborts at its target are not generated "
+        "(`seer compare --preset ... --iterations N` runs iterations)",
+        file=sys.stderr,
+    )
+
+
 def cmd_simulate(args) -> int:
+    from seer.core import traits_of
     from seer.experiment import run
     from seer.policies import make_policy
 
@@ -71,6 +82,8 @@ def cmd_simulate(args) -> int:
     cost = load_cost_model(args)
     setup = setup_from_args(args)
     refuse_unused_seed(args, setup, [args.policy], [policy])
+    if traits_of(policy).over_issue > 1:
+        note_one_rollout([args.policy], "in `seer simulate`")
     result = run(setup, policy, exact=args.exact, progress=None, cost=priced_on(cost, setup))
     result.save(out)
     if args.json:
@@ -157,11 +170,7 @@ def cmd_compare(args) -> int:
     for policy in plan.policies:  # a target no rollout of this workload can meet: refused before any policy runs
         check_groups([policy], rollout_groups(setup, traits_of(policy).over_issue, plan.over_iterations))
     if plan.over_issuing and not plan.over_iterations:  # a note, not a refusal: said once the workload is read
-        print(
-            f"seer: {', '.join(plan.over_issuing)} over-issue(s) and carry requests into the next iteration; on a "
-            "--trace this is one rollout without carry-over (--preset runs iterations)",
-            file=sys.stderr,
-        )
+        note_one_rollout(plan.over_issuing, "on a --trace")
     cost, out, over_iterations = priced_on(plan.cost, setup), plan.out, plan.over_iterations
     with atomic_dir(out) as tmp:  # the folder is replaced whole: never a mix of two runs
         if over_iterations:
@@ -220,6 +229,12 @@ def _print_compare(setup, rows: list[dict], iterations: int) -> None:
         if spec:
             line += f"{f'{tau:.2f}' if _finite(tau) else '-':>8}"
         print(line)
+    for r in rows:  # one rollout of an over-issuing policy: its rate is over less work than the others'
+        if r.get("aborted_requests"):
+            print(
+                f"{r['policy']}: {r['aborted_requests']:,} of {r['requests']:,} requests aborted unfinished at its "
+                "target, so its makespan covers less work than the other rows' (tok/s counts what it generated)"
+            )
     speculating = [r for r in rows if r.get("speculation")]
     if len({r["speculation"] for r in speculating}) == 1:
         print(f"speculation: {speculating[0]['speculation']}")

@@ -21,7 +21,8 @@ def print_summary(title: str, s: dict) -> None:
         "first instance done": f"{s['first_instance_done_s']:,.1f} s",
         "idle per instance": f"{s['idle_s_mean']:,.1f} s ({100 * s['idle_share']:.1f}%)",
         "preemptions": f"{s['preemptions']:,} ({_share(s.get('preemptions_first_half_share'))} in the first half)",
-        "requests / output tokens": f"{s['requests']:,} / {s['output_tokens']:,}",
+        "requests / output tokens": f"{s['requests']:,} / {s['output_tokens']:,}"
+        + (f" ({s['aborted_requests']:,} aborted unfinished)" if s.get("aborted_requests") else ""),
         "simulated in": f"{s['wall_s']:.2f} s wall ({s['mode']} mode)",
     }
     if "resumed_prefill_tokens" in s:  # the simulator's counters

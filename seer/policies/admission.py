@@ -8,8 +8,9 @@ promised on that instance, so no engine ever preempts. The rule decides the budg
 - "adaptive" (default): each dispatch pass shares the free KV over the requests waiting for it (at most as many as
   the free concurrency slots, plus one per instance for how the shares pack into instances, each rounded up to a
   block): budget ~ (free KV - their contexts) / their number, at most `chunk_size` and at
-  least a request's floor, max_tokens / `max_chunks` (so no request is cut into more than about `max_chunks`
-  chunks, which bounds the cost of chunk boundaries). Chunks are large while memory is plentiful and shrink as
+  least a request's floor, its longest possible response / `max_chunks` (so no request is cut into more than about
+  `max_chunks` chunks, which bounds the cost of chunk boundaries; the longest is max_tokens, or what an instance
+  holds beside the prompt when that is less). Chunks are large while memory is plentiful and shrink as
   contexts grow, so concurrency stays close to what the memory can hold (Seer's "maximum concurrency that avoids
   preemption"); a request whose chunk ends waits in the buffer with its KV in the global pool, and resumes at the
   cost of a pool transfer. A request that does not fit at the pass's budget gets what the emptiest instance has
@@ -41,11 +42,14 @@ class Admission:
         self.context_share = 8
         self.reset()
 
-    def floor(self, req: Request) -> int:
-        """The smallest budget a request's chunk gets (adaptive admission): max_tokens / max_chunks, and an eighth
-        of its context (a longer request reserves at most 1/8 more than it holds, and is not cut into more chunks
-        than its growth needs)."""
-        least = max(-(-req.max_tokens // self.max_chunks), req.context_len // self.context_share)
+    def floor(self, req: Request, capacity: int) -> int:
+        """The smallest budget a request's chunk gets (adaptive admission): its longest response / max_chunks, and
+        an eighth of its context (a longer request reserves at most 1/8 more than it holds, and is not cut into more
+        chunks than its growth needs). The longest response is max_tokens, or what an instance of `capacity` tokens
+        holds beside the prompt when that is less: a cap no instance can reach would size every chunk by it, and a
+        few such chunks fill an instance."""
+        longest = max(1, min(req.max_tokens, capacity - req.prompt_len))
+        least = max(-(-longest // self.max_chunks), req.context_len // self.context_share)
         return max(1, min(self.chunk_size, req.remaining_budget, least))
 
     def reset(self) -> None:
@@ -82,7 +86,7 @@ class Admission:
     ) -> tuple[int, int] | None:
         """(instance, budget) for the request's next chunk, or None when it fits nowhere now."""
         adaptive = self.rule == "adaptive"
-        least = self.floor(req) if adaptive else 1
+        least = self.floor(req, capacity) if adaptive else 1
         if adaptive:
             target = max(target, least)
         context = req.context_len

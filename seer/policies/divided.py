@@ -36,7 +36,7 @@ class DividedConfig(PolicyConfig):
     max_chunks: int = param(
         64,
         "adaptive: chunks a request is cut into at most while KV is scarce (its smallest "
-        "budget is max_tokens / max_chunks)",
+        "budget is its longest possible response, max_tokens or what an instance holds, / max_chunks)",
     )
     backfill: bool = param(
         True,

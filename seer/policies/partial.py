@@ -3,9 +3,9 @@
 Over-issue: the rollout holds `over_issue` x the groups training needs. Requests run whole (no chunking),
 groups round-robin over instances as in veRL, requests carried over from an earlier iteration first
 (engine priority 0; new ones 1). As soon as `target_groups` groups have every sample finished, every other
-request is aborted; the iteration runner (`seer.sim.iterations`) carries them, with the tokens they
-generated, into the next iteration, where they resume by re-prefilling prompt + partial output (the
-weights changed, so their KV is stale).
+request is aborted; the iteration runner (`seer.experiment.run_iterations`, with `seer.carry`) carries them, with
+the tokens they generated, into the next iteration, where they resume by re-prefilling prompt + partial output
+(the weights changed, so their KV is stale).
 """
 
 from __future__ import annotations

@@ -60,6 +60,24 @@ def replays_tokens(trace: pd.DataFrame) -> bool:
     return _token_lists(trace, "output_ids")
 
 
+def _warn_unread_columns(trace: pd.DataFrame, reads_iterations: bool) -> None:
+    """Columns a synchronous rollout does not honour, said rather than silently ignored."""
+    if "arrival_s" in trace.columns and len(trace) and float(trace["arrival_s"].max()) > 0:
+        warnings.warn(
+            f"the trace's arrival_s (up to {float(trace['arrival_s'].max()):,.6g} s) is ignored: a synchronous "
+            "rollout has every request at t = 0",
+            stacklevel=3,
+        )
+    iterations = trace["iteration"].nunique() if "iteration" in trace.columns else 0
+    if iterations > 1 and not reads_iterations:
+        warnings.warn(
+            f"the trace's iteration column holds {iterations} iterations; they run as one rollout (only an "
+            "over-issuing policy, partial, reads it: carried groups first). Simulate each iteration's rows as a "
+            "trace of its own to run them apart",
+            stacklevel=3,
+        )
+
+
 class SimDriver(ContractLoop):
     """Runs one rollout of a trace on a simulated cluster under a policy."""
 
@@ -76,13 +94,8 @@ class SimDriver(ContractLoop):
         cost=None,
     ):
         rollout, self.true_len = rollout_from_trace(trace, cluster.max_tokens, progress)
-        if "arrival_s" in trace.columns and len(trace) and float(trace["arrival_s"].max()) > 0:
-            warnings.warn(
-                f"the trace's arrival_s (up to {float(trace['arrival_s'].max()):,.6g} s) is ignored: a synchronous "
-                "rollout has every request at t = 0",
-                stacklevel=2,
-            )
         super().__init__(rollout, policy)
+        _warn_unread_columns(trace, self.traits.over_issue > 1)
         # an empty recorded response still takes its prefill step and samples its end token, which is not counted
         empty = trace.loc[trace["output_len"] == 0, ["prompt_id", "sample_id"]]
         self.empty = {(p, int(s)) for p, s in zip(empty["prompt_id"], empty["sample_id"])}

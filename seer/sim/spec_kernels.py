@@ -6,7 +6,8 @@ Each kernel repeats its numpy reference (`ParametricAcceptance.plan_reference`, 
 `apply_spec_epoch_reference`, `count_spec_steps_reference`) operation for operation: integers are exact, and
 the float sums of the step model add rows in the order numpy's axis-0 reduction does, so results are
 bit-identical (tests/test_sim_speculation.py checks both on random inputs).
-The random draws stay in numpy (`rng.random`), so the stream is the reference's.
+The parametric model's draws are counter-based (a hash of seed, request, position and draft index; `draw`), so the
+compiled plan and its reference compute the same numbers without sharing a stream.
 """
 
 from __future__ import annotations
@@ -14,17 +15,51 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# splitmix64's constants: its increment and its finalizer's multipliers (Steele, Lea & Flood 2014)
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+TO_UNIT = 2.0**-53
+
+
+@njit(cache=True)
+def mix64(z):  # pragma: no cover - compiled
+    """splitmix64's finalizer: a bijection of 64-bit words whose every output bit depends on every input bit."""
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def row_key(seed, rid):  # pragma: no cover - compiled
+    """A request's stream of draws under one seed (`seed`: the mixed seed, `draw_seed`)."""
+    return mix64(seed ^ mix64(np.uint64(rid) + GOLDEN))
+
+
+@njit(cache=True)
+def step_key(row, position):  # pragma: no cover - compiled
+    """The draws of the step that starts at token `position` of the request's response."""
+    return mix64(row ^ (np.uint64(position) * GOLDEN))
+
+
+@njit(cache=True)
+def draw(step, i):  # pragma: no cover - compiled
+    """Draft position i's uniform in [0, 1): 53 bits of the word, as numpy's Generator.random takes them."""
+    return np.float64(mix64(step + np.uint64(i + 1) * GOLDEN) >> np.uint64(11)) * TO_UNIT
+
 
 @njit(cache=True)
 def parametric_plan(
-    u, rids, generated, slot, width, finished, progress, alpha_of_n, own_only, gammas, remaining
+    seed, rids, generated, slot, width, finished, progress, alpha_of_n, own_only, gammas, remaining, horizon
 ):  # pragma: no cover - compiled
     """(budget, accepted, advance), rows x horizon, for `ParametricAcceptance.plan`: draft i of a step is accepted
     while its draw is under alpha(others ahead) (a leading run); rows that may reach their chunk end within the
-    horizon draft one short of it and stop after it. `u`: the draws, rows x horizon x draft positions. The count of
-    others ahead and the alpha lookup are in the same pass (passing numpy's Generator to a kernel costs more than
-    drawing the array outside)."""
-    B, horizon, gdraw = u.shape
+    horizon draft one short of it and stop after it. The others ahead are counted once, as the epoch starts.
+
+    A step's draws are a function of (seed, request, the token the step starts at, draft position), not of the
+    order they are taken in: a step draws the same numbers whether it is planned in a long epoch or alone
+    (`--exact`), and whatever else the batch holds."""
+    B = rids.shape[0]
     b = np.empty((B, horizon), np.int64)
     a = np.empty((B, horizon), np.int64)
     adv = np.empty((B, horizon), np.int64)
@@ -34,27 +69,20 @@ def parametric_plan(
         g = gammas[r]
         near = remaining[r] <= horizon * (1 + g)
         left = remaining[r]
+        row = row_key(seed, rids[r])
+        position = generated[r]
         for s in range(horizon):
-            if gdraw == 1:  # budgets of one token (large batches): the loop below, unrolled, takes half the time
-                raw = np.int64(u[r, s, 0] < alpha)
-            else:
-                raw = 0
-                run = 1
-                for i in range(gdraw):  # the leading run of draws under alpha, with no branch on the (random) draws
-                    run &= u[r, s, i] < alpha
-                    raw += run
-            if not near:
-                b[r, s] = g
-                a[r, s] = min(raw, g)
-                adv[r, s] = 1 + a[r, s]
-                continue
-            if left > 0:
-                bs = min(g, max(left - 1, 0))
-                acc = min(raw, bs)
-                b[r, s], a[r, s], adv[r, s] = bs, acc, 1 + acc
-            else:
+            if near and left <= 0:
                 b[r, s], a[r, s], adv[r, s] = 0, 0, 0
-            left -= adv[r, s]
+                continue
+            cap = min(g, max(left - 1, 0)) if near else g
+            step = step_key(row, position)
+            acc = 0
+            while acc < cap and draw(step, acc) < alpha:
+                acc += 1
+            b[r, s], a[r, s], adv[r, s] = cap, acc, 1 + acc
+            left -= 1 + acc
+            position += 1 + acc
     return b, a, adv
 
 

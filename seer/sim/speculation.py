@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
-from seer.sim.spec_kernels import ahead_counts, parametric_plan
+from seer.sim.spec_kernels import GOLDEN, MIX1, MIX2, TO_UNIT, ahead_counts, parametric_plan
 
 # Table 2 (linear drafts): tau for n other in-group references, as alpha with gamma = 8 (bisection of
 # tau = (1 - a**9) / (1 - a)); see docs/speculation.md.
@@ -200,7 +200,7 @@ class ParametricAcceptance:
         self.alphas = np.array([y for _, y in alpha_table], float)
         # alpha for every possible count of others ahead (np.interp elementwise, so the same floats)
         self.alpha_of_n = np.interp(np.arange(width + 1), self.xs, self.alphas)
-        self.rng = np.random.default_rng(seed)
+        self.seed = draw_seed(seed)
         self.own_only = scope == "own"
         pts = ", ".join(f"n={x:g}: {y:.3f}" for x, y in alpha_table)
         who = (
@@ -244,7 +244,7 @@ class ParametricAcceptance:
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
         b, a, adv = parametric_plan(
-            self._uniforms(len(rids), gammas, horizon),
+            self.seed,
             np.asarray(rids, np.int64),
             np.asarray(generated, np.int64),
             self.slot,
@@ -255,36 +255,48 @@ class ParametricAcceptance:
             self.own_only,
             np.asarray(gammas, np.int64),
             np.asarray(remaining, np.int64),
+            horizon,
         )
         return Plan(b, b, a, adv)  # the model drafts its whole budget (nothing writes a plan: one array for both)
-
-    def _uniforms(self, rows: int, gammas: np.ndarray, horizon: int) -> np.ndarray:
-        """An epoch's draws, rows x horizon x the largest budget (at least 1): the one place the stream is read."""
-        return self.rng.random((rows, horizon, max(int(gammas.max()), 1) if rows else 1))
-
-    def _draws(self, rids, generated, gammas, horizon) -> tuple[np.ndarray, np.ndarray]:
-        alpha = np.full(len(rids), self.alpha_of_n[0]) if self.own_only else self.alpha_reference(rids, generated)
-        return self._uniforms(len(rids), gammas, horizon), alpha
 
     def plan_reference(
         self, rids: np.ndarray, generated: np.ndarray, remaining: np.ndarray, gammas: np.ndarray, horizon: int
     ) -> Plan:
-        """`plan` in numpy: the reference the compiled kernel must equal (same draws, same arrays)."""
-        u, alpha = self._draws(rids, generated, gammas, horizon)
-        raw = np.cumprod(u < alpha[:, None, None], axis=2).sum(axis=2)
-        b = np.repeat(gammas[:, None].astype(np.int64), horizon, axis=1)
-        a = np.minimum(raw, b)
-        adv = 1 + a
-        # rows that may reach their chunk end within the horizon: drafts stop one short of it, nothing after
-        near = np.flatnonzero(remaining <= horizon * (1 + gammas))
-        if len(near):
-            left = remaining[near].astype(np.int64).copy()
-            gn, rn = gammas[near], raw[near]
-            for s in range(horizon):
-                live = left > 0
-                bs = np.where(live, np.minimum(gn, np.maximum(left - 1, 0)), 0)
-                acc = np.minimum(rn[:, s], bs)
-                b[near, s], a[near, s] = bs, acc
-                adv[near, s] = np.where(live, 1 + acc, 0)
-                left -= adv[near, s]
+        """`plan` in numpy: the reference the compiled kernel must equal (the same draws, the same arrays)."""
+        rids, gammas = np.asarray(rids, np.int64), np.asarray(gammas, np.int64)
+        alpha = np.full(len(rids), self.alpha_of_n[0]) if self.own_only else self.alpha_reference(rids, generated)
+        b, a, adv = (np.zeros((len(rids), horizon), np.int64) for _ in range(3))
+        near = remaining <= horizon * (1 + gammas)
+        left = np.array(remaining, np.int64)
+        position = np.array(generated, np.int64)
+        width = max(int(gammas.max()), 1) if len(rids) else 1
+        for s in range(horizon):
+            live = ~near | (left > 0)
+            cap = np.where(live, np.where(near, np.minimum(gammas, np.maximum(left - 1, 0)), gammas), 0)
+            u = reference_draws(self.seed, rids, position, width)
+            leading = np.cumprod(u < alpha[:, None], axis=1).sum(axis=1)
+            b[:, s], a[:, s] = cap, np.minimum(leading, cap)
+            adv[:, s] = np.where(live, 1 + a[:, s], 0)
+            left -= adv[:, s]
+            position += adv[:, s]
         return Plan(b, b.copy(), a, adv)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """`spec_kernels.mix64` on uint64 arrays (numpy's array arithmetic wraps modulo 2**64, as the kernel's does)."""
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def draw_seed(seed: int) -> np.uint64:
+    """The parametric model's seed as the draws' 64-bit key."""
+    return _mix64(np.array([int(seed) & (2**64 - 1)], np.uint64))[0]
+
+
+def reference_draws(seed: np.uint64, rids: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
+    """Rows x count: the draws of draft positions 0..count-1 of each row's step at `positions` (`spec_kernels.draw`)."""
+    row = _mix64(seed ^ _mix64(np.asarray(rids).astype(np.uint64) + GOLDEN))
+    step = _mix64(row ^ (np.asarray(positions).astype(np.uint64) * GOLDEN))
+    i = np.arange(1, count + 1, dtype=np.uint64)
+    return (_mix64(step[:, None] + i[None, :] * GOLDEN) >> np.uint64(11)).astype(np.float64) * TO_UNIT

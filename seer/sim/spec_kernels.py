@@ -19,7 +19,7 @@ from numba import njit
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
-TO_UNIT = 2.0**-53
+UNIT_BITS = 53  # a draw is a 53-bit integer, the uniform draw / 2**53 (as numpy's Generator.random takes them)
 
 
 @njit(cache=True)
@@ -32,20 +32,16 @@ def mix64(z):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def row_key(seed, rid):  # pragma: no cover - compiled
-    """A request's stream of draws under one seed (`seed`: the mixed seed, `draw_seed`)."""
+    """Where a request's draws start under one seed (`seed`: the mixed seed, `speculation.draw_seed`)."""
     return mix64(seed ^ mix64(np.uint64(rid) + GOLDEN))
 
 
 @njit(cache=True)
-def step_key(row, position):  # pragma: no cover - compiled
-    """The draws of the step that starts at token `position` of the request's response."""
-    return mix64(row ^ (np.uint64(position) * GOLDEN))
-
-
-@njit(cache=True)
-def draw(step, i):  # pragma: no cover - compiled
-    """Draft position i's uniform in [0, 1): 53 bits of the word, as numpy's Generator.random takes them."""
-    return np.float64(mix64(step + np.uint64(i + 1) * GOLDEN) >> np.uint64(11)) * TO_UNIT
+def draw(row, position, i):  # pragma: no cover - compiled
+    """Draft position i's draw in the step that starts at token `position` of the request's response: splitmix64's
+    output number (position << 32) + i + 1 from the request's start, as a 53-bit integer."""
+    k = (np.uint64(position) << np.uint64(32)) + np.uint64(i + 1)
+    return mix64(row + k * GOLDEN) >> np.uint64(64 - UNIT_BITS)
 
 
 @njit(cache=True)
@@ -65,7 +61,8 @@ def parametric_plan(
     adv = np.empty((B, horizon), np.int64)
     n = np.zeros(B, np.int64) if own_only else ahead_counts(rids, generated, slot, width, finished, progress)
     for r in range(B):
-        alpha = alpha_of_n[n[r]]
+        # draw / 2**53 < alpha, in integers: draw < ceil(alpha * 2**53) (the product is exact)
+        below = np.uint64(np.ceil(alpha_of_n[n[r]] * 2.0**UNIT_BITS))
         g = gammas[r]
         near = remaining[r] <= horizon * (1 + g)
         left = remaining[r]
@@ -76,9 +73,8 @@ def parametric_plan(
                 b[r, s], a[r, s], adv[r, s] = 0, 0, 0
                 continue
             cap = min(g, max(left - 1, 0)) if near else g
-            step = step_key(row, position)
             acc = 0
-            while acc < cap and draw(step, acc) < alpha:
+            while acc < cap and draw(row, position, acc) < below:  # stops at the first rejection: fewer draws
                 acc += 1
             b[r, s], a[r, s], adv[r, s] = cap, acc, 1 + acc
             left -= 1 + acc

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seer.policies.speculation import DraftConfig, GroupDrafter, accepted_length
-from seer.sim.spec_kernels import GOLDEN, MIX1, MIX2, TO_UNIT, ahead_counts, parametric_plan
+from seer.sim.spec_kernels import GOLDEN, MIX1, MIX2, UNIT_BITS, ahead_counts, parametric_plan
 
 # Table 2 (linear drafts): tau for n other in-group references, as alpha with gamma = 8 (bisection of
 # tau = (1 - a**9) / (1 - a)); see docs/speculation.md.
@@ -295,8 +295,9 @@ def draw_seed(seed: int) -> np.uint64:
 
 
 def reference_draws(seed: np.uint64, rids: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
-    """Rows x count: the draws of draft positions 0..count-1 of each row's step at `positions` (`spec_kernels.draw`)."""
+    """Rows x count: the uniform draws of draft positions 0..count-1 of each row's step starting at `positions`
+    (`spec_kernels.draw` / 2**53, exact in a float)."""
     row = _mix64(seed ^ _mix64(np.asarray(rids).astype(np.uint64) + GOLDEN))
-    step = _mix64(row ^ (np.asarray(positions).astype(np.uint64) * GOLDEN))
-    i = np.arange(1, count + 1, dtype=np.uint64)
-    return (_mix64(step[:, None] + i[None, :] * GOLDEN) >> np.uint64(11)).astype(np.float64) * TO_UNIT
+    k = (np.asarray(positions).astype(np.uint64)[:, None] << np.uint64(32)) + np.arange(1, count + 1, dtype=np.uint64)
+    words = _mix64(row[:, None] + k * GOLDEN) >> np.uint64(64 - UNIT_BITS)
+    return words.astype(np.float64) * 2.0**-UNIT_BITS

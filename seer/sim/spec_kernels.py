@@ -60,25 +60,33 @@ def parametric_plan(
     a = np.empty((B, horizon), np.int64)
     adv = np.empty((B, horizon), np.int64)
     n = np.zeros(B, np.int64) if own_only else ahead_counts(rids, generated, slot, width, finished, progress)
+    below = np.empty(B, np.uint64)
+    rows = np.empty(B, np.uint64)
+    near = np.empty(B, np.bool_)
+    left = remaining.copy()
+    position = generated.copy()
     for r in range(B):
         # draw / 2**53 < alpha, in integers: draw < ceil(alpha * 2**53) (the product is exact)
-        below = np.uint64(np.ceil(alpha_of_n[n[r]] * 2.0**UNIT_BITS))
-        g = gammas[r]
-        near = remaining[r] <= horizon * (1 + g)
-        left = remaining[r]
-        row = row_key(seed, rids[r])
-        position = generated[r]
-        for s in range(horizon):
-            if near and left <= 0:
+        below[r] = np.uint64(np.ceil(alpha_of_n[n[r]] * 2.0**UNIT_BITS))
+        rows[r] = row_key(seed, rids[r])
+        near[r] = remaining[r] <= horizon * (1 + gammas[r])
+    # step by step over the rows: a row's next draw waits on its last (where the step starts), the next row's
+    # does not, so the rows' hashes overlap; and no branch on a (random) draw: every draw of the budget is taken
+    for s in range(horizon):
+        for r in range(B):
+            if near[r] and left[r] <= 0:
                 b[r, s], a[r, s], adv[r, s] = 0, 0, 0
                 continue
-            cap = min(g, max(left - 1, 0)) if near else g
-            acc = 0
-            while acc < cap and draw(row, position, acc) < below:  # stops at the first rejection: fewer draws
-                acc += 1
+            cap = min(gammas[r], max(left[r] - 1, 0)) if near[r] else gammas[r]
+            run = np.uint64(1)
+            accepted = np.uint64(0)
+            for i in range(cap):  # the leading run of draws under alpha; (draw - below) >> 63 is draw < below
+                run &= (draw(rows[r], position[r], i) - below[r]) >> np.uint64(63)
+                accepted += run
+            acc = np.int64(accepted)
             b[r, s], a[r, s], adv[r, s] = cap, acc, 1 + acc
-            left -= 1 + acc
-            position += 1 + acc
+            left[r] -= 1 + acc
+            position[r] += 1 + acc
     return b, a, adv
 
 

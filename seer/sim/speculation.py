@@ -9,7 +9,9 @@
   (geometric), where n is the number of other responses of the group that are finished or ahead of the
   request. alpha(n) interpolates the paper's Table 2 linear column (tau 1.70 / 2.04 / 2.32 / 2.53 for
   n = 0 / 1 / 5 / 15 on Qwen2-VL-72B), converted to alpha assuming 8-token drafts. It is a model, and
-  every result produced with it says so in `summary["speculation"]`.
+  every result produced with it says so in `summary["speculation"]`. A draw is a hash of (seed, request, the
+  token its step starts at, draft position) (`spec_kernels.draw`), so a fast epoch and `--exact`'s single steps
+  draw the same numbers.
 
 Both answer `plan(...)`: for each running row and each of the next `horizon` steps, the draft budget
 offered, the tokens drafted, the tokens accepted and the tokens the row advances (0 once its chunk ends).

@@ -46,17 +46,18 @@ class Carry:
         )
         done = req["finish_reason"] != "abort"
         complete = req.groupby("prompt_id")["finish_reason"].apply(lambda s: (s != "abort").all())
+        trains = req.prompt_id.map(complete)
         before = self.done_before
-        for pid in complete[complete].index:
-            sub = req[req.prompt_id == pid]
-            rows = [(s, before.get((pid, s), 0) + o, i) for s, o, i in zip(sub.sample_id, sub.output_len, sub.issued)]
-            for s, length, issued in rows + self.finished_earlier.pop(pid, []):
+
+        def lengths(pid, sub) -> list[tuple]:  # (sample, full length over every iteration, issued)
+            return [(s, before.get((pid, s), 0) + o, i) for s, o, i in zip(sub.sample_id, sub.output_len, sub.issued)]
+
+        for pid, sub in req[trains].groupby("prompt_id"):  # groups in prompt order, as `complete` lists them
+            for s, length, issued in lengths(pid, sub) + self.finished_earlier.pop(pid, []):
                 self._trained.append((pid, int(s), int(length), int(issued), iteration))
-        left = req[~done & ~req.prompt_id.map(complete)]
-        for pid, sub in req[done & ~req.prompt_id.map(complete)].groupby("prompt_id"):
-            self.finished_earlier.setdefault(pid, []).extend(
-                (s, before.get((pid, s), 0) + o, i) for s, o, i in zip(sub.sample_id, sub.output_len, sub.issued)
-            )
+        left = req[~done & ~trains]
+        for pid, sub in req[done & ~trains].groupby("prompt_id"):
+            self.finished_earlier.setdefault(pid, []).extend(lengths(pid, sub))
         if len(left):
             prev = truth.loc[list(zip(left.prompt_id, left.sample_id))]
             self.trace = pd.DataFrame(

@@ -181,7 +181,7 @@ def summarize(
         "preemptions": int(preemptions),
         "requests": int(len(requests)),
         # requests ended before their response did (partial's stop at the target): a makespan of less work
-        "aborted_requests": int((requests["finish_reason"] == "abort").sum()) if "finish_reason" in requests else 0,
+        "aborted_requests": int((requests["finish_reason"] == "abort").sum()),
         "output_tokens": tokens,
         "instances": len(busy_s),
         "idle_s_mean": float(np.mean(idle)) if idle else 0.0,
